@@ -1,0 +1,459 @@
+//! The decision table of `spec/verdicts.md`, as one pure function.
+//!
+//! [`check`] runs the rules in their order and stops at the first that matches. It reads the
+//! register through the [`Register`] trait, so the same code decides against a memory-mapped
+//! snapshot in production and a small map in tests. It allocates nothing: the verdict borrows
+//! the producer's name from the register.
+
+use crate::catalogue::{ConformityMode, ProductCode};
+use crate::cert::{CertNumber, CertNumberError};
+use crate::date::Day;
+use crate::listing::Listing;
+use crate::model::{ModelKey, model_key};
+use crate::status::Status;
+use crate::verdict::{Policy, Reason, Verdict};
+
+/// What a verdict reports of the certificate it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertFacts<'a> {
+    /// The certificate number.
+    pub number: CertNumber,
+    /// Its status.
+    pub status: Status,
+    /// The product code it covers.
+    pub product_code: ProductCode,
+    /// Its producer (`生产者名称`).
+    pub producer: &'a str,
+    /// Its expiry date: valid through that day, China time.
+    pub expires: Day,
+}
+
+/// A read-only certificate register the decision table can consult.
+pub trait Register {
+    /// A cheap handle to one certificate, valid for the register's lifetime.
+    type Cert: Copy;
+
+    /// The feed sequence of this register.
+    fn sequence(&self) -> u64;
+
+    /// The conformity mode of `code` in the catalogue in force on `day`, or `None` when the
+    /// code is not in the catalogue on that day.
+    fn catalogue_mode(&self, code: ProductCode, day: Day) -> Option<ConformityMode>;
+
+    /// The certificate with this number.
+    fn find(&self, number: CertNumber) -> Option<Self::Cert>;
+
+    /// What a verdict reports of a certificate.
+    fn facts(&self, cert: Self::Cert) -> CertFacts<'_>;
+
+    /// Whether the certificate covers the model with this key.
+    fn covers_model(&self, cert: Self::Cert, model: ModelKey) -> bool;
+}
+
+/// Decides one listing: the first rule of the table that matches wins, and the operator's
+/// policy maps its reason to a decision.
+pub fn check<'r, R: Register>(
+    register: &'r R,
+    listing: &Listing<'_>,
+    policy: &Policy,
+) -> Verdict<'r> {
+    let (reason, certificate) = decide(register, listing);
+    Verdict {
+        decision: policy.decision(reason),
+        reason,
+        snapshot_sequence: register.sequence(),
+        certificate,
+    }
+}
+
+#[inline]
+fn decide<'r, R: Register>(
+    register: &'r R,
+    listing: &Listing<'_>,
+) -> (Reason, Option<CertFacts<'r>>) {
+    // Rules 1 and 2: the catalogue in force on the event date.
+    let Some(code) = listing.product_code else {
+        return (Reason::NotInCatalogue, None);
+    };
+    match register.catalogue_mode(code, listing.event_day) {
+        None => return (Reason::NotInCatalogue, None),
+        Some(ConformityMode::SelfDeclaration) => return (Reason::SelfDeclarationProduct, None),
+        Some(ConformityMode::Certificate) => {}
+    }
+    // Rules 3 and 4: the number as typed.
+    let number = match CertNumber::normalize(listing.certificate_number) {
+        Ok(parsed) => parsed.number,
+        Err(CertNumberError::Empty) => return (Reason::CertificateMissing, None),
+        Err(CertNumberError::Malformed) => return (Reason::CertificateMalformed, None),
+    };
+    // Rule 5.
+    let Some(cert) = register.find(number) else {
+        return (Reason::CertificateNotFound, None);
+    };
+    let facts = register.facts(cert);
+    // Rules 6 to 9: status, then the expiry date against the event's China-time day.
+    let reason = match facts.status {
+        Status::Suspended => Some(Reason::CertificateSuspended),
+        Status::Revoked => Some(Reason::CertificateRevoked),
+        Status::Cancelled => Some(Reason::CertificateCancelled),
+        Status::Expired => Some(Reason::CertificateExpired),
+        Status::Valid if facts.expires < listing.event_day => Some(Reason::CertificateExpired),
+        Status::Valid => None,
+    };
+    if let Some(reason) = reason {
+        return (reason, Some(facts));
+    }
+    // Rule 10.
+    if facts.product_code != code {
+        return (Reason::ProductMismatch, Some(facts));
+    }
+    // Rule 11: only when a model was given (a blank model counts as none).
+    if let Some(key) = model_key(listing.model)
+        && !register.covers_model(cert, key)
+    {
+        return (Reason::ModelNotCovered, Some(facts));
+    }
+    (Reason::CertificateValid, Some(facts))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::catalogue::{Catalogue, CatalogueEntry};
+    use crate::verdict::Decision;
+
+    /// A register over a map, for pinning the table without a snapshot.
+    struct MapRegister {
+        catalogue: Catalogue,
+        certs: HashMap<u64, (Status, ProductCode, Day, Vec<ModelKey>)>,
+    }
+
+    impl Register for MapRegister {
+        type Cert = u64;
+        fn sequence(&self) -> u64 {
+            42
+        }
+        fn catalogue_mode(&self, code: ProductCode, day: Day) -> Option<ConformityMode> {
+            self.catalogue.in_force(code, day).map(|e| e.mode)
+        }
+        fn find(&self, number: CertNumber) -> Option<u64> {
+            self.certs
+                .contains_key(&number.get())
+                .then_some(number.get())
+        }
+        fn facts(&self, cert: u64) -> CertFacts<'_> {
+            let (status, product_code, expires, _) = &self.certs[&cert];
+            CertFacts {
+                number: CertNumber::from_u64(cert).unwrap(),
+                status: *status,
+                product_code: *product_code,
+                producer: "某某电子有限公司",
+                expires: *expires,
+            }
+        }
+        fn covers_model(&self, cert: u64, model: ModelKey) -> bool {
+            self.certs[&cert].3.contains(&model)
+        }
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> Day {
+        Day::from_ymd(y, m, d).unwrap()
+    }
+
+    fn code(c: u16) -> ProductCode {
+        ProductCode::new(c).unwrap()
+    }
+
+    const PC: u64 = 2021010901000001; // 0901 微型计算机, valid until 2026-11-27
+    const PHONE: u64 = 2021011606000002; // 1606, valid
+    const SUSPENDED: u64 = 2021010901000003;
+    const REVOKED: u64 = 2021010901000004;
+    const CANCELLED: u64 = 2021010901000005;
+    const EXPIRED: u64 = 2021010901000006;
+
+    fn register() -> &'static MapRegister {
+        static REGISTER: std::sync::LazyLock<MapRegister> =
+            std::sync::LazyLock::new(build_register);
+        &REGISTER
+    }
+
+    fn build_register() -> MapRegister {
+        let entry = |c: u16, mode, from: Day, until: Option<Day>| CatalogueEntry {
+            code: code(c),
+            name: format!("product {c:04}"),
+            category_code: code(c).category(),
+            category_name: "category".into(),
+            mode,
+            from,
+            until,
+        };
+        let catalogue = Catalogue::new(vec![
+            entry(901, ConformityMode::Certificate, day(2002, 5, 1), None),
+            entry(1606, ConformityMode::Certificate, day(2002, 5, 1), None),
+            // A self-declaration type.
+            entry(1101, ConformityMode::SelfDeclaration, day(2020, 1, 1), None),
+            // Power banks: in the catalogue from 2024-08-01 only.
+            entry(1912, ConformityMode::Certificate, day(2024, 8, 1), None),
+            // A type taken out of the catalogue at the 2023 revision.
+            entry(
+                402,
+                ConformityMode::Certificate,
+                day(2002, 5, 1),
+                Some(day(2023, 1, 1)),
+            ),
+        ])
+        .unwrap();
+        let models = |ms: &[&str]| ms.iter().map(|m| model_key(m).unwrap()).collect::<Vec<_>>();
+        let far = day(2030, 1, 1);
+        let certs = HashMap::from([
+            (
+                PC,
+                (
+                    Status::Valid,
+                    code(901),
+                    day(2026, 11, 27),
+                    models(&["X1-2026", "X1 Carbon"]),
+                ),
+            ),
+            (PHONE, (Status::Valid, code(1606), far, models(&["P60"]))),
+            (SUSPENDED, (Status::Suspended, code(901), far, vec![])),
+            (REVOKED, (Status::Revoked, code(901), far, vec![])),
+            (CANCELLED, (Status::Cancelled, code(901), far, vec![])),
+            (EXPIRED, (Status::Expired, code(901), far, vec![])),
+        ]);
+        MapRegister { catalogue, certs }
+    }
+
+    fn listing<'a>(code: &str, cert: &'a str, model: &'a str, time: &str) -> Listing<'a> {
+        Listing::parse("L1", "M1", code, cert, model, time, day(2026, 6, 1)).unwrap()
+    }
+
+    fn reason(code: &str, cert: &str, model: &str) -> Reason {
+        check(
+            register(),
+            &listing(code, cert, model, ""),
+            &Policy::default(),
+        )
+        .reason
+    }
+
+    #[test]
+    fn empty_product_code_is_not_in_catalogue() {
+        assert_eq!(reason("", "", ""), Reason::NotInCatalogue);
+    }
+
+    #[test]
+    fn product_code_absent_from_catalogue_is_allowed() {
+        let v = check(register(), &listing("9999", "", "", ""), &Policy::default());
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Allow, Reason::NotInCatalogue)
+        );
+        assert!(v.certificate.is_none());
+    }
+
+    #[test]
+    fn catalogue_entry_not_yet_in_force_is_not_in_catalogue() {
+        let r = register();
+        let before = listing("1912", "", "", "2024-07-31T15:59:59Z"); // 23:59:59 on 07-31 in China
+        let on = listing("1912", "", "", "2024-07-31T16:00:00Z"); // 00:00 on 08-01 in China
+        assert_eq!(
+            check(r, &before, &Policy::default()).reason,
+            Reason::NotInCatalogue
+        );
+        assert_eq!(
+            check(r, &on, &Policy::default()).reason,
+            Reason::CertificateMissing
+        );
+    }
+
+    #[test]
+    fn catalogue_entry_past_its_end_is_not_in_catalogue() {
+        let r = register();
+        let in_force = listing("0402", "", "", "2022-12-31T12:00:00+08:00");
+        let ended = listing("0402", "", "", "2023-01-01T00:00:00+08:00");
+        assert_eq!(
+            check(r, &in_force, &Policy::default()).reason,
+            Reason::CertificateMissing
+        );
+        assert_eq!(
+            check(r, &ended, &Policy::default()).reason,
+            Reason::NotInCatalogue
+        );
+    }
+
+    #[test]
+    fn self_declaration_product_is_allowed_without_certificate() {
+        let v = check(register(), &listing("1101", "", "", ""), &Policy::default());
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Allow, Reason::SelfDeclarationProduct)
+        );
+    }
+
+    #[test]
+    fn missing_certificate_is_blocked() {
+        assert_eq!(reason("0901", "", ""), Reason::CertificateMissing);
+        assert_eq!(reason("0901", " 3C: ", ""), Reason::CertificateMissing);
+    }
+
+    #[test]
+    fn malformed_certificate_is_blocked() {
+        assert_eq!(reason("0901", "12345", ""), Reason::CertificateMalformed);
+        assert_eq!(
+            reason("0901", "2021010901000001(B)", ""),
+            Reason::CertificateMalformed
+        );
+    }
+
+    #[test]
+    fn unknown_certificate_is_not_found() {
+        assert_eq!(
+            reason("0901", "2021010901999999", ""),
+            Reason::CertificateNotFound
+        );
+    }
+
+    #[test]
+    fn suspended_revoked_cancelled_and_expired_statuses_are_blocked() {
+        for (n, want) in [
+            (SUSPENDED, Reason::CertificateSuspended),
+            (REVOKED, Reason::CertificateRevoked),
+            (CANCELLED, Reason::CertificateCancelled),
+            (EXPIRED, Reason::CertificateExpired),
+        ] {
+            let number = n.to_string();
+            let v = check(
+                register(),
+                &listing("0901", &number, "", ""),
+                &Policy::default(),
+            );
+            assert_eq!((v.decision, v.reason), (Decision::Block, want));
+            assert_eq!(
+                v.certificate.unwrap().number.get(),
+                n,
+                "status verdicts report the certificate"
+            );
+        }
+    }
+
+    #[test]
+    fn status_rules_come_before_product_mismatch() {
+        // Suspended certificate listed under another product code: the status wins.
+        assert_eq!(
+            reason("1606", &SUSPENDED.to_string(), ""),
+            Reason::CertificateSuspended
+        );
+    }
+
+    #[test]
+    fn expiry_is_inclusive_of_its_day_in_china_time() {
+        let r = register();
+        let pc = PC.to_string();
+        // Valid through 2026-11-27 China time: 2026-11-27T15:59:59Z is 23:59:59 there.
+        let last = listing("0901", &pc, "", "2026-11-27T15:59:59Z");
+        let after = listing("0901", &pc, "", "2026-11-27T16:00:00Z");
+        assert_eq!(
+            check(r, &last, &Policy::default()).reason,
+            Reason::CertificateValid
+        );
+        let v = check(r, &after, &Policy::default());
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Block, Reason::CertificateExpired)
+        );
+    }
+
+    #[test]
+    fn certificate_for_another_product_is_a_mismatch() {
+        let v = check(
+            register(),
+            &listing("0901", &PHONE.to_string(), "", ""),
+            &Policy::default(),
+        );
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Block, Reason::ProductMismatch)
+        );
+        assert_eq!(v.certificate.unwrap().product_code, code(1606));
+    }
+
+    #[test]
+    fn model_not_among_the_certificates_models_is_reviewed() {
+        let v = check(
+            register(),
+            &listing("0901", &PC.to_string(), "X2", ""),
+            &Policy::default(),
+        );
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Review, Reason::ModelNotCovered)
+        );
+    }
+
+    #[test]
+    fn covered_model_typed_differently_is_valid() {
+        for m in ["x1-2026", "ｘ１－２０２６", " X1 carbon ", "x1carbon"] {
+            assert_eq!(
+                reason("0901", &PC.to_string(), m),
+                Reason::CertificateValid,
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn blank_model_counts_as_not_given() {
+        assert_eq!(
+            reason("0901", &PC.to_string(), "  "),
+            Reason::CertificateValid
+        );
+    }
+
+    #[test]
+    fn merchant_typing_is_normalised_before_lookup() {
+        for typed in [
+            "3C:2021-0109-0100-0001",
+            "ＣＣＣ２０２１０１０９０１０００００１",
+            "no. 2021010901000001(A1)",
+        ] {
+            assert_eq!(
+                reason("0901", typed, "X1-2026"),
+                Reason::CertificateValid,
+                "{typed}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_verdict_reports_the_certificate_and_snapshot() {
+        let v = check(
+            register(),
+            &listing("0901", &PC.to_string(), "", ""),
+            &Policy::default(),
+        );
+        assert_eq!(
+            (v.decision, v.reason, v.snapshot_sequence),
+            (Decision::Allow, Reason::CertificateValid, 42)
+        );
+        let c = v.certificate.unwrap();
+        assert_eq!(
+            (c.status, c.product_code, c.expires),
+            (Status::Valid, code(901), day(2026, 11, 27))
+        );
+        assert_eq!(c.producer, "某某电子有限公司");
+    }
+
+    #[test]
+    fn policy_override_changes_decision_but_not_reason() {
+        let mut p = Policy::default();
+        p.apply_override("CERTIFICATE_NOT_FOUND=REVIEW").unwrap();
+        let v = check(register(), &listing("0901", "2021010901999999", "", ""), &p);
+        assert_eq!(
+            (v.decision, v.reason),
+            (Decision::Review, Reason::CertificateNotFound)
+        );
+    }
+}

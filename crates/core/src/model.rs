@@ -1,0 +1,127 @@
+//! Models (`型号规格`): normalisation and the 64-bit key the snapshot probes.
+//!
+//! Both the listing's model and the certificate's models are normalised the same way: NFKC,
+//! upper case, white space removed. The snapshot stores each certificate's models as sorted
+//! 64-bit keys of their normalised text, so "is this model covered" is a binary search over a
+//! few integers, not a string comparison. The key is a stable hash (FNV-1a with a final mix),
+//! fixed forever because snapshots on disk hold it.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// The key of a normalised model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModelKey(pub u64);
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+struct Hasher {
+    h: u64,
+    empty: bool,
+}
+
+impl Hasher {
+    fn new() -> Self {
+        Hasher {
+            h: FNV_OFFSET,
+            empty: true,
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.h = (self.h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        self.empty = false;
+    }
+
+    fn char(&mut self, c: char) {
+        let mut buf = [0u8; 4];
+        c.encode_utf8(&mut buf).bytes().for_each(|b| self.byte(b));
+    }
+
+    fn finish(self) -> Option<ModelKey> {
+        if self.empty {
+            return None;
+        }
+        // A final avalanche (from splitmix64) so nearby texts spread over the whole range.
+        let mut z = self.h;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Some(ModelKey(z ^ (z >> 31)))
+    }
+}
+
+/// The key of a model's normalised text, or `None` when nothing is left after normalisation
+/// (a blank model counts as no model given). Allocation-free.
+pub fn model_key(model: &str) -> Option<ModelKey> {
+    let mut h = Hasher::new();
+    if model.is_ascii() {
+        // NFKC is the identity on ASCII and upper-casing is byte-wise: the common fast path.
+        for b in model.bytes() {
+            if !(b as char).is_whitespace() {
+                h.byte(b.to_ascii_uppercase());
+            }
+        }
+    } else {
+        for c in model.nfkc().flat_map(char::to_uppercase) {
+            if !c.is_whitespace() {
+                h.char(c);
+            }
+        }
+    }
+    h.finish()
+}
+
+/// A model's normalised text (NFKC, upper case, no white space), for display and tests;
+/// its [`model_key`] is the key of this text.
+pub fn normalize_model(model: &str) -> String {
+    model
+        .nfkc()
+        .flat_map(char::to_uppercase)
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+/// Splits a `型号规格` field into its models: separated by `；` `;` `、` `，` `,` or line
+/// breaks, each trimmed, blanks dropped.
+pub fn split_models(field: &str) -> impl Iterator<Item = &str> {
+    field
+        .split(['；', ';', '、', '，', ',', '\n', '\r'])
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_width_and_white_space_do_not_change_the_key() {
+        let k = model_key("ThinkPad X1-2026").unwrap();
+        assert_eq!(model_key("thinkpad x1-2026"), Some(k));
+        assert_eq!(model_key(" THINKPAD\tX1-2026 "), Some(k));
+        assert_eq!(model_key("ＴｈｉｎｋＰａｄ　Ｘ１－２０２６"), Some(k));
+        assert_ne!(model_key("ThinkPad X1-2025"), Some(k));
+    }
+
+    #[test]
+    fn key_is_the_key_of_the_normalised_text() {
+        for m in ["abc 123", "ＡＢＣ１２３", "型号 a-1", "ß-x"] {
+            assert_eq!(model_key(m), model_key(&normalize_model(m)), "{m}");
+        }
+        assert_eq!(normalize_model("ａｂ　c d"), "ABCD");
+        assert_eq!(normalize_model("straße"), "STRASSE");
+    }
+
+    #[test]
+    fn blank_model_has_no_key() {
+        assert_eq!(model_key(""), None);
+        assert_eq!(model_key(" \t\u{3000}"), None);
+    }
+
+    #[test]
+    fn every_listed_separator_splits_models() {
+        let field = "A1；A2;A3、A4，A5,A6\nA7\r\nA8 ; ;";
+        let got: Vec<_> = split_models(field).collect();
+        assert_eq!(got, ["A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8"]);
+    }
+}
