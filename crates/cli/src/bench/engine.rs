@@ -1,0 +1,9 @@
+//! Not written yet.
+
+/// Options.
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("not written yet")
+}

@@ -1,0 +1,26 @@
+//! `cccgate bench`: the engine, gRPC and year benchmarks.
+
+mod engine;
+mod grpc;
+mod year;
+
+use clap::Subcommand;
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The check engine alone, over a snapshot of N synthetic records.
+    Engine(engine::Args),
+    /// The gRPC service on loopback.
+    Grpc(grpc::Args),
+    /// A year of listing events of a profile (2021 or 2025), against a gateway.
+    Year(year::Args),
+}
+
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Engine(args) => engine::run(args),
+        Command::Grpc(args) => grpc::run(args),
+        Command::Year(args) => year::run(args),
+    }
+}

@@ -1,0 +1,53 @@
+//! `cccgate`: the one binary. It parses arguments and calls into the library crates; each
+//! subcommand lives in its own module.
+
+mod bench;
+mod feed;
+mod load;
+mod replay;
+mod serve;
+mod synth;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cccgate",
+    version,
+    about = "CCC listing-interception gateway, feed loader and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gRPC gateway (with no flags: a built-in sample register on 127.0.0.1:50051).
+    Serve(Box<serve::Args>),
+    /// Turn regulator feed drops into snapshots; verify, inspect and diff snapshots.
+    #[command(subcommand)]
+    Load(load::Command),
+    /// Operator tools for feed drops (signing).
+    #[command(subcommand)]
+    Feed(feed::Command),
+    /// Generate a deterministic synthetic register, listing streams and feed drops.
+    #[command(subcommand)]
+    Synth(synth::Command),
+    /// Replay a file of listing events against a gateway and summarise the verdicts.
+    Replay(Box<replay::Args>),
+    /// Benchmarks: the check engine, the gRPC service, a year of load.
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Serve(args) => serve::run(*args),
+        Command::Load(cmd) => load::run(cmd),
+        Command::Feed(cmd) => feed::run(cmd),
+        Command::Synth(cmd) => synth::run(cmd),
+        Command::Replay(args) => replay::run(*args),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}

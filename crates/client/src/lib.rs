@@ -1,0 +1,3 @@
+//! Replay of listing files and load generation over gRPC.
+
+#![deny(missing_docs)]

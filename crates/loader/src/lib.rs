@@ -1,0 +1,3 @@
+//! Regulator feed drops to snapshots.
+
+#![deny(missing_docs)]

@@ -1,0 +1,3 @@
+//! Generated gRPC types and conversions to core types.
+
+#![deny(missing_docs)]

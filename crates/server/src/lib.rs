@@ -1,0 +1,3 @@
+//! The gRPC gateway.
+
+#![deny(missing_docs)]

@@ -1,0 +1,3 @@
+//! Deterministic synthetic register, listing streams and feed drops.
+
+#![deny(missing_docs)]
