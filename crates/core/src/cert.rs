@@ -43,6 +43,9 @@ pub enum CertNumberError {
 }
 
 impl CertNumber {
+    /// `0000000000000000`: never a real certificate; a placeholder where none is known.
+    pub const ZERO: CertNumber = CertNumber(0);
+
     /// The number for these 16 digits, if it is in range (below 10^16).
     pub const fn from_u64(n: u64) -> Option<Self> {
         if n < TEN_16 {

@@ -1,0 +1,235 @@
+//! The file format: a 64-byte header followed by the rkyv archive; atomic writes.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rkyv::util::AlignedVec;
+
+use crate::error::SnapshotError;
+
+/// Magic bytes at the start of every snapshot file.
+pub(crate) const MAGIC: [u8; 8] = *b"CCCGSNAP";
+/// The format version this build writes and reads. Bump it on any change to `data.rs`.
+pub const FORMAT_VERSION: u32 = 1;
+/// Length of the header; the archive starts here, a multiple of 16.
+pub const HEADER_LEN: usize = 64;
+
+/// The decoded header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub version: u32,
+    pub archive_len: u64,
+    pub checksum: u128,
+    pub sequence: u64,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&self.version.to_le_bytes());
+        h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+        h[16..24].copy_from_slice(&self.archive_len.to_le_bytes());
+        h[24..40].copy_from_slice(&self.checksum.to_le_bytes());
+        h[40..48].copy_from_slice(&self.sequence.to_le_bytes());
+        h
+    }
+
+    /// Decodes and checks the header of a file of `file_len` bytes.
+    pub(crate) fn decode(
+        bytes: &[u8],
+        file_len: u64,
+        path: &Path,
+    ) -> Result<Header, SnapshotError> {
+        let path = || path.to_path_buf();
+        if bytes.len() < HEADER_LEN {
+            if bytes.len() >= 8 && bytes[0..8] != MAGIC {
+                return Err(SnapshotError::BadMagic { path: path() });
+            }
+            return Err(SnapshotError::Length {
+                path: path(),
+                expected: HEADER_LEN as u64,
+                actual: file_len,
+            });
+        }
+        if bytes[0..8] != MAGIC {
+            return Err(SnapshotError::BadMagic { path: path() });
+        }
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let version = u32_at(8);
+        if version != FORMAT_VERSION || u32_at(12) as usize != HEADER_LEN {
+            return Err(SnapshotError::Version {
+                path: path(),
+                found: version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        if bytes[48..HEADER_LEN].iter().any(|&b| b != 0) {
+            return Err(SnapshotError::Invalid {
+                path: path(),
+                message: "reserved header bytes are not zero".into(),
+            });
+        }
+        let archive_len = u64_at(16);
+        let mut c = [0u8; 16];
+        c.copy_from_slice(&bytes[24..40]);
+        let header = Header {
+            version,
+            archive_len,
+            checksum: u128::from_le_bytes(c),
+            sequence: u64_at(40),
+        };
+        let expected = archive_len.saturating_add(HEADER_LEN as u64);
+        if expected != file_len {
+            return Err(SnapshotError::Length {
+                path: path(),
+                expected,
+                actual: file_len,
+            });
+        }
+        Ok(header)
+    }
+}
+
+/// The xxh3-128 checksum of an archive; its hex form is the snapshot's content id.
+pub(crate) fn checksum(archive: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(archive)
+}
+
+/// A built snapshot in memory: the header and the archive, ready to write or to serve.
+#[derive(Debug)]
+pub struct SnapshotBytes {
+    pub(crate) header: [u8; HEADER_LEN],
+    pub(crate) archive: AlignedVec,
+}
+
+impl SnapshotBytes {
+    /// Total length of the file these bytes make.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.archive.len()
+    }
+
+    /// Whether there is nothing (never true for a built snapshot).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The file's bytes, header then archive (copies; for tests and tools).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len());
+        v.extend_from_slice(&self.header);
+        v.extend_from_slice(&self.archive);
+        v
+    }
+}
+
+/// The file name of the snapshot of a sequence: `snap-<sequence>.ccc`.
+pub fn file_name(sequence: u64) -> String {
+    format!("snap-{sequence}.ccc")
+}
+
+/// The sequence in a snapshot file name, if it is one.
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("snap-")?.strip_suffix(".ccc")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Writes a snapshot to `path` atomically: a temporary file in the same directory, synced,
+/// then renamed over `path`, then the directory synced. A reader never sees a partial file,
+/// and a file already mapped by a reader is replaced, never rewritten.
+pub fn write_atomic(bytes: &SnapshotBytes, path: &Path) -> Result<(), SnapshotError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| SnapshotError::Io { path: p, source }
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp: PathBuf = dir.join(format!(".{file}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&bytes.header).map_err(io(&tmp))?;
+        f.write_all(&bytes.archive).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, path).map_err(io(path))?;
+        // Make the rename itself durable.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(file_name(123), "snap-123.ccc");
+        assert_eq!(parse_file_name("snap-123.ccc"), Some(123));
+        for bad in [
+            "snap-.ccc",
+            "snap-12a.ccc",
+            "snap-1.ccc.tmp",
+            ".snap-1.ccc.tmp-9",
+            "x-1.ccc",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_round_trips_and_checks_length() {
+        let h = Header {
+            version: FORMAT_VERSION,
+            archive_len: 100,
+            checksum: 0xabcdef,
+            sequence: 7,
+        };
+        let bytes = h.encode();
+        let p = Path::new("x.ccc");
+        assert_eq!(Header::decode(&bytes, 164, p).unwrap(), h);
+        assert!(matches!(
+            Header::decode(&bytes, 163, p),
+            Err(SnapshotError::Length {
+                expected: 164,
+                actual: 163,
+                ..
+            })
+        ));
+        assert!(matches!(
+            Header::decode(&bytes[..10], 10, p),
+            Err(SnapshotError::Length { .. })
+        ));
+        let mut bad = bytes;
+        bad[0] = b'X';
+        assert!(matches!(
+            Header::decode(&bad, 164, p),
+            Err(SnapshotError::BadMagic { .. })
+        ));
+        let mut v2 = bytes;
+        v2[8] = 2;
+        assert!(matches!(
+            Header::decode(&v2, 164, p),
+            Err(SnapshotError::Version { found: 2, .. })
+        ));
+    }
+}

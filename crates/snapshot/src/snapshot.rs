@@ -1,0 +1,409 @@
+//! Opening a snapshot and reading it in place.
+
+use std::fs::File;
+use std::path::Path;
+
+use cccgate_core::{
+    Catalogue, CatalogueEntry, CertFacts, CertNumber, CertificateRecord, ConformityMode, Day,
+    ModelKey, ProductCode, Register, Status, split_models,
+};
+use memmap2::Mmap;
+use rkyv::rancor::BoxedError;
+use rkyv::util::AlignedVec;
+
+use crate::data::{ArchivedData, ArchivedHot, Cold, NO_DAY, home_slot};
+use crate::error::SnapshotError;
+use crate::format::{HEADER_LEN, Header, SnapshotBytes, checksum};
+
+/// The bytes behind a snapshot: a read-only mapping of its file, or an archive in memory.
+#[derive(Debug)]
+enum Backing {
+    Mapped(Mmap),
+    Owned(AlignedVec),
+}
+
+/// One catalogue period, compact, for the hot path's lookup by code and day.
+#[derive(Clone, Copy, Debug)]
+struct Period {
+    code: u16,
+    mode: ConformityMode,
+    from: i32,
+    until: i32,
+}
+
+/// Certificate counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// All certificates.
+    pub total: u64,
+    /// By status, index `Status::code() - 1`.
+    pub by_status: [u64; 5],
+}
+
+impl Counts {
+    /// Certificates with status `有效`.
+    pub fn valid(&self) -> u64 {
+        self.by_status[0]
+    }
+
+    /// Certificates with this status.
+    pub fn of(&self, status: Status) -> u64 {
+        self.by_status[usize::from(status.code() - 1)]
+    }
+}
+
+/// A certificate's key facts, for listings and diffs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Its number.
+    pub number: CertNumber,
+    /// Its status.
+    pub status: Status,
+    /// The product code it covers.
+    pub product_code: ProductCode,
+    /// Its expiry date.
+    pub expires: Day,
+}
+
+/// An open, verified snapshot. Cheap to share behind an `Arc`; every read is in place.
+#[derive(Debug)]
+pub struct Snapshot {
+    backing: Backing,
+    sequence: u64,
+    content_id: String,
+    periods: Vec<Period>,
+}
+
+impl Snapshot {
+    /// Maps a snapshot file and verifies it: length, format version, checksum, then a full
+    /// validation of the archive. A file that fails any of them is refused, never served.
+    pub fn open(path: &Path) -> Result<Snapshot, SnapshotError> {
+        let io = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len < HEADER_LEN as u64 {
+            let mut head = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut head).map_err(io)?;
+            return Header::decode(&head, len, path).and(Err(SnapshotError::Length {
+                path: path.to_path_buf(),
+                expected: HEADER_LEN as u64,
+                actual: len,
+            }));
+        }
+        // SAFETY: the mapping is read-only and snapshot files are never modified in place
+        // (`write_atomic` writes a new file and renames it), so the bytes cannot change under us.
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let header = Header::decode(&map, len, path)?;
+        Self::verify(Backing::Mapped(map), header, path)
+    }
+
+    /// Verifies a snapshot built in memory (the embedded sample register, tests, benchmarks).
+    pub fn from_bytes(bytes: SnapshotBytes) -> Result<Snapshot, SnapshotError> {
+        let path = Path::new("<memory>");
+        let header = Header::decode(&bytes.header, bytes.len() as u64, path)?;
+        Self::verify(Backing::Owned(bytes.archive), header, path)
+    }
+
+    /// Reads a snapshot file fully into memory instead of mapping it.
+    pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
+        let raw = std::fs::read(path).map_err(|source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let header = Header::decode(&raw, raw.len() as u64, path)?;
+        let mut archive = AlignedVec::with_capacity(raw.len() - HEADER_LEN);
+        archive.extend_from_slice(&raw[HEADER_LEN..]);
+        Self::verify(Backing::Owned(archive), header, path)
+    }
+
+    fn verify(backing: Backing, header: Header, path: &Path) -> Result<Snapshot, SnapshotError> {
+        let archive = archive_of(&backing);
+        let sum = checksum(archive);
+        if sum != header.checksum {
+            return Err(SnapshotError::Checksum {
+                path: path.to_path_buf(),
+            });
+        }
+        let invalid = |message: String| SnapshotError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let data = rkyv::access::<ArchivedData, BoxedError>(archive)
+            .map_err(|e| invalid(e.to_string()))?;
+        if data.sequence.to_native() != header.sequence {
+            return Err(invalid(format!(
+                "header says sequence {}, archive says {}",
+                header.sequence,
+                data.sequence.to_native()
+            )));
+        }
+        let mut periods = Vec::with_capacity(data.catalogue.len());
+        for row in data.catalogue.iter() {
+            let mode = match row.mode {
+                0 => ConformityMode::Certificate,
+                1 => ConformityMode::SelfDeclaration,
+                m => return Err(invalid(format!("catalogue mode {m}"))),
+            };
+            periods.push(Period {
+                code: row.code.to_native(),
+                mode,
+                from: row.from.to_native(),
+                until: row.until.to_native(),
+            });
+        }
+        if !periods.is_sorted_by_key(|p| (p.code, p.from)) {
+            return Err(invalid("catalogue is not sorted".into()));
+        }
+        let sequence = header.sequence;
+        Ok(Snapshot {
+            backing,
+            sequence,
+            content_id: format!("{sum:032x}"),
+            periods,
+        })
+    }
+
+    /// The archive, validated at construction.
+    #[inline]
+    pub(crate) fn data(&self) -> &ArchivedData {
+        // SAFETY: `verify` ran `rkyv::access` (full bytecheck validation) over exactly these
+        // bytes before this `Snapshot` existed, and the bytes are immutable for its lifetime.
+        #[allow(unsafe_code)]
+        unsafe {
+            rkyv::access_unchecked::<ArchivedData>(archive_of(&self.backing))
+        }
+    }
+
+    /// The feed sequence.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// The content id: the xxh3-128 checksum of the archive, 32 hex digits.
+    pub fn content_id(&self) -> &str {
+        &self.content_id
+    }
+
+    /// Who published the feed.
+    pub fn source(&self) -> &str {
+        self.data().source.as_str()
+    }
+
+    /// The drop's `generated_at`.
+    pub fn generated_at(&self) -> &str {
+        self.data().generated_at.as_str()
+    }
+
+    /// When the snapshot was built, milliseconds since the Unix epoch.
+    pub fn built_at_unix_ms(&self) -> i64 {
+        self.data().built_at_unix_ms.to_native()
+    }
+
+    /// Size of the snapshot file (header and archive).
+    pub fn byte_len(&self) -> usize {
+        HEADER_LEN + archive_of(&self.backing).len()
+    }
+
+    /// Certificate counts.
+    pub fn counts(&self) -> Counts {
+        let d = self.data();
+        Counts {
+            total: d.total.to_native(),
+            by_status: d.counts.map(|c| c.to_native()),
+        }
+    }
+
+    /// The catalogue, as an owned copy.
+    pub fn catalogue(&self) -> Catalogue {
+        let entries = self
+            .data()
+            .catalogue
+            .iter()
+            .filter_map(|r| {
+                Some(CatalogueEntry {
+                    code: ProductCode::new(r.code.to_native())?,
+                    name: r.name.as_str().to_owned(),
+                    category_code: r.category_code,
+                    category_name: r.category_name.as_str().to_owned(),
+                    mode: if r.mode == 0 {
+                        ConformityMode::Certificate
+                    } else {
+                        ConformityMode::SelfDeclaration
+                    },
+                    from: Day::from_days(r.from.to_native()),
+                    until: day_opt(r.until.to_native()),
+                })
+            })
+            .collect();
+        // The entries were a valid catalogue when built; rebuild without re-checking overlaps.
+        Catalogue::new(entries).unwrap_or_default()
+    }
+
+    /// The slot index of a certificate.
+    #[inline]
+    fn slot(&self, number: u64) -> Option<u32> {
+        if number == 0 {
+            return None;
+        }
+        let slots = self.data().slots.as_slice();
+        let len = slots.len();
+        if len == 0 {
+            return None;
+        }
+        let mut i = home_slot(number, len);
+        // Bounded even on a table with no empty slot.
+        for _ in 0..len {
+            let k = slots[i].number.to_native();
+            if k == number {
+                return Some(i as u32);
+            }
+            if k == 0 {
+                return None;
+            }
+            i = if i + 1 == len { 0 } else { i + 1 };
+        }
+        None
+    }
+
+    #[inline]
+    fn hot(&self, slot: u32) -> &ArchivedHot {
+        &self.data().slots.as_slice()[slot as usize]
+    }
+
+    #[inline]
+    fn text(&self, id: u32) -> &str {
+        self.data()
+            .strings
+            .get(id as usize)
+            .map_or("", |s| s.as_str())
+    }
+
+    /// Every certificate's key facts, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = CertSummary> + '_ {
+        self.data()
+            .slots
+            .iter()
+            .filter(|h| h.number.to_native() != 0)
+            .map(summary)
+    }
+
+    /// The full record of a certificate.
+    pub fn record(&self, number: CertNumber) -> Option<CertificateRecord> {
+        self.slot(number.get()).map(|s| self.record_at(self.hot(s)))
+    }
+
+    /// Every certificate's full record, in table order.
+    pub fn records(&self) -> impl Iterator<Item = CertificateRecord> + '_ {
+        self.data()
+            .slots
+            .iter()
+            .filter(|h| h.number.to_native() != 0)
+            .map(|h| self.record_at(h))
+    }
+
+    fn record_at(&self, h: &ArchivedHot) -> CertificateRecord {
+        let s = summary(h);
+        let c: Cold = self
+            .data()
+            .cold
+            .get(h.cold.to_native() as usize)
+            .and_then(|c| rkyv::deserialize::<Cold, BoxedError>(c).ok())
+            .unwrap_or_default();
+        CertificateRecord {
+            number: s.number,
+            suffix: (c.suffix != [0, 0]).then_some(c.suffix),
+            status: s.status,
+            product_code: s.product_code,
+            product_name: self.text(c.product_name).to_owned(),
+            models: split_models(self.text(c.models_text))
+                .map(str::to_owned)
+                .collect(),
+            applicant: self.text(c.applicant).to_owned(),
+            producer: self.text(h.producer.to_native()).to_owned(),
+            factory: self.text(c.factory).to_owned(),
+            issued: Day::from_days(c.issued),
+            expires: s.expires,
+            status_changed: day_opt(c.status_changed),
+            status_reason: self.text(c.status_reason).to_owned(),
+            body_name: self.text(c.body_name).to_owned(),
+        }
+    }
+}
+
+fn summary(h: &ArchivedHot) -> CertSummary {
+    CertSummary {
+        number: CertNumber::from_u64(h.number.to_native()).unwrap_or(CertNumber::ZERO),
+        status: Status::from_code(h.status).unwrap_or(Status::Expired),
+        product_code: ProductCode::new(h.product_code.to_native()).unwrap_or(ProductCode::ZERO),
+        expires: Day::from_days(h.expires.to_native()),
+    }
+}
+
+fn day_opt(days: i32) -> Option<Day> {
+    (days != NO_DAY).then(|| Day::from_days(days))
+}
+
+fn archive_of(backing: &Backing) -> &[u8] {
+    match backing {
+        Backing::Mapped(map) => &map[HEADER_LEN..],
+        Backing::Owned(v) => v,
+    }
+}
+
+impl Register for Snapshot {
+    type Cert = u32;
+
+    #[inline]
+    fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    #[inline]
+    fn catalogue_mode(&self, code: ProductCode, day: Day) -> Option<ConformityMode> {
+        let (code, day) = (code.get(), day.days());
+        let start = self.periods.partition_point(|p| p.code < code);
+        self.periods[start..]
+            .iter()
+            .take_while(|p| p.code == code)
+            .find(|p| p.from <= day && (p.until == NO_DAY || day < p.until))
+            .map(|p| p.mode)
+    }
+
+    #[inline]
+    fn find(&self, number: CertNumber) -> Option<u32> {
+        self.slot(number.get())
+    }
+
+    #[inline]
+    fn facts(&self, cert: u32) -> CertFacts<'_> {
+        let h = self.hot(cert);
+        let s = summary(h);
+        CertFacts {
+            number: s.number,
+            status: s.status,
+            product_code: s.product_code,
+            producer: self.text(h.producer.to_native()),
+            expires: s.expires,
+        }
+    }
+
+    #[inline]
+    fn covers_model(&self, cert: u32, model: ModelKey) -> bool {
+        let h = self.hot(cert);
+        let (start, len) = (
+            h.models_start.to_native() as usize,
+            h.models_len.to_native() as usize,
+        );
+        self.data()
+            .model_keys
+            .get(start..start + len)
+            .is_some_and(|keys| {
+                keys.binary_search_by(|k| k.to_native().cmp(&model.0))
+                    .is_ok()
+            })
+    }
+}

@@ -1,0 +1,333 @@
+//! Round trips, lookups, refusals of damaged files, and deltas.
+
+use std::fs;
+
+use cccgate_core::{
+    Catalogue, CatalogueEntry, CertNumber, CertificateRecord, ConformityMode, Day, Decision,
+    Listing, Policy, ProductCode, Reason, Register, Status, check,
+};
+
+use crate::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotError, file_name, write_atomic};
+
+fn day(y: i32, m: u32, d: u32) -> Day {
+    Day::from_ymd(y, m, d).unwrap()
+}
+
+fn catalogue() -> Catalogue {
+    let e = |code: u16, mode| CatalogueEntry {
+        code: ProductCode::new(code).unwrap(),
+        name: format!("产品{code:04}"),
+        category_code: (code / 100) as u8,
+        category_name: "类别".into(),
+        mode,
+        from: day(2002, 5, 1),
+        until: None,
+    };
+    Catalogue::new(vec![
+        e(901, ConformityMode::Certificate),
+        e(1606, ConformityMode::Certificate),
+        e(1101, ConformityMode::SelfDeclaration),
+    ])
+    .unwrap()
+}
+
+fn record(serial: u32, status: Status, code: u16) -> CertificateRecord {
+    let product_code = ProductCode::new(code).unwrap();
+    CertificateRecord {
+        number: CertNumber::from_parts(2021, 1, product_code, serial).unwrap(),
+        suffix: None,
+        status,
+        product_code,
+        product_name: "微型计算机".into(),
+        models: vec![
+            format!("M-{serial}"),
+            format!("M-{serial} Pro"),
+            "ＡＢＣ １".into(),
+        ],
+        applicant: format!("委托人{}", serial % 7),
+        producer: format!("生产者{}", serial % 13),
+        factory: format!("工厂{}", serial % 5),
+        issued: day(2021, 3, 1),
+        expires: day(2026, 12, 31),
+        status_changed: (status != Status::Valid).then(|| day(2025, 1, 2)),
+        status_reason: if status == Status::Valid {
+            String::new()
+        } else {
+            "监督抽查不合格".into()
+        },
+        body_name: "中国质量认证中心".into(),
+    }
+}
+
+fn info(sequence: u64) -> BuildInfo {
+    BuildInfo {
+        sequence,
+        source: "cnca".into(),
+        generated_at: "2026-11-27T02:00:00+08:00".into(),
+        built_at_unix_ms: 1,
+    }
+}
+
+fn records(n: u32) -> Vec<CertificateRecord> {
+    (1..=n)
+        .map(|i| {
+            record(
+                i,
+                Status::ALL[(i % 5) as usize],
+                if i % 3 == 0 { 1606 } else { 901 },
+            )
+        })
+        .collect()
+}
+
+fn build(sequence: u64, recs: &[CertificateRecord]) -> Snapshot {
+    let mut b = SnapshotBuilder::new(info(sequence), catalogue());
+    recs.iter().cloned().for_each(|r| b.upsert(r));
+    Snapshot::from_bytes(b.build().unwrap()).unwrap()
+}
+
+#[test]
+fn every_record_round_trips_through_a_file() {
+    let recs = records(2000);
+    let mut b = SnapshotBuilder::new(info(7), catalogue());
+    recs.iter().cloned().for_each(|r| b.upsert(r));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file_name(7));
+    write_atomic(&b.build().unwrap(), &path).unwrap();
+    let snap = Snapshot::open(&path).unwrap();
+    assert_eq!(snap.sequence(), 7);
+    assert_eq!(snap.source(), "cnca");
+    assert_eq!(snap.content_id().len(), 32);
+    assert_eq!(snap.counts().total, 2000);
+    assert_eq!(snap.counts().by_status, [400; 5]);
+    assert_eq!(snap.catalogue(), catalogue());
+    for r in &recs {
+        assert_eq!(snap.record(r.number).as_ref(), Some(r));
+    }
+    assert_eq!(snap.iter().count(), 2000);
+    assert_eq!(snap.records().count(), 2000);
+    assert!(
+        snap.record(CertNumber::from_u64(2021010901999999).unwrap())
+            .is_none()
+    );
+    // Nothing but the snapshot was left in the directory.
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn content_id_is_a_function_of_the_content() {
+    let a = build(1, &records(100));
+    let b = build(1, &records(100));
+    let c = build(1, &records(101));
+    assert_eq!(a.content_id(), b.content_id());
+    assert_ne!(a.content_id(), c.content_id());
+}
+
+#[test]
+fn checks_against_a_snapshot_follow_the_table() {
+    let recs = records(50);
+    let snap = build(3, &recs);
+    let today = day(2026, 6, 1);
+    let decide = |code: &str, cert: &str, model: &str| {
+        let l = Listing::parse("L", "M", code, cert, model, "", today).unwrap();
+        let v = check(&snap, &l, &Policy::default());
+        assert_eq!(v.snapshot_sequence, 3);
+        (v.decision, v.reason)
+    };
+    let valid = recs
+        .iter()
+        .find(|r| r.status == Status::Valid && r.product_code.get() == 901)
+        .unwrap();
+    let n = valid.number.to_string();
+    assert_eq!(
+        decide("0901", &n, ""),
+        (Decision::Allow, Reason::CertificateValid)
+    );
+    assert_eq!(
+        decide("0901", &format!("3C:{n}"), "abc1"),
+        (Decision::Allow, Reason::CertificateValid)
+    );
+    assert_eq!(
+        decide("0901", &n, &format!("m-{} pro", valid.number.serial())),
+        (Decision::Allow, Reason::CertificateValid)
+    );
+    assert_eq!(
+        decide("0901", &n, "nope"),
+        (Decision::Review, Reason::ModelNotCovered)
+    );
+    assert_eq!(
+        decide("1606", &n, ""),
+        (Decision::Block, Reason::ProductMismatch)
+    );
+    assert_eq!(
+        decide("1101", "", ""),
+        (Decision::Allow, Reason::SelfDeclarationProduct)
+    );
+    assert_eq!(
+        decide("0902", "", ""),
+        (Decision::Allow, Reason::NotInCatalogue)
+    );
+    assert_eq!(
+        decide("0901", "2021010901999999", ""),
+        (Decision::Block, Reason::CertificateNotFound)
+    );
+    let revoked = recs.iter().find(|r| r.status == Status::Revoked).unwrap();
+    let code = revoked.product_code.to_string();
+    assert_eq!(
+        decide(&code, &revoked.number.to_string(), ""),
+        (Decision::Block, Reason::CertificateRevoked)
+    );
+    let facts = snap.facts(snap.find(valid.number).unwrap());
+    assert_eq!(facts.producer, valid.producer);
+    assert_eq!(facts.expires, valid.expires);
+}
+
+#[test]
+fn truncated_file_is_refused() {
+    let snap_bytes = {
+        let mut b = SnapshotBuilder::new(info(1), catalogue());
+        records(300).into_iter().for_each(|r| b.upsert(r));
+        b.build().unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap-1.ccc");
+    let full = snap_bytes.to_vec();
+    for cut in [0, 10, 63, 64, 65, full.len() / 2, full.len() - 1] {
+        fs::write(&path, &full[..cut]).unwrap();
+        let err = Snapshot::open(&path).unwrap_err();
+        assert!(
+            matches!(err, SnapshotError::Length { .. }),
+            "cut at {cut}: {err}"
+        );
+        assert!(err.to_string().contains("snap-1.ccc"), "{err}");
+    }
+    let mut longer = full.clone();
+    longer.push(0);
+    fs::write(&path, &longer).unwrap();
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(SnapshotError::Length { .. })
+    ));
+}
+
+#[test]
+fn every_flipped_bit_in_a_sample_of_offsets_is_refused() {
+    let mut b = SnapshotBuilder::new(info(1), catalogue());
+    records(300).into_iter().for_each(|r| b.upsert(r));
+    let full = b.build().unwrap().to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap-1.ccc");
+    // Header fields and a spread of offsets through the archive.
+    let mut offsets: Vec<usize> = (0..64).step_by(3).collect();
+    offsets.extend((64..full.len()).step_by(full.len() / 97));
+    offsets.push(full.len() - 1);
+    for off in offsets {
+        let mut damaged = full.clone();
+        damaged[off] ^= 0x10;
+        fs::write(&path, &damaged).unwrap();
+        let err = Snapshot::open(&path).expect_err(&format!("flip at {off} was accepted"));
+        assert!(err.to_string().contains("snap-1.ccc"), "{err}");
+    }
+}
+
+#[test]
+fn header_fields_that_disagree_with_the_archive_are_refused() {
+    let mut b = SnapshotBuilder::new(info(1), catalogue());
+    records(10).into_iter().for_each(|r| b.upsert(r));
+    let bytes = b.build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.ccc");
+    let mut v = bytes.to_vec();
+    v[40] ^= 1; // the header's copy of the sequence
+    fs::write(&path, &v).unwrap();
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(SnapshotError::Invalid { .. })
+    ));
+    let mut v = bytes.to_vec();
+    v[60] = 1; // reserved
+    fs::write(&path, &v).unwrap();
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(SnapshotError::Invalid { .. })
+    ));
+    fs::write(
+        &path,
+        b"not a snapshot at all, just some text that is long enough to have a header",
+    )
+    .unwrap();
+    assert!(matches!(
+        Snapshot::open(&path),
+        Err(SnapshotError::BadMagic { .. })
+    ));
+    assert!(matches!(
+        Snapshot::open(&dir.path().join("missing.ccc")),
+        Err(SnapshotError::Io { .. })
+    ));
+}
+
+#[test]
+fn delta_on_a_snapshot_replaces_and_inserts() {
+    let recs = records(500);
+    let base = build(10, &recs);
+    let mut b = SnapshotBuilder::from_snapshot(&base, info(11), None);
+    assert_eq!(b.len(), 500);
+    let mut changed = recs[0].clone();
+    changed.status = Status::Revoked;
+    changed.models = vec!["NEW-1".into()];
+    changed.producer = "新生产者".into();
+    let added = record(9999, Status::Valid, 901);
+    b.upsert(changed.clone());
+    b.upsert(added.clone());
+    let next = Snapshot::from_bytes(b.build().unwrap()).unwrap();
+    assert_eq!(next.sequence(), 11);
+    assert_eq!(next.counts().total, 501);
+    assert_eq!(next.record(changed.number), Some(changed.clone()));
+    assert_eq!(next.record(added.number), Some(added));
+    for r in &recs[1..] {
+        assert_eq!(next.record(r.number).as_ref(), Some(r));
+    }
+    assert_eq!(next.catalogue(), base.catalogue());
+    // The new models are probed, the old ones are gone.
+    let number = changed.number.to_string();
+    let l = Listing::parse(
+        "L",
+        "M",
+        &changed.product_code.to_string(),
+        &number,
+        "new-1",
+        "",
+        day(2026, 1, 1),
+    )
+    .unwrap();
+    assert_eq!(
+        check(&next, &l, &Policy::default()).reason,
+        Reason::CertificateRevoked
+    );
+    let f = next.facts(next.find(changed.number).unwrap());
+    assert_eq!(f.producer, "新生产者");
+}
+
+#[test]
+fn upserting_the_same_number_keeps_the_last() {
+    let mut b = SnapshotBuilder::new(info(1), catalogue());
+    let mut r = record(1, Status::Valid, 901);
+    b.upsert(r.clone());
+    r.status = Status::Suspended;
+    b.upsert(r.clone());
+    let s = Snapshot::from_bytes(b.build().unwrap()).unwrap();
+    assert_eq!(s.counts().total, 1);
+    assert_eq!(s.counts().of(Status::Suspended), 1);
+    assert_eq!(s.record(r.number), Some(r));
+}
+
+#[test]
+fn empty_register_builds_and_finds_nothing() {
+    let s = build(1, &[]);
+    assert_eq!(s.counts().total, 0);
+    assert!(
+        s.find(CertNumber::from_u64(2021010901000001).unwrap())
+            .is_none()
+    );
+    assert!(s.find(CertNumber::ZERO).is_none());
+}
