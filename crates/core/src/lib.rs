@@ -17,6 +17,7 @@ mod catalogue;
 mod cert;
 mod check;
 mod date;
+mod event;
 mod listing;
 mod model;
 mod record;
@@ -27,6 +28,7 @@ pub use catalogue::{Catalogue, CatalogueEntry, CatalogueError, ConformityMode, P
 pub use cert::{CertNumber, CertNumberError, ParsedCertNumber};
 pub use check::{CertFacts, Register, check};
 pub use date::{DateError, Day};
+pub use event::ListingEvent;
 pub use listing::{
     CERTIFICATE_NUMBER_MAX_BYTES, ID_MAX_BYTES, Listing, ListingError, MODEL_MAX_BYTES,
 };
