@@ -1,0 +1,380 @@
+//! Reading one data file of a drop as a stream of CSV records, hashing the bytes as stored.
+//!
+//! The one decision to know: the CSV is split into records and fields **before** decoding.
+//! That is sound for both encodings: in UTF-8 and in GBK (GB 18030) every byte of a multi-byte
+//! character is `0x30` or above, so none can be a comma, a quote or a line break. Each field
+//! is then decoded on its own, which keeps memory flat (one record at a time), lets an
+//! undecodable byte be reported as a bad row naming its line and column instead of a broken
+//! file, and costs nothing for ASCII fields. The SHA-256 is computed by a reader below the
+//! gzip decoder, so it covers the bytes as stored, in the same single pass.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use csv::ByteRecord;
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+
+use crate::LoadError;
+use crate::manifest::{Encoding, FileEntry};
+
+/// Buffer of the CSV reader: large reads keep system calls and hashing calls few.
+const BUFFER: usize = 1 << 20;
+
+/// A reader that hashes and counts every byte passing through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+enum Source {
+    Plain(Hashing<File>),
+    Gzip(MultiGzDecoder<Hashing<File>>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(r) => r.read(buf),
+            Source::Gzip(r) => r.read(buf),
+        }
+    }
+}
+
+impl Source {
+    /// Reads whatever the CSV reader left unread and returns the digest and size of the
+    /// bytes as stored.
+    fn finish(self) -> io::Result<([u8; 32], u64)> {
+        let mut h = match self {
+            Source::Plain(h) => h,
+            Source::Gzip(g) => g.into_inner(),
+        };
+        io::copy(&mut h, &mut io::sink())?;
+        Ok((h.hasher.finalize().into(), h.bytes))
+    }
+}
+
+/// What reading a whole file found out about its bytes.
+#[derive(Debug)]
+pub(crate) struct FileDigest {
+    pub sha256: [u8; 32],
+    pub bytes: u64,
+    /// Data records read.
+    pub rows: u64,
+    /// An error that stopped reading early (corrupt gzip, I/O); reported after the checksum,
+    /// since a truncated or damaged file is best described by its checksum mismatch.
+    pub read_error: Option<io::Error>,
+}
+
+/// One CSV data file being read.
+pub(crate) struct CsvFile {
+    pub name: String,
+    listed: FileEntry,
+    pub path: PathBuf,
+    encoding: Encoding,
+    reader: csv::Reader<Source>,
+    record: ByteRecord,
+    rows: u64,
+    read_error: Option<io::Error>,
+}
+
+impl CsvFile {
+    /// Opens the listed file in `dir`, gunzipping when its name ends in `.gz`.
+    pub fn open(dir: &Path, listed: &FileEntry, encoding: Encoding) -> Result<CsvFile, LoadError> {
+        let name = listed.name.as_str();
+        let path = dir.join(name);
+        let file = File::open(&path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                LoadError::FileMissing {
+                    drop_dir: dir.to_owned(),
+                    name: name.to_owned(),
+                }
+            } else {
+                LoadError::Io {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let hashing = Hashing {
+            inner: file,
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let source = if name.ends_with(".gz") {
+            Source::Gzip(MultiGzDecoder::new(hashing))
+        } else {
+            Source::Plain(hashing)
+        };
+        let reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(BUFFER)
+            .from_reader(source);
+        Ok(CsvFile {
+            name: name.to_owned(),
+            listed: listed.clone(),
+            path,
+            encoding,
+            reader,
+            record: ByteRecord::new(),
+            rows: 0,
+            read_error: None,
+        })
+    }
+
+    /// Reads the header row, decodes its column names (a UTF-8 BOM is dropped) and maps
+    /// `required` to column indexes. Any failure is first checked against the file's checksum:
+    /// a damaged file is reported as such, not as a bad header.
+    pub fn header(mut self, required: &[&str]) -> Result<(CsvFile, Vec<usize>, usize), LoadError> {
+        match self.read_header(required) {
+            Ok((cols, width)) => Ok((self, cols, width)),
+            Err(e) => Err(self.refuse(e)),
+        }
+    }
+
+    fn read_header(&mut self, required: &[&str]) -> Result<(Vec<usize>, usize), LoadError> {
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(LoadError::Header {
+                    file: self.name.clone(),
+                    field: "header".into(),
+                    message: "the file is empty: no header row".into(),
+                });
+            }
+            Err(e) => {
+                return Err(LoadError::Io {
+                    path: self.path.clone(),
+                    source: into_io(e),
+                });
+            }
+        }
+        let mut names = Vec::with_capacity(self.record.len());
+        for (i, raw) in self.record.iter().enumerate() {
+            let raw = if i == 0 {
+                raw.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(raw)
+            } else {
+                raw
+            };
+            let Some(text) = decode(self.encoding, raw) else {
+                return Err(LoadError::Header {
+                    file: self.name.clone(),
+                    field: format!("column {}", i + 1),
+                    message: format!(
+                        "undecodable bytes in the header (not {}); does the manifest's encoding match the file?",
+                        self.encoding.as_str()
+                    ),
+                });
+            };
+            names.push(text.trim().to_owned());
+        }
+        let cols = column_indexes(&self.name, &names, required)?;
+        Ok((cols, names.len()))
+    }
+
+    /// Turns an error into the refusal to report: a checksum mismatch if the file's bytes
+    /// are not the ones the manifest lists, else the error itself.
+    fn refuse(self, err: LoadError) -> LoadError {
+        let listed = self.listed.clone();
+        let source = self.reader.into_inner();
+        match source.finish() {
+            Ok((sha, _)) if sha != listed.sha256 => LoadError::Checksum {
+                file: listed.name,
+                expected: hex::encode(listed.sha256),
+                actual: hex::encode(sha),
+            },
+            _ => err,
+        }
+    }
+
+    /// Reads the next data record; `None` at the end of the file or after a read error
+    /// (kept for [`CsvFile::finish`]).
+    pub fn next_record(&mut self) -> Option<Record<'_>> {
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(true) => {
+                self.rows += 1;
+                let line = self.record.position().map_or(0, csv::Position::line);
+                Some(Record {
+                    raw: &self.record,
+                    line,
+                    encoding: self.encoding,
+                })
+            }
+            Ok(false) => None,
+            Err(e) => {
+                self.read_error = Some(into_io(e));
+                None
+            }
+        }
+    }
+
+    /// Drains the file and returns its digest, size and row count.
+    pub fn finish(self) -> Result<FileDigest, LoadError> {
+        let source = self.reader.into_inner();
+        let (sha256, bytes) = source.finish().map_err(|source| LoadError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(FileDigest {
+            sha256,
+            bytes,
+            rows: self.rows,
+            read_error: self.read_error,
+        })
+    }
+}
+
+fn into_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => io,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
+/// One data record, its fields still in the file's encoding.
+pub(crate) struct Record<'a> {
+    pub raw: &'a ByteRecord,
+    /// Physical line where the record starts (header = line 1).
+    pub line: u64,
+    encoding: Encoding,
+}
+
+impl<'a> Record<'a> {
+    /// The decoded field at `index`; `Ok("")` when the row is too short to have it.
+    pub fn field(&self, index: usize) -> Result<Cow<'a, str>, Undecodable> {
+        match self.raw.get(index) {
+            None => Ok(Cow::Borrowed("")),
+            Some(bytes) => decode(self.encoding, bytes).ok_or(Undecodable),
+        }
+    }
+
+    /// The whole row, decoded with replacement characters where bytes are undecodable: for
+    /// reject files, which must show the row even when it is broken.
+    pub fn lossy_fields(&self) -> Vec<String> {
+        self.raw
+            .iter()
+            .map(|b| match self.encoding {
+                Encoding::Utf8 => String::from_utf8_lossy(b).into_owned(),
+                Encoding::Gbk => encoding_rs::GBK
+                    .decode_without_bom_handling(b)
+                    .0
+                    .into_owned(),
+            })
+            .collect()
+    }
+}
+
+/// A field's bytes are not valid in the drop's encoding.
+#[derive(Debug)]
+pub(crate) struct Undecodable;
+
+fn decode(encoding: Encoding, bytes: &[u8]) -> Option<Cow<'_, str>> {
+    match encoding {
+        Encoding::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+        Encoding::Gbk => {
+            if bytes.is_ascii() {
+                // ASCII is the same in GBK; skip the decoder (and its allocation).
+                std::str::from_utf8(bytes).ok().map(Cow::Borrowed)
+            } else {
+                encoding_rs::GBK.decode_without_bom_handling_and_without_replacement(bytes)
+            }
+        }
+    }
+}
+
+/// Maps header names to column indexes for a fixed list of required columns.
+pub(crate) fn column_indexes(
+    file: &str,
+    header: &[String],
+    required: &[&str],
+) -> Result<Vec<usize>, LoadError> {
+    let mut out = Vec::with_capacity(required.len());
+    for &name in required {
+        let mut found = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.as_str() == name);
+        let Some((index, _)) = found.next() else {
+            return Err(LoadError::Header {
+                file: file.to_owned(),
+                field: name.to_owned(),
+                message: "required column is missing".into(),
+            });
+        };
+        if let Some((again, _)) = found.next() {
+            return Err(LoadError::Header {
+                file: file.to_owned(),
+                field: name.to_owned(),
+                message: format!(
+                    "column appears twice (columns {} and {})",
+                    index + 1,
+                    again + 1
+                ),
+            });
+        }
+        out.push(index);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gbk_multibyte_characters_never_contain_csv_delimiters() {
+        // Every character of the BMP that GB 18030 encodes: no byte of its encoding may be a
+        // comma, a quote or a line break, or splitting before decoding would be wrong.
+        let mut checked = 0;
+        for c in (0x80u32..0x1_0000).filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let (bytes, _, unmappable) = encoding_rs::GB18030.encode(c.encode_utf8(&mut buf));
+            if unmappable {
+                continue;
+            }
+            assert!(bytes[0] >= 0x80, "{c:?} encodes to an ASCII byte");
+            for &x in bytes.iter() {
+                assert!(!matches!(x, b',' | b'"' | b'\n' | b'\r'), "{c:?}: {x:#x}");
+            }
+            checked += 1;
+        }
+        assert!(checked > 60_000);
+    }
+
+    #[test]
+    fn undecodable_bytes_are_reported_per_field() {
+        assert!(decode(Encoding::Utf8, b"\xff").is_none());
+        assert_eq!(decode(Encoding::Utf8, "有效".as_bytes()).unwrap(), "有效");
+        let (gbk, _, _) = encoding_rs::GBK.encode("有效");
+        assert_eq!(decode(Encoding::Gbk, &gbk).unwrap(), "有效");
+        // A lead byte with no trail byte.
+        assert!(decode(Encoding::Gbk, b"\xd3").is_none());
+    }
+
+    #[test]
+    fn missing_and_repeated_columns_are_named() {
+        let header: Vec<String> = ["a", "b", "a"].iter().map(|s| s.to_string()).collect();
+        assert!(matches!(
+            column_indexes("f.csv", &header, &["b", "c"]),
+            Err(LoadError::Header { field, .. }) if field == "c"
+        ));
+        assert!(matches!(
+            column_indexes("f.csv", &header, &["a"]),
+            Err(LoadError::Header { field, .. }) if field == "a"
+        ));
+        assert_eq!(column_indexes("f.csv", &header, &["b"]).unwrap(), vec![1]);
+    }
+}
