@@ -60,6 +60,17 @@ impl SnapshotBuilder {
         }
     }
 
+    /// A builder holding `records` (a later duplicate number replaces an earlier one).
+    pub fn from_records(
+        info: BuildInfo,
+        catalogue: Catalogue,
+        records: impl IntoIterator<Item = CertificateRecord>,
+    ) -> Self {
+        let mut b = SnapshotBuilder::new(info, catalogue);
+        records.into_iter().for_each(|r| b.upsert(r));
+        b
+    }
+
     /// A builder holding every certificate of `base`, to apply a delta on; the catalogue is
     /// `catalogue` if given, else the base's. Strings are carried over by id, not re-interned,
     /// which keeps a delta on a full-scale register well under a second.

@@ -101,6 +101,28 @@ impl Snapshot {
         Self::verify(Backing::Mapped(map), header, path)
     }
 
+    /// Opens the snapshot at `path`, or, when it is missing or refused, builds it with `build`,
+    /// writes it atomically there and opens that. For caches of expensive snapshots
+    /// (benchmarks, fixtures): a damaged cache file is rebuilt, never served.
+    pub fn open_or_build(
+        path: &Path,
+        build: impl FnOnce() -> Result<SnapshotBytes, SnapshotError>,
+    ) -> Result<Snapshot, SnapshotError> {
+        match Snapshot::open(path) {
+            Ok(s) => Ok(s),
+            Err(_) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|source| SnapshotError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                crate::format::write_atomic(&build()?, path)?;
+                Snapshot::open(path)
+            }
+        }
+    }
+
     /// Verifies a snapshot built in memory (the embedded sample register, tests, benchmarks).
     pub fn from_bytes(bytes: SnapshotBytes) -> Result<Snapshot, SnapshotError> {
         let path = Path::new("<memory>");

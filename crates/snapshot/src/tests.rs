@@ -331,3 +331,22 @@ fn empty_register_builds_and_finds_nothing() {
     );
     assert!(s.find(CertNumber::ZERO).is_none());
 }
+
+#[test]
+fn open_or_build_rebuilds_a_damaged_cache_and_reuses_a_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache").join("snap-5.ccc");
+    let make = || SnapshotBuilder::from_records(info(5), catalogue(), records(20)).build();
+    let first = Snapshot::open_or_build(&path, make).unwrap();
+    assert_eq!(first.counts().total, 20);
+    // A good cache is reused: the builder is not called.
+    let again = Snapshot::open_or_build(&path, || panic!("rebuilt a good cache")).unwrap();
+    assert_eq!(again.content_id(), first.content_id());
+    // A damaged one is rebuilt.
+    let mut bytes = fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+    let rebuilt = Snapshot::open_or_build(&path, make).unwrap();
+    assert_eq!(rebuilt.content_id(), first.content_id());
+}
