@@ -1,3 +1,288 @@
-//! The gRPC gateway.
+//! The cccgate gateway: a tonic gRPC server that decides marketplace listings against the CCC
+//! register snapshot in force, and swaps in newer snapshots while it serves.
+//!
+//! # Layout
+//!
+//! - [`store`]: the snapshot in force (`ArcSwapOption`), a writer handle for the reload path
+//!   and read handles for the services.
+//! - [`reload`]: the reload path: snapshot directory, in-process feed drops, file-system
+//!   events with polling as the fallback, SIGHUP; refusals change nothing and are reported.
+//! - `service`: `cccgate.v1.ListingCheck` (Check, CheckBatch, CheckStream), the hot path.
+//! - `admin`: `cccgate.v1.Admin` (GetStatus, Reload).
+//! - `metrics`, `decision_log`: observability, both off the hot path.
+//! - [`config`]: settings and their precedence; [`sample`]: the embedded sample register.
+//!
+//! # Design
+//!
+//! [`run`] takes a bound listener and a shutdown future from the caller (mini-redis style), so
+//! tests bind `127.0.0.1:0` and never sleep waiting for a port. It serves at once: until the
+//! first snapshot is in force, health says NOT_SERVING and checks answer UNAVAILABLE, never a
+//! default verdict. Every response message is decided by exactly one snapshot, loaded once;
+//! a swap is one atomic pointer store, so a swap under load yields no failed or mixed answer.
 
 #![deny(missing_docs)]
+
+mod admin;
+pub mod config;
+mod decision_log;
+mod metrics;
+pub mod reload;
+pub mod sample;
+mod service;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cccgate_loader::Loader;
+use cccgate_proto::v1::admin_server::AdminServer;
+use cccgate_proto::v1::listing_check_server::ListingCheckServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use config::{Config, ConfigError, ConfigLayer, Limits, LogFormat};
+pub use decision_log::DecisionLogError;
+pub use reload::{Refusal, RefusedKind, ReloadOutcome, Reloader, Trigger};
+pub use service::CheckError;
+pub use store::{Loaded, SnapshotReader, SnapshotWriter, snapshot_store};
+
+/// Why the gateway cannot start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// An address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The drop public key cannot be read.
+    #[error("drop public key: {0}")]
+    PublicKey(#[from] cccgate_loader::KeyError),
+    /// The decision log cannot be opened.
+    #[error(transparent)]
+    DecisionLog(#[from] DecisionLogError),
+    /// The reflection service cannot be built from the descriptor sets.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC transport failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The snapshot directory cannot be created or read.
+    #[error("{}: {source}", path.display())]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The listeners the gateway serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC.
+    pub grpc: TcpListener,
+    /// Prometheus `/metrics`, if wanted.
+    pub metrics: Option<TcpListener>,
+}
+
+/// Serves on `listener` until `shutdown` completes, then drains in-flight requests and streams
+/// (for at most `config.shutdown_grace`). Binds `config.metrics_listen` itself, if set.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
+    run_with(
+        Listeners {
+            grpc: listener,
+            metrics,
+        },
+        config,
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`run`], with every listener given by the caller (tests bind both to port 0).
+pub async fn run_with(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let loader = Loader {
+        public_key: match &config.drop_public_key {
+            Some(path) => Some(cccgate_loader::read_verifying_key(path)?),
+            None => None,
+        },
+        max_bad_rows: config.drop_max_bad_rows,
+        shrink_threshold: config.drop_shrink_threshold,
+        force: false,
+    };
+    if let Some(dir) = &config.snapshot_dir {
+        std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in reload::HEALTH_NAMES {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let (writer, reader) = snapshot_store();
+    let reloader = Arc::new(
+        Reloader::new(
+            writer,
+            config.snapshot_dir.clone(),
+            config.drop_dir.clone(),
+            loader,
+        )
+        .with_health(health.clone()),
+    );
+
+    let (log, log_task) = match &config.decision_log {
+        Some(path) => {
+            let (log, task) =
+                decision_log::DecisionLog::start(path, config.decision_log_queue).await?;
+            (Some(log), Some(task))
+        }
+        None => (None, None),
+    };
+    let ctx = Arc::new(service::CheckContext::new(
+        reader.clone(),
+        config.policy,
+        config.limits,
+        log.clone(),
+    ));
+    let overrides = config.policy_overrides();
+    tracing::info!(
+        addr = %listeners.grpc.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        snapshot_dir = ?config.snapshot_dir,
+        drop_dir = ?config.drop_dir,
+        policy_overrides = ?overrides,
+        "gateway listening"
+    );
+
+    // The first snapshot, then the watcher, in the background: the port answers at once.
+    let background = tokio::spawn({
+        let reloader = Arc::clone(&reloader);
+        let (watch, poll) = (config.watch, config.poll_interval);
+        async move {
+            if reloader.is_watching() {
+                reloader.reload(Trigger::Start).await;
+                reload::watch(reloader, watch, poll).await;
+            } else {
+                match tokio::task::spawn_blocking(sample::sample_snapshot).await {
+                    Ok(Ok(s)) => {
+                        reloader.install(s, sample::SAMPLE_ORIGIN);
+                        reloader.publish_health().await;
+                    }
+                    Ok(Err(e)) => tracing::error!(error = %e, "embedded sample not loaded"),
+                    Err(e) => tracing::error!(error = %e, "embedded sample not loaded"),
+                }
+            }
+        }
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = listeners.metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        }
+        let mut stop = stop_rx.clone();
+        tokio::spawn(metrics::serve(listener, reader.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cccgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(cccgate_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let limits = config.limits;
+    let check = ListingCheckServer::new(service::CheckService::new(Arc::clone(&ctx)))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+    let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));
+    drop(ctx);
+
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
+        .load_shed(true)
+        .max_concurrent_streams(Some(limits.max_concurrent_streams_per_connection));
+    if let Some(t) = limits.request_timeout {
+        builder = builder.timeout(t);
+    }
+    let router = builder
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(check)
+        .add_service(admin);
+
+    let signal = {
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections; draining requests and streams");
+            for name in reload::HEALTH_NAMES {
+                health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            let _ = stop_tx.send(true);
+        }
+    };
+    let serve = router.serve_with_incoming_shutdown(TcpListenerStream::new(listeners.grpc), signal);
+    let grace = config.shutdown_grace;
+    let mut stopping = stop_rx.clone();
+    let grace_expired = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = serve => r.map_err(ServeError::from),
+        () = grace_expired => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "shutdown grace over; closing what is left");
+            Ok(())
+        }
+    };
+
+    background.abort();
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    // The services (and their decision-log senders) are gone with the server: the writer
+    // drains what is queued and ends.
+    if let Some(task) = log_task
+        && tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("decision log writer did not finish in 5 s");
+    }
+    tracing::info!("gateway stopped");
+    result
+}

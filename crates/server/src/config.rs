@@ -1,0 +1,494 @@
+//! The gateway's settings, resolved from layers with one precedence:
+//! command-line flags > `CCCGATE_*` environment variables > TOML file (`--config`) > defaults.
+//!
+//! Each source fills a [`ConfigLayer`] whose fields are all optional; [`Config::resolve`] takes
+//! the first value set, layer by layer, and checks the result. Policy overrides merge per
+//! reason: a higher layer's `MODEL_NOT_COVERED=BLOCK` replaces a lower layer's mapping of that
+//! reason only. The binary turns flags and environment into a layer (clap reads both, flags
+//! first); the TOML file is read here ([`ConfigLayer::from_toml_file`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cccgate_core::{Decision, Policy, PolicyError, Reason};
+use serde::Deserialize;
+
+/// The default gRPC address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The default Prometheus `/metrics` address.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "human" | "text" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("log format {other:?}: expected human or json")),
+        }
+    }
+}
+
+/// One source of settings. Every field is optional: unset means "ask the next layer".
+/// Field names are the TOML keys; the environment variable is `CCCGATE_` + the upper-cased name.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// gRPC address.
+    pub listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` address, or `off`.
+    pub metrics_listen: Option<String>,
+    /// Directory of `snap-<sequence>.ccc` files to serve and watch.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Directory of feed drops to load in-process (needs `snapshot_dir`).
+    pub drop_dir: Option<PathBuf>,
+    /// Watch the directories for file-system events (polling runs regardless).
+    pub watch: Option<bool>,
+    /// Interval of the polling fallback, in milliseconds.
+    pub poll_interval_ms: Option<u64>,
+    /// Policy overrides, `REASON=DECISION` each (TOML: a table `[policy]`, see
+    /// [`ConfigLayer::from_toml_str`]).
+    #[serde(skip)]
+    pub policy: Vec<String>,
+    /// Largest gRPC message, in bytes, both ways.
+    pub max_message_bytes: Option<usize>,
+    /// Most listings in one CheckBatch or one stream message.
+    pub max_batch: Option<usize>,
+    /// Most Check and CheckBatch calls in progress at once, over all connections; beyond it a
+    /// call is shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: Option<usize>,
+    /// Most CheckStream streams open at once, over all connections; beyond it a new stream is
+    /// refused with RESOURCE_EXHAUSTED.
+    pub max_open_streams: Option<usize>,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams_per_connection: Option<u32>,
+    /// Requests in progress per connection; beyond it requests are shed.
+    pub concurrency_limit_per_connection: Option<usize>,
+    /// Deadline of a unary call, in milliseconds (a client's shorter `grpc-timeout` wins);
+    /// 0: none.
+    pub request_timeout_ms: Option<u64>,
+    /// How long shutdown waits for in-flight requests and streams, in milliseconds.
+    pub shutdown_grace_ms: Option<u64>,
+    /// `human` or `json`.
+    pub log_format: Option<LogFormat>,
+    /// A tracing filter, e.g. `info` or `cccgate_server=debug,info`.
+    pub log_filter: Option<String>,
+    /// File to append the decision log to (JSON lines); unset: no decision log.
+    pub decision_log: Option<PathBuf>,
+    /// Messages (requests or stream chunks) the decision log may queue before it drops.
+    pub decision_log_queue: Option<usize>,
+    /// Ed25519 public key file; when set, every drop must be signed by it.
+    pub drop_public_key: Option<PathBuf>,
+    /// Bad certificate rows a drop may set aside instead of being refused.
+    pub drop_max_bad_rows: Option<u64>,
+    /// The shrink guard: largest fraction by which a full drop's valid certificates may fall.
+    pub drop_shrink_threshold: Option<f64>,
+}
+
+/// Why settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The TOML file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("{}: {message}", path.display())]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the line and key).
+        message: String,
+    },
+    /// A policy override cannot be read.
+    #[error("policy override {text:?}: {source}")]
+    Policy {
+        /// The override as written.
+        text: String,
+        /// Why.
+        source: PolicyError,
+    },
+    /// A setting has a value it cannot take.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Settings after resolution: every value decided.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// gRPC address (used by the binary to bind; `run` takes a bound listener).
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` address; `None`: no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Snapshot directory; `None` with `drop_dir` `None`: serve the embedded sample.
+    pub snapshot_dir: Option<PathBuf>,
+    /// Drop directory.
+    pub drop_dir: Option<PathBuf>,
+    /// Watch for file-system events.
+    pub watch: bool,
+    /// Polling interval.
+    pub poll_interval: Duration,
+    /// The operator's policy.
+    pub policy: Policy,
+    /// Limits.
+    pub limits: Limits,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_filter: String,
+    /// Decision log file.
+    pub decision_log: Option<PathBuf>,
+    /// Decision log queue, in messages.
+    pub decision_log_queue: usize,
+    /// Public key file for drops.
+    pub drop_public_key: Option<PathBuf>,
+    /// Bad rows a drop may set aside.
+    pub drop_max_bad_rows: u64,
+    /// Shrink guard threshold.
+    pub drop_shrink_threshold: f64,
+}
+
+/// Request limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest gRPC message in bytes.
+    pub max_message_bytes: usize,
+    /// Most listings in a batch or stream message.
+    pub max_batch: usize,
+    /// Most unary and batch calls in progress at once.
+    pub max_in_flight: usize,
+    /// Most streams open at once.
+    pub max_open_streams: usize,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams_per_connection: u32,
+    /// Requests in progress per connection.
+    pub concurrency_limit_per_connection: usize,
+    /// Deadline of a unary call; `None`: none.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 16 * 1024 * 1024,
+            max_batch: 10_000,
+            max_in_flight: 1024,
+            max_open_streams: 256,
+            max_concurrent_streams_per_connection: 256,
+            concurrency_limit_per_connection: 512,
+            request_timeout: Some(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Resolving no layers cannot fail: the defaults are valid.
+        match Config::resolve(&[]) {
+            Ok(c) => c,
+            Err(e) => unreachable!("default configuration is invalid: {e}"),
+        }
+    }
+}
+
+impl ConfigLayer {
+    /// Reads a TOML file. Unknown keys are refused, so a typo does not pass silently.
+    pub fn from_toml_file(path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Reads TOML text. `path` names it in errors. Policy overrides come as a table:
+    /// `[policy]` then `MODEL_NOT_COVERED = "BLOCK"`.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<ConfigLayer, ConfigError> {
+        let toml_err = |message: String| ConfigError::Toml {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| toml_err(e.to_string()))?;
+        let policy = table.remove("policy");
+        let mut layer: ConfigLayer = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| toml_err(e.to_string()))?;
+        if let Some(policy) = policy {
+            let toml::Value::Table(policy) = policy else {
+                return Err(toml_err(
+                    "policy must be a table of REASON = \"DECISION\"".into(),
+                ));
+            };
+            for (reason, decision) in policy {
+                let Some(decision) = decision.as_str() else {
+                    return Err(toml_err(format!(
+                        "policy.{reason} must be a string: ALLOW, BLOCK or REVIEW"
+                    )));
+                };
+                layer.policy.push(format!("{reason}={decision}"));
+            }
+        }
+        Ok(layer)
+    }
+}
+
+impl Config {
+    /// Resolves layers, highest precedence first, over the defaults.
+    pub fn resolve(layers: &[ConfigLayer]) -> Result<Config, ConfigError> {
+        macro_rules! pick {
+            ($field:ident) => {
+                layers.iter().find_map(|l| l.$field.clone())
+            };
+        }
+        let d = Limits::default();
+        let metrics_listen = match pick!(metrics_listen) {
+            None => Some(parse_addr("metrics_listen", DEFAULT_METRICS_LISTEN)?),
+            Some(s) if matches!(s.trim(), "" | "off" | "none" | "false") => None,
+            Some(s) => Some(parse_addr("metrics_listen", &s)?),
+        };
+        let listen = match pick!(listen) {
+            Some(a) => a,
+            None => parse_addr("listen", DEFAULT_LISTEN)?,
+        };
+        // Lowest layer first, so a higher layer's mapping of a reason wins.
+        let mut policy = Policy::default();
+        for layer in layers.iter().rev() {
+            for text in &layer.policy {
+                for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    policy
+                        .apply_override(item)
+                        .map_err(|source| ConfigError::Policy {
+                            text: item.to_owned(),
+                            source,
+                        })?;
+                }
+            }
+        }
+        let positive = |key: &'static str, v: usize| {
+            if v == 0 {
+                Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        };
+        let limits = Limits {
+            max_message_bytes: positive(
+                "max_message_bytes",
+                pick!(max_message_bytes).unwrap_or(d.max_message_bytes),
+            )?,
+            max_batch: positive("max_batch", pick!(max_batch).unwrap_or(d.max_batch))?,
+            max_in_flight: positive(
+                "max_in_flight",
+                pick!(max_in_flight).unwrap_or(d.max_in_flight),
+            )?,
+            max_open_streams: positive(
+                "max_open_streams",
+                pick!(max_open_streams).unwrap_or(d.max_open_streams),
+            )?,
+            max_concurrent_streams_per_connection: positive(
+                "max_concurrent_streams_per_connection",
+                pick!(max_concurrent_streams_per_connection)
+                    .unwrap_or(d.max_concurrent_streams_per_connection) as usize,
+            )? as u32,
+            concurrency_limit_per_connection: positive(
+                "concurrency_limit_per_connection",
+                pick!(concurrency_limit_per_connection)
+                    .unwrap_or(d.concurrency_limit_per_connection),
+            )?,
+            request_timeout: match pick!(request_timeout_ms) {
+                None => d.request_timeout,
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
+        };
+        let snapshot_dir = pick!(snapshot_dir);
+        let drop_dir = pick!(drop_dir);
+        if drop_dir.is_some() && snapshot_dir.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "drop_dir",
+                message: "needs snapshot_dir too: the loader writes the snapshots it builds there"
+                    .into(),
+            });
+        }
+        let drop_shrink_threshold =
+            pick!(drop_shrink_threshold).unwrap_or(cccgate_loader::DEFAULT_SHRINK_THRESHOLD);
+        if !(0.0..=1.0).contains(&drop_shrink_threshold) {
+            return Err(ConfigError::Invalid {
+                key: "drop_shrink_threshold",
+                message: format!("{drop_shrink_threshold} is not a fraction between 0 and 1"),
+            });
+        }
+        Ok(Config {
+            listen,
+            metrics_listen,
+            snapshot_dir,
+            drop_dir,
+            watch: pick!(watch).unwrap_or(true),
+            poll_interval: Duration::from_millis(positive(
+                "poll_interval_ms",
+                pick!(poll_interval_ms).unwrap_or(5_000) as usize,
+            )? as u64),
+            policy,
+            limits,
+            shutdown_grace: Duration::from_millis(pick!(shutdown_grace_ms).unwrap_or(30_000)),
+            log_format: pick!(log_format).unwrap_or_default(),
+            log_filter: pick!(log_filter).unwrap_or_else(|| "info".into()),
+            decision_log: pick!(decision_log),
+            decision_log_queue: positive(
+                "decision_log_queue",
+                pick!(decision_log_queue).unwrap_or(4096),
+            )?,
+            drop_public_key: pick!(drop_public_key),
+            drop_max_bad_rows: pick!(drop_max_bad_rows).unwrap_or(0),
+            drop_shrink_threshold,
+        })
+    }
+
+    /// The policy overrides in force, as `REASON=DECISION` (for logs and status).
+    pub fn policy_overrides(&self) -> Vec<String> {
+        self.policy
+            .overrides()
+            .map(|(r, d): (Reason, Decision)| format!("{r}={d}"))
+            .collect()
+    }
+}
+
+fn parse_addr(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse().map_err(|e| ConfigError::Invalid {
+        key,
+        message: format!("{text:?} is not an address like 127.0.0.1:50051 ({e})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(text: &str) -> ConfigLayer {
+        ConfigLayer::from_toml_str(text, Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn defaults_serve_the_sample_on_localhost() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            c.metrics_listen.unwrap().to_string(),
+            DEFAULT_METRICS_LISTEN
+        );
+        assert!(c.snapshot_dir.is_none() && c.drop_dir.is_none());
+        assert_eq!(c.limits.max_batch, 10_000);
+        assert_eq!(c.policy, Policy::default());
+    }
+
+    #[test]
+    fn higher_layers_win_key_by_key() {
+        let flags = ConfigLayer {
+            max_batch: Some(5),
+            ..Default::default()
+        };
+        let env = ConfigLayer {
+            max_batch: Some(50),
+            max_in_flight: Some(7),
+            ..Default::default()
+        };
+        let file = toml("max_batch = 500\nmax_in_flight = 70\nmax_open_streams = 3\n");
+        let c = Config::resolve(&[flags, env, file]).unwrap();
+        assert_eq!(c.limits.max_batch, 5);
+        assert_eq!(c.limits.max_in_flight, 7);
+        assert_eq!(c.limits.max_open_streams, 3);
+    }
+
+    #[test]
+    fn policy_overrides_merge_per_reason_with_the_higher_layer_winning() {
+        let flags = ConfigLayer {
+            policy: vec!["MODEL_NOT_COVERED=ALLOW".into()],
+            ..Default::default()
+        };
+        let file =
+            toml("[policy]\nMODEL_NOT_COVERED = \"BLOCK\"\nCERTIFICATE_NOT_FOUND = \"REVIEW\"\n");
+        let c = Config::resolve(&[flags, file]).unwrap();
+        assert_eq!(c.policy.decision(Reason::ModelNotCovered), Decision::Allow);
+        assert_eq!(
+            c.policy.decision(Reason::CertificateNotFound),
+            Decision::Review
+        );
+    }
+
+    #[test]
+    fn environment_policy_may_list_several_overrides() {
+        let env = ConfigLayer {
+            policy: vec!["MODEL_NOT_COVERED=BLOCK, CERTIFICATE_NOT_FOUND=REVIEW".into()],
+            ..Default::default()
+        };
+        let c = Config::resolve(&[env]).unwrap();
+        assert_eq!(c.policy_overrides().len(), 2);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_key() {
+        let err = Config::resolve(&[ConfigLayer {
+            policy: vec!["MODEL_NOT_COVERED=MAYBE".into()],
+            ..Default::default()
+        }])
+        .unwrap_err();
+        assert!(err.to_string().contains("MAYBE"), "{err}");
+        let err = Config::resolve(&[ConfigLayer {
+            max_batch: Some(0),
+            ..Default::default()
+        }])
+        .unwrap_err();
+        assert!(err.to_string().starts_with("max_batch"), "{err}");
+        let err = Config::resolve(&[ConfigLayer {
+            drop_dir: Some("drops".into()),
+            ..Default::default()
+        }])
+        .unwrap_err();
+        assert!(err.to_string().starts_with("drop_dir"), "{err}");
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_refused_with_the_file_named() {
+        let err = ConfigLayer::from_toml_str("max_bacth = 3\n", Path::new("gw.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("gw.toml") && text.contains("max_bacth"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_and_timeouts_zeroed() {
+        let c =
+            Config::resolve(&[toml("metrics_listen = \"off\"\nrequest_timeout_ms = 0\n")]).unwrap();
+        assert!(c.metrics_listen.is_none());
+        assert!(c.limits.request_timeout.is_none());
+    }
+}

@@ -1,0 +1,256 @@
+//! Prometheus metrics: what is recorded, and the `/metrics` endpoint on its own port.
+//!
+//! # Design
+//!
+//! Handles to every per-check metric are registered once, when the services are built
+//! ([`CheckMetrics`]), so the hot path never builds a metric key. A request or stream chunk
+//! counts its verdicts by reason in a local array and adds them once at the end. The recorder
+//! is process-wide (the `metrics` facade allows one), installed on first use; several gateways
+//! in one process (tests) share it.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use cccgate_core::{Policy, Reason, Status};
+use cccgate_snapshot::Snapshot;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::store::SnapshotReader;
+
+/// Seconds buckets of the check latency histogram: 10 µs to 1 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 1.0,
+];
+
+/// The process-wide Prometheus handle, installing the recorder on first call.
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("cccgate_check_duration_seconds".into()),
+                    &LATENCY_BUCKETS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+        };
+        match builder().install_recorder() {
+            Ok(handle) => {
+                describe();
+                handle
+            }
+            Err(e) => {
+                // Another recorder owns the facade (an embedding program's): keep serving,
+                // with an endpoint that shows only what this recorder sees (nothing).
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                builder().build_recorder().handle()
+            }
+        }
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "cccgate_checks_total",
+        "Listings decided, by decision and reason"
+    );
+    describe_counter!(
+        "cccgate_invalid_listings_total",
+        "Listings refused as bad requests, by field"
+    );
+    describe_histogram!(
+        "cccgate_check_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to decide one request or stream message, by rpc"
+    );
+    describe_gauge!(
+        "cccgate_requests_in_flight",
+        "Check and CheckBatch calls in progress"
+    );
+    describe_gauge!("cccgate_streams_open", "CheckStream streams open");
+    describe_counter!(
+        "cccgate_requests_shed_total",
+        "Calls or streams refused with RESOURCE_EXHAUSTED, by rpc"
+    );
+    describe_counter!(
+        "cccgate_stale_snapshot_refusals_total",
+        "Requests refused because the snapshot was older than min_snapshot_sequence"
+    );
+    describe_gauge!(
+        "cccgate_snapshot_sequence",
+        "Sequence of the snapshot in force"
+    );
+    describe_gauge!(
+        "cccgate_snapshot_age_seconds",
+        "Seconds since the snapshot in force was built"
+    );
+    describe_gauge!(
+        "cccgate_snapshot_certificates",
+        "Certificates in the snapshot in force, by status"
+    );
+    describe_counter!(
+        "cccgate_reloads_total",
+        "Snapshot files and drops put in force or refused, by kind and outcome"
+    );
+    describe_counter!(
+        "cccgate_decision_log_written_total",
+        "Decision log lines written"
+    );
+    describe_counter!(
+        "cccgate_decision_log_dropped_total",
+        "Decision log lines dropped because the writer fell behind"
+    );
+}
+
+/// Which RPC a measurement belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rpc {
+    Check,
+    Batch,
+    Stream,
+}
+
+impl Rpc {
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Rpc::Check => "Check",
+            Rpc::Batch => "CheckBatch",
+            Rpc::Stream => "CheckStream",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Verdicts of one request or chunk, counted locally and added once.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tally {
+    pub by_reason: [u64; Reason::COUNT],
+    pub invalid: u64,
+}
+
+impl Tally {
+    #[inline]
+    pub(crate) fn verdict(&mut self, reason: Reason) {
+        self.by_reason[reason.index()] += 1;
+    }
+}
+
+/// Pre-registered handles of the per-check metrics.
+#[derive(Debug)]
+pub(crate) struct CheckMetrics {
+    checks: [Counter; Reason::COUNT],
+    invalid: Counter,
+    duration: [Histogram; 3],
+    shed: [Counter; 3],
+    stale: Counter,
+    pub in_flight: Gauge,
+    pub streams_open: Gauge,
+}
+
+impl CheckMetrics {
+    /// Registers every handle; the decision label of each reason comes from the policy.
+    pub(crate) fn new(policy: &Policy) -> Self {
+        prometheus();
+        let rpcs = [Rpc::Check, Rpc::Batch, Rpc::Stream];
+        CheckMetrics {
+            checks: Reason::ALL.map(|r| {
+                counter!(
+                    "cccgate_checks_total",
+                    "decision" => policy.decision(r).as_str(),
+                    "reason" => r.as_str()
+                )
+            }),
+            invalid: counter!("cccgate_invalid_listings_total"),
+            duration: rpcs
+                .map(|rpc| histogram!("cccgate_check_duration_seconds", "rpc" => rpc.as_str())),
+            shed: rpcs.map(|rpc| counter!("cccgate_requests_shed_total", "rpc" => rpc.as_str())),
+            stale: counter!("cccgate_stale_snapshot_refusals_total"),
+            in_flight: gauge!("cccgate_requests_in_flight"),
+            streams_open: gauge!("cccgate_streams_open"),
+        }
+    }
+
+    /// Adds a request's or chunk's tally and its duration.
+    pub(crate) fn record(&self, rpc: Rpc, tally: &Tally, seconds: f64) {
+        for (counter, n) in self.checks.iter().zip(tally.by_reason) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+        if tally.invalid > 0 {
+            self.invalid.increment(tally.invalid);
+        }
+        self.duration[rpc.index()].record(seconds);
+    }
+
+    pub(crate) fn shed(&self, rpc: Rpc) {
+        self.shed[rpc.index()].increment(1);
+    }
+
+    pub(crate) fn stale(&self) {
+        self.stale.increment(1);
+    }
+}
+
+/// Sets the snapshot gauges for the snapshot just put in force.
+pub(crate) fn snapshot_in_force(snapshot: &Snapshot) {
+    gauge!("cccgate_snapshot_sequence").set(snapshot.sequence() as f64);
+    let counts = snapshot.counts();
+    for s in Status::ALL {
+        gauge!("cccgate_snapshot_certificates", "status" => s.as_str()).set(counts.of(s) as f64);
+    }
+    snapshot_age(snapshot);
+}
+
+fn snapshot_age(snapshot: &Snapshot) {
+    let age_ms = now_unix_ms()
+        .saturating_sub(snapshot.built_at_unix_ms())
+        .max(0);
+    gauge!("cccgate_snapshot_age_seconds").set(age_ms as f64 / 1000.0);
+}
+
+/// Counts a reload outcome: `kind` is `snapshot` or `drop`, `outcome` `loaded` or `refused`.
+pub(crate) fn reload(kind: &'static str, outcome: &'static str) {
+    counter!("cccgate_reloads_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn now_unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    reader: SnapshotReader,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(render))
+        .with_state(reader);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn render(State(reader): State<SnapshotReader>) -> String {
+    // The age moves with the clock, so it is refreshed when scraped.
+    if let Some(loaded) = reader.load().as_ref() {
+        snapshot_age(&loaded.snapshot);
+    }
+    let handle = prometheus();
+    handle.run_upkeep();
+    handle.render()
+}

@@ -1,0 +1,704 @@
+//! The reload path: finds newer snapshots (and feed drops) and puts them in force.
+//!
+//! # Design
+//!
+//! One [`Reloader`] owns the [`SnapshotWriter`]. Every trigger (start-up, file-system event,
+//! polling tick, SIGHUP, `Admin.Reload`) runs the same pass, one at a time:
+//!
+//! 1. Snapshot directory: the newest `snap-<sequence>.ccc` above the sequence in force that
+//!    opens and verifies is swapped in; files that fail are skipped (older ones are tried) and
+//!    recorded as refused with why. A restart therefore serves the newest valid file on disk.
+//! 2. Drop directory: drops above the sequence in force, in sequence order, go through the
+//!    loader; a built snapshot is written atomically into the snapshot directory and then
+//!    opened from there (exactly what a restart would serve), and swapped in.
+//!
+//! A refused file or drop changes nothing and is remembered by a fingerprint of its size and
+//! modification times, so polling does not refuse it again and again; when it changes (a drop
+//! still being copied), or on an explicit reload (SIGHUP, `Admin.Reload`), it is tried again.
+//! The work is blocking file I/O and runs on the blocking pool.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use cccgate_loader::{LoadOutcome, Loader};
+use cccgate_snapshot::{Snapshot, file_name, parse_file_name, write_atomic};
+
+use crate::metrics::{self, now_unix_ms};
+use crate::store::{Loaded, SnapshotReader, SnapshotWriter};
+
+/// The health service names this gateway reports: the whole server and the check service.
+pub const HEALTH_NAMES: [&str; 2] = ["", cccgate_proto::v1::listing_check_server::SERVICE_NAME];
+
+/// What kind of input was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedKind {
+    /// A snapshot file.
+    Snapshot,
+    /// A feed drop.
+    Drop,
+}
+
+impl RefusedKind {
+    /// `snapshot` or `drop`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RefusedKind::Snapshot => "snapshot",
+            RefusedKind::Drop => "drop",
+        }
+    }
+}
+
+/// A snapshot file or drop that was refused. It changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The file or drop directory.
+    pub path: PathBuf,
+    /// Why (the typed error's message, naming file, line and field where known).
+    pub reason: String,
+    /// When, Unix milliseconds.
+    pub at_unix_ms: i64,
+    /// Snapshot file or drop.
+    pub kind: RefusedKind,
+}
+
+/// What prompted a reload pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// Start-up.
+    Start,
+    /// A file-system event or a polling tick: remembered refusals are not retried.
+    Watch,
+    /// SIGHUP or `Admin.Reload`: everything newer is tried again.
+    Explicit,
+}
+
+/// The outcome of one pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A newer snapshot is in force.
+    Loaded {
+        /// Its sequence.
+        sequence: u64,
+        /// Where it came from.
+        origin: String,
+    },
+    /// Nothing newer.
+    Unchanged,
+    /// Something newer was refused; nothing changed.
+    Refused(Refusal),
+    /// No directory to look in (the embedded sample is served).
+    NotWatching,
+}
+
+/// Counters and the last refusal, for `Admin.GetStatus`.
+#[derive(Debug)]
+pub(crate) struct ReloadState {
+    pub started: Instant,
+    pub loaded: AtomicU64,
+    pub refused: AtomicU64,
+    last_refusal: Mutex<Option<Refusal>>,
+}
+
+impl ReloadState {
+    pub(crate) fn new() -> Self {
+        ReloadState {
+            started: Instant::now(),
+            loaded: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_refusal: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn last_refusal(&self) -> Option<Refusal> {
+        lock(&self.last_refusal).clone()
+    }
+
+    fn refuse(&self, refusal: Refusal) {
+        tracing::warn!(
+            kind = refusal.kind.as_str(),
+            path = %refusal.path.display(),
+            reason = %refusal.reason,
+            "refused; the snapshot in force keeps serving"
+        );
+        metrics::reload(refusal.kind.as_str(), "refused");
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_refusal) = Some(refusal);
+    }
+}
+
+/// Locks a mutex, recovering from poisoning: the data behind it (a refusal record, a map of
+/// fingerprints) stays meaningful even if a holder panicked.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The reload path. Owns the only writer of the snapshot store.
+#[derive(Debug)]
+pub struct Reloader {
+    writer: SnapshotWriter,
+    snapshot_dir: Option<PathBuf>,
+    drop_dir: Option<PathBuf>,
+    loader: Loader,
+    pub(crate) state: Arc<ReloadState>,
+    /// Refused inputs and their fingerprints; also serialises passes.
+    refused: Mutex<HashMap<PathBuf, u64>>,
+    /// Turned to SERVING once a snapshot is in force.
+    health: Option<tonic_health::server::HealthReporter>,
+}
+
+impl Reloader {
+    /// A reload path over these directories.
+    pub fn new(
+        writer: SnapshotWriter,
+        snapshot_dir: Option<PathBuf>,
+        drop_dir: Option<PathBuf>,
+        loader: Loader,
+    ) -> Self {
+        Reloader {
+            writer,
+            snapshot_dir,
+            drop_dir,
+            loader,
+            state: Arc::new(ReloadState::new()),
+            refused: Mutex::new(HashMap::new()),
+            health: None,
+        }
+    }
+
+    /// Reports health through `health`: NOT_SERVING until a snapshot is in force.
+    pub fn with_health(mut self, health: tonic_health::server::HealthReporter) -> Self {
+        self.health = Some(health);
+        self
+    }
+
+    /// Publishes the health that follows from the store: SERVING once a snapshot is in force
+    /// (a snapshot is never taken away, so it never goes back).
+    pub async fn publish_health(&self) {
+        let (Some(health), Some(_)) = (&self.health, self.writer.current()) else {
+            return;
+        };
+        for name in HEALTH_NAMES {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+    }
+
+    /// A reader of the store this reloader writes.
+    pub fn reader(&self) -> SnapshotReader {
+        self.writer.reader()
+    }
+
+    /// Whether there is any directory to look in.
+    pub fn is_watching(&self) -> bool {
+        self.snapshot_dir.is_some()
+    }
+
+    /// Puts a snapshot in force directly (the embedded sample).
+    pub fn install(&self, snapshot: Snapshot, origin: &str) {
+        self.swap(snapshot, origin.to_owned());
+    }
+
+    fn swap(&self, snapshot: Snapshot, origin: String) -> u64 {
+        let sequence = snapshot.sequence();
+        metrics::snapshot_in_force(&snapshot);
+        let counts = snapshot.counts();
+        tracing::info!(
+            sequence,
+            content_id = snapshot.content_id(),
+            certificates = counts.total,
+            valid = counts.valid(),
+            origin = %origin,
+            "snapshot in force"
+        );
+        self.writer.swap(Loaded {
+            snapshot,
+            origin,
+            loaded_at_unix_ms: now_unix_ms(),
+        });
+        metrics::reload("snapshot", "loaded");
+        self.state.loaded.fetch_add(1, Ordering::Relaxed);
+        sequence
+    }
+
+    /// Runs one pass on the blocking pool, then publishes health.
+    pub async fn reload(self: &Arc<Self>, trigger: Trigger) -> ReloadOutcome {
+        let this = Arc::clone(self);
+        let outcome = tokio::task::spawn_blocking(move || this.reload_blocking(trigger)).await;
+        self.publish_health().await;
+        match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // A panic in the loader must not take the gateway down: report it as a refusal.
+                let refusal = Refusal {
+                    path: self.drop_dir.clone().unwrap_or_default(),
+                    reason: format!("reload pass failed: {e}"),
+                    at_unix_ms: now_unix_ms(),
+                    kind: RefusedKind::Drop,
+                };
+                self.state.refuse(refusal.clone());
+                ReloadOutcome::Refused(refusal)
+            }
+        }
+    }
+
+    /// One pass, synchronously. Passes never overlap.
+    pub fn reload_blocking(&self, trigger: Trigger) -> ReloadOutcome {
+        let Some(snapshot_dir) = &self.snapshot_dir else {
+            return ReloadOutcome::NotWatching;
+        };
+        let mut refused = lock(&self.refused);
+        if trigger == Trigger::Explicit {
+            refused.clear();
+        }
+        let mut loaded = None;
+        let mut new_refusal = None;
+        let mut refuse = |r: Refusal, fingerprint: u64, refused: &mut HashMap<PathBuf, u64>| {
+            refused.insert(r.path.clone(), fingerprint);
+            self.state.refuse(r.clone());
+            new_refusal = Some(r);
+        };
+
+        // 1. The newest valid snapshot file above the one in force.
+        let in_force = self.writer.current().map(|l| l.snapshot.sequence());
+        match list_snapshots(snapshot_dir) {
+            Err(e) => {
+                let path = snapshot_dir.clone();
+                let fp = fingerprint(&path);
+                if refused.get(&path) != Some(&fp) {
+                    refuse(
+                        Refusal {
+                            reason: format!("{}: cannot list: {e}", path.display()),
+                            path,
+                            at_unix_ms: now_unix_ms(),
+                            kind: RefusedKind::Snapshot,
+                        },
+                        fp,
+                        &mut refused,
+                    );
+                }
+            }
+            Ok(files) => {
+                for (sequence, path) in files.into_iter().rev() {
+                    if in_force.is_some_and(|s| sequence <= s) {
+                        break;
+                    }
+                    let fp = fingerprint(&path);
+                    if refused.get(&path) == Some(&fp) {
+                        continue;
+                    }
+                    match Snapshot::open(&path) {
+                        Ok(s) if s.sequence() == sequence => {
+                            let origin = path.display().to_string();
+                            loaded = Some((self.swap(s, origin.clone()), origin));
+                            break;
+                        }
+                        Ok(s) => refuse(
+                            Refusal {
+                                reason: format!(
+                                    "{}: the file name says sequence {sequence}, the snapshot says {}",
+                                    path.display(),
+                                    s.sequence()
+                                ),
+                                path,
+                                at_unix_ms: now_unix_ms(),
+                                kind: RefusedKind::Snapshot,
+                            },
+                            fp,
+                            &mut refused,
+                        ),
+                        Err(e) => refuse(
+                            Refusal {
+                                path,
+                                reason: e.to_string(),
+                                at_unix_ms: now_unix_ms(),
+                                kind: RefusedKind::Snapshot,
+                            },
+                            fp,
+                            &mut refused,
+                        ),
+                    }
+                }
+            }
+        }
+
+        // 2. Drops above the sequence in force, oldest first.
+        if let Some(drop_dir) = &self.drop_dir {
+            for (sequence, dir) in list_drops(drop_dir) {
+                let current = self.writer.current();
+                if current
+                    .as_ref()
+                    .is_some_and(|l| sequence <= l.snapshot.sequence())
+                {
+                    continue;
+                }
+                let fp = fingerprint(&dir);
+                if refused.get(&dir) == Some(&fp) {
+                    continue;
+                }
+                match self.load_drop(&dir, current.as_ref().map(|l| &l.snapshot), snapshot_dir) {
+                    Ok(Some(s)) => {
+                        let origin = format!(
+                            "{} (from drop {})",
+                            snapshot_dir.join(file_name(s.sequence())).display(),
+                            dir.display()
+                        );
+                        metrics::reload("drop", "loaded");
+                        loaded = Some((self.swap(s, origin.clone()), origin));
+                    }
+                    Ok(None) => {}
+                    Err(reason) => refuse(
+                        Refusal {
+                            path: dir,
+                            reason,
+                            at_unix_ms: now_unix_ms(),
+                            kind: RefusedKind::Drop,
+                        },
+                        fp,
+                        &mut refused,
+                    ),
+                }
+            }
+        }
+
+        match (loaded, new_refusal) {
+            (Some((sequence, origin)), _) => ReloadOutcome::Loaded { sequence, origin },
+            (None, Some(r)) => ReloadOutcome::Refused(r),
+            (None, None) => ReloadOutcome::Unchanged,
+        }
+    }
+
+    /// Loads one drop, writes its snapshot into the snapshot directory, and opens it from
+    /// there. `Ok(None)`: stale, skipped.
+    fn load_drop(
+        &self,
+        dir: &Path,
+        in_force: Option<&Snapshot>,
+        snapshot_dir: &Path,
+    ) -> Result<Option<Snapshot>, String> {
+        let (bytes, report) = match self.loader.load(dir, in_force) {
+            Ok(LoadOutcome::Built { bytes, report }) => (bytes, report),
+            Ok(LoadOutcome::Stale { .. }) => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let sequence = report.manifest.sequence;
+        if !report.rejected.is_empty() {
+            let path = snapshot_dir.join(cccgate_loader::reject_file_name(sequence));
+            if let Err(e) = cccgate_loader::write_reject_file(&path, &report.rejected) {
+                return Err(format!("{}: cannot write reject file: {e}", path.display()));
+            }
+            tracing::warn!(
+                rows = report.rejected.len(),
+                path = %path.display(),
+                "bad rows set aside"
+            );
+        }
+        let path = snapshot_dir.join(file_name(sequence));
+        write_atomic(&bytes, &path).map_err(|e| e.to_string())?;
+        tracing::info!(
+            drop = %dir.display(),
+            sequence,
+            certificates = report.total_after,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            "drop loaded"
+        );
+        Snapshot::open(&path).map(Some).map_err(|e| e.to_string())
+    }
+}
+
+/// `snap-<sequence>.ccc` files in `dir`, by ascending sequence.
+fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_file_name) {
+            files.push((seq, entry.path()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Drop directories in `dir` (those with a readable manifest), by ascending sequence. A
+/// directory without a manifest yet (still being copied) is not a drop yet; one whose manifest
+/// cannot be parsed is listed with sequence `u64::MAX` so the loader refuses it by name.
+fn list_drops(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut drops = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = entry.file_name().to_string_lossy().starts_with('.');
+        if hidden || !path.is_dir() || !path.join(cccgate_loader::MANIFEST_FILE).exists() {
+            continue;
+        }
+        let sequence = cccgate_loader::read_manifest(&path).map_or(u64::MAX, |m| m.sequence);
+        drops.push((sequence, path));
+    }
+    drops.sort();
+    drops
+}
+
+/// A fingerprint of a file or directory (its entries' names, sizes and modification times),
+/// to tell whether a refused input has changed since.
+fn fingerprint(path: &Path) -> u64 {
+    fn add(h: &mut DefaultHasher, p: &Path) {
+        p.hash(h);
+        if let Ok(m) = std::fs::metadata(p) {
+            m.len().hash(h);
+            m.modified().ok().hash(h);
+        }
+    }
+    let mut h = DefaultHasher::new();
+    add(&mut h, path);
+    if path.is_dir()
+        && let Ok(entries) = std::fs::read_dir(path)
+    {
+        let mut names: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        names.sort();
+        for p in names {
+            add(&mut h, &p);
+        }
+    }
+    h.finish()
+}
+
+/// How long to wait after a file-system event for more before reloading: a drop copied in
+/// file by file, or a snapshot written then renamed, settles in one pass.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// Watches the directories (file-system events, polling, SIGHUP) and reloads. Runs until the
+/// task is aborted.
+pub(crate) async fn watch(reloader: Arc<Reloader>, fs_events: bool, poll: Duration) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    // Kept alive for as long as this task runs.
+    let _watcher = if fs_events {
+        start_fs_watcher(&reloader, tx)
+    } else {
+        None
+    };
+    let mut sighup = sighup();
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; start-up already ran a pass
+    loop {
+        let trigger = tokio::select! {
+            Some(()) = rx.recv() => {
+                // Let a burst of events settle, then reload once.
+                let deadline = tokio::time::Instant::now() + SETTLE * 10;
+                while let Ok(Some(())) = tokio::time::timeout(SETTLE, rx.recv()).await {
+                    if tokio::time::Instant::now() > deadline {
+                        break;
+                    }
+                }
+                Trigger::Watch
+            }
+            _ = tick.tick() => Trigger::Watch,
+            () = next_signal(&mut sighup) => {
+                tracing::info!("SIGHUP: reloading");
+                Trigger::Explicit
+            }
+        };
+        reloader.reload(trigger).await;
+    }
+}
+
+fn start_fs_watcher(
+    reloader: &Reloader,
+    tx: tokio::sync::mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let handler = move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            // A full channel already holds a wake-up: nothing is lost.
+            let _ = tx.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "file-system events unavailable; polling only");
+            return None;
+        }
+    };
+    let dirs = [
+        (reloader.snapshot_dir.as_ref(), RecursiveMode::NonRecursive),
+        (reloader.drop_dir.as_ref(), RecursiveMode::Recursive),
+    ];
+    for (dir, mode) in dirs {
+        if let Some(dir) = dir
+            && let Err(e) = watcher.watch(dir, mode)
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; polling only");
+        }
+    }
+    Some(watcher)
+}
+
+#[cfg(unix)]
+type Sighup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Sighup = Option<()>;
+
+#[cfg(unix)]
+fn sighup() -> Sighup {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+        .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGHUP"))
+        .ok()
+}
+
+#[cfg(not(unix))]
+fn sighup() -> Sighup {
+    None
+}
+
+async fn next_signal(s: &mut Sighup) {
+    #[cfg(unix)]
+    if let Some(s) = s
+        && s.recv().await.is_some()
+    {
+        return;
+    }
+    #[cfg(not(unix))]
+    let _ = s;
+    std::future::pending::<()>().await
+}
+
+#[cfg(test)]
+mod tests {
+    use cccgate_core::{
+        Catalogue, CatalogueEntry, CertNumber, CertificateRecord, ConformityMode, Day, ProductCode,
+        Status,
+    };
+    use cccgate_snapshot::{BuildInfo, SnapshotBuilder};
+
+    use super::*;
+    use crate::store::snapshot_store;
+
+    fn write_snapshot(dir: &Path, sequence: u64, certs: u64) {
+        let code = ProductCode::new(901).unwrap();
+        let day = |y, m, d| Day::from_ymd(y, m, d).unwrap();
+        let catalogue = Catalogue::new(vec![CatalogueEntry {
+            code,
+            name: "微型计算机".into(),
+            category_code: code.category(),
+            category_name: "信息技术设备".into(),
+            mode: ConformityMode::Certificate,
+            from: day(2002, 5, 1),
+            until: None,
+        }])
+        .unwrap();
+        let mut b = SnapshotBuilder::new(
+            BuildInfo {
+                sequence,
+                source: "test".into(),
+                generated_at: "2026-11-27T02:00:00+08:00".into(),
+                built_at_unix_ms: 0,
+            },
+            catalogue,
+        );
+        for i in 0..certs {
+            b.upsert(CertificateRecord {
+                number: CertNumber::from_parts(2021, 1, code, i as u32).unwrap(),
+                suffix: None,
+                status: Status::Valid,
+                product_code: code,
+                product_name: "笔记本电脑".into(),
+                models: vec!["X1".into()],
+                applicant: "A".into(),
+                producer: "P".into(),
+                factory: "F".into(),
+                issued: day(2021, 1, 1),
+                expires: day(2030, 1, 1),
+                status_changed: None,
+                status_reason: String::new(),
+                body_name: "CQC".into(),
+            });
+        }
+        write_atomic(&b.build().unwrap(), &dir.join(file_name(sequence))).unwrap();
+    }
+
+    fn reloader(dir: &Path) -> Reloader {
+        let (writer, _reader) = snapshot_store();
+        Reloader::new(writer, Some(dir.to_path_buf()), None, Loader::default())
+    }
+
+    #[test]
+    fn newest_valid_snapshot_wins_and_a_corrupt_newer_one_is_skipped_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), 3, 5);
+        write_snapshot(dir.path(), 5, 5);
+        std::fs::write(dir.path().join(file_name(9)), b"not a snapshot").unwrap();
+        let r = reloader(dir.path());
+        let outcome = r.reload_blocking(Trigger::Start);
+        assert!(
+            matches!(outcome, ReloadOutcome::Loaded { sequence: 5, .. }),
+            "{outcome:?}"
+        );
+        let refusal = r.state.last_refusal().unwrap();
+        assert!(refusal.path.ends_with("snap-9.ccc"));
+        assert_eq!(refusal.kind, RefusedKind::Snapshot);
+        assert!(refusal.reason.contains("snap-9.ccc"), "{}", refusal.reason);
+    }
+
+    #[test]
+    fn a_refused_file_is_not_refused_again_until_it_changes_or_a_reload_is_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), 1, 1);
+        let r = reloader(dir.path());
+        r.reload_blocking(Trigger::Start);
+        std::fs::write(dir.path().join(file_name(2)), b"garbage").unwrap();
+        assert!(matches!(
+            r.reload_blocking(Trigger::Watch),
+            ReloadOutcome::Refused(_)
+        ));
+        assert_eq!(r.reload_blocking(Trigger::Watch), ReloadOutcome::Unchanged);
+        assert!(matches!(
+            r.reload_blocking(Trigger::Explicit),
+            ReloadOutcome::Refused(_)
+        ));
+        assert_eq!(r.state.refused.load(Ordering::Relaxed), 2);
+        assert_eq!(r.reader().sequence(), Some(1));
+    }
+
+    #[test]
+    fn older_and_equal_files_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), 4, 1);
+        let r = reloader(dir.path());
+        r.reload_blocking(Trigger::Start);
+        write_snapshot(dir.path(), 2, 1);
+        assert_eq!(r.reload_blocking(Trigger::Watch), ReloadOutcome::Unchanged);
+        assert_eq!(r.reader().sequence(), Some(4));
+    }
+
+    #[test]
+    fn a_file_renamed_to_the_wrong_sequence_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), 2, 1);
+        std::fs::rename(dir.path().join(file_name(2)), dir.path().join(file_name(8))).unwrap();
+        let r = reloader(dir.path());
+        let outcome = r.reload_blocking(Trigger::Start);
+        let ReloadOutcome::Refused(refusal) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(refusal.reason.contains("sequence 8"), "{}", refusal.reason);
+        assert_eq!(r.reader().sequence(), None);
+    }
+
+    #[test]
+    fn no_snapshot_dir_means_not_watching() {
+        let (writer, _) = snapshot_store();
+        let r = Reloader::new(writer, None, None, Loader::default());
+        assert_eq!(
+            r.reload_blocking(Trigger::Explicit),
+            ReloadOutcome::NotWatching
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! The `cccgate.v1.ListingCheck` service: Check, CheckBatch and CheckStream.
+//!
+//! # The hot path
+//!
+//! Per request or stream message: load the snapshot once ([`SnapshotReader::load`], no
+//! reference count touched), compute the China-time day once, then per listing validate it
+//! borrowing the request's strings, run the pure [`cccgate_core::check`] and build the wire
+//! result. Nothing is allocated beyond the response's own strings, nothing is locked, and
+//! every verdict of one response message comes from the same snapshot. Metrics are counted
+//! in a local tally and added once per message; the decision log (if any) gets one message
+//! per request or chunk through a non-blocking `try_send`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use cccgate_core::{Day, Policy, check};
+use cccgate_proto::v1::listing_check_server::ListingCheck;
+use cccgate_proto::v1::listing_result::Outcome as WireOutcome;
+use cccgate_proto::v1::{
+    CheckBatchRequest, CheckBatchResponse, CheckRequest, CheckResponse, Listing as WireListing,
+    ListingResult,
+};
+use cccgate_proto::{InvalidListing, verdict_to_wire};
+use futures::{Stream, StreamExt};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::Limits;
+use crate::decision_log::{self, DecisionLog};
+use crate::metrics::{CheckMetrics, Rpc, Tally};
+use crate::store::{Loaded, SnapshotReader};
+
+/// Why a call gets no verdicts. Each maps to one gRPC status code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// No snapshot is loaded yet: UNAVAILABLE (never a default verdict).
+    #[error("no snapshot is loaded yet")]
+    NoSnapshot,
+    /// The snapshot in force is older than the request allows: FAILED_PRECONDITION.
+    #[error("the snapshot in force is sequence {in_force}; the request needs at least {required}")]
+    Stale {
+        /// Sequence in force.
+        in_force: u64,
+        /// The request's `min_snapshot_sequence`.
+        required: u64,
+    },
+    /// A unary call's listing is a bad request: INVALID_ARGUMENT.
+    #[error(transparent)]
+    InvalidListing(#[from] InvalidListing),
+    /// Check without `listing`: INVALID_ARGUMENT.
+    #[error("listing is required")]
+    MissingListing,
+    /// Check with `listings`: INVALID_ARGUMENT.
+    #[error(
+        "Check decides the one listing in `listing`; send `listings` with CheckBatch or CheckStream"
+    )]
+    ListingsInUnary,
+    /// More listings in one message than the limit: INVALID_ARGUMENT.
+    #[error("{len} listings in one message, over the limit of {max}")]
+    TooMany {
+        /// Listings sent.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Too much in progress: RESOURCE_EXHAUSTED.
+    #[error("overloaded: {limit} {what} already in progress; retry with backoff")]
+    Overloaded {
+        /// Calls or streams.
+        what: &'static str,
+        /// The limit reached.
+        limit: usize,
+    },
+}
+
+impl From<CheckError> for Status {
+    fn from(e: CheckError) -> Status {
+        let message = e.to_string();
+        match e {
+            CheckError::NoSnapshot => Status::unavailable(message),
+            CheckError::Stale { .. } => Status::failed_precondition(message),
+            CheckError::InvalidListing(ref invalid) => {
+                let mut s = Status::invalid_argument(message);
+                s.metadata_mut().insert(
+                    "cccgate-field",
+                    tonic::metadata::MetadataValue::from_static(invalid.field()),
+                );
+                s
+            }
+            CheckError::MissingListing
+            | CheckError::ListingsInUnary
+            | CheckError::TooMany { .. } => Status::invalid_argument(message),
+            CheckError::Overloaded { .. } => Status::resource_exhausted(message),
+        }
+    }
+}
+
+/// What every check needs, shared by all calls.
+#[derive(Debug)]
+pub(crate) struct CheckContext {
+    pub reader: SnapshotReader,
+    pub policy: Policy,
+    pub limits: Limits,
+    pub metrics: CheckMetrics,
+    pub log: Option<DecisionLog>,
+    in_flight: Semaphore,
+    streams: Arc<Semaphore>,
+}
+
+impl CheckContext {
+    pub(crate) fn new(
+        reader: SnapshotReader,
+        policy: Policy,
+        limits: Limits,
+        log: Option<DecisionLog>,
+    ) -> Self {
+        CheckContext {
+            reader,
+            metrics: CheckMetrics::new(&policy),
+            policy,
+            limits,
+            log,
+            in_flight: Semaphore::new(limits.max_in_flight),
+            streams: Arc::new(Semaphore::new(limits.max_open_streams)),
+        }
+    }
+
+    /// Decides `listings` against one snapshot, appending one result each to `out` (an error
+    /// entry for a bad listing).
+    #[inline]
+    fn decide_all<'a>(
+        &self,
+        loaded: &Loaded,
+        listings: impl Iterator<Item = &'a WireListing>,
+        day: Day,
+        tally: &mut Tally,
+        log: &mut Option<Vec<decision_log::Entry>>,
+        out: &mut Vec<ListingResult>,
+    ) {
+        for wire in listings {
+            let result = self
+                .decide_one(loaded, wire, day, tally, log)
+                .unwrap_or_else(|invalid| invalid.to_result());
+            out.push(result);
+        }
+    }
+
+    /// Decides one listing; a bad one is counted and logged and returned as the error.
+    #[inline]
+    fn decide_one(
+        &self,
+        loaded: &Loaded,
+        wire: &WireListing,
+        day: Day,
+        tally: &mut Tally,
+        log: &mut Option<Vec<decision_log::Entry>>,
+    ) -> Result<ListingResult, InvalidListing> {
+        match wire.validate(day) {
+            Ok(listing) => {
+                let v = check(&loaded.snapshot, &listing, &self.policy);
+                tally.verdict(v.reason);
+                if let Some(entries) = log {
+                    entries.push(log_verdict(wire, &v));
+                }
+                Ok(ListingResult {
+                    listing_id: wire.listing_id.clone(),
+                    outcome: Some(WireOutcome::Verdict(verdict_to_wire(&v))),
+                })
+            }
+            Err(invalid) => {
+                tally.invalid += 1;
+                if let Some(entries) = log {
+                    entries.push(log_error(wire, &invalid));
+                }
+                Err(invalid)
+            }
+        }
+    }
+
+    fn log_batch(&self, loaded: &Loaded, entries: Option<Vec<decision_log::Entry>>) {
+        if let (Some(log), Some(entries)) = (&self.log, entries)
+            && !entries.is_empty()
+        {
+            log.offer(decision_log::Batch {
+                at_unix_ms: crate::metrics::now_unix_ms(),
+                snapshot_sequence: loaded.snapshot.sequence(),
+                entries,
+            });
+        }
+    }
+
+    fn log_entries(&self, capacity: usize) -> Option<Vec<decision_log::Entry>> {
+        self.log.as_ref().map(|_| Vec::with_capacity(capacity))
+    }
+
+    fn require(&self, loaded: Option<&Arc<Loaded>>, min: u64) -> Result<(), CheckError> {
+        let Some(loaded) = loaded else {
+            return Err(CheckError::NoSnapshot);
+        };
+        let in_force = loaded.snapshot.sequence();
+        if in_force < min {
+            self.metrics.stale();
+            return Err(CheckError::Stale {
+                in_force,
+                required: min,
+            });
+        }
+        Ok(())
+    }
+
+    /// Answers one stream message: all its listings against one snapshot. A message with too
+    /// many listings gets an error entry for each, and the stream goes on.
+    fn answer_chunk(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
+        let started = Instant::now();
+        let guard = self.reader.load();
+        self.require(guard.as_ref(), req.min_snapshot_sequence)?;
+        let Some(loaded) = guard.as_ref() else {
+            return Err(CheckError::NoSnapshot);
+        };
+        let n = usize::from(req.listing.is_some()) + req.listings.len();
+        let mut tally = Tally::default();
+        let mut resp = CheckResponse {
+            result: None,
+            results: Vec::with_capacity(req.listings.len()),
+            snapshot_sequence: loaded.snapshot.sequence(),
+            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
+        };
+        if n > self.limits.max_batch {
+            let err = CheckError::TooMany {
+                len: n,
+                max: self.limits.max_batch,
+            }
+            .to_string();
+            let over = |l: &WireListing| ListingResult {
+                listing_id: l.listing_id.clone(),
+                outcome: Some(WireOutcome::Error(cccgate_proto::v1::ListingError {
+                    field: "listings".into(),
+                    message: err.clone(),
+                })),
+            };
+            tally.invalid = n as u64;
+            resp.result = req.listing.as_ref().map(over);
+            resp.results = req.listings.iter().map(over).collect();
+        } else {
+            let day = today_cn();
+            let mut log = self.log_entries(n);
+            resp.result = req.listing.as_ref().map(|l| {
+                self.decide_one(loaded, l, day, &mut tally, &mut log)
+                    .unwrap_or_else(|invalid| invalid.to_result())
+            });
+            self.decide_all(
+                loaded,
+                req.listings.iter(),
+                day,
+                &mut tally,
+                &mut log,
+                &mut resp.results,
+            );
+            self.log_batch(loaded, log);
+        }
+        self.metrics
+            .record(Rpc::Stream, &tally, started.elapsed().as_secs_f64());
+        Ok(resp)
+    }
+}
+
+fn log_verdict(wire: &WireListing, v: &cccgate_core::Verdict<'_>) -> decision_log::Entry {
+    decision_log::Entry {
+        listing_id: wire.listing_id.clone(),
+        merchant_id: wire.merchant_id.clone(),
+        outcome: decision_log::Outcome::Verdict {
+            decision: v.decision,
+            reason: v.reason,
+            certificate: v.certificate.map(|c| c.number),
+        },
+    }
+}
+
+fn log_error(wire: &WireListing, invalid: &InvalidListing) -> decision_log::Entry {
+    decision_log::Entry {
+        listing_id: invalid.listing_id.clone(),
+        merchant_id: cut(&wire.merchant_id, cccgate_core::ID_MAX_BYTES).to_owned(),
+        outcome: decision_log::Outcome::Error {
+            field: invalid.field(),
+            message: invalid.error.to_string(),
+        },
+    }
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Today in China time: the event day of listings that carry no `event_time`.
+fn today_cn() -> Day {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Day::from_unix_seconds_cn(secs)
+}
+
+/// Raises a gauge for as long as it lives.
+#[derive(Debug)]
+struct GaugeGuard(metrics::Gauge);
+
+impl GaugeGuard {
+    fn new(g: &metrics::Gauge) -> Self {
+        g.increment(1.0);
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// The ListingCheck service.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckService {
+    ctx: Arc<CheckContext>,
+}
+
+impl CheckService {
+    pub(crate) fn new(ctx: Arc<CheckContext>) -> Self {
+        CheckService { ctx }
+    }
+
+    fn check_one(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
+        let ctx = &*self.ctx;
+        let started = Instant::now();
+        let guard = ctx.reader.load();
+        ctx.require(guard.as_ref(), req.min_snapshot_sequence)?;
+        let Some(loaded) = guard.as_ref() else {
+            return Err(CheckError::NoSnapshot);
+        };
+        if !req.listings.is_empty() {
+            return Err(CheckError::ListingsInUnary);
+        }
+        let wire = req.listing.as_ref().ok_or(CheckError::MissingListing)?;
+        let mut tally = Tally::default();
+        let mut log = ctx.log_entries(1);
+        let result = ctx.decide_one(loaded, wire, today_cn(), &mut tally, &mut log);
+        ctx.log_batch(loaded, log);
+        ctx.metrics
+            .record(Rpc::Check, &tally, started.elapsed().as_secs_f64());
+        // Unary: a bad listing fails the call with INVALID_ARGUMENT naming the field.
+        let result = result?;
+        Ok(CheckResponse {
+            result: Some(result),
+            results: Vec::new(),
+            snapshot_sequence: loaded.snapshot.sequence(),
+            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
+        })
+    }
+
+    fn check_batch(&self, req: &CheckBatchRequest) -> Result<CheckBatchResponse, CheckError> {
+        let ctx = &*self.ctx;
+        let started = Instant::now();
+        if req.listings.len() > ctx.limits.max_batch {
+            return Err(CheckError::TooMany {
+                len: req.listings.len(),
+                max: ctx.limits.max_batch,
+            });
+        }
+        let guard = ctx.reader.load();
+        ctx.require(guard.as_ref(), req.min_snapshot_sequence)?;
+        let Some(loaded) = guard.as_ref() else {
+            return Err(CheckError::NoSnapshot);
+        };
+        let mut tally = Tally::default();
+        let mut log = ctx.log_entries(req.listings.len());
+        let mut results = Vec::with_capacity(req.listings.len());
+        ctx.decide_all(
+            loaded,
+            req.listings.iter(),
+            today_cn(),
+            &mut tally,
+            &mut log,
+            &mut results,
+        );
+        ctx.log_batch(loaded, log);
+        ctx.metrics
+            .record(Rpc::Batch, &tally, started.elapsed().as_secs_f64());
+        Ok(CheckBatchResponse {
+            results,
+            snapshot_sequence: loaded.snapshot.sequence(),
+            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
+        })
+    }
+
+    fn admit(&self, rpc: Rpc) -> Result<tokio::sync::SemaphorePermit<'_>, CheckError> {
+        self.ctx.in_flight.try_acquire().map_err(|_| {
+            self.ctx.metrics.shed(rpc);
+            CheckError::Overloaded {
+                what: "calls",
+                limit: self.ctx.limits.max_in_flight,
+            }
+        })
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<CheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ListingCheck for CheckService {
+    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        let _permit = self.admit(Rpc::Check)?;
+        let _in_flight = GaugeGuard::new(&self.ctx.metrics.in_flight);
+        Ok(Response::new(self.check_one(req.get_ref())?))
+    }
+
+    async fn check_batch(
+        &self,
+        req: Request<CheckBatchRequest>,
+    ) -> Result<Response<CheckBatchResponse>, Status> {
+        let _permit = self.admit(Rpc::Batch)?;
+        let _in_flight = GaugeGuard::new(&self.ctx.metrics.in_flight);
+        Ok(Response::new(self.check_batch(req.get_ref())?))
+    }
+
+    type CheckStreamStream = ResponseStream;
+
+    async fn check_stream(
+        &self,
+        req: Request<Streaming<CheckRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let ctx = Arc::clone(&self.ctx);
+        // Held for the stream's life: released when the response stream is dropped.
+        let permit = Arc::clone(&ctx.streams).try_acquire_owned().map_err(|_| {
+            ctx.metrics.shed(Rpc::Stream);
+            CheckError::Overloaded {
+                what: "streams",
+                limit: ctx.limits.max_open_streams,
+            }
+        })?;
+        let open = GaugeGuard::new(&ctx.metrics.streams_open);
+        // One response per request message, in order; the first error ends the stream
+        // (tonic sends it as the stream's status).
+        let out = req.into_inner().map(move |msg| {
+            let _held = (&permit, &open);
+            let req = msg?;
+            ctx.answer_chunk(&req).map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_check_error_maps_to_its_grpc_code() {
+        use tonic::Code;
+        let cases = [
+            (CheckError::NoSnapshot, Code::Unavailable),
+            (
+                CheckError::Stale {
+                    in_force: 1,
+                    required: 2,
+                },
+                Code::FailedPrecondition,
+            ),
+            (CheckError::MissingListing, Code::InvalidArgument),
+            (CheckError::ListingsInUnary, Code::InvalidArgument),
+            (
+                CheckError::TooMany { len: 2, max: 1 },
+                Code::InvalidArgument,
+            ),
+            (
+                CheckError::Overloaded {
+                    what: "calls",
+                    limit: 1,
+                },
+                Code::ResourceExhausted,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(Status::from(e).code(), code);
+        }
+    }
+
+    #[test]
+    fn an_invalid_listing_names_its_field_in_metadata() {
+        let wire = WireListing {
+            listing_id: "L1".into(),
+            ..Default::default()
+        };
+        let invalid = wire.validate(Day::from_days(0)).unwrap_err();
+        let s = Status::from(CheckError::from(invalid));
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(s.metadata().get("cccgate-field").unwrap(), "merchant_id");
+        assert!(s.message().contains("\"L1\""), "{}", s.message());
+    }
+}

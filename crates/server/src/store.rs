@@ -1,0 +1,135 @@
+//! The snapshot in force, shared between the reload path (one writer) and the services (many
+//! readers).
+//!
+//! # Design
+//!
+//! An `ArcSwapOption<Loaded>` behind two handles, in the style of tonic-health's reporter and
+//! service: [`SnapshotWriter`] is owned by the reload path and is the only way to swap;
+//! [`SnapshotReader`] is cloned into every service and can only load. A swap is one atomic
+//! pointer store: a check that loaded the old snapshot finishes on it (it stays alive while
+//! any request holds it), the next load sees the new one, and no answer can mix the two.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use arc_swap::Guard;
+use cccgate_snapshot::Snapshot;
+
+/// A snapshot in force, with where it came from and when it was put in force.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// A file path, or `embedded sample`.
+    pub origin: String,
+    /// When it was swapped in, Unix milliseconds.
+    pub loaded_at_unix_ms: i64,
+}
+
+/// Creates an empty store: the writer for the reload path, a reader for the services.
+pub fn snapshot_store() -> (SnapshotWriter, SnapshotReader) {
+    let cell = Arc::new(ArcSwapOption::empty());
+    (SnapshotWriter(Arc::clone(&cell)), SnapshotReader(cell))
+}
+
+/// The only handle that can swap the snapshot in force. Not `Clone`: one reload path.
+#[derive(Debug)]
+pub struct SnapshotWriter(Arc<ArcSwapOption<Loaded>>);
+
+impl SnapshotWriter {
+    /// Puts `loaded` in force and returns the snapshot it replaced.
+    pub fn swap(&self, loaded: Loaded) -> Option<Arc<Loaded>> {
+        self.0.swap(Some(Arc::new(loaded)))
+    }
+
+    /// A reader of this store.
+    pub fn reader(&self) -> SnapshotReader {
+        SnapshotReader(Arc::clone(&self.0))
+    }
+
+    /// The snapshot in force (for the reload path, which compares sequences).
+    pub fn current(&self) -> Option<Arc<Loaded>> {
+        self.0.load_full()
+    }
+}
+
+/// A read-only handle to the snapshot in force. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct SnapshotReader(Arc<ArcSwapOption<Loaded>>);
+
+impl SnapshotReader {
+    /// The snapshot in force, for the duration of one synchronous piece of work (a request or
+    /// a stream chunk): no reference count is touched on this path. Do not hold it across
+    /// `.await`; use [`SnapshotReader::load_full`] for that.
+    #[inline]
+    pub fn load(&self) -> Guard<Option<Arc<Loaded>>> {
+        self.0.load()
+    }
+
+    /// The snapshot in force as an owned `Arc`, to hold across `.await` points.
+    pub fn load_full(&self) -> Option<Arc<Loaded>> {
+        self.0.load_full()
+    }
+
+    /// The sequence in force, if any.
+    pub fn sequence(&self) -> Option<u64> {
+        self.0.load().as_ref().map(|l| l.snapshot.sequence())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cccgate_core::{Catalogue, CatalogueEntry, ConformityMode, Day, ProductCode};
+    use cccgate_snapshot::{BuildInfo, SnapshotBuilder};
+
+    use super::*;
+
+    fn snapshot(sequence: u64) -> Snapshot {
+        let code = ProductCode::new(901).unwrap();
+        let catalogue = Catalogue::new(vec![CatalogueEntry {
+            code,
+            name: "微型计算机".into(),
+            category_code: code.category(),
+            category_name: "信息技术设备".into(),
+            mode: ConformityMode::Certificate,
+            from: Day::from_ymd(2002, 5, 1).unwrap(),
+            until: None,
+        }])
+        .unwrap();
+        let info = BuildInfo {
+            sequence,
+            source: "test".into(),
+            generated_at: "2026-11-27T02:00:00+08:00".into(),
+            built_at_unix_ms: 0,
+        };
+        Snapshot::from_bytes(SnapshotBuilder::new(info, catalogue).build().unwrap()).unwrap()
+    }
+
+    fn loaded(sequence: u64) -> Loaded {
+        Loaded {
+            snapshot: snapshot(sequence),
+            origin: "test".into(),
+            loaded_at_unix_ms: 0,
+        }
+    }
+
+    #[test]
+    fn readers_see_nothing_until_the_writer_swaps() {
+        let (writer, reader) = snapshot_store();
+        assert!(reader.load().is_none());
+        assert_eq!(writer.swap(loaded(1)).map(|l| l.snapshot.sequence()), None);
+        assert_eq!(reader.sequence(), Some(1));
+        assert_eq!(writer.reader().sequence(), Some(1));
+    }
+
+    #[test]
+    fn a_held_snapshot_survives_a_swap() {
+        let (writer, reader) = snapshot_store();
+        writer.swap(loaded(1));
+        let held = reader.load_full().unwrap();
+        let old = writer.swap(loaded(2)).unwrap();
+        assert_eq!(held.snapshot.sequence(), 1);
+        assert!(Arc::ptr_eq(&held, &old));
+        assert_eq!(reader.sequence(), Some(2));
+    }
+}
