@@ -39,8 +39,9 @@ struct Entry {
 pub struct SnapshotBuilder {
     info: BuildInfo,
     catalogue: Catalogue,
-    strings: Vec<String>,
+    names: Vec<String>,
     interned: FastMap<Box<str>, u32>,
+    model_text: String,
     entries: Vec<Entry>,
     index: FastMap<u64, u32>,
     model_keys: Vec<u64>,
@@ -52,8 +53,9 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             info,
             catalogue,
-            strings: Vec::new(),
+            names: Vec::new(),
             interned: FastMap::default(),
+            model_text: String::new(),
             entries: Vec::new(),
             index: FastMap::default(),
             model_keys: Vec::new(),
@@ -76,7 +78,12 @@ impl SnapshotBuilder {
     /// which keeps a delta on a full-scale register well under a second.
     pub fn from_snapshot(base: &Snapshot, info: BuildInfo, catalogue: Option<Catalogue>) -> Self {
         let data = base.data();
-        let strings: Vec<String> = data.strings.iter().map(|s| s.as_str().to_owned()).collect();
+        let names: Vec<String> = data.names.iter().map(|s| s.as_str().to_owned()).collect();
+        let interned = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str().into(), i as u32))
+            .collect();
         let mut entries = Vec::with_capacity(data.total.to_native() as usize);
         let mut model_keys = Vec::with_capacity(data.model_keys.len());
         let all_keys = data.model_keys.as_slice();
@@ -101,8 +108,9 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             info,
             catalogue: catalogue.unwrap_or_else(|| base.catalogue()),
-            strings,
-            interned: FastMap::default(),
+            names,
+            interned,
+            model_text: data.model_text.as_str().to_owned(),
             entries,
             index,
             model_keys,
@@ -138,7 +146,14 @@ impl SnapshotBuilder {
             }
         }
         self.model_keys.truncate(end);
-        let models_text = self.intern(&r.models.join("；"));
+        let text_start = self.model_text.len();
+        for (i, m) in r.models.iter().enumerate() {
+            if i > 0 {
+                self.model_text.push('；');
+            }
+            self.model_text.push_str(m);
+        }
+        let text_len = self.model_text.len() - text_start;
         let hot = Hot {
             number: r.number.get(),
             expires: r.expires.days(),
@@ -155,7 +170,8 @@ impl SnapshotBuilder {
             issued: r.issued.days(),
             status_changed: r.status_changed.map_or(NO_DAY, |d| d.days()),
             product_name: self.intern(&r.product_name),
-            models_text,
+            text_start: text_start as u32,
+            text_len: text_len as u32,
             applicant: self.intern(&r.applicant),
             factory: self.intern(&r.factory),
             status_reason: self.intern(&r.status_reason),
@@ -175,8 +191,8 @@ impl SnapshotBuilder {
         if let Some(&id) = self.interned.get(s) {
             return id;
         }
-        let id = self.strings.len() as u32;
-        self.strings.push(s.to_owned());
+        let id = self.names.len() as u32;
+        self.names.push(s.to_owned());
         self.interned.insert(s.into(), id);
         id
     }
@@ -189,13 +205,18 @@ impl SnapshotBuilder {
         let mut cold = Vec::with_capacity(n);
         // Re-pack model keys in entry order so replaced certificates leave no garbage.
         let mut model_keys = Vec::with_capacity(self.model_keys.len());
+        let mut model_text = String::with_capacity(self.model_text.len());
         for (i, e) in self.entries.iter().enumerate() {
             let mut hot = e.hot;
             let (start, len) = (hot.models_start as usize, hot.models_len as usize);
             hot.models_start = model_keys.len() as u32;
             model_keys.extend_from_slice(&self.model_keys[start..start + len]);
             hot.cold = i as u32;
-            cold.push(e.cold);
+            let mut c = e.cold;
+            let (start, len) = (c.text_start as usize, c.text_len as usize);
+            c.text_start = model_text.len() as u32;
+            model_text.push_str(self.model_text.get(start..start + len).unwrap_or_default());
+            cold.push(c);
             if let Some(c) = counts.get_mut(usize::from(hot.status).wrapping_sub(1)) {
                 *c += 1;
             }
@@ -233,7 +254,8 @@ impl SnapshotBuilder {
             slots,
             cold,
             model_keys,
-            strings: self.strings,
+            names: self.names,
+            model_text,
         };
         let archive = rkyv::to_bytes::<BoxedError>(&data)
             .map_err(|e| SnapshotError::Serialize(e.to_string()))?;

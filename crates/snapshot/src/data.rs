@@ -26,8 +26,13 @@ pub(crate) struct Data {
     pub cold: Vec<Cold>,
     /// Every certificate's sorted model keys, one run per certificate.
     pub model_keys: Vec<u64>,
-    /// Interned texts, indexed by the `u32` ids in `Hot` and `Cold`.
-    pub strings: Vec<String>,
+    /// Interned names (producers, applicants, factories, product names, bodies, reasons),
+    /// indexed by the `u32` ids in `Hot` and `Cold`. Kept apart from the model texts so this
+    /// table stays small and cache-resident: a verdict reads the producer's name from it.
+    pub names: Vec<String>,
+    /// Every certificate's `型号规格` as written (models joined by `；`), one run per
+    /// certificate, addressed by `Cold::text_start`/`text_len`.
+    pub model_text: String,
 }
 
 /// One catalogue entry.
@@ -64,7 +69,8 @@ pub(crate) struct Cold {
     pub issued: i32,
     pub status_changed: i32,
     pub product_name: u32,
-    pub models_text: u32,
+    pub text_start: u32,
+    pub text_len: u32,
     pub applicant: u32,
     pub factory: u32,
     pub status_reason: u32,

@@ -11,7 +11,7 @@ use crate::error::SnapshotError;
 /// Magic bytes at the start of every snapshot file.
 pub(crate) const MAGIC: [u8; 8] = *b"CCCGSNAP";
 /// The format version this build writes and reads. Bump it on any change to `data.rs`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Length of the header; the archive starts here, a multiple of 16.
 pub const HEADER_LEN: usize = 64;
 
@@ -226,10 +226,10 @@ mod tests {
             Err(SnapshotError::BadMagic { .. })
         ));
         let mut v2 = bytes;
-        v2[8] = 2;
+        v2[8] = 99;
         assert!(matches!(
             Header::decode(&v2, 164, p),
-            Err(SnapshotError::Version { found: 2, .. })
+            Err(SnapshotError::Version { found: 99, .. })
         ));
     }
 }

@@ -350,3 +350,42 @@ fn open_or_build_rebuilds_a_damaged_cache_and_reuses_a_good_one() {
     let rebuilt = Snapshot::open_or_build(&path, make).unwrap();
     assert_eq!(rebuilt.content_id(), first.content_id());
 }
+
+#[test]
+fn load_into_memory_reads_the_same_snapshot_and_refuses_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap-3.ccc");
+    let recs = records(400);
+    write_atomic(
+        &SnapshotBuilder::from_records(info(3), catalogue(), recs.clone())
+            .build()
+            .unwrap(),
+        &path,
+    )
+    .unwrap();
+    let mapped = Snapshot::open(&path).unwrap();
+    let loaded = Snapshot::load(&path).unwrap();
+    assert_eq!(loaded.content_id(), mapped.content_id());
+    assert_eq!(loaded.byte_len(), mapped.byte_len());
+    for r in &recs {
+        assert_eq!(loaded.record(r.number).as_ref(), Some(r));
+    }
+    let full = fs::read(&path).unwrap();
+    fs::write(&path, &full[..full.len() - 7]).unwrap();
+    assert!(matches!(
+        Snapshot::load(&path),
+        Err(SnapshotError::Length { .. })
+    ));
+    let mut flipped = full.clone();
+    flipped[full.len() / 2] ^= 4;
+    fs::write(&path, &flipped).unwrap();
+    assert!(matches!(
+        Snapshot::load(&path),
+        Err(SnapshotError::Checksum { .. })
+    ));
+    fs::write(&path, &full[..20]).unwrap();
+    assert!(matches!(
+        Snapshot::load(&path),
+        Err(SnapshotError::Length { .. })
+    ));
+}
