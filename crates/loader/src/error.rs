@@ -220,6 +220,9 @@ pub enum LoadError {
         /// The allowed shrink as a fraction (0.05 = 5%).
         threshold: f64,
     },
+    /// A bug in the loader, reported instead of crashing the process.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The snapshot could not be built from the drop.
     #[error("building the snapshot: {0}")]
     Snapshot(#[from] SnapshotError),

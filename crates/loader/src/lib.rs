@@ -36,6 +36,7 @@ mod tests;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cccgate_core::{Catalogue, CertificateRecord};
@@ -54,6 +55,11 @@ pub use sign::{
 pub use writer::{DropHeader, DropWriter, WrittenFile};
 
 use read::{CsvFile, FileDigest};
+
+/// Records per batch handed from the reading thread to the building thread.
+const BATCH: usize = 2048;
+/// Batches in flight between the two threads.
+const QUEUE: usize = 8;
 
 /// The manifest's file name inside a drop.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -249,14 +255,42 @@ impl Loader {
 
         let expected_rows: u64 = manifest.certificate_files().map(|f| f.rows).sum();
         let mut reader = certs::CertReader::new(&catalogue, self.max_bad_rows, expected_rows);
-        let mut sink = |record: CertificateRecord| builder.upsert(record);
-        for entry in manifest.certificate_files() {
-            let file = CsvFile::open(drop_dir, entry, manifest.encoding)?;
-            let path = file.path.clone();
-            let digest = reader.read_file(file, &mut sink)?;
-            check_digest(entry, &path, &digest)?;
-            files.push(file_report(entry, &digest));
-        }
+        // Two stages on two threads: this one reads, hashes, parses and validates; the other
+        // interns records into the builder. Batches keep the channel cheap and its memory
+        // bounded (at most QUEUE batches in flight).
+        std::thread::scope(|scope| -> Result<(), LoadError> {
+            let (tx, rx) = mpsc::sync_channel::<Vec<CertificateRecord>>(QUEUE);
+            let builder = &mut builder;
+            let consumer = scope.spawn(move || {
+                for batch in rx {
+                    for record in batch {
+                        builder.upsert(record);
+                    }
+                }
+            });
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut sink = |record: CertificateRecord| {
+                batch.push(record);
+                if batch.len() == BATCH {
+                    // A send fails only if the consumer is gone, which join reports below.
+                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                }
+            };
+            for entry in manifest.certificate_files() {
+                let file = CsvFile::open(drop_dir, entry, manifest.encoding)?;
+                let path = file.path.clone();
+                let digest = reader.read_file(file, &mut sink)?;
+                check_digest(entry, &path, &digest)?;
+                files.push(file_report(entry, &digest));
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(batch);
+            }
+            drop(tx);
+            consumer
+                .join()
+                .map_err(|_| LoadError::Internal("the snapshot builder thread panicked".into()))
+        })?;
         let tally = reader.finish()?;
 
         let mut valid_before = None;
@@ -355,9 +389,14 @@ pub(crate) fn check_digest(
         });
     }
     if let Some(e) = &digest.read_error {
+        let message = if listed.is_gzip() {
+            format!("the gzip stream is damaged: {e}")
+        } else {
+            e.to_string()
+        };
         return Err(LoadError::Io {
             path: path.to_owned(),
-            source: io::Error::new(e.kind(), e.to_string()),
+            source: io::Error::new(e.kind(), message),
         });
     }
     if digest.rows != listed.rows {

@@ -131,7 +131,11 @@ impl Manifest {
                 path: path.to_owned(),
                 line: e.line(),
                 column: e.column(),
-                message: e.to_string(),
+                // serde_json appends the position, which the error names already.
+                message: e
+                    .to_string()
+                    .trim_end_matches(&format!(" at line {} column {}", e.line(), e.column()))
+                    .to_owned(),
             })?;
         let field_err = |field: &str, message: String| LoadError::ManifestField {
             path: path.to_owned(),

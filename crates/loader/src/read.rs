@@ -156,9 +156,15 @@ impl CsvFile {
                 });
             }
             Err(e) => {
+                let e = into_io(e);
+                let source = if self.listed.is_gzip() {
+                    io::Error::new(e.kind(), format!("the gzip stream is damaged: {e}"))
+                } else {
+                    e
+                };
                 return Err(LoadError::Io {
                     path: self.path.clone(),
-                    source: into_io(e),
+                    source,
                 });
             }
         }

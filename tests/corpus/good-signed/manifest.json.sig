@@ -1,0 +1,1 @@
+SWAHkVffAROWxdMefBqihd7TQwsp3ZM5tq2YJowp2y2X0bLcfkEq4FKz5rFAVpW7PXCuaffcJlsAMaKLH43+Ag==
