@@ -1,0 +1,702 @@
+//! Feed drops in the exact format of `spec/feed.md` (`ccc-feed/1`), written as a stream.
+//!
+//! Rows go straight from the record iterator through the `csv` writer (so quoting is the
+//! crate's), an optional GBK transcoder, an optional gzip encoder and a SHA-256 counter into
+//! the file: nothing holds a whole file in memory, and the manifest's checksums and row counts
+//! come from the bytes as written. The manifest is written last, to a temporary name renamed
+//! into place, so a watcher never sees a manifest whose files are still being written.
+//!
+//! With [`DropOptions::varied`] on (the default) the writer exercises everything the contract
+//! allows, deterministically from [`DropOptions::seed`]: the three date shapes (with and
+//! without leading zeros), statuses as words or codes, every model separator including line
+//! breaks inside quoted fields, some full-width numbers and models, CRLF or LF line ends. Column
+//! order shuffling and an extra ignored column are separate switches.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use cccgate_core::{Catalogue, CertificateRecord, Day};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::SynthError;
+use crate::names::push_full_width;
+use crate::rng::{Rng, derive, mix64};
+
+/// The catalogue's columns, in the spec's order.
+pub const CATALOGUE_COLUMNS: [&str; 7] = [
+    "产品类别代码",
+    "产品名称",
+    "大类代码",
+    "大类名称",
+    "认证方式",
+    "实施日期",
+    "截止日期",
+];
+
+/// The certificate files' columns, in the spec's order.
+pub const CERTIFICATE_COLUMNS: [&str; 13] = [
+    "证书编号",
+    "证书状态",
+    "产品类别代码",
+    "产品名称",
+    "型号规格",
+    "认证委托人名称",
+    "生产者名称",
+    "生产企业名称",
+    "发证日期",
+    "证书到期日期",
+    "状态变更日期",
+    "状态变更原因",
+    "认证机构",
+];
+
+/// The extra column some drops carry; the loader must ignore it.
+pub const EXTRA_COLUMN: &str = "备注";
+
+/// Encoding of every CSV file of a drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// UTF-8.
+    Utf8,
+    /// UTF-8 with a byte-order mark at the start of each file.
+    Utf8Bom,
+    /// GBK (as encoding_rs encodes it).
+    Gbk,
+}
+
+impl Encoding {
+    /// The manifest's name for it.
+    pub const fn manifest_name(self) -> &'static str {
+        match self {
+            Encoding::Utf8 | Encoding::Utf8Bom => "utf-8",
+            Encoding::Gbk => "gbk",
+        }
+    }
+}
+
+/// Full or delta.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropKind {
+    /// The whole register.
+    Full,
+    /// Changes on top of the drop with sequence `base_sequence`.
+    Delta {
+        /// The sequence it applies on.
+        base_sequence: u64,
+    },
+}
+
+/// How to write a drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropOptions {
+    /// `sequence`.
+    pub sequence: u64,
+    /// `source` (default `cnca`).
+    pub source: String,
+    /// `kind` (and `base_sequence`).
+    pub kind: DropKind,
+    /// `generated_at`, RFC 3339 with `+08:00`.
+    pub generated_at: String,
+    /// Encoding of every CSV file.
+    pub encoding: Encoding,
+    /// Gzip the certificate files (names end in `.gz`).
+    pub gzip: bool,
+    /// Number of certificate files (at least 1); rows go round-robin.
+    pub files: usize,
+    /// Shuffle the column order of each certificate file (and of the catalogue).
+    pub shuffle_columns: bool,
+    /// Add an ignored extra column.
+    pub extra_column: bool,
+    /// Vary date shapes, status words/codes, model separators, full-width text, line ends.
+    pub varied: bool,
+    /// Seed of every variation.
+    pub seed: u64,
+}
+
+impl DropOptions {
+    /// A full drop with this sequence: UTF-8, one plain file, varied text, columns in order.
+    pub fn full(sequence: u64) -> Self {
+        DropOptions {
+            sequence,
+            source: "cnca".into(),
+            kind: DropKind::Full,
+            generated_at: generated_at(crate::register::default_as_of(), 2),
+            encoding: Encoding::Utf8,
+            gzip: false,
+            files: 1,
+            shuffle_columns: false,
+            extra_column: false,
+            varied: true,
+            seed: sequence,
+        }
+    }
+
+    /// A delta drop with this sequence on top of `base_sequence`.
+    pub fn delta(sequence: u64, base_sequence: u64) -> Self {
+        DropOptions {
+            kind: DropKind::Delta { base_sequence },
+            ..DropOptions::full(sequence)
+        }
+    }
+}
+
+impl Default for DropOptions {
+    fn default() -> Self {
+        DropOptions::full(1)
+    }
+}
+
+/// `generated_at` for `hour`:00 China time on `day`, e.g. `2026-11-27T02:00:00+08:00`.
+pub fn generated_at(day: Day, hour: u32) -> String {
+    format!("{day}T{:02}:00:00+08:00", hour.min(23))
+}
+
+/// What kind of data a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// `catalogue.csv`.
+    Catalogue,
+    /// A certificate file.
+    Certificates,
+}
+
+/// One file of a written drop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSummary {
+    /// File name inside the drop.
+    pub name: String,
+    /// What it holds.
+    pub kind: FileKind,
+    /// Data rows (header excluded).
+    pub rows: u64,
+    /// Bytes as stored.
+    pub bytes: u64,
+    /// SHA-256 of the bytes as stored, lower-case hex.
+    pub sha256: String,
+}
+
+/// What [`write_drop`] wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropSummary {
+    /// The drop directory.
+    pub dir: PathBuf,
+    /// Its data files, as listed in the manifest.
+    pub files: Vec<FileSummary>,
+    /// Certificate rows in all files.
+    pub certificates: u64,
+    /// Certificate rows per status, indexed by `Status::code() - 1`.
+    pub by_status: [u64; 5],
+    /// Bytes of all files, the manifest included.
+    pub bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    format: &'static str,
+    source: &'a str,
+    kind: &'static str,
+    sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_sequence: Option<u64>,
+    generated_at: &'a str,
+    encoding: &'static str,
+    files: Vec<ManifestFile<'a>>,
+}
+
+#[derive(Serialize)]
+struct ManifestFile<'a> {
+    name: &'a str,
+    kind: FileKind,
+    sha256: &'a str,
+    rows: u64,
+}
+
+/// Writes a drop into `dir` (created if needed): `catalogue.csv` when `catalogue` is given
+/// (a full drop needs one), the certificate files, then `manifest.json`.
+pub fn write_drop<'a>(
+    dir: &Path,
+    opts: &DropOptions,
+    catalogue: Option<&Catalogue>,
+    records: impl Iterator<Item = &'a CertificateRecord>,
+) -> Result<DropSummary, SynthError> {
+    if opts.files == 0 {
+        return Err(SynthError::Options(
+            "a drop needs at least one certificate file".into(),
+        ));
+    }
+    if opts.kind == DropKind::Full && catalogue.is_none() {
+        return Err(SynthError::Options("a full drop needs a catalogue".into()));
+    }
+    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    let mut files = Vec::new();
+    if let Some(c) = catalogue {
+        files.push(write_catalogue(dir, opts, c)?);
+    }
+    let ext = if opts.gzip { "csv.gz" } else { "csv" };
+    let names: Vec<String> = if opts.files == 1 {
+        vec![format!("certificates.{ext}")]
+    } else {
+        (1..=opts.files)
+            .map(|i| format!("certificates-{i:03}.{ext}"))
+            .collect()
+    };
+    let mut writers = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| CertWriter::create(dir, name, opts, i as u64))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut by_status = [0u64; 5];
+    let mut rng = Rng::new(derive(opts.seed, 0xfeed));
+    for (i, r) in records.enumerate() {
+        by_status[usize::from(r.status.code() - 1)] += 1;
+        let n = writers.len();
+        writers[i % n].write(r, &mut rng)?;
+    }
+    for w in writers {
+        files.push(w.finish()?);
+    }
+    let manifest = Manifest {
+        format: "ccc-feed/1",
+        source: &opts.source,
+        kind: match opts.kind {
+            DropKind::Full => "full",
+            DropKind::Delta { .. } => "delta",
+        },
+        sequence: opts.sequence,
+        base_sequence: match opts.kind {
+            DropKind::Full => None,
+            DropKind::Delta { base_sequence } => Some(base_sequence),
+        },
+        generated_at: &opts.generated_at,
+        encoding: opts.encoding.manifest_name(),
+        files: files
+            .iter()
+            .map(|f| ManifestFile {
+                name: &f.name,
+                kind: f.kind,
+                sha256: &f.sha256,
+                rows: f.rows,
+            })
+            .collect(),
+    };
+    let path = dir.join("manifest.json");
+    let tmp = dir.join(".manifest.json.tmp");
+    let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| SynthError::Json {
+        path: path.clone(),
+        source: e,
+    })?;
+    json.push(b'\n');
+    fs::write(&tmp, &json).map_err(|e| io_err(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    let certificates = by_status.iter().sum();
+    let bytes = files.iter().map(|f| f.bytes).sum::<u64>() + json.len() as u64;
+    Ok(DropSummary {
+        dir: dir.to_owned(),
+        files,
+        certificates,
+        by_status,
+        bytes,
+    })
+}
+
+fn io_err(path: &Path, source: io::Error) -> SynthError {
+    SynthError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Counts and hashes the bytes on their way to the file.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+enum Sink {
+    Plain(Hashing<BufWriter<File>>),
+    Gzip(GzEncoder<Hashing<BufWriter<File>>>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+/// A CSV file being written: the csv writer over the sink, the column order, and reusable
+/// buffers for the row's fields (UTF-8 text, then encoded bytes).
+struct CsvFile {
+    path: PathBuf,
+    name: String,
+    kind: FileKind,
+    csv: csv::Writer<Sink>,
+    encoding: Encoding,
+    gbk: encoding_rs::Encoder,
+    /// The spec's column names for this kind of file.
+    columns: &'static [&'static str],
+    /// `order[i]` = index (into `columns`, or `EXTRA`) of the i-th column written.
+    order: Vec<usize>,
+    text: Vec<String>,
+    encoded: Vec<Vec<u8>>,
+    rows: u64,
+}
+
+/// Index standing for the extra column in a column order.
+const EXTRA: usize = usize::MAX;
+
+impl CsvFile {
+    fn create(
+        dir: &Path,
+        name: &str,
+        kind: FileKind,
+        columns: &'static [&'static str],
+        opts: &DropOptions,
+        stream: u64,
+        gzip: bool,
+    ) -> Result<Self, SynthError> {
+        let path = dir.join(name);
+        let file = File::create(&path).map_err(|e| io_err(&path, e))?;
+        let hashing = Hashing {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let mut sink = if gzip {
+            Sink::Gzip(GzEncoder::new(hashing, Compression::fast()))
+        } else {
+            Sink::Plain(hashing)
+        };
+        if opts.encoding == Encoding::Utf8Bom {
+            sink.write_all(b"\xEF\xBB\xBF")
+                .map_err(|e| io_err(&path, e))?;
+        }
+        let mut rng = Rng::new(derive(opts.seed, 0xc01 + stream));
+        let crlf = opts.varied && rng.chance(0.5);
+        let csv = csv::WriterBuilder::new()
+            .terminator(if crlf {
+                csv::Terminator::CRLF
+            } else {
+                csv::Terminator::Any(b'\n')
+            })
+            .from_writer(sink);
+        let mut order: Vec<usize> = (0..columns.len()).collect();
+        if opts.shuffle_columns {
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.index(i + 1));
+            }
+        }
+        if opts.extra_column {
+            let at = rng.index(order.len() + 1);
+            order.insert(at, EXTRA);
+        }
+        let mut f = CsvFile {
+            path,
+            name: name.to_owned(),
+            kind,
+            csv,
+            encoding: opts.encoding,
+            gbk: encoding_rs::GBK.new_encoder(),
+            columns,
+            text: vec![String::new(); order.len()],
+            encoded: vec![Vec::new(); order.len()],
+            order,
+            rows: 0,
+        };
+        for (slot, &col) in f.order.iter().enumerate() {
+            f.text[slot].clear();
+            f.text[slot].push_str(if col == EXTRA {
+                EXTRA_COLUMN
+            } else {
+                columns[col]
+            });
+        }
+        f.emit(0)?;
+        Ok(f)
+    }
+
+    /// The buffer for spec column `col` in this file's order.
+    fn field(&mut self, col: usize) -> &mut String {
+        let slot = self.order.iter().position(|&c| c == col).unwrap_or(0);
+        &mut self.text[slot]
+    }
+
+    /// Writes the current `text` buffers as one CSV record (`line` is the data row, 1-based,
+    /// 0 for the header, for error messages).
+    fn emit(&mut self, line: u64) -> Result<(), SynthError> {
+        let res = if self.encoding == Encoding::Gbk {
+            for (slot, text) in self.text.iter().enumerate() {
+                let out = &mut self.encoded[slot];
+                out.clear();
+                if text.is_ascii() {
+                    out.extend_from_slice(text.as_bytes());
+                    continue;
+                }
+                out.reserve(text.len() * 2);
+                let (result, _) = self
+                    .gbk
+                    .encode_from_utf8_to_vec_without_replacement(text, out, true);
+                if result != encoding_rs::EncoderResult::InputEmpty {
+                    let column = match self.order.get(slot) {
+                        Some(&c) if c != EXTRA => self.columns.get(c).copied().unwrap_or("?"),
+                        _ => EXTRA_COLUMN,
+                    };
+                    return Err(SynthError::Unencodable {
+                        path: self.path.clone(),
+                        line: line + 1,
+                        column,
+                        text: text.clone(),
+                    });
+                }
+            }
+            self.csv.write_record(&self.encoded)
+        } else {
+            self.csv.write_record(&self.text)
+        };
+        res.map_err(|e| SynthError::Csv {
+            path: self.path.clone(),
+            source: e,
+        })
+    }
+
+    fn finish(self) -> Result<FileSummary, SynthError> {
+        let path = self.path;
+        let sink = self
+            .csv
+            .into_inner()
+            .map_err(|e| io_err(&path, e.into_error()))?;
+        let mut hashing = match sink {
+            Sink::Plain(h) => h,
+            Sink::Gzip(g) => g.finish().map_err(|e| io_err(&path, e))?,
+        };
+        hashing.flush().map_err(|e| io_err(&path, e))?;
+        let file = hashing
+            .inner
+            .into_inner()
+            .map_err(|e| io_err(&path, e.into_error()))?;
+        file.sync_all().map_err(|e| io_err(&path, e))?;
+        Ok(FileSummary {
+            name: self.name,
+            kind: self.kind,
+            rows: self.rows,
+            bytes: hashing.bytes,
+            sha256: hex::encode(hashing.hasher.finalize()),
+        })
+    }
+}
+
+fn write_catalogue(
+    dir: &Path,
+    opts: &DropOptions,
+    catalogue: &Catalogue,
+) -> Result<FileSummary, SynthError> {
+    let mut f = CsvFile::create(
+        dir,
+        "catalogue.csv",
+        FileKind::Catalogue,
+        &CATALOGUE_COLUMNS,
+        opts,
+        0xca7,
+        false,
+    )?;
+    let mut rng = Rng::new(derive(opts.seed, 0xca7a));
+    for e in catalogue.entries() {
+        f.text.iter_mut().for_each(String::clear);
+        push_code(f.field(0), e.code.get());
+        f.field(1).push_str(&e.name);
+        push_num2(f.field(2), e.category_code);
+        f.field(3).push_str(&e.category_name);
+        f.field(4).push_str(e.mode.as_str());
+        let style = date_style(&mut rng, opts.varied);
+        push_date(f.field(5), e.from, style);
+        if let Some(u) = e.until {
+            push_date(f.field(6), u, style);
+        }
+        f.rows += 1;
+        let line = f.rows;
+        f.emit(line)?;
+    }
+    f.finish()
+}
+
+/// A certificate file being written.
+struct CertWriter {
+    file: CsvFile,
+    varied: bool,
+}
+
+impl CertWriter {
+    fn create(dir: &Path, name: &str, opts: &DropOptions, index: u64) -> Result<Self, SynthError> {
+        Ok(CertWriter {
+            file: CsvFile::create(
+                dir,
+                name,
+                FileKind::Certificates,
+                &CERTIFICATE_COLUMNS,
+                opts,
+                index,
+                opts.gzip,
+            )?,
+            varied: opts.varied,
+        })
+    }
+
+    fn write(&mut self, r: &CertificateRecord, rng: &mut Rng) -> Result<(), SynthError> {
+        let varied = self.varied;
+        let f = &mut self.file;
+        f.text.iter_mut().for_each(String::clear);
+        // Per-row variation, fixed by the seed: one draw, its bits spent below.
+        let v = if varied { rng.next_u64() } else { 0 };
+        let full = varied && v % 50 == 0; // 2% of rows: full-width number and models
+        {
+            let out = f.field(0);
+            let start = out.len();
+            push_digits16(out, r.number.get());
+            if let Some([a, b]) = r.suffix {
+                out.push('(');
+                out.push(char::from(a));
+                out.push(char::from(b));
+                out.push(')');
+            }
+            if full {
+                let plain = out.split_off(start);
+                push_full_width(out, &plain);
+            }
+        }
+        let status = f.field(1);
+        if varied && (v >> 8) % 10 < 3 {
+            push_num2(status, r.status.code());
+        } else {
+            status.push_str(r.status.as_chinese());
+        }
+        push_code(f.field(2), r.product_code.get());
+        f.field(3).push_str(&r.product_name);
+        {
+            const SEPARATORS: [&str; 8] = ["；", ";", "、", "，", ",", "\n", "; ", "\r\n"];
+            let sep = if varied {
+                SEPARATORS[((v >> 16) % SEPARATORS.len() as u64) as usize]
+            } else {
+                "；"
+            };
+            let out = f.field(4);
+            for (j, m) in r.models.iter().enumerate() {
+                if j > 0 {
+                    out.push_str(sep);
+                }
+                if full {
+                    push_full_width(out, m);
+                } else {
+                    out.push_str(m);
+                }
+            }
+        }
+        f.field(5).push_str(&r.applicant);
+        f.field(6).push_str(&r.producer);
+        f.field(7).push_str(&r.factory);
+        let style = date_style_bits(v >> 24, varied);
+        push_date(f.field(8), r.issued, style);
+        let style2 = date_style_bits(v >> 28, varied);
+        push_date(f.field(9), r.expires, style2);
+        if let Some(d) = r.status_changed {
+            push_date(f.field(10), d, style);
+        }
+        f.field(11).push_str(&r.status_reason);
+        f.field(12).push_str(&r.body_name);
+        if f.order.contains(&EXTRA) {
+            const NOTES: [&str; 4] = ["", "", "换版", "监督抽查批次A"];
+            let note = NOTES[(mix64(r.number.get()) % 4) as usize];
+            f.field(EXTRA).push_str(note);
+        }
+        f.rows += 1;
+        let line = f.rows;
+        f.emit(line)
+    }
+
+    fn finish(self) -> Result<FileSummary, SynthError> {
+        self.file.finish()
+    }
+}
+
+/// How a date is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DateStyle {
+    Dash,
+    Slash,
+    Chinese,
+}
+
+fn date_style(rng: &mut Rng, varied: bool) -> (DateStyle, bool) {
+    date_style_bits(rng.next_u64(), varied)
+}
+
+/// A date style and whether to pad month and day to two digits.
+fn date_style_bits(bits: u64, varied: bool) -> (DateStyle, bool) {
+    if !varied {
+        return (DateStyle::Dash, true);
+    }
+    let style = match bits % 4 {
+        0 | 1 => DateStyle::Dash,
+        2 => DateStyle::Slash,
+        _ => DateStyle::Chinese,
+    };
+    (style, !(bits >> 2).is_multiple_of(4))
+}
+
+fn push_date(out: &mut String, day: Day, (style, pad): (DateStyle, bool)) {
+    let (y, m, d) = day.ymd();
+    let width = if pad { 2 } else { 1 };
+    let (s1, s2, end) = match style {
+        DateStyle::Dash => ('-', '-', None),
+        DateStyle::Slash => ('/', '/', None),
+        DateStyle::Chinese => ('年', '月', Some('日')),
+    };
+    // `write!` to a String cannot fail.
+    let _ = std::fmt::Write::write_fmt(out, format_args!("{y:04}{s1}{m:0width$}{s2}{d:0width$}"));
+    if let Some(e) = end {
+        out.push(e);
+    }
+}
+
+fn push_code(out: &mut String, code: u16) {
+    let _ = std::fmt::Write::write_fmt(out, format_args!("{code:04}"));
+}
+
+fn push_num2(out: &mut String, n: u8) {
+    let _ = std::fmt::Write::write_fmt(out, format_args!("{n:02}"));
+}
+
+fn push_digits16(out: &mut String, n: u64) {
+    let mut buf = [b'0'; 16];
+    let mut x = n;
+    for d in buf.iter_mut().rev() {
+        *d = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    buf.iter().for_each(|&d| out.push(char::from(d)));
+}
