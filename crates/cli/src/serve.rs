@@ -1,9 +1,255 @@
-//! Not written yet.
+//! `cccgate serve`: runs the gateway. Flags and `CCCGATE_*` environment variables (clap reads
+//! both, flags first) become the top layer of the settings, a `--config` TOML file the next,
+//! then defaults; `cccgate_server::Config::resolve` decides. With no snapshot directory the
+//! gateway serves the embedded sample register, and this prints how to call it.
 
-/// Options.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cccgate_server::{Config, ConfigLayer, LogFormat};
+
+/// Options of `cccgate serve`. Each flag also reads the environment variable shown; a flag
+/// wins over its variable, which wins over the `--config` file, which wins over the default.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TOML file of settings (keys as the flags, with underscores; `[policy]` table).
+    #[arg(long, env = "CCCGATE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// gRPC address [default: 127.0.0.1:50051].
+    #[arg(long, env = "CCCGATE_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Prometheus /metrics address, or `off` [default: 127.0.0.1:9464].
+    #[arg(long, env = "CCCGATE_METRICS_LISTEN", value_name = "ADDR|off")]
+    metrics_listen: Option<String>,
+    /// Serve the newest valid snap-<sequence>.ccc here and watch for newer ones
+    /// [default: none: serve the embedded sample].
+    #[arg(long, env = "CCCGATE_SNAPSHOT_DIR", value_name = "DIR")]
+    snapshot_dir: Option<PathBuf>,
+    /// Load feed drops that appear here in-process (snapshots go to --snapshot-dir).
+    #[arg(long, env = "CCCGATE_DROP_DIR", value_name = "DIR")]
+    drop_dir: Option<PathBuf>,
+    /// Watch the directories for file-system events [default: true]; polling runs regardless.
+    #[arg(long, env = "CCCGATE_WATCH", value_name = "BOOL")]
+    watch: Option<bool>,
+    /// Polling interval in milliseconds [default: 5000].
+    #[arg(long, env = "CCCGATE_POLL_INTERVAL_MS", value_name = "MS")]
+    poll_interval_ms: Option<u64>,
+    /// Map a reason to another decision, e.g. MODEL_NOT_COVERED=BLOCK (repeatable; the
+    /// variable takes a comma-separated list).
+    #[arg(
+        long = "policy",
+        env = "CCCGATE_POLICY",
+        value_name = "REASON=DECISION"
+    )]
+    policy: Vec<String>,
+    /// Largest gRPC message in bytes, both ways [default: 16777216].
+    #[arg(long, env = "CCCGATE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Most listings in one CheckBatch or stream message [default: 10000].
+    #[arg(long, env = "CCCGATE_MAX_BATCH", value_name = "N")]
+    max_batch: Option<usize>,
+    /// Most Check/CheckBatch calls in progress at once; more are shed with
+    /// RESOURCE_EXHAUSTED [default: 1024].
+    #[arg(long, env = "CCCGATE_MAX_IN_FLIGHT", value_name = "N")]
+    max_in_flight: Option<usize>,
+    /// Most CheckStream streams open at once; more are refused with RESOURCE_EXHAUSTED
+    /// [default: 256].
+    #[arg(long, env = "CCCGATE_MAX_OPEN_STREAMS", value_name = "N")]
+    max_open_streams: Option<usize>,
+    /// HTTP/2 concurrent streams per connection [default: 256].
+    #[arg(
+        long,
+        env = "CCCGATE_MAX_CONCURRENT_STREAMS_PER_CONNECTION",
+        value_name = "N"
+    )]
+    max_concurrent_streams_per_connection: Option<u32>,
+    /// Requests in progress per connection; more are shed [default: 512].
+    #[arg(
+        long,
+        env = "CCCGATE_CONCURRENCY_LIMIT_PER_CONNECTION",
+        value_name = "N"
+    )]
+    concurrency_limit_per_connection: Option<usize>,
+    /// Deadline of a unary call in milliseconds, 0 for none [default: 10000].
+    #[arg(long, env = "CCCGATE_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    request_timeout_ms: Option<u64>,
+    /// How long shutdown waits for in-flight requests and streams [default: 30000].
+    #[arg(long, env = "CCCGATE_SHUTDOWN_GRACE_MS", value_name = "MS")]
+    shutdown_grace_ms: Option<u64>,
+    /// Log format: human or json [default: human].
+    #[arg(long, env = "CCCGATE_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or cccgate_server=debug [default: info].
+    #[arg(long, env = "CCCGATE_LOG_FILTER", value_name = "FILTER")]
+    log_filter: Option<String>,
+    /// Append a JSON line per decision to this file [default: no decision log].
+    #[arg(long, env = "CCCGATE_DECISION_LOG", value_name = "FILE")]
+    decision_log: Option<PathBuf>,
+    /// Requests or stream messages the decision log may queue before dropping [default: 4096].
+    #[arg(long, env = "CCCGATE_DECISION_LOG_QUEUE", value_name = "N")]
+    decision_log_queue: Option<usize>,
+    /// Ed25519 public key file: every drop must be signed by it.
+    #[arg(long, env = "CCCGATE_DROP_PUBLIC_KEY", value_name = "FILE")]
+    drop_public_key: Option<PathBuf>,
+    /// Bad certificate rows a drop may set aside into a reject file [default: 0].
+    #[arg(long, env = "CCCGATE_DROP_MAX_BAD_ROWS", value_name = "N")]
+    drop_max_bad_rows: Option<u64>,
+    /// Shrink guard: largest fraction by which a full drop's valid certificates may fall
+    /// [default: 0.05].
+    #[arg(long, env = "CCCGATE_DROP_SHRINK_THRESHOLD", value_name = "FRACTION")]
+    drop_shrink_threshold: Option<f64>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+impl Args {
+    fn layer(&self) -> ConfigLayer {
+        ConfigLayer {
+            listen: self.listen,
+            metrics_listen: self.metrics_listen.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            drop_dir: self.drop_dir.clone(),
+            watch: self.watch,
+            poll_interval_ms: self.poll_interval_ms,
+            policy: self.policy.clone(),
+            max_message_bytes: self.max_message_bytes,
+            max_batch: self.max_batch,
+            max_in_flight: self.max_in_flight,
+            max_open_streams: self.max_open_streams,
+            max_concurrent_streams_per_connection: self.max_concurrent_streams_per_connection,
+            concurrency_limit_per_connection: self.concurrency_limit_per_connection,
+            request_timeout_ms: self.request_timeout_ms,
+            shutdown_grace_ms: self.shutdown_grace_ms,
+            log_format: self.log_format,
+            log_filter: self.log_filter.clone(),
+            decision_log: self.decision_log.clone(),
+            decision_log_queue: self.decision_log_queue,
+            drop_public_key: self.drop_public_key.clone(),
+            drop_max_bad_rows: self.drop_max_bad_rows,
+            drop_shrink_threshold: self.drop_shrink_threshold,
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut layers = vec![args.layer()];
+    if let Some(path) = &args.config {
+        layers.push(ConfigLayer::from_toml_file(path)?);
+    }
+    let config = Config::resolve(&layers)?;
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cccgate")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let metrics = match config.metrics_listen {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m)
+                .await
+                .with_context(|| format!("cannot listen on {m} for /metrics"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr().ok());
+    if config.snapshot_dir.is_none() {
+        print_sample_help(addr, metrics_addr);
+    }
+    let listeners = cccgate_server::Listeners {
+        grpc: listener,
+        metrics,
+    };
+    cccgate_server::run_with(listeners, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_filter)
+        .with_context(|| format!("log filter {:?}", config.log_filter))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot start logging: {e}"))
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Prints how to call the gateway serving the embedded sample: a grpcurl line per example,
+/// with the verdict it gets.
+fn print_sample_help(addr: SocketAddr, metrics: Option<SocketAddr>) {
+    let snapshot = match cccgate_server::sample::sample_snapshot() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            return;
+        }
+    };
+    let counts = snapshot.counts();
+    println!(
+        "cccgate: serving the embedded sample register (sequence {}, {} certificates, {} valid) \
+         on {addr}",
+        snapshot.sequence(),
+        counts.total,
+        counts.valid()
+    );
+    println!("Try it (the server has reflection, so grpcurl needs no .proto):");
+    for ex in cccgate_server::sample::examples(&snapshot) {
+        // A struct keeps the fields in the proto's order (a json! map would sort them).
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            listing: &'a cccgate_core::ListingEvent,
+        }
+        let body = serde_json::to_string(&Body {
+            listing: &ex.listing,
+        })
+        .unwrap_or_default();
+        println!();
+        println!("  grpcurl -plaintext -d '{body}' {addr} cccgate.v1.ListingCheck/Check",);
+        println!(
+            "  # expect: DECISION_{} / REASON_{}",
+            ex.decision.as_str(),
+            ex.reason.as_str()
+        );
+    }
+    println!();
+    println!("  grpcurl -plaintext {addr} cccgate.v1.Admin/GetStatus");
+    println!("  grpc_health_probe -addr={addr}");
+    if let Some(m) = metrics {
+        println!("  curl http://{m}/metrics");
+    }
+    println!();
+    println!("Serve a real register with --snapshot-dir DIR (and --drop-dir DIR); Ctrl-C stops.");
 }
