@@ -1,0 +1,169 @@
+//! Observability and policy, end to end: the Prometheus endpoint on its own port, the decision
+//! log written off the hot path, and operator policy overrides on the wire.
+//!
+//! The metrics recorder is process-wide, so assertions here look for series and labels, not
+//! exact totals that another test in this binary could also move.
+
+use cccgate_core::Status;
+use cccgate_e2e::gateway::{TestGateway, cert_number, record, test_config_with, write_snapshot};
+use cccgate_proto::v1::{
+    self, CheckBatchRequest, CheckRequest, GetStatusRequest, Listing, ReloadRequest,
+    listing_result::Outcome,
+};
+use cccgate_server::ConfigLayer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn listing(id: &str, cert: u32, model: &str) -> Listing {
+    Listing {
+        listing_id: id.into(),
+        merchant_id: "M1".into(),
+        product_code: "0901".into(),
+        certificate_number: cert_number(cert).to_string(),
+        model: model.into(),
+        event_time: "2026-11-27T10:00:00+08:00".into(),
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.expect("read");
+    body
+}
+
+#[tokio::test]
+async fn metrics_and_the_decision_log_record_what_was_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("decisions.jsonl");
+    write_snapshot(dir.path(), 7, &[record(1, Status::Valid, 901, &["X1"])]);
+    let config = test_config_with(
+        Some(dir.path()),
+        ConfigLayer {
+            decision_log: Some(log_path.clone()),
+            ..Default::default()
+        },
+    );
+    let gw = TestGateway::start(config, true).await;
+    gw.admin_client()
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .expect("Reload");
+    let mut client = gw.check_client().await;
+    client
+        .check(CheckRequest {
+            listing: Some(listing("L1", 1, "x1")),
+            ..Default::default()
+        })
+        .await
+        .expect("Check");
+    let mut bad = listing("L3", 1, "");
+    bad.product_code = "9".into();
+    client
+        .check_batch(CheckBatchRequest {
+            listings: vec![listing("L2", 2, ""), bad],
+            min_snapshot_sequence: 0,
+        })
+        .await
+        .expect("CheckBatch");
+
+    let metrics_addr = gw.metrics_addr.expect("a metrics endpoint");
+    let page = http_get(metrics_addr, "/metrics").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for series in [
+        "cccgate_checks_total{decision=\"ALLOW\",reason=\"CERTIFICATE_VALID\"}",
+        "cccgate_checks_total{decision=\"BLOCK\",reason=\"CERTIFICATE_NOT_FOUND\"}",
+        "cccgate_invalid_listings_total",
+        "cccgate_check_duration_seconds_bucket{rpc=\"Check\"",
+        "cccgate_check_duration_seconds_bucket{rpc=\"CheckBatch\"",
+        "cccgate_snapshot_sequence",
+        "cccgate_snapshot_age_seconds",
+        "cccgate_snapshot_certificates{status=\"VALID\"}",
+        "cccgate_reloads_total{kind=\"snapshot\",outcome=\"loaded\"}",
+        "cccgate_requests_in_flight",
+    ] {
+        assert!(page.contains(series), "{series} missing from:\n{page}");
+    }
+    let status = gw
+        .admin_client()
+        .await
+        .get_status(GetStatusRequest {})
+        .await
+        .expect("GetStatus")
+        .into_inner();
+    assert_eq!(status.decision_log_dropped, 0);
+
+    // Stopping drains the log: every listing has its line.
+    gw.stop().await.expect("clean stop");
+    let text = std::fs::read_to_string(&log_path).expect("the decision log");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["listing_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id} in {text}"))
+    };
+    assert_eq!(lines.len(), 3, "{text}");
+    let l1 = by_id("L1");
+    assert_eq!(l1["decision"], "ALLOW");
+    assert_eq!(l1["reason"], "CERTIFICATE_VALID");
+    assert_eq!(l1["snapshot_sequence"], 7);
+    assert_eq!(l1["certificate_number"], cert_number(1).to_string());
+    assert_eq!(by_id("L2")["reason"], "CERTIFICATE_NOT_FOUND");
+    let l3 = by_id("L3");
+    assert!(l3.get("decision").is_none());
+    assert_eq!(l3["field"], "product_code");
+    assert!(l3["error"].as_str().unwrap().contains("product_code"));
+}
+
+#[tokio::test]
+async fn policy_overrides_change_the_decision_but_not_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 3, &[record(1, Status::Valid, 901, &["X1"])]);
+    let config = test_config_with(
+        Some(dir.path()),
+        ConfigLayer {
+            policy: vec!["MODEL_NOT_COVERED=BLOCK,CERTIFICATE_NOT_FOUND=REVIEW".into()],
+            ..Default::default()
+        },
+    );
+    let gw = TestGateway::start(config, false).await;
+    gw.admin_client()
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .expect("Reload");
+    let resp = gw
+        .check_client()
+        .await
+        .check_batch(CheckBatchRequest {
+            listings: vec![listing("model", 1, "X9"), listing("absent", 2, "")],
+            min_snapshot_sequence: 0,
+        })
+        .await
+        .expect("CheckBatch")
+        .into_inner();
+    let got: Vec<(v1::Decision, v1::Reason)> = resp
+        .results
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(Outcome::Verdict(v)) => (v.decision(), v.reason()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (v1::Decision::Block, v1::Reason::ModelNotCovered),
+            (v1::Decision::Review, v1::Reason::CertificateNotFound),
+        ]
+    );
+}
