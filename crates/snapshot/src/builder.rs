@@ -5,9 +5,13 @@ use std::hash::BuildHasherDefault;
 
 use cccgate_core::{Catalogue, CertificateRecord, ConformityMode, model_key};
 use rkyv::rancor::BoxedError;
+use rkyv::util::AlignedVec;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::data::{CatalogueRow, Cold, Data, Hot, NO_DAY, home_slot, table_len};
+use crate::data::{
+    ArchivedData, CatalogueRow, Cold, Data, Hot, INLINE_KEYS, KEYS_OVERFLOW, NO_DAY, Pad, hash,
+    home_slot, index_bits, index_len, tag,
+};
 use crate::error::SnapshotError;
 use crate::format::{FORMAT_VERSION, Header, SnapshotBytes, checksum};
 use crate::snapshot::Snapshot;
@@ -27,11 +31,14 @@ pub struct BuildInfo {
     pub built_at_unix_ms: i64,
 }
 
-/// One certificate inside the builder: strings as interned ids.
+/// One certificate inside the builder: names as interned ids, its model keys and model text
+/// as runs of the builder's `keys` and `model_text`.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     hot: Hot,
     cold: Cold,
+    keys_start: u32,
+    keys_len: u32,
 }
 
 /// Collects certificates and builds a snapshot. Inserting a number twice keeps the last.
@@ -42,9 +49,9 @@ pub struct SnapshotBuilder {
     names: Vec<String>,
     interned: FastMap<Box<str>, u32>,
     model_text: String,
+    keys: Vec<u64>,
     entries: Vec<Entry>,
-    index: FastMap<u64, u32>,
-    model_keys: Vec<u64>,
+    by_number: FastMap<u64, u32>,
 }
 
 impl SnapshotBuilder {
@@ -56,9 +63,9 @@ impl SnapshotBuilder {
             names: Vec::new(),
             interned: FastMap::default(),
             model_text: String::new(),
+            keys: Vec::new(),
             entries: Vec::new(),
-            index: FastMap::default(),
-            model_keys: Vec::new(),
+            by_number: FastMap::default(),
         }
     }
 
@@ -74,8 +81,9 @@ impl SnapshotBuilder {
     }
 
     /// A builder holding every certificate of `base`, to apply a delta on; the catalogue is
-    /// `catalogue` if given, else the base's. Strings are carried over by id, not re-interned,
-    /// which keeps a delta on a full-scale register well under a second.
+    /// `catalogue` if given, else the base's. Names, model keys and model texts are carried
+    /// over as they are, not re-derived, which keeps a delta on a full-scale register well
+    /// under a second.
     pub fn from_snapshot(base: &Snapshot, info: BuildInfo, catalogue: Option<Catalogue>) -> Self {
         let data = base.data();
         let names: Vec<String> = data.names.iter().map(|s| s.as_str().to_owned()).collect();
@@ -84,23 +92,34 @@ impl SnapshotBuilder {
             .enumerate()
             .map(|(i, n)| (n.as_str().into(), i as u32))
             .collect();
-        let mut entries = Vec::with_capacity(data.total.to_native() as usize);
-        let mut model_keys = Vec::with_capacity(data.model_keys.len());
-        let all_keys = data.model_keys.as_slice();
-        for slot in data.slots.iter().filter(|s| s.number.to_native() != 0) {
-            let mut hot: Hot = rkyv::deserialize::<Hot, BoxedError>(slot).unwrap_or_default();
-            let cold = data
-                .cold
-                .get(hot.cold as usize)
-                .and_then(|c| rkyv::deserialize::<Cold, BoxedError>(c).ok())
-                .unwrap_or_default();
-            let (start, len) = (hot.models_start as usize, hot.models_len as usize);
-            let keys = all_keys.get(start..start + len).unwrap_or(&[]);
-            hot.models_start = model_keys.len() as u32;
-            model_keys.extend(keys.iter().map(|k| k.to_native()));
-            entries.push(Entry { hot, cold });
+        let overflow = data.overflow_keys.as_slice();
+        let mut keys = Vec::with_capacity(data.hot.len() * 2 + overflow.len());
+        let mut entries = Vec::with_capacity(data.hot.len());
+        for (h, c) in data.hot.iter().zip(data.cold.iter()) {
+            let hot: Hot = rkyv::deserialize::<Hot, BoxedError>(h).unwrap_or_default();
+            let cold: Cold = rkyv::deserialize::<Cold, BoxedError>(c).unwrap_or_default();
+            let keys_start = keys.len() as u32;
+            if hot.inline == KEYS_OVERFLOW {
+                let (start, len) = (hot.overflow_start as usize, hot.overflow_len as usize);
+                keys.extend(
+                    overflow
+                        .get(start..start + len)
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|k| k.to_native()),
+                );
+            } else {
+                keys.extend_from_slice(&hot.keys[..usize::from(hot.inline).min(INLINE_KEYS)]);
+            }
+            let keys_len = keys.len() as u32 - keys_start;
+            entries.push(Entry {
+                hot,
+                cold,
+                keys_start,
+                keys_len,
+            });
         }
-        let index = entries
+        let by_number = entries
             .iter()
             .enumerate()
             .map(|(i, e)| (e.hot.number, i as u32))
@@ -111,9 +130,9 @@ impl SnapshotBuilder {
             names,
             interned,
             model_text: data.model_text.as_str().to_owned(),
+            keys,
             entries,
-            index,
-            model_keys,
+            by_number,
         }
     }
 
@@ -134,18 +153,18 @@ impl SnapshotBuilder {
 
     /// Inserts a certificate, or replaces the one with the same number.
     pub fn upsert(&mut self, r: CertificateRecord) {
-        let start = self.model_keys.len();
-        self.model_keys
+        let keys_start = self.keys.len();
+        self.keys
             .extend(r.models.iter().filter_map(|m| model_key(m)).map(|k| k.0));
-        self.model_keys[start..].sort_unstable();
-        let mut end = start;
-        for i in start..self.model_keys.len() {
-            if i == start || self.model_keys[i] != self.model_keys[end - 1] {
-                self.model_keys[end] = self.model_keys[i];
+        self.keys[keys_start..].sort_unstable();
+        let mut end = keys_start;
+        for i in keys_start..self.keys.len() {
+            if i == keys_start || self.keys[i] != self.keys[end - 1] {
+                self.keys[end] = self.keys[i];
                 end += 1;
             }
         }
-        self.model_keys.truncate(end);
+        self.keys.truncate(end);
         let text_start = self.model_text.len();
         for (i, m) in r.models.iter().enumerate() {
             if i > 0 {
@@ -153,35 +172,36 @@ impl SnapshotBuilder {
             }
             self.model_text.push_str(m);
         }
-        let text_len = self.model_text.len() - text_start;
         let hot = Hot {
             number: r.number.get(),
             expires: r.expires.days(),
             product_code: r.product_code.get(),
             status: r.status.code(),
-            _reserved: 0,
             producer: self.intern(&r.producer),
-            models_start: start as u32,
-            models_len: (end - start) as u32,
-            cold: 0,
+            suffix: r.suffix.unwrap_or([0, 0]),
+            ..Hot::default()
         };
         let cold = Cold {
-            suffix: r.suffix.unwrap_or([0, 0]),
             issued: r.issued.days(),
             status_changed: r.status_changed.map_or(NO_DAY, |d| d.days()),
             product_name: self.intern(&r.product_name),
             text_start: text_start as u32,
-            text_len: text_len as u32,
+            text_len: (self.model_text.len() - text_start) as u32,
             applicant: self.intern(&r.applicant),
             factory: self.intern(&r.factory),
             status_reason: self.intern(&r.status_reason),
             body_name: self.intern(&r.body_name),
         };
-        let entry = Entry { hot, cold };
-        match self.index.get(&hot.number) {
+        let entry = Entry {
+            hot,
+            cold,
+            keys_start: keys_start as u32,
+            keys_len: (end - keys_start) as u32,
+        };
+        match self.by_number.get(&hot.number) {
             Some(&i) => self.entries[i as usize] = entry,
             None => {
-                self.index.insert(hot.number, self.entries.len() as u32);
+                self.by_number.insert(hot.number, self.entries.len() as u32);
                 self.entries.push(entry);
             }
         }
@@ -197,34 +217,45 @@ impl SnapshotBuilder {
         id
     }
 
-    /// Builds the snapshot: lays out the hash table, serialises, checksums.
+    /// Builds the snapshot: lays out the index and the records, serialises, checksums.
+    /// Replaced certificates leave nothing behind: keys and texts are re-packed.
     pub fn build(self) -> Result<SnapshotBytes, SnapshotError> {
         let n = self.entries.len();
+        let bits = index_bits(n);
         let mut counts = [0u64; 5];
-        let mut slots = vec![Hot::default(); table_len(n)];
+        let mut index = vec![0u32; index_len(n)];
+        let mut hot = Vec::with_capacity(n);
         let mut cold = Vec::with_capacity(n);
-        // Re-pack model keys in entry order so replaced certificates leave no garbage.
-        let mut model_keys = Vec::with_capacity(self.model_keys.len());
+        let mut overflow_keys = Vec::new();
         let mut model_text = String::with_capacity(self.model_text.len());
-        for (i, e) in self.entries.iter().enumerate() {
-            let mut hot = e.hot;
-            let (start, len) = (hot.models_start as usize, hot.models_len as usize);
-            hot.models_start = model_keys.len() as u32;
-            model_keys.extend_from_slice(&self.model_keys[start..start + len]);
-            hot.cold = i as u32;
+        for (pos, e) in self.entries.iter().enumerate() {
+            let mut h = e.hot;
+            let keys = &self.keys[e.keys_start as usize..(e.keys_start + e.keys_len) as usize];
+            if keys.len() <= INLINE_KEYS {
+                h.inline = keys.len() as u8;
+                h.keys[..keys.len()].copy_from_slice(keys);
+            } else {
+                h.inline = KEYS_OVERFLOW;
+                h.overflow_start = overflow_keys.len() as u32;
+                h.overflow_len = keys.len() as u32;
+                overflow_keys.extend_from_slice(keys);
+            }
             let mut c = e.cold;
             let (start, len) = (c.text_start as usize, c.text_len as usize);
             c.text_start = model_text.len() as u32;
             model_text.push_str(self.model_text.get(start..start + len).unwrap_or_default());
+            if let Some(count) = counts.get_mut(usize::from(h.status).wrapping_sub(1)) {
+                *count += 1;
+            }
+            let hash = hash(h.number);
+            let entry = (u64::from(tag(hash, bits)) << bits | (pos as u64 + 1)) as u32;
+            let mut slot = home_slot(hash, index.len());
+            while index[slot] != 0 {
+                slot = if slot + 1 == index.len() { 0 } else { slot + 1 };
+            }
+            index[slot] = entry;
+            hot.push(h);
             cold.push(c);
-            if let Some(c) = counts.get_mut(usize::from(hot.status).wrapping_sub(1)) {
-                *c += 1;
-            }
-            let mut s = home_slot(hot.number, slots.len());
-            while slots[s].number != 0 {
-                s = if s + 1 == slots.len() { 0 } else { s + 1 };
-            }
-            slots[s] = hot;
         }
         let catalogue = self
             .catalogue
@@ -250,15 +281,22 @@ impl SnapshotBuilder {
             built_at_unix_ms: self.info.built_at_unix_ms,
             catalogue,
             counts,
-            total: n as u64,
-            slots,
+            index_bits: bits,
+            index,
+            hot_pad: Vec::new(),
+            hot,
             cold,
-            model_keys,
+            overflow_keys,
             names: self.names,
             model_text,
         };
-        let archive = rkyv::to_bytes::<BoxedError>(&data)
-            .map_err(|e| SnapshotError::Serialize(e.to_string()))?;
+        let mut data = data;
+        let mut archive = serialize(&data)?;
+        if hot_offset(&archive)? % 64 != 0 {
+            // Shift the hot records by 32 bytes so each sits in exactly one cache line.
+            data.hot_pad.push(Pad::default());
+            archive = serialize(&data)?;
+        }
         let header = Header {
             version: FORMAT_VERSION,
             archive_len: archive.len() as u64,
@@ -270,4 +308,16 @@ impl SnapshotBuilder {
             archive,
         })
     }
+}
+
+fn serialize(data: &Data) -> Result<AlignedVec<64>, SnapshotError> {
+    rkyv::api::high::to_bytes_in::<_, BoxedError>(data, AlignedVec::<64>::new())
+        .map_err(|e| SnapshotError::Serialize(e.to_string()))
+}
+
+/// Where the hot records start in the archive.
+fn hot_offset(archive: &AlignedVec<64>) -> Result<usize, SnapshotError> {
+    let data = rkyv::access::<ArchivedData, BoxedError>(archive)
+        .map_err(|e| SnapshotError::Serialize(e.to_string()))?;
+    Ok(data.hot.as_ptr() as usize - archive.as_ptr() as usize)
 }

@@ -11,7 +11,7 @@ use memmap2::Mmap;
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
-use crate::data::{ArchivedData, ArchivedHot, Cold, NO_DAY, home_slot};
+use crate::data::{ArchivedData, ArchivedHot, Cold, KEYS_OVERFLOW, NO_DAY, hash, home_slot, tag};
 use crate::error::SnapshotError;
 use crate::format::{HEADER_LEN, Header, SnapshotBytes, checksum};
 
@@ -22,7 +22,7 @@ enum Backing {
     Mapped(Mmap),
     /// The archive copied into anonymous memory backed by huge pages where the kernel allows.
     Anonymous(Mmap),
-    Owned(AlignedVec),
+    Owned(AlignedVec<64>),
 }
 
 /// One catalogue period, compact, for the hot path's lookup by code and day.
@@ -173,7 +173,7 @@ impl Snapshot {
             source,
         })?;
         let header = Header::decode(&raw, raw.len() as u64, path)?;
-        let mut archive = AlignedVec::with_capacity(raw.len() - HEADER_LEN);
+        let mut archive = AlignedVec::<64>::with_capacity(raw.len() - HEADER_LEN);
         archive.extend_from_slice(&raw[HEADER_LEN..]);
         Self::verify(Backing::Owned(archive), header, path)
     }
@@ -266,11 +266,34 @@ impl Snapshot {
         HEADER_LEN + archive_of(&self.backing).len()
     }
 
+    /// Bytes taken by each table of the archive (payload only, without rkyv's small
+    /// headers), for `inspect` and for sizing.
+    pub fn table_bytes(&self) -> [(&'static str, usize); 6] {
+        let d = self.data();
+        [
+            ("index", d.index.len() * 4),
+            ("hot", d.hot.len() * std::mem::size_of::<ArchivedHot>()),
+            (
+                "cold",
+                d.cold.len() * std::mem::size_of::<crate::data::ArchivedCold>(),
+            ),
+            ("overflow_keys", d.overflow_keys.len() * 8),
+            ("model_text", d.model_text.len()),
+            (
+                "names",
+                d.names
+                    .iter()
+                    .map(|n| 8 + if n.len() > 8 { n.len() } else { 0 })
+                    .sum(),
+            ),
+        ]
+    }
+
     /// Certificate counts.
     pub fn counts(&self) -> Counts {
         let d = self.data();
         Counts {
-            total: d.total.to_native(),
+            total: d.hot.len() as u64,
             by_status: d.counts.map(|c| c.to_native()),
         }
     }
@@ -301,35 +324,48 @@ impl Snapshot {
         Catalogue::new(entries).unwrap_or_default()
     }
 
-    /// The slot index of a certificate.
+    /// The position of a certificate in the dense tables.
     #[inline]
-    fn slot(&self, number: u64) -> Option<u32> {
-        if number == 0 {
+    fn position(&self, number: u64) -> Option<u32> {
+        let d = self.data();
+        let index = d.index.as_slice();
+        let hot = d.hot.as_slice();
+        if number == 0 || index.is_empty() {
             return None;
         }
-        let slots = self.data().slots.as_slice();
-        let len = slots.len();
-        if len == 0 {
-            return None;
-        }
-        let mut i = home_slot(number, len);
-        // Bounded even on a table with no empty slot.
-        for _ in 0..len {
-            let k = slots[i].number.to_native();
-            if k == number {
-                return Some(i as u32);
-            }
-            if k == 0 {
+        let bits = d.index_bits.to_native();
+        let h = hash(number);
+        let want = tag(h, bits);
+        let mask = if bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << bits) - 1
+        };
+        let mut i = home_slot(h, index.len());
+        // Bounded even on an index with no empty slot.
+        for _ in 0..index.len() {
+            let e = index[i].to_native();
+            if e == 0 {
                 return None;
             }
-            i = if i + 1 == len { 0 } else { i + 1 };
+            // The tag spares a look at a record that is not ours (one probe in 2^tag_bits).
+            if e.checked_shr(bits).unwrap_or(0) == want {
+                let pos = (e & mask).wrapping_sub(1);
+                if hot
+                    .get(pos as usize)
+                    .is_some_and(|r| r.number.to_native() == number)
+                {
+                    return Some(pos);
+                }
+            }
+            i = if i + 1 == index.len() { 0 } else { i + 1 };
         }
         None
     }
 
     #[inline]
-    fn hot(&self, slot: u32) -> &ArchivedHot {
-        &self.data().slots.as_slice()[slot as usize]
+    fn hot(&self, pos: u32) -> &ArchivedHot {
+        &self.data().hot.as_slice()[pos as usize]
     }
 
     #[inline]
@@ -348,40 +384,34 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
-    /// Every certificate's key facts, in table order.
+    /// Every certificate's key facts, in build order.
     pub fn iter(&self) -> impl Iterator<Item = CertSummary> + '_ {
-        self.data()
-            .slots
-            .iter()
-            .filter(|h| h.number.to_native() != 0)
-            .map(summary)
+        self.data().hot.iter().map(summary)
     }
 
     /// The full record of a certificate.
     pub fn record(&self, number: CertNumber) -> Option<CertificateRecord> {
-        self.slot(number.get()).map(|s| self.record_at(self.hot(s)))
+        self.position(number.get())
+            .map(|p| self.record_at(p as usize))
     }
 
-    /// Every certificate's full record, in table order.
+    /// Every certificate's full record, in build order.
     pub fn records(&self) -> impl Iterator<Item = CertificateRecord> + '_ {
-        self.data()
-            .slots
-            .iter()
-            .filter(|h| h.number.to_native() != 0)
-            .map(|h| self.record_at(h))
+        (0..self.data().hot.len()).map(|p| self.record_at(p))
     }
 
-    fn record_at(&self, h: &ArchivedHot) -> CertificateRecord {
+    fn record_at(&self, pos: usize) -> CertificateRecord {
+        let h = &self.data().hot[pos];
         let s = summary(h);
         let c: Cold = self
             .data()
             .cold
-            .get(h.cold.to_native() as usize)
+            .get(pos)
             .and_then(|c| rkyv::deserialize::<Cold, BoxedError>(c).ok())
             .unwrap_or_default();
         CertificateRecord {
             number: s.number,
-            suffix: (c.suffix != [0, 0]).then_some(c.suffix),
+            suffix: (h.suffix != [0, 0]).then_some(h.suffix),
             status: s.status,
             product_code: s.product_code,
             product_name: self.text(c.product_name).to_owned(),
@@ -454,7 +484,7 @@ impl Register for Snapshot {
 
     #[inline]
     fn find(&self, number: CertNumber) -> Option<u32> {
-        self.slot(number.get())
+        self.position(number.get())
     }
 
     #[inline]
@@ -473,16 +503,21 @@ impl Register for Snapshot {
     #[inline]
     fn covers_model(&self, cert: u32, model: ModelKey) -> bool {
         let h = self.hot(cert);
-        let (start, len) = (
-            h.models_start.to_native() as usize,
-            h.models_len.to_native() as usize,
-        );
-        self.data()
-            .model_keys
-            .get(start..start + len)
-            .is_some_and(|keys| {
-                keys.binary_search_by(|k| k.to_native().cmp(&model.0))
-                    .is_ok()
-            })
+        let find = |keys: &[rkyv::rend::u64_le]| {
+            keys.binary_search_by(|k| k.to_native().cmp(&model.0))
+                .is_ok()
+        };
+        if h.inline == KEYS_OVERFLOW {
+            let (start, len) = (
+                h.overflow_start.to_native() as usize,
+                h.overflow_len.to_native() as usize,
+            );
+            self.data()
+                .overflow_keys
+                .get(start..start + len)
+                .is_some_and(find)
+        } else {
+            h.keys.get(..usize::from(h.inline)).is_some_and(find)
+        }
     }
 }

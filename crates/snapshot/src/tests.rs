@@ -389,3 +389,38 @@ fn load_into_memory_reads_the_same_snapshot_and_refuses_damage() {
         Err(SnapshotError::Length { .. })
     ));
 }
+
+#[test]
+fn hot_records_sit_on_cache_line_boundaries() {
+    for n in [0u32, 1, 2, 3, 17, 100, 1000] {
+        let s = build(1, &records(n));
+        let offset = s.data().hot.as_ptr() as usize;
+        assert_eq!(offset % 64, 0, "{n} records: hot table at {offset:#x}");
+    }
+}
+
+#[test]
+fn certificates_with_many_models_are_probed_in_the_overflow_run() {
+    let mut many = record(77, Status::Valid, 901);
+    many.models = (0..40).map(|i| format!("BIG-{i}")).collect();
+    let mut recs = records(30);
+    recs.push(many.clone());
+    let base = build(1, &recs);
+    let next = Snapshot::from_bytes(
+        SnapshotBuilder::from_snapshot(&base, info(2), None)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for snap in [&base, &next] {
+        let c = snap.find(many.number).unwrap();
+        for i in 0..40 {
+            assert!(
+                snap.covers_model(c, cccgate_core::model_key(&format!("big-{i}")).unwrap()),
+                "model {i}"
+            );
+        }
+        assert!(!snap.covers_model(c, cccgate_core::model_key("BIG-40").unwrap()));
+        assert_eq!(snap.record(many.number).unwrap().models, many.models);
+    }
+}
