@@ -5,6 +5,7 @@ It generates its stubs from proto/cccgate/v1/*.proto with grpc_tools.protoc into
 directory at run time (no generated Python is checked in), then checks, over one channel:
 
   * health: Check("") and Check("cccgate.v1.ListingCheck") answer SERVING;
+  * Admin.GetStatus: the snapshot in force is the one the facts were computed on;
   * reflection: ListServices names cccgate.v1.ListingCheck, cccgate.v1.Admin and
     grpc.health.v1.Health, and the file that defines cccgate.v1.ListingCheck describes its
     three methods (reflection v1 first, v1alpha if the server has only that);
@@ -133,6 +134,8 @@ class Client:
         self.channel = channel
         self.pb2 = pb2
         self.stub = pb2_grpc.ListingCheckStub(channel)
+        self.admin = pb2_grpc.AdminStub(channel)
+        self.reflection_path = None
         self.timeout = timeout
         self.sequence = int(facts["snapshot"]["sequence"])
         self.content_id = facts["snapshot"]["content_id"]
@@ -258,7 +261,9 @@ class Client:
                 request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
             try:
-                return path, list(call(iter([request]), timeout=self.timeout))
+                responses = list(call(iter([request]), timeout=self.timeout))
+                self.reflection_path = path
+                return path, responses
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
@@ -294,6 +299,16 @@ class Client:
         if any(methods.get(k) != v for k, v in want.items()):
             return [f"{path}: {SERVICE} methods (client_streaming, server_streaming) are "
                     f"{methods}, expected at least {want}"]
+        return []
+
+    def admin_status(self):
+        s = self.admin.GetStatus(self.pb2.GetStatusRequest(), timeout=self.timeout)
+        if not s.HasField("snapshot"):
+            return ["Admin.GetStatus: no snapshot in force"]
+        got = (s.snapshot.sequence, s.snapshot.content_id)
+        if got != (self.sequence, self.content_id):
+            return [f"Admin.GetStatus: snapshot {got}, the facts were computed on "
+                    f"{(self.sequence, self.content_id)}"]
         return []
 
     # ---- ListingCheck --------------------------------------------------------------------
@@ -472,6 +487,8 @@ def main():
                        client.reflection_services)
             checks.run("reflection: the descriptor of cccgate.v1.ListingCheck",
                        client.reflection_descriptor)
+            checks.run("Admin.GetStatus: the snapshot in force is the facts' snapshot",
+                       client.admin_status)
             checks.run(f"Check: {len(client.cases)} listings get their expected verdicts",
                        client.check_cases)
             checks.run(f"Check: {len(client.bad)} bad listings get INVALID_ARGUMENT naming "
@@ -485,6 +502,8 @@ def main():
             checks.run("CheckStream: one response per message, errors inline, stream goes on",
                        client.check_stream)
 
+    if client.reflection_path:
+        print(f"(reflection answered on {client.reflection_path})")
     print(f"python grpcio client against {args.target}: {checks.passed} checks passed, "
           f"{len(checks.failed)} failed")
     if checks.failed:
