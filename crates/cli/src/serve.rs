@@ -175,6 +175,7 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("log filter {:?}", config.log_filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match config.log_format {
         LogFormat::Human => builder.try_init(),

@@ -186,7 +186,7 @@ pub async fn run_with(
         let (watch, poll) = (config.watch, config.poll_interval);
         async move {
             if reloader.is_watching() {
-                reloader.reload(Trigger::Start).await;
+                // Runs the start-up pass itself, after it starts watching.
                 reload::watch(reloader, watch, poll).await;
             } else {
                 match tokio::task::spawn_blocking(sample::sample_snapshot).await {

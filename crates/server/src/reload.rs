@@ -472,8 +472,11 @@ fn fingerprint(path: &Path) -> u64 {
 /// file by file, or a snapshot written then renamed, settles in one pass.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// Watches the directories (file-system events, polling, SIGHUP) and reloads. Runs until the
-/// task is aborted.
+/// Watches the directories (file-system events, polling, SIGHUP) and reloads, starting with
+/// the start-up pass. Runs until the task is aborted.
+///
+/// The watcher is registered *before* the start-up pass, so a file is never missed: one that
+/// lands before registration is found by the pass, one that lands after raises an event.
 pub(crate) async fn watch(reloader: Arc<Reloader>, fs_events: bool, poll: Duration) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     // Kept alive for as long as this task runs.
@@ -483,9 +486,10 @@ pub(crate) async fn watch(reloader: Arc<Reloader>, fs_events: bool, poll: Durati
         None
     };
     let mut sighup = sighup();
+    reloader.reload(Trigger::Start).await;
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate; start-up already ran a pass
+    tick.tick().await; // the first tick is immediate; the start-up pass just ran
     loop {
         let trigger = tokio::select! {
             Some(()) = rx.recv() => {
