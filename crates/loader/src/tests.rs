@@ -782,3 +782,34 @@ fn corrupt_gzip_is_reported_against_its_file() {
         "{e}"
     );
 }
+
+#[test]
+fn full_drop_replaces_everything_in_force() {
+    let t = tempfile::tempdir().unwrap();
+    let base = base_snapshot(t.path(), 10, 5);
+    let dir = t.path().join("next");
+    // Certificates 3..=7: 1 and 2 are gone, 6 and 7 are new.
+    let rows: Vec<String> = (3..=7).map(|i| row(&n(i), "有效", "0901", "A1")).collect();
+    full(&dir, 11, &certs(&rows));
+    let (snap, report) = built(Loader::default().load(&dir, Some(&base)));
+    assert_eq!(snap.counts().total, 5);
+    assert!(snap.record(number(1)).is_none());
+    assert!(snap.record(number(7)).is_some());
+    assert_eq!(report.applied_on, None);
+}
+
+#[test]
+fn catalogue_category_must_match_the_product_code() {
+    let t = tempfile::tempdir().unwrap();
+    let catalogue = CATALOGUE.replace("0907,移动电源,09,", "0907,移动电源,08,");
+    write_drop(
+        t.path(),
+        DropHeader::full(1),
+        Some(&catalogue),
+        &[("c.csv", &certs(&valid_rows(1)))],
+    );
+    let e = refused(load(t.path()));
+    let r = only_row(&e);
+    assert_eq!((r.line, r.field.as_str()), (3, "大类代码"));
+    assert_eq!(r.message, "category 08 does not match product code 0907");
+}
