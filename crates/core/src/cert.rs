@@ -10,6 +10,7 @@ use std::fmt;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::catalogue::ProductCode;
+use crate::width::{is_simple, simple_nfkc};
 
 const TEN_16: u64 = 10_000_000_000_000_000;
 
@@ -120,6 +121,8 @@ impl CertNumber {
         if input.is_ascii() {
             // NFKC is the identity on ASCII: skip it on the common path.
             input.bytes().for_each(|b| push(b as char));
+        } else if is_simple(input) {
+            input.chars().filter_map(simple_nfkc).for_each(&mut push);
         } else {
             input.nfkc().for_each(&mut push);
         }

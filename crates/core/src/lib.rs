@@ -23,6 +23,7 @@ mod model;
 mod record;
 mod status;
 mod verdict;
+mod width;
 
 pub use catalogue::{Catalogue, CatalogueEntry, CatalogueError, ConformityMode, ProductCode};
 pub use cert::{CertNumber, CertNumberError, ParsedCertNumber};

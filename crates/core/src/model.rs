@@ -8,6 +8,8 @@
 
 use unicode_normalization::UnicodeNormalization;
 
+use crate::width::{is_simple, simple_nfkc};
+
 /// The key of a normalised model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ModelKey(pub u64);
@@ -59,6 +61,13 @@ pub fn model_key(model: &str) -> Option<ModelKey> {
         for b in model.bytes() {
             if !(b as char).is_whitespace() {
                 h.byte(b.to_ascii_uppercase());
+            }
+        }
+    } else if is_simple(model) {
+        // Full-width ASCII: NFKC is a per-character map to ASCII (see `width.rs`).
+        for c in model.chars().filter_map(simple_nfkc) {
+            if !c.is_whitespace() {
+                h.byte(c.to_ascii_uppercase() as u8);
             }
         }
     } else {
