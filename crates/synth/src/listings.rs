@@ -49,7 +49,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cccgate_core::{
-    Catalogue, CertificateRecord, ConformityMode, Day, ListingEvent, ProductCode, Reason, Status,
+    CertificateRecord, ConformityMode, Day, ListingEvent, ProductCode, Reason, Status,
 };
 
 use crate::catalogue::TYPES;
@@ -272,17 +272,23 @@ impl Default for GeneratedListing {
     }
 }
 
-/// A certificate in a pool: what a listing needs of it, packed.
+/// Bytes of model text a pool entry holds inline.
+const INLINE_MODELS: usize = 46;
+
+/// A certificate in a pool: what a listing needs of it, packed into one cache line with up
+/// to two of its models inline, so picking a certificate costs one cache miss, not two (the
+/// misses dominated the generator's profile).
 #[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
 struct PoolCert {
     number: u64,
     expires: i32,
     code: u16,
     /// Version suffix, or `[0, 0]`.
     suffix: [u8; 2],
-    /// Up to two models: start in the arena and lengths (0: none).
-    model_at: u32,
+    /// Lengths of the first and second model in `models` (0: none).
     model_len: [u8; 2],
+    models: [u8; INLINE_MODELS],
 }
 
 /// Pools, indexes into `certs`.
@@ -298,13 +304,11 @@ const POOLS: usize = 6;
 #[derive(Debug)]
 struct Tables {
     as_of: Day,
-    catalogue: Catalogue,
     certs: Vec<PoolCert>,
     /// Ranges of `certs`, one per pool; each pool is in a shuffled order so power-law
     /// popularity does not follow the number order.
     pools: [(u32, u32); POOLS],
     popular: [Zipf; POOLS],
-    arena: String,
     /// All numbers of the register, sorted: to make sure "not found" numbers are.
     numbers: Vec<u64>,
     /// Product codes that need a certificate today, weighted by popularity.
@@ -315,6 +319,9 @@ struct Tables {
     sd_code_pick: Weighted,
     /// Codes that are not in the catalogue in force: removed types and never-listed codes.
     nic_codes: Vec<u16>,
+    /// Per product code 0..=9999, its catalogue entries as (from, until, mode): the
+    /// catalogue's `in_force` without the search, on the per-listing path.
+    modes: Vec<Vec<(i32, i32, ConformityMode)>>,
 }
 
 /// Codes that have never been in the catalogue (shaped like real ones).
@@ -348,7 +355,6 @@ impl Tables {
         }
         let mut rng = Rng::new(derive(seed, 0x7ab1e5));
         let mut certs = Vec::new();
-        let mut arena = String::new();
         let mut pools = [(0u32, 0u32); POOLS];
         for (p, records) in by_pool.iter_mut().enumerate() {
             // Fisher-Yates, so the popular head of the power law is spread over the register.
@@ -357,25 +363,25 @@ impl Tables {
             }
             let start = certs.len() as u32;
             for r in records.iter() {
-                let model_at = arena.len() as u32;
+                let mut models = [0u8; INLINE_MODELS];
                 let mut model_len = [0u8; 2];
-                for (slot, m) in r
-                    .models
-                    .iter()
-                    .filter(|m| m.len() <= 80)
-                    .take(2)
-                    .enumerate()
-                {
-                    arena.push_str(m);
+                let mut used = 0;
+                for (slot, m) in r.models.iter().take(2).enumerate() {
+                    // Models that do not fit are left out (a listing then gives no model).
+                    if used + m.len() > INLINE_MODELS {
+                        break;
+                    }
+                    models[used..used + m.len()].copy_from_slice(m.as_bytes());
                     model_len[slot] = m.len() as u8;
+                    used += m.len();
                 }
                 certs.push(PoolCert {
                     number: r.number.get(),
                     expires: r.expires.days(),
                     code: r.product_code.get(),
                     suffix: r.suffix.unwrap_or([0, 0]),
-                    model_at,
                     model_len,
+                    models,
                 });
             }
             pools[p] = (start, certs.len() as u32);
@@ -408,25 +414,33 @@ impl Tables {
             v.sort_unstable();
             v.dedup();
         }
+        let mut modes = vec![Vec::new(); 10_000];
+        for e in catalogue.entries() {
+            let until = e.until.map_or(i32::MAX, Day::days);
+            if let Some(v) = modes.get_mut(usize::from(e.code.get())) {
+                v.push((e.from.days(), until, e.mode));
+            }
+        }
         let cert_code_pick = Weighted::new(cert_codes.iter().map(|&c| weight(c)));
         let sd_code_pick = Weighted::new(sd_codes.iter().map(|&c| weight(c)));
         Tables {
             as_of,
-            catalogue,
             certs,
             pools,
             popular,
-            arena,
             numbers,
             cert_codes,
             cert_code_pick,
             sd_codes,
             sd_code_pick,
             nic_codes,
+            modes,
         }
     }
 
-    fn pick(&self, rng: &mut Rng, pool: usize, skewed: bool) -> Option<&PoolCert> {
+    /// The index in `certs` of a certificate from `pool`, if the pool has any. Only the
+    /// index: the entry is loaded later, together with others (see [`Plan`]).
+    fn pick(&self, rng: &mut Rng, pool: usize, skewed: bool) -> Option<u32> {
         let (a, b) = self.pools[pool];
         if a == b {
             return None;
@@ -436,24 +450,50 @@ impl Tables {
         } else {
             rng.below(u64::from(b - a)) as u32
         };
-        self.certs.get((a + i) as usize)
+        Some(a + i)
     }
 
-    fn model(&self, c: &PoolCert, which: usize) -> &str {
+    /// Model `which` (0 or 1; the first if there is no second) of a pooled certificate.
+    fn model(c: &PoolCert, which: usize) -> &str {
         let first = usize::from(c.model_len[0]);
-        let (at, len) = if which == 1 && c.model_len[1] > 0 {
-            (c.model_at as usize + first, usize::from(c.model_len[1]))
+        let range = if which == 1 && c.model_len[1] > 0 {
+            first..first + usize::from(c.model_len[1])
         } else {
-            (c.model_at as usize, first)
+            0..first
         };
-        self.arena.get(at..at + len).unwrap_or("")
+        // Whole models were copied in, so the bytes are UTF-8.
+        std::str::from_utf8(&c.models[range]).unwrap_or("")
     }
 
+    /// The conformity mode of `code` in the catalogue in force on `day`, like
+    /// `Catalogue::in_force` (from inclusive, until exclusive).
+    #[inline]
     fn mode_on(&self, code: u16, day: Day) -> Option<ConformityMode> {
-        let code = ProductCode::new(code)?;
-        self.catalogue.in_force(code, day).map(|e| e.mode)
+        let d = day.days();
+        self.modes
+            .get(usize::from(code))?
+            .iter()
+            .find(|(from, until, _)| *from <= d && d < *until)
+            .map(|e| e.2)
     }
 }
+
+/// What the next listing will be, drawn ahead of time.
+///
+/// Picking a certificate at random from a pool of a million is a cache miss; drawing
+/// [`PLAN_AHEAD`] plans at once and then loading their certificates in one tight loop lets
+/// those misses overlap instead of queueing one per listing.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    case: Case,
+    day: Day,
+    typed: bool,
+    index: Option<u32>,
+    cert: Option<PoolCert>,
+}
+
+/// Listings planned at once.
+const PLAN_AHEAD: usize = 32;
 
 /// A deterministic, endless stream of listing events with their expected reasons.
 #[derive(Clone, Debug)]
@@ -468,9 +508,13 @@ pub struct ListingGenerator {
     merchant_count: u64,
     merchant_mult: u64,
     window: Option<EventWindow>,
+    /// `YYYY-MM-DDT` of each day of the window (up to a few years of days).
+    day_prefixes: Vec<String>,
     shard: Option<u32>,
     next_id: u64,
     id_prefix: String,
+    /// Plans drawn ahead, used from the back.
+    plans: Vec<Plan>,
 }
 
 impl ListingGenerator {
@@ -504,10 +548,12 @@ impl ListingGenerator {
             merchants: Zipf::new(merchant_count, 0.9),
             merchant_count,
             merchant_mult: coprime_multiplier(merchant_count),
+            day_prefixes: window.map(prefixes).unwrap_or_default(),
             window,
             shard,
             next_id: 0,
             id_prefix,
+            plans: Vec::with_capacity(PLAN_AHEAD),
             tables,
         }
     }
@@ -517,6 +563,8 @@ impl ListingGenerator {
     /// 2024-08-01 to `as_of + 30`).
     pub fn with_event_time(mut self, window: Option<EventWindow>) -> Self {
         self.window = window;
+        self.day_prefixes = window.map(prefixes).unwrap_or_default();
+        self.plans.clear();
         self
     }
 
@@ -577,41 +625,84 @@ impl ListingGenerator {
         e.merchant_id.push('M');
         push_digits(&mut e.merchant_id, id, 8);
 
-        let mut case = self.case_list[self.cases.sample(&mut self.rng)];
-        if case == Case::ExpiredByDate && self.window.is_none() {
-            case = Case::ExpiredStatus;
+        if self.plans.is_empty() {
+            self.plan_ahead();
         }
-        let day = match self.window {
-            Some(w) => Day::from_days(
-                self.rng
-                    .range_i32(w.first.days(), w.last.days().max(w.first.days())),
-            ),
-            None => self.tables.as_of,
+        let Some(plan) = self.plans.pop() else {
+            return; // plan_ahead always plans PLAN_AHEAD > 0 listings
         };
-        let typed = self.rng.chance(TYPED_SHARE);
-        let (expected, day) = self.build(case, day, typed, e);
-        if self.window.is_some() {
-            push_event_time(&mut e.event_time, day, self.rng.below(86_400) as u32);
+        let (expected, day) = self.build(plan, e);
+        if let Some(w) = self.window {
+            let sec = self.rng.below(86_400) as u32;
+            // Day prefixes of the window are cached; a day outside it (an expired-by-date
+            // listing moved past the window's end cannot be, but a caller's odd window may)
+            // is formatted on the spot.
+            match self
+                .day_prefixes
+                .get((day.days() - w.first.days()) as usize)
+            {
+                Some(p) if day >= w.first => push_event_time(&mut e.event_time, p, sec),
+                _ => push_event_time(&mut e.event_time, &day_prefix(day), sec),
+            }
         }
         out.expected = expected;
     }
 
-    /// Builds the case's fields; returns the expected reason and the event day (which the
-    /// expired-by-date case moves past the certificate's expiry).
-    fn build(&mut self, case: Case, day: Day, typed: bool, e: &mut ListingEvent) -> (Reason, Day) {
+    /// Draws the next [`PLAN_AHEAD`] plans: cases, days and certificate indexes first, then
+    /// the certificates themselves, so their cache misses overlap.
+    fn plan_ahead(&mut self) {
         let t = &*self.tables;
         let rng = &mut self.rng;
-        // The certificate the listing refers to, if the case needs one.
-        let pool = match case {
-            Case::Valid | Case::NotCovered | Case::Mismatch => Some(VALID_LONG),
-            Case::Suspended => Some(SUSPENDED),
-            Case::Revoked => Some(REVOKED),
-            Case::Cancelled => Some(CANCELLED),
-            Case::ExpiredStatus => Some(EXPIRED),
-            Case::ExpiredByDate => Some(VALID_SOON),
-            _ => None,
-        };
-        let cert = pool.and_then(|p| t.pick(rng, p, p == VALID_LONG).copied());
+        for _ in 0..PLAN_AHEAD {
+            let mut case = self.case_list[self.cases.sample(rng)];
+            if case == Case::ExpiredByDate && self.window.is_none() {
+                case = Case::ExpiredStatus;
+            }
+            let day = match self.window {
+                Some(w) => {
+                    Day::from_days(rng.range_i32(w.first.days(), w.last.days().max(w.first.days())))
+                }
+                None => t.as_of,
+            };
+            let typed = rng.chance(TYPED_SHARE);
+            // The certificate the listing refers to, if the case needs one.
+            let pool = match case {
+                Case::Valid | Case::NotCovered | Case::Mismatch => Some(VALID_LONG),
+                Case::Suspended => Some(SUSPENDED),
+                Case::Revoked => Some(REVOKED),
+                Case::Cancelled => Some(CANCELLED),
+                Case::ExpiredStatus => Some(EXPIRED),
+                Case::ExpiredByDate => Some(VALID_SOON),
+                _ => None,
+            };
+            let index = pool.and_then(|p| t.pick(rng, p, p == VALID_LONG));
+            self.plans.push(Plan {
+                case,
+                day,
+                typed,
+                index,
+                cert: None,
+            });
+        }
+        for p in &mut self.plans {
+            p.cert = p.index.and_then(|i| t.certs.get(i as usize).copied());
+        }
+        // Used from the back: reverse so listings come in the order planned.
+        self.plans.reverse();
+    }
+
+    /// Builds the planned case's fields; returns the expected reason and the event day (which
+    /// the expired-by-date case moves past the certificate's expiry).
+    fn build(&mut self, plan: Plan, e: &mut ListingEvent) -> (Reason, Day) {
+        let Plan {
+            case,
+            day,
+            typed,
+            cert,
+            ..
+        } = plan;
+        let t = &*self.tables;
+        let rng = &mut self.rng;
         let mut day = day;
         let Some(c) = cert else {
             // A case without a certificate, or a register too small to have its pool: one
@@ -661,13 +752,13 @@ impl ListingGenerator {
         push_number(&mut e.certificate_number, rng, c.number, c.suffix, typed);
         match case {
             Case::NotCovered => {
-                let m = t.model(&c, rng.index(2));
+                let m = Tables::model(&c, rng.index(2));
                 push_model(&mut e.model, rng, m, typed);
                 e.model.push_str(rng.pick(&NOT_COVERED));
             }
             _ => {
                 if rng.chance(0.65) {
-                    let m = t.model(&c, rng.index(2));
+                    let m = Tables::model(&c, rng.index(2));
                     push_model(&mut e.model, rng, m, typed);
                 }
             }
@@ -791,6 +882,17 @@ impl ListingGenerator {
     }
 }
 
+/// The cached `YYYY-MM-DDT` prefixes of a window's days (none for windows over ~10 years).
+fn prefixes(w: EventWindow) -> Vec<String> {
+    let n = w.last.days() - w.first.days() + 1;
+    if !(1..=4_000).contains(&n) {
+        return Vec::new();
+    }
+    (w.first.days()..=w.last.days())
+        .map(|d| day_prefix(Day::from_days(d)))
+        .collect()
+}
+
 impl Iterator for ListingGenerator {
     type Item = GeneratedListing;
 
@@ -817,23 +919,27 @@ fn coprime_multiplier(n: u64) -> u64 {
     m.max(1)
 }
 
-/// Appends `n` as exactly `width` digits (more if it needs them).
+/// Appends `n` as exactly `width` digits (more if it needs them). Pushes ASCII digits one
+/// by one: cheaper than formatting or a UTF-8 check for these few bytes.
 #[inline]
 fn push_digits(out: &mut String, n: u64, width: usize) {
-    let mut buf = [b'0'; 20];
+    let mut buf = [0u8; 20];
     let mut i = buf.len();
     let mut x = n;
-    loop {
+    while x > 0 || buf.len() - i < width.min(20) {
         i -= 1;
         buf[i] = b'0' + (x % 10) as u8;
         x /= 10;
-        if x == 0 {
+        if i == 0 {
             break;
         }
     }
-    let start = i.min(buf.len() - width.min(20));
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[start..]).unwrap_or("0"));
+    if i == buf.len() {
+        out.push('0');
+        return;
+    }
+    out.reserve(buf.len() - i);
+    buf[i..].iter().for_each(|&d| out.push(char::from(d)));
 }
 
 #[inline]
@@ -841,15 +947,22 @@ fn push_code(out: &mut String, code: u16) {
     push_digits(out, u64::from(code), 4);
 }
 
-/// `YYYY-MM-DDThh:mm:ss+08:00` for second `sec` of China-time day `day`.
-fn push_event_time(out: &mut String, day: Day, sec: u32) {
+/// `YYYY-MM-DDT` of a day.
+fn day_prefix(day: Day) -> String {
     let (y, m, d) = day.ymd();
-    push_digits(out, y.max(0) as u64, 4);
-    out.push('-');
-    push_digits(out, u64::from(m), 2);
-    out.push('-');
-    push_digits(out, u64::from(d), 2);
-    out.push('T');
+    let mut s = String::with_capacity(11);
+    push_digits(&mut s, y.max(0) as u64, 4);
+    s.push('-');
+    push_digits(&mut s, u64::from(m), 2);
+    s.push('-');
+    push_digits(&mut s, u64::from(d), 2);
+    s.push('T');
+    s
+}
+
+/// `YYYY-MM-DDThh:mm:ss+08:00` for second `sec` of China-time day `day`.
+fn push_event_time(out: &mut String, prefix: &str, sec: u32) {
+    out.push_str(prefix);
     push_digits(out, u64::from(sec / 3600), 2);
     out.push(':');
     push_digits(out, u64::from(sec / 60 % 60), 2);
@@ -1162,14 +1275,46 @@ mod tests {
     }
 
     #[test]
+    fn mode_index_agrees_with_the_catalogue_on_every_code_and_day() {
+        let r = register();
+        let t = Tables::new(&r, 1);
+        let c = &r.catalogue;
+        let days = [
+            (2002, 4, 30),
+            (2002, 5, 1),
+            (2023, 6, 30),
+            (2023, 7, 1),
+            (2024, 7, 31),
+            (2024, 8, 1),
+            (2026, 11, 27),
+        ];
+        for (y, m, d) in days {
+            let day = Day::from_ymd(y, m, d).unwrap();
+            for code in 0..10_000u16 {
+                let want = ProductCode::new(code)
+                    .and_then(|p| c.in_force(p, day))
+                    .map(|e| e.mode);
+                assert_eq!(t.mode_on(code, day), want, "{code:04} on {day}");
+            }
+        }
+    }
+
+    #[test]
     fn digits_are_zero_padded() {
         let mut s = String::new();
         push_digits(&mut s, 42, 4);
         push_digits(&mut s, 12345, 2);
         push_digits(&mut s, 0, 1);
         assert_eq!(s, "0042123450");
+        let mut u = String::new();
+        push_digits(&mut u, u64::MAX, 4);
+        assert_eq!(u, u64::MAX.to_string());
         let mut t = String::new();
-        push_event_time(&mut t, Day::from_ymd(2026, 11, 27).unwrap(), 3661);
+        push_event_time(
+            &mut t,
+            &day_prefix(Day::from_ymd(2026, 11, 27).unwrap()),
+            3661,
+        );
         assert_eq!(t, "2026-11-27T01:01:01+08:00");
     }
 }

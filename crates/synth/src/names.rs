@@ -119,7 +119,7 @@ pub(crate) struct Producer {
 pub(crate) struct Populations {
     pub producers: Vec<Producer>,
     /// Per category code (index), the producers at home there, most prolific first.
-    by_category: Vec<(Vec<u32>, Zipf)>,
+    by_category: Vec<Option<(Vec<u32>, Zipf)>>,
     applicants: Vec<String>,
     applicant_rank: Zipf,
 }
@@ -140,7 +140,7 @@ impl Populations {
         let mut by_category = Vec::with_capacity(100);
         for (cat, &w) in category_weights.iter().enumerate() {
             if w == 0 {
-                by_category.push((Vec::new(), Zipf::new(1, 1.0)));
+                by_category.push(None);
                 continue;
             }
             let n = ((total as u64 * u64::from(w)) / total_w.max(1)).max(3) as usize;
@@ -151,7 +151,7 @@ impl Populations {
                 producers.push(make_producer(&mut rng, &cities, cat as u8, idx));
             }
             let zipf = Zipf::new(n as u64, 0.9);
-            by_category.push((ids, zipf));
+            by_category.push(Some((ids, zipf)));
         }
         let n_app = (total / 3).max(20);
         let applicants = (0..n_app)
@@ -172,11 +172,10 @@ impl Populations {
 
     /// A producer for a certificate of this category.
     pub(crate) fn producer(&self, rng: &mut Rng, category: u8) -> u32 {
-        let (ids, zipf) = &self.by_category[usize::from(category)];
-        if ids.is_empty() {
-            return rng.below(self.producers.len() as u64) as u32;
+        match self.by_category.get(usize::from(category)) {
+            Some(Some((ids, zipf))) => ids[zipf.sample(rng) as usize],
+            _ => rng.below(self.producers.len() as u64) as u32,
         }
-        ids[zipf.sample(rng) as usize]
     }
 
     /// The applicant (`认证委托人`) of a certificate: usually the producer itself.

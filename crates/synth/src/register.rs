@@ -143,6 +143,9 @@ pub(crate) fn expiry_of(issued: Day) -> Day {
 /// The register's skeleton of one certificate, before names and serials.
 #[derive(Clone, Copy, Debug)]
 struct Skeleton {
+    /// Year of issue and product code: the number's prefix, kept for sorting.
+    year: u16,
+    code: u16,
     status: Status,
     type_idx: u16,
     body_idx: u8,
@@ -327,6 +330,8 @@ impl Plan {
             }
         };
         Skeleton {
+            year: Day::from_days(issued).ymd().0 as u16,
+            code: t.code,
             status,
             type_idx,
             body_idx,
@@ -350,11 +355,7 @@ fn generate(spec: &RegisterSpec) -> SyntheticRegister {
         .collect();
     // Serials count up per (year, body, product) in issue order, as the register numbers
     // them; sorting by that key first makes the records come out in number order.
-    let key = |s: &Skeleton| {
-        let (y, _, _) = Day::from_days(s.issued).ymd();
-        let code = plan.types[usize::from(s.type_idx)].code;
-        (y, BODIES[usize::from(s.body_idx)].0, code, s.issued, s.seed)
-    };
+    let key = |s: &Skeleton| (s.year, s.body_idx, s.code, s.issued, s.seed);
     skeletons.sort_unstable_by_key(key);
 
     let mut category_weights = [0u32; 100];
@@ -364,7 +365,7 @@ fn generate(spec: &RegisterSpec) -> SyntheticRegister {
     let pops = Populations::new(derive(spec.seed, 2), spec.certs, &category_weights);
 
     let mut records = Vec::with_capacity(skeletons.len());
-    let mut group = (0, 0u8, 0u16);
+    let mut group = (0u16, 0u8, 0u16);
     let mut serial = 0u32;
     for s in &skeletons {
         let (y, body, code, _, _) = key(s);

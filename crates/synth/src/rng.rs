@@ -6,6 +6,8 @@
 //! can ask for (a register, a listing shard, a delta) is seeded from the user's seed and a
 //! fixed stream label with [`derive`], so streams never overlap by accident.
 
+use std::sync::Arc;
+
 /// The splitmix64 finaliser: a bijective 64-bit mix. Also used as an order-independent hash
 /// (e.g. to pick delta candidates whatever order the base is read in).
 #[inline]
@@ -118,47 +120,44 @@ impl Weighted {
     }
 }
 
-/// A Zipf-like rank in `0..n`: the continuous power law `x^-s` on `[1, n+1)`, inverted in
-/// closed form (one `powf` or `exp` per draw, no table), then floored. Rank 0 is the most
-/// frequent.
-#[derive(Clone, Copy, Debug)]
+/// A Zipf-like rank in `0..n`: the continuous power law `x^-s` on `[1, n+1)`, floored, so
+/// rank 0 is the most frequent. Its inverse CDF is tabulated at [`ZIPF_STEPS`] points and
+/// interpolated, so a draw costs a multiply and two loads, not a `powf` (which dominated the
+/// listing generator's profile).
+#[derive(Clone, Debug)]
 pub(crate) struct Zipf {
     n: u64,
-    /// `1 - s`, or 0 for `s == 1`.
-    a: f64,
-    /// `(n+1)^(1-s) - 1`, or `ln(n+1)` for `s == 1`.
-    span: f64,
+    quantiles: Arc<[f64]>,
 }
+
+/// Points of the tabulated inverse CDF.
+pub(crate) const ZIPF_STEPS: usize = 4096;
 
 impl Zipf {
     pub(crate) fn new(n: u64, s: f64) -> Self {
         let n = n.max(1);
         let top = (n + 1) as f64;
         let a = 1.0 - s;
-        if a.abs() < 1e-9 {
-            Zipf {
-                n,
-                a: 0.0,
-                span: top.ln(),
+        let inverse = |u: f64| {
+            if a.abs() < 1e-9 {
+                (u * top.ln()).exp()
+            } else {
+                (1.0 + u * (top.powf(a) - 1.0)).powf(1.0 / a)
             }
-        } else {
-            Zipf {
-                n,
-                a,
-                span: top.powf(a) - 1.0,
-            }
-        }
+        };
+        let quantiles = (0..=ZIPF_STEPS)
+            .map(|i| inverse(i as f64 / ZIPF_STEPS as f64))
+            .collect();
+        Zipf { n, quantiles }
     }
 
     #[inline]
     pub(crate) fn sample(&self, rng: &mut Rng) -> u64 {
-        let u = rng.unit();
-        let x = if self.a == 0.0 {
-            (u * self.span).exp()
-        } else {
-            (1.0 + u * self.span).powf(1.0 / self.a)
-        };
-        ((x as u64).saturating_sub(1)).min(self.n - 1)
+        let x = rng.unit() * ZIPF_STEPS as f64;
+        let i = (x as usize).min(ZIPF_STEPS - 1);
+        let (lo, hi) = (self.quantiles[i], self.quantiles[i + 1]);
+        let v = lo + (x - i as f64) * (hi - lo);
+        ((v as u64).saturating_sub(1)).min(self.n - 1)
     }
 }
 
