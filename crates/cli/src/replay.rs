@@ -1,9 +1,118 @@
-//! Not written yet.
+//! `cccgate replay`: a file of listing events through a gateway, one verdict line out per
+//! input record, in input order, and a summary at the end (see `cccgate_client::replay`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use cccgate_client::input::Format;
+use cccgate_client::progress::Mode;
+use cccgate_client::replay::{ReplayConfig, replay_blocking};
+use cccgate_client::wire::Rpc;
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The gateway.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    target: String,
+    /// Listing events: JSON lines or CSV (with the spec's column names), plain or gzip; `-`
+    /// reads stdin.
+    #[arg(long)]
+    input: PathBuf,
+    /// Where the verdicts go, one JSON line per input record; `-` writes stdout. Truncated,
+    /// unless --skip is given (then appended to).
+    #[arg(long)]
+    out: PathBuf,
+    /// The input format, if neither the file name nor the first character tells.
+    #[arg(long)]
+    format: Option<Format>,
+    /// Calls in flight (streams, or CheckBatch calls).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Listings per request message.
+    #[arg(long, default_value_t = 1_000)]
+    chunk: usize,
+    /// `stream` (CheckStream) or `batch` (CheckBatch).
+    #[arg(long, default_value = "stream", value_parser = parse_rpc)]
+    rpc: Rpc,
+    /// HTTP/2 connections to the gateway.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Skip the first N input records (data lines) and append to --out: resumes a replay
+    /// that stopped, with the number it printed.
+    #[arg(long, default_value_t = 0)]
+    skip: u64,
+    /// Refuse verdicts from a snapshot older than this sequence.
+    #[arg(long, default_value_t = 0)]
+    min_snapshot_sequence: u64,
+    /// Retries of one failed call (gateway unreachable, restarting or overloaded).
+    #[arg(long, default_value_t = 8)]
+    retries: u32,
+    /// Longest time, in seconds, one call may keep failing before the replay stops.
+    #[arg(long, default_value_t = 60.0)]
+    retry_for: f64,
+    /// Longest wait for one answer, in seconds.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// `auto` (a bar on a terminal, lines otherwise), `bar`, `lines` or `off`.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 10.0)]
+    progress_every: f64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+pub fn parse_rpc(s: &str) -> Result<Rpc, String> {
+    match s {
+        "stream" => Ok(Rpc::Stream),
+        "batch" => Ok(Rpc::Batch),
+        _ => Err(format!("{s:?}: expected stream or batch")),
+    }
+}
+
+/// `--progress` and `--progress-every` as a mode.
+pub fn progress_mode(mode: &str, every: f64) -> anyhow::Result<Mode> {
+    let every = Duration::try_from_secs_f64(every.max(0.1)).context("--progress-every")?;
+    Ok(match mode {
+        "auto" => Mode::auto(every),
+        "bar" => Mode::Bar,
+        "lines" => Mode::Lines(every),
+        "off" => Mode::Off,
+        other => anyhow::bail!("--progress {other:?}: expected auto, bar, lines or off"),
+    })
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let seconds = |name: &str, s: f64| {
+        Duration::try_from_secs_f64(s).with_context(|| format!("{name} {s} is not a duration"))
+    };
+    let cfg = ReplayConfig {
+        format: args.format,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        chunk: args.chunk,
+        rpc: args.rpc,
+        skip: args.skip,
+        min_snapshot_sequence: args.min_snapshot_sequence,
+        retries: args.retries,
+        retry_for: seconds("--retry-for", args.retry_for)?,
+        timeout: seconds("--timeout", args.timeout)?,
+        progress: progress_mode(&args.progress, args.progress_every)?,
+        ..ReplayConfig::new(&args.target, &args.input, &args.out)
+    };
+    let outcome = replay_blocking(&cfg)?;
+    eprintln!("{}", outcome.summary);
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::to_vec_pretty(&outcome.summary)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    }
+    match outcome.stopped {
+        Some(stopped) => anyhow::bail!("{stopped}"),
+        None => Ok(()),
+    }
 }

@@ -1,9 +1,117 @@
-//! Not written yet.
+//! `cccgate bench grpc`: the gateway's gRPC throughput and latency per RPC, and under snapshot
+//! swaps (see `cccgate_client::grpc`). The report goes to stderr; its last line, to stdout, is
+//! `grpc mode=M checks=N seconds=S checks_per_sec=R p50_us=A p99_us=B p999_us=C`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use cccgate_client::bench::GatewayChoice;
+use cccgate_client::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
+use cccgate_synth::{Profile, RegisterSpec};
+
+use crate::replay::progress_mode;
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// `stream`, `batch`, `unary` or `swap` (CheckStream while snapshots are swapped in).
+    #[arg(long, default_value = "stream")]
+    mode: GrpcMode,
+    /// A running gateway serving the synthetic register of --certs and --seed.
+    #[arg(long, conflicts_with = "embedded")]
+    target: Option<String>,
+    /// Start the gateway in-process over the synthetic register (the default without
+    /// --target; required by swap).
+    #[arg(long)]
+    embedded: bool,
+    /// Listings to send (default: 10M; 1M for unary).
+    #[arg(long)]
+    checks: Option<u64>,
+    /// Run for this many seconds instead.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Listings per second over all senders (open loop); default: as fast as answered
+    /// (swap: 300,000).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Listings per call (stream, batch, swap).
+    #[arg(long, default_value_t = 1_000)]
+    chunk: usize,
+    /// Calls in flight (default 8; 64 for unary).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Snapshot swaps (swap mode).
+    #[arg(long, default_value_t = 10)]
+    swaps: u32,
+    /// Seconds between swaps.
+    #[arg(long, default_value_t = 3.0)]
+    swap_every: f64,
+    /// Listing mix: 2021 or 2025.
+    #[arg(long, default_value = "2021")]
+    profile: Profile,
+    /// Certificate records of the synthetic register.
+    #[arg(long, default_value_t = 1_200_000)]
+    certs: usize,
+    /// Seed of the synthetic register.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Worker threads of the senders' runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Worker threads of a runtime of the embedded gateway's own; without it the gateway
+    /// shares the senders' runtime.
+    #[arg(long)]
+    gateway_threads: Option<usize>,
+    /// Where the embedded gateway's snapshots are cached between runs.
+    #[arg(long, default_value = "target/cccgate-bench")]
+    cache_dir: PathBuf,
+    /// `auto`, `bar`, `lines` or `off`.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 10.0)]
+    progress_every: f64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let d = GrpcConfig::new(args.mode);
+    let cfg = GrpcConfig {
+        gateway: match args.target {
+            Some(t) => GatewayChoice::Target(t),
+            None => GatewayChoice::Embedded {
+                cache_dir: args.cache_dir,
+            },
+        },
+        register: RegisterSpec {
+            certs: args.certs,
+            seed: args.seed,
+            ..RegisterSpec::default()
+        },
+        profile: args.profile,
+        checks: args.checks.unwrap_or(d.checks),
+        seconds: args.seconds,
+        rate: args.rate.or(d.rate),
+        chunk: args.chunk,
+        concurrency: args.concurrency.unwrap_or(d.concurrency),
+        connections: args.connections,
+        swaps: args.swaps,
+        swap_every: Duration::try_from_secs_f64(args.swap_every).context("--swap-every")?,
+        progress: progress_mode(&args.progress, args.progress_every)?,
+        ..d
+    };
+    let report = run_grpc_blocking(&cfg, args.client_threads, args.gateway_threads)?;
+    eprintln!("{report}");
+    println!("{}", report.last_line());
+    if report.stats.errors() > 0 || report.stats.mismatches > 0 {
+        anyhow::bail!(
+            "{} errors and {} mismatched verdicts (both must be zero)",
+            report.stats.errors(),
+            report.stats.mismatches
+        );
+    }
+    Ok(())
 }

@@ -1,9 +1,103 @@
-//! Not written yet.
+//! `cccgate bench year`: a profile's year of listing checks through a gateway (see
+//! `cccgate_client::year`). The report goes to stderr; its last line, to stdout, is
+//! `year profile=P scale=F checks=N seconds=S checks_per_sec=R p99_us=B blocked=K errors=E`.
+
+use std::path::PathBuf;
+
+use cccgate_client::bench::GatewayChoice;
+use cccgate_client::pace::Pace;
+use cccgate_client::year::{YearConfig, run_year_blocking};
+use cccgate_synth::{Profile, RegisterSpec};
+
+use crate::replay::progress_mode;
 
 /// Options.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The year: 2021 (81.769M checks) or 2025 (about 340M).
+    #[arg(long)]
+    profile: Profile,
+    /// Fraction of the year's checks to send.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+    /// A running gateway serving the synthetic register of --certs and --seed.
+    #[arg(long, conflicts_with = "embedded")]
+    target: Option<String>,
+    /// Start the gateway in-process over the synthetic register (the default without
+    /// --target).
+    #[arg(long)]
+    embedded: bool,
+    /// `max` (as fast as the gateway answers) or `realtime-xK` (the year's curve, K times
+    /// faster than real time, e.g. realtime-x100000 plays a year in about 5 minutes).
+    #[arg(long, default_value = "max")]
+    pace: Pace,
+    /// Certificate records of the synthetic register.
+    #[arg(long, default_value_t = 1_200_000)]
+    certs: usize,
+    /// Seed of the synthetic register.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seed of the listing stream.
+    #[arg(long, default_value_t = 1)]
+    listing_seed: u64,
+    /// Listings per stream message.
+    #[arg(long, default_value_t = 2_000)]
+    chunk: usize,
+    /// Streams (one sender each).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 2)]
+    connections: usize,
+    /// Worker threads of the senders' runtime.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
+    /// Worker threads of a runtime of the embedded gateway's own; without it the gateway
+    /// shares the senders' runtime.
+    #[arg(long)]
+    gateway_threads: Option<usize>,
+    /// Where the embedded gateway's snapshot is cached between runs.
+    #[arg(long, default_value = "target/cccgate-bench")]
+    cache_dir: PathBuf,
+    /// `auto`, `bar`, `lines` or `off`.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Seconds between progress lines.
+    #[arg(long, default_value_t = 10.0)]
+    progress_every: f64,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = YearConfig {
+        scale: args.scale,
+        gateway: match args.target {
+            Some(t) => GatewayChoice::Target(t),
+            None => GatewayChoice::Embedded {
+                cache_dir: args.cache_dir,
+            },
+        },
+        register: RegisterSpec {
+            certs: args.certs,
+            seed: args.seed,
+            ..RegisterSpec::default()
+        },
+        listing_seed: args.listing_seed,
+        pace: args.pace,
+        chunk: args.chunk,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        progress: progress_mode(&args.progress, args.progress_every)?,
+        ..YearConfig::new(args.profile)
+    };
+    let report = run_year_blocking(&cfg, args.client_threads, args.gateway_threads)?;
+    eprintln!("{report}");
+    println!("{}", report.last_line());
+    if report.errors() > 0 || report.stats.mismatches > 0 {
+        anyhow::bail!(
+            "{} errors and {} mismatched verdicts (both must be zero)",
+            report.errors(),
+            report.stats.mismatches
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,305 @@
+//! A gateway started in-process over a synthetic register, for benchmarks and tests.
+//!
+//! [`register_snapshot`] builds the snapshot of a [`SyntheticRegister`] once and caches it on
+//! disk, keyed by the register's size, seed and a fingerprint of its records, so a second run
+//! of a benchmark opens the file instead of rebuilding it (and a change to the generator
+//! cannot serve a stale one). [`EmbeddedGateway::start`] runs the real server
+//! (`cccgate_server::run`) on `127.0.0.1:0` over a directory of snapshots and returns once a
+//! snapshot is in force; [`EmbeddedGateway::publish`] drops a newer snapshot in and asks for a
+//! reload, the path a snapshot swap takes in production.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cccgate_core::CertificateRecord;
+use cccgate_proto::v1::admin_client::AdminClient;
+use cccgate_proto::v1::{GetStatusRequest, ReloadOutcome, ReloadRequest};
+use cccgate_server::{Config, ServeError};
+use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotError, file_name};
+use cccgate_synth::{RegisterSpec, SyntheticRegister};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use xxhash_rust::xxh3::Xxh3;
+
+/// Why the embedded gateway cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// A directory or file cannot be made.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The snapshot cannot be built, written or opened.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The gateway failed.
+    #[error("embedded gateway: {0}")]
+    Serve(#[from] ServeError),
+    /// The gateway did not put a snapshot in force in time, or refused one.
+    #[error("embedded gateway: {0}")]
+    NotReady(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
+    move |source| EmbeddedError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The default cache of built snapshots: `cccgate-bench` in the system's temporary directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("cccgate-bench")
+}
+
+/// A fingerprint of a register's records: what a verdict depends on and more.
+pub fn fingerprint(records: &[CertificateRecord]) -> u64 {
+    let mut h = Xxh3::new();
+    for r in records {
+        h.update(&r.number.get().to_le_bytes());
+        h.update(&[r.status.code()]);
+        h.update(&r.product_code.get().to_le_bytes());
+        h.update(&r.expires.days().to_le_bytes());
+        h.update(&r.issued.days().to_le_bytes());
+        h.update(r.suffix.as_ref().map_or(&[0u8, 0][..], |s| &s[..]));
+        h.update(r.producer.as_bytes());
+        for m in &r.models {
+            h.update(m.as_bytes());
+            h.update(&[0]);
+        }
+        h.update(&[0xff]);
+    }
+    h.update(&(records.len() as u64).to_le_bytes());
+    h.digest()
+}
+
+/// The build information of benchmark snapshots: fixed, so the same register always gives
+/// the same bytes.
+pub fn bench_build_info(sequence: u64) -> BuildInfo {
+    BuildInfo {
+        sequence,
+        source: "synth".to_owned(),
+        generated_at: "2026-11-27T00:00:00+08:00".to_owned(),
+        built_at_unix_ms: 0,
+    }
+}
+
+/// A snapshot directory for `register`: `<cache>/register-<certs>-<seed>-<fingerprint>/`
+/// holding `snap-1.ccc`, built on first use. Returns the directory. Consumes the register's
+/// records (the listing generator must be built before).
+pub fn register_snapshot(
+    spec: &RegisterSpec,
+    register: SyntheticRegister,
+    cache_dir: &Path,
+) -> Result<PathBuf, EmbeddedError> {
+    let fp = fingerprint(&register.records);
+    let dir = cache_dir.join(format!("register-{}-{}-{fp:016x}", spec.certs, spec.seed));
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let path = dir.join(file_name(1));
+    let SyntheticRegister {
+        catalogue, records, ..
+    } = register;
+    Snapshot::open_or_build(&path, move || {
+        SnapshotBuilder::from_records(bench_build_info(1), catalogue, records).build()
+    })?;
+    // A directory served by a benchmark that swapped snapshots in holds newer ones: a new
+    // run starts again from sequence 1.
+    remove_newer(&dir, 1)?;
+    Ok(dir)
+}
+
+/// Removes `snap-<n>.ccc` with `n > keep` from `dir`.
+pub fn remove_newer(dir: &Path, keep: u64) -> Result<(), EmbeddedError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        if let Some(seq) = name.to_str().and_then(cccgate_snapshot::parse_file_name)
+            && seq > keep
+        {
+            std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The gateway, running in-process.
+#[derive(Debug)]
+pub struct EmbeddedGateway {
+    addr: SocketAddr,
+    target: String,
+    snapshot_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+/// Settings of an embedded gateway over `snapshot_dir`: no watching (snapshots change on
+/// [`EmbeddedGateway::publish`] only), no metrics endpoint, the default limits.
+pub fn embedded_config(snapshot_dir: &Path) -> Config {
+    Config {
+        snapshot_dir: Some(snapshot_dir.to_path_buf()),
+        drop_dir: None,
+        watch: false,
+        poll_interval: Duration::from_secs(3_600),
+        metrics_listen: None,
+        decision_log: None,
+        shutdown_grace: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+impl EmbeddedGateway {
+    /// Starts the gateway with `config` on `127.0.0.1:0`, on the runtime `on`, and waits (at
+    /// most `ready_within`) until a snapshot is in force.
+    pub async fn start(
+        config: Config,
+        on: &tokio::runtime::Handle,
+        ready_within: Duration,
+    ) -> Result<EmbeddedGateway, EmbeddedError> {
+        let snapshot_dir = config.snapshot_dir.clone().unwrap_or_default();
+        let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+        // Bind on the gateway's runtime, where the listener will be polled.
+        let listener = on
+            .spawn(async move { TcpListener::bind(listen).await })
+            .await
+            .map_err(|e| EmbeddedError::NotReady(format!("bind task failed: {e}")))?
+            .map_err(|source| {
+                EmbeddedError::Serve(ServeError::Bind {
+                    addr: listen,
+                    source,
+                })
+            })?;
+        let addr = listener.local_addr().map_err(|source| {
+            EmbeddedError::Serve(ServeError::Bind {
+                addr: listen,
+                source,
+            })
+        })?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = on.spawn(cccgate_server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        let gw = EmbeddedGateway {
+            addr,
+            target: format!("http://{addr}"),
+            snapshot_dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        gw.wait_ready(ready_within).await?;
+        Ok(gw)
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The directory it serves.
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snapshot_dir
+    }
+
+    async fn admin(&self) -> Result<AdminClient<tonic::transport::Channel>, EmbeddedError> {
+        AdminClient::connect(self.target.clone())
+            .await
+            .map_err(|e| EmbeddedError::NotReady(format!("cannot connect to {}: {e}", self.target)))
+    }
+
+    /// The sequence in force, if any.
+    pub async fn sequence(&self) -> Result<Option<u64>, EmbeddedError> {
+        let mut admin = self.admin().await?;
+        let status = admin
+            .get_status(GetStatusRequest {})
+            .await
+            .map_err(|e| EmbeddedError::NotReady(format!("GetStatus: {}", e.message())))?
+            .into_inner();
+        Ok(status.snapshot.map(|s| s.sequence))
+    }
+
+    async fn wait_ready(&self, within: Duration) -> Result<(), EmbeddedError> {
+        let start = Instant::now();
+        loop {
+            // Polling the status RPC is the readiness check a deployment makes, too.
+            if let Ok(Some(_)) = self.sequence().await {
+                return Ok(());
+            }
+            if let Some(task) = &self.task
+                && task.is_finished()
+            {
+                return Err(EmbeddedError::NotReady(
+                    "the gateway stopped before a snapshot was in force".into(),
+                ));
+            }
+            if start.elapsed() > within {
+                return Err(EmbeddedError::NotReady(format!(
+                    "no snapshot in force after {:.0} s (directory {})",
+                    within.as_secs_f64(),
+                    self.snapshot_dir.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Puts `snap-<sequence>.ccc` (already built at `built`) into the served directory (a
+    /// hard link, else a copy) and asks the gateway to reload; returns once it is in force.
+    pub async fn publish(&self, built: &Path, sequence: u64) -> Result<(), EmbeddedError> {
+        let dest = self.snapshot_dir.join(file_name(sequence));
+        let tmp = self
+            .snapshot_dir
+            .join(format!(".{}.tmp", file_name(sequence)));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(built, &tmp).is_err() {
+            std::fs::copy(built, &tmp).map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        let mut admin = self.admin().await?;
+        let r = admin
+            .reload(ReloadRequest {})
+            .await
+            .map_err(|e| EmbeddedError::NotReady(format!("Reload: {}", e.message())))?
+            .into_inner();
+        match r.outcome() {
+            ReloadOutcome::Loaded if r.snapshot_sequence == sequence => Ok(()),
+            _ => Err(EmbeddedError::NotReady(format!(
+                "reload of {} gave {:?} (sequence {}): {}",
+                dest.display(),
+                r.outcome(),
+                r.snapshot_sequence,
+                r.message
+            ))),
+        }
+    }
+
+    /// Stops the gateway and waits for it.
+    pub async fn stop(mut self) -> Result<(), EmbeddedError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t
+                .await
+                .map_err(|e| EmbeddedError::NotReady(format!("gateway task failed: {e}")))?
+                .map_err(EmbeddedError::from),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for EmbeddedGateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Load generation: sender tasks that generate listings on the fly, send them in chunks (or
+//! one by one), and check every verdict against the reason the generator expects.
+//!
+//! # Design
+//!
+//! A sender owns a shard of the listing stream ([`ListingGenerator::shards`]), one
+//! connection's client and, for `CheckStream`, one stream. Per chunk it fills one reused
+//! [`GeneratedListing`] at a time and encodes it straight into the request buffer, so
+//! generating a listing allocates nothing; the response is read in place and only the
+//! decision and reason numbers of each result are looked at ([`ResultView::decision_and_reason`]).
+//! A chunk is sent when its schedule says ([`Schedule`]); latency is the round trip of one
+//! call, measured from the scheduled time when the sender is late (so queueing is counted, not
+//! hidden) and from the send otherwise.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cccgate_core::{Decision, Reason};
+use cccgate_synth::{GeneratedListing, ListingGenerator};
+use hdrhistogram::Histogram;
+use tonic::Status;
+
+use crate::connect::{CheckStream, RawClient};
+use crate::output::{decision_of, reason_of};
+use crate::pace::YearCurve;
+use crate::summary::new_histogram;
+use crate::wire::{ChunkEncoder, ResponseView, ResultView, Rpc};
+
+/// Consecutive failed calls after which a sender gives up (and the run stops).
+const MAX_CONSECUTIVE_FAILURES: u32 = 3;
+
+/// When a sender sends its chunks.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    /// As soon as the previous answer is in.
+    Max,
+    /// Along the year's curve, `speedup` times faster than real time, from `start`.
+    Year {
+        /// The curve.
+        curve: Arc<YearCurve>,
+        /// The speed-up.
+        speedup: f64,
+        /// When the year starts.
+        start: Instant,
+    },
+    /// At a fixed rate (listings per second for this sender), from `start`.
+    Rate {
+        /// Listings per second.
+        per_sec: f64,
+        /// When the first is due.
+        start: Instant,
+    },
+}
+
+impl Schedule {
+    /// When listing number `sent` of `quota` is due, if the schedule has a time for it.
+    fn due(&self, sent: u64, quota: u64) -> Option<Instant> {
+        match self {
+            Schedule::Max => None,
+            Schedule::Year {
+                curve,
+                speedup,
+                start,
+            } => {
+                let f = sent as f64 / quota.max(1) as f64;
+                Some(*start + Duration::from_secs_f64(curve.time_of_fraction(f) / speedup))
+            }
+            Schedule::Rate { per_sec, start } => {
+                Some(*start + Duration::from_secs_f64(sent as f64 / per_sec))
+            }
+        }
+    }
+}
+
+/// What one sender is to do.
+#[derive(Clone, Debug)]
+pub struct SenderPlan {
+    /// The RPC (`Unary` sends one listing a call).
+    pub rpc: Rpc,
+    /// Listings per call (1 for `Unary`).
+    pub chunk: usize,
+    /// Listings to send in all.
+    pub quota: u64,
+    /// Stop sending new calls at this time, if set.
+    pub until: Option<Instant>,
+    /// When to send.
+    pub schedule: Schedule,
+}
+
+/// When a snapshot swap happened (microseconds since `epoch`), for telling the latency of
+/// calls that overlapped one from the others.
+#[derive(Debug)]
+pub struct SwapWindow {
+    /// The time base.
+    pub epoch: Instant,
+    /// Start of the latest swap window.
+    pub from_us: AtomicU64,
+    /// End of the latest swap window (`u64::MAX` while a swap is in progress).
+    pub until_us: AtomicU64,
+}
+
+impl SwapWindow {
+    /// No swap yet.
+    pub fn new(epoch: Instant) -> Self {
+        SwapWindow {
+            epoch,
+            from_us: AtomicU64::new(u64::MAX),
+            until_us: AtomicU64::new(0),
+        }
+    }
+
+    fn overlaps(&self, start: Instant, end: Instant) -> bool {
+        let us = |t: Instant| t.saturating_duration_since(self.epoch).as_micros() as u64;
+        let (from, until) = (
+            self.from_us.load(Ordering::Acquire),
+            self.until_us.load(Ordering::Acquire),
+        );
+        us(start) <= until && us(end) >= from
+    }
+}
+
+/// Shared state of a run.
+#[derive(Debug)]
+pub struct RunShared {
+    /// Listings answered so far (for progress and the peak-rate sampler).
+    pub done: Arc<AtomicU64>,
+    /// Set to stop every sender.
+    pub stop: AtomicBool,
+    /// Snapshot swaps, if any.
+    pub swaps: Option<SwapWindow>,
+}
+
+/// What senders counted.
+#[derive(Clone, Debug)]
+pub struct LoadStats {
+    /// Verdicts per reason (table order) and decision.
+    pub verdicts: [[u64; 3]; Reason::COUNT],
+    /// Verdicts whose reason is not the one the generator expected.
+    pub mismatches: u64,
+    /// Listings answered with an error entry (bad request) or an unknown outcome.
+    pub item_errors: u64,
+    /// Listings in calls that failed.
+    pub failed_checks: u64,
+    /// Calls that failed.
+    pub failed_calls: u64,
+    /// The first failure, for the report.
+    pub first_error: Option<String>,
+    /// Round trip of each call, microseconds.
+    pub latency_us: Histogram<u64>,
+    /// The same, for calls that overlapped a snapshot swap.
+    pub latency_swap_us: Histogram<u64>,
+    /// Calls made.
+    pub calls: u64,
+    /// Furthest behind schedule a call was sent.
+    pub max_lag: Duration,
+    /// Listings the generator expected to be blocked (the default policy's table).
+    pub expected_blocked: u64,
+}
+
+impl Default for LoadStats {
+    fn default() -> Self {
+        LoadStats {
+            verdicts: [[0; 3]; Reason::COUNT],
+            mismatches: 0,
+            item_errors: 0,
+            failed_checks: 0,
+            failed_calls: 0,
+            first_error: None,
+            latency_us: new_histogram(),
+            latency_swap_us: new_histogram(),
+            calls: 0,
+            max_lag: Duration::ZERO,
+            expected_blocked: 0,
+        }
+    }
+}
+
+impl LoadStats {
+    /// Adds `other` into this.
+    pub fn merge(&mut self, other: &LoadStats) {
+        for (row, o) in self.verdicts.iter_mut().zip(&other.verdicts) {
+            for (a, b) in row.iter_mut().zip(o) {
+                *a += b;
+            }
+        }
+        self.mismatches += other.mismatches;
+        self.item_errors += other.item_errors;
+        self.failed_checks += other.failed_checks;
+        self.failed_calls += other.failed_calls;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.latency_swap_us.add(&other.latency_swap_us);
+        self.calls += other.calls;
+        self.max_lag = self.max_lag.max(other.max_lag);
+        self.expected_blocked += other.expected_blocked;
+    }
+
+    /// Verdicts received.
+    pub fn checks(&self) -> u64 {
+        self.verdicts.iter().flatten().sum()
+    }
+
+    /// Verdicts with this decision.
+    pub fn decided(&self, d: Decision) -> u64 {
+        self.verdicts.iter().map(|row| row[d as usize]).sum()
+    }
+
+    /// Errors of any kind: listings in failed calls and listings answered with an error.
+    pub fn errors(&self) -> u64 {
+        self.failed_checks + self.item_errors
+    }
+}
+
+/// The six fields of a generated listing, borrowed.
+fn fields(g: &GeneratedListing) -> crate::wire::ListingFields<'_> {
+    let e = &g.event;
+    [
+        e.listing_id.as_bytes(),
+        e.merchant_id.as_bytes(),
+        e.product_code.as_bytes(),
+        e.certificate_number.as_bytes(),
+        e.model.as_bytes(),
+        e.event_time.as_bytes(),
+    ]
+}
+
+struct Conn {
+    client: RawClient,
+    rpc: Rpc,
+    stream: Option<CheckStream>,
+}
+
+impl Conn {
+    async fn call(&mut self, request: prost::bytes::Bytes) -> Result<prost::bytes::Bytes, Status> {
+        match self.rpc {
+            Rpc::Stream => {
+                if self.stream.is_none() {
+                    self.stream = Some(self.client.open_stream().await?);
+                }
+                let Some(s) = self.stream.as_mut() else {
+                    return Err(Status::internal("no stream"));
+                };
+                let r = s.call(request).await;
+                if r.is_err() {
+                    self.stream = None;
+                }
+                r
+            }
+            rpc => self.client.unary(rpc, request).await,
+        }
+    }
+}
+
+/// Sends `plan.quota` listings of `generator` through `client`; returns what it counted.
+pub async fn run_sender(
+    client: RawClient,
+    mut generator: ListingGenerator,
+    plan: SenderPlan,
+    shared: Arc<RunShared>,
+) -> LoadStats {
+    let mut stats = LoadStats::default();
+    let chunk = if plan.rpc == Rpc::Unary {
+        1
+    } else {
+        plan.chunk.max(1)
+    };
+    let mut conn = Conn {
+        client,
+        rpc: plan.rpc,
+        stream: None,
+    };
+    let mut enc = ChunkEncoder::new(plan.rpc);
+    let mut listing = GeneratedListing::default();
+    let mut expected: Vec<u8> = Vec::with_capacity(chunk);
+    let mut view = ResponseView::default();
+    let mut sent = 0u64;
+    let mut failures = 0u32;
+    while sent < plan.quota && !shared.stop.load(Ordering::Relaxed) {
+        if plan.until.is_some_and(|u| Instant::now() >= u) {
+            break;
+        }
+        let n = (plan.quota - sent).min(chunk as u64) as usize;
+        expected.clear();
+        for _ in 0..n {
+            generator.fill(&mut listing);
+            enc.push(fields(&listing));
+            expected.push(listing.expected as u8);
+            if listing.expected.table_decision() == Decision::Block {
+                stats.expected_blocked += 1;
+            }
+        }
+        let request = enc.finish(0);
+        let mut start = Instant::now();
+        if let Some(due) = plan.schedule.due(sent, plan.quota) {
+            if due > start {
+                tokio::time::sleep_until(due.into()).await;
+                start = Instant::now();
+            } else {
+                stats.max_lag = stats.max_lag.max(start - due);
+                // Late: the call's latency counts from when it was due.
+                start = due;
+            }
+        }
+        let result = conn.call(request).await;
+        let end = Instant::now();
+        stats.calls += 1;
+        sent += n as u64;
+        match result {
+            Ok(bytes) => {
+                failures = 0;
+                let us = end.saturating_duration_since(start).as_micros() as u64;
+                match &shared.swaps {
+                    Some(w) if w.overlaps(start, end) => {
+                        stats.latency_swap_us.saturating_record(us.max(1))
+                    }
+                    _ => stats.latency_us.saturating_record(us.max(1)),
+                }
+                count(&bytes, plan.rpc, &expected, &mut view, &mut stats);
+                shared.done.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(status) => {
+                failures += 1;
+                stats.failed_calls += 1;
+                stats.failed_checks += n as u64;
+                if stats.first_error.is_none() {
+                    stats.first_error = Some(format!("{:?}: {}", status.code(), status.message()));
+                }
+                if failures >= MAX_CONSECUTIVE_FAILURES {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    stats
+}
+
+/// Counts the verdicts of one response against the expected reasons.
+fn count(bytes: &[u8], rpc: Rpc, expected: &[u8], view: &mut ResponseView, stats: &mut LoadStats) {
+    if let Err(e) = view.parse(rpc, bytes) {
+        stats.item_errors += expected.len() as u64;
+        stats.first_error.get_or_insert_with(|| e.to_string());
+        return;
+    }
+    if view.len() != expected.len() {
+        stats.item_errors += expected.len() as u64;
+        stats.first_error.get_or_insert_with(|| {
+            format!("{} results for {} listings", view.len(), expected.len())
+        });
+        return;
+    }
+    for (i, &want) in expected.iter().enumerate() {
+        match ResultView::decision_and_reason(view.result(bytes, i)) {
+            Ok((d, r)) => match (decision_of(d), reason_of(r)) {
+                (Some(d), Some(r)) => {
+                    stats.verdicts[r.index()][d as usize] += 1;
+                    if r.index() != usize::from(want) {
+                        stats.mismatches += 1;
+                    }
+                }
+                _ => stats.item_errors += 1,
+            },
+            Err(e) => {
+                stats.item_errors += 1;
+                stats.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Samples a counter once a second: the highest one-second rate seen, and a timeline.
+#[derive(Debug, Default, Clone)]
+pub struct RateSampler {
+    /// (seconds since start, rate over the last second, resident memory in bytes if known).
+    pub samples: Vec<(f64, f64, Option<u64>)>,
+}
+
+impl RateSampler {
+    /// The highest one-second rate.
+    pub fn peak(&self) -> f64 {
+        self.samples.iter().map(|s| s.1).fold(0.0, f64::max)
+    }
+
+    /// The largest resident memory sampled.
+    pub fn max_rss(&self) -> Option<u64> {
+        self.samples.iter().filter_map(|s| s.2).max()
+    }
+}
+
+/// Samples `done` every second until `stop` is set.
+pub async fn sample_rates(done: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> RateSampler {
+    let mut s = RateSampler::default();
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last = (Instant::now(), done.load(Ordering::Relaxed));
+    loop {
+        tick.tick().await;
+        if stop.load(Ordering::Relaxed) {
+            // The window in progress is partial: not a one-second rate.
+            break;
+        }
+        let now = Instant::now();
+        let n = done.load(Ordering::Relaxed);
+        let rate = (n - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9);
+        last = (now, n);
+        s.samples
+            .push(((now - start).as_secs_f64(), rate, resident_bytes()));
+    }
+    s
+}
+
+/// This process's resident memory (VmRSS), if the system says.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_schedule_spaces_listings_evenly() {
+        let start = Instant::now();
+        let s = Schedule::Rate {
+            per_sec: 1_000.0,
+            start,
+        };
+        assert_eq!(s.due(0, 10), Some(start));
+        assert_eq!(s.due(500, 10), Some(start + Duration::from_millis(500)));
+        assert_eq!(Schedule::Max.due(5, 10), None);
+    }
+
+    #[test]
+    fn a_year_schedule_ends_when_the_year_does() {
+        let start = Instant::now();
+        let curve = Arc::new(YearCurve::new(2021));
+        let s = Schedule::Year {
+            curve: curve.clone(),
+            speedup: 1e5,
+            start,
+        };
+        let end = s.due(100, 100).unwrap() - start;
+        assert!((end.as_secs_f64() - curve.seconds() / 1e5).abs() < 1e-3);
+        assert!(s.due(50, 100).unwrap() > start);
+    }
+
+    #[test]
+    fn swap_window_catches_overlapping_calls_only() {
+        let epoch = Instant::now();
+        let w = SwapWindow::new(epoch);
+        let at = |ms: u64| epoch + Duration::from_millis(ms);
+        assert!(!w.overlaps(at(0), at(10)));
+        w.from_us.store(100_000, Ordering::Release);
+        w.until_us.store(200_000, Ordering::Release);
+        assert!(w.overlaps(at(90), at(110)));
+        assert!(w.overlaps(at(150), at(160)));
+        assert!(!w.overlaps(at(10), at(20)));
+        assert!(!w.overlaps(at(210), at(220)));
+    }
+
+    #[test]
+    fn stats_merge_adds_everything() {
+        let mut a = LoadStats::default();
+        a.verdicts[Reason::CertificateRevoked.index()][Decision::Block as usize] = 2;
+        a.latency_us.saturating_record(10);
+        let mut b = a.clone();
+        b.failed_checks = 5;
+        b.first_error = Some("x".into());
+        a.merge(&b);
+        assert_eq!(a.checks(), 4);
+        assert_eq!(a.decided(Decision::Block), 4);
+        assert_eq!(a.errors(), 5);
+        assert_eq!(a.latency_us.len(), 2);
+        assert_eq!(a.first_error.as_deref(), Some("x"));
+    }
+}

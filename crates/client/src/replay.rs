@@ -1,0 +1,772 @@
+//! Replay: a file of listing events through the gateway, one verdict line out per record, in
+//! input order.
+//!
+//! # Pipeline
+//!
+//! ```text
+//! reader thread ──chunks──▶ N call tasks (streams or batch calls) ──responses──▶ writer thread
+//!   parse + encode             send, await, retry with backoff             reorder, write lines,
+//!   (borrowed fields)          (round-trip latency per chunk)              count the summary
+//! ```
+//!
+//! The reader parses records and encodes them straight into request messages of `chunk`
+//! records. `concurrency` tasks each keep one call in flight (a `CheckStream` each, or
+//! `CheckBatch` calls). The writer puts responses back in input order, reads them in place
+//! and writes each verdict as a JSON line, so nothing is allocated per verdict. The writer
+//! hands back a permit per chunk written, which bounds the chunks between reader and writer:
+//! a slow chunk cannot make memory grow.
+//!
+//! # Failure and resume
+//!
+//! A bad record is an error line (with its line number) and a count in the summary, never a
+//! reason to stop. A call that fails because the gateway is down, restarting or overloaded is
+//! retried with exponential backoff, bounded in count and in time; when that runs out (or the
+//! gateway refuses a request outright) the replay stops. Only a contiguous prefix of the input
+//! is ever written, one whole chunk at a time, so the output is always the verdicts of the
+//! first `skip + written` records and `--skip` with that number resumes exactly where it
+//! stopped (appending to the output).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::time::{Duration, Instant};
+
+use prost::bytes::Bytes;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::connect::{CheckStream, ConnectError, Gateway, RawClient, is_retryable};
+use crate::input::{Format, InputError, ListingReader, Record};
+use crate::output::{decision_of, put_error, put_result, reason_of};
+use crate::progress::{Counters, Mode, Reporter, Total};
+use crate::summary::{BadLine, BadRequest, Summary, Tally};
+use crate::wire::{ChunkEncoder, Outcome, ResponseView, ResultView, Rpc};
+
+/// What to replay, where, and how.
+#[derive(Clone, Debug)]
+pub struct ReplayConfig {
+    /// The gateway, `http://host:port`.
+    pub target: String,
+    /// The input file; `-` is stdin.
+    pub input: PathBuf,
+    /// The input format; `None` guesses it (see [`ListingReader::open`]).
+    pub format: Option<Format>,
+    /// The verdict file; `-` is stdout. Truncated, unless `skip > 0` (then appended to).
+    pub out: PathBuf,
+    /// Calls in flight.
+    pub concurrency: usize,
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Records per request message.
+    pub chunk: usize,
+    /// `CheckStream` or `CheckBatch`.
+    pub rpc: Rpc,
+    /// Records to skip at the start (to resume).
+    pub skip: u64,
+    /// Sent with every request: refuse to be decided by an older snapshot.
+    pub min_snapshot_sequence: u64,
+    /// Retries of one failed call before giving up.
+    pub retries: u32,
+    /// Longest time one call may keep failing before giving up.
+    pub retry_for: Duration,
+    /// Longest wait for one answer (then the call counts as failed and is retried).
+    pub timeout: Duration,
+    /// Progress on stderr.
+    pub progress: Mode,
+}
+
+impl ReplayConfig {
+    /// A configuration with the defaults: 8 streams over 2 connections, 1,000 records a
+    /// chunk, 8 retries within 60 s, automatic progress.
+    pub fn new(target: &str, input: &Path, out: &Path) -> Self {
+        ReplayConfig {
+            target: target.to_owned(),
+            input: input.to_path_buf(),
+            format: None,
+            out: out.to_path_buf(),
+            concurrency: 8,
+            connections: 2,
+            chunk: 1_000,
+            rpc: Rpc::Stream,
+            skip: 0,
+            min_snapshot_sequence: 0,
+            retries: 8,
+            retry_for: Duration::from_secs(60),
+            timeout: Duration::from_secs(30),
+            progress: Mode::auto(Duration::from_secs(10)),
+        }
+    }
+}
+
+/// A replay that could not start or could not write.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The input cannot be opened or its header read.
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The output cannot be opened.
+    #[error("cannot open {path} for the verdicts: {source}")]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The gateway cannot be reached at the start.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
+    /// `chunk` or `concurrency` is zero.
+    #[error("{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+/// Why a replay stopped before the end of its input, and how to resume it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// What went wrong.
+    pub reason: String,
+    /// Records written in this run.
+    pub written: u64,
+    /// The input line of the last record written (0 if none).
+    pub last_line: u64,
+    /// The `--skip` that resumes after the last record written.
+    pub resume_skip: u64,
+    /// The output file.
+    pub out: PathBuf,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "replay stopped: {}. The verdicts of {} records of this run are in {}{}; they stay \
+             valid. To resume, run the same command with --skip {} (it appends to {}).",
+            self.reason,
+            crate::summary::thousands(self.written),
+            self.out.display(),
+            if self.last_line > 0 {
+                format!(" (through input line {})", self.last_line)
+            } else {
+                String::new()
+            },
+            self.resume_skip,
+            self.out.display()
+        )
+    }
+}
+
+/// The result of a replay: its summary, and why it stopped early if it did.
+#[derive(Debug)]
+pub struct ReplayOutcome {
+    /// The summary of this run.
+    pub summary: Summary,
+    /// `Some` if the replay stopped before the end of its input.
+    pub stopped: Option<Stopped>,
+}
+
+/// What the reader hands on: up to `chunk` records, those to send already encoded.
+#[derive(Debug)]
+struct Chunk {
+    index: u64,
+    slots: Vec<Slot>,
+    request: Bytes,
+    listings: usize,
+    merchants: Vec<u64>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    Listing { line: u64 },
+    Bad(Box<BadLine>),
+}
+
+/// A chunk and the gateway's answer to it.
+#[derive(Debug)]
+struct Done {
+    chunk: Chunk,
+    rpc: Rpc,
+    response: Option<Bytes>,
+    latency_us: u64,
+}
+
+/// The first fatal problem of a run.
+#[derive(Debug, Default)]
+struct StopFlag {
+    stop: AtomicBool,
+    reason: Mutex<Option<String>>,
+}
+
+impl StopFlag {
+    fn set(&self, reason: String) {
+        if let Ok(mut r) = self.reason.lock() {
+            r.get_or_insert(reason);
+        }
+        self.stop.store(true, Ordering::SeqCst);
+    }
+    fn is_set(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+    fn reason(&self) -> Option<String> {
+        self.reason.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// Runs a replay on a runtime of its own (for the command line).
+pub fn replay_blocking(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(ReplayError::Thread)?;
+    rt.block_on(replay(cfg))
+}
+
+/// Runs a replay on the current tokio runtime (it needs a multi-threaded one).
+pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
+    if cfg.chunk == 0 {
+        return Err(ReplayError::Zero("chunk"));
+    }
+    if cfg.concurrency == 0 {
+        return Err(ReplayError::Zero("concurrency"));
+    }
+    let input = cfg.input.clone();
+    let format = cfg.format;
+    let reader = tokio::task::spawn_blocking(move || ListingReader::open(&input, format))
+        .await
+        .map_err(|e| ReplayError::Thread(io::Error::other(e)))??;
+    let out = open_output(&cfg.out, cfg.skip > 0)?;
+    let gateway = Gateway::connect(&cfg.target, cfg.connections).await?;
+
+    let counters = Arc::new(Counters {
+        done: Default::default(),
+        bytes: Some(reader.bytes_read()),
+    });
+    let total = reader.total_bytes().map_or(Total::Unknown, Total::Bytes);
+    let input_name = reader.name().to_owned();
+    let reporter = Reporter::start("replay", "records", cfg.progress, total, counters.clone());
+    let stop = Arc::new(StopFlag::default());
+    let start = Instant::now();
+
+    // Chunks between the reader and the writer: queued, in flight and waiting to be written.
+    let ahead = cfg.concurrency * 3 + 2;
+    let (permit_tx, permit_rx) = std_mpsc::sync_channel::<()>(ahead);
+    let (work_tx, work_rx) = mpsc::channel::<Chunk>(cfg.concurrency + 1);
+    let (done_tx, done_rx) = std_mpsc::channel::<Done>();
+
+    let reader_thread = {
+        let plan = ReadPlan {
+            chunk: cfg.chunk,
+            rpc: cfg.rpc,
+            skip: cfg.skip,
+            min_seq: cfg.min_snapshot_sequence,
+        };
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("replay-reader".into())
+            .spawn(move || read_chunks(reader, plan, &permit_tx, &work_tx, &stop))
+            .map_err(ReplayError::Thread)?
+    };
+    let writer_thread = {
+        let counters = counters.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("replay-writer".into())
+            .spawn(move || write_verdicts(out, done_rx, permit_rx, &counters, &stop))
+            .map_err(ReplayError::Thread)?
+    };
+
+    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let mut tasks = Vec::new();
+    for i in 0..cfg.concurrency {
+        let caller = Caller {
+            client: gateway.client(i),
+            rpc: cfg.rpc,
+            stream: None,
+            retries: cfg.retries,
+            retry_for: cfg.retry_for,
+            timeout: cfg.timeout,
+            target: gateway.target().to_owned(),
+        };
+        tasks.push(tokio::spawn(call_loop(
+            caller,
+            work_rx.clone(),
+            done_tx.clone(),
+            stop.clone(),
+        )));
+    }
+    drop(done_tx);
+    drop(work_rx);
+    for t in tasks {
+        if let Err(e) = t.await {
+            stop.set(format!("a call task failed: {e}"));
+        }
+    }
+    let read = tokio::task::spawn_blocking(move || reader_thread.join())
+        .await
+        .map_err(|e| ReplayError::Thread(io::Error::other(e)))?;
+    let written = tokio::task::spawn_blocking(move || writer_thread.join())
+        .await
+        .map_err(|e| ReplayError::Thread(io::Error::other(e)))?;
+    reporter.finish();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let read = read.unwrap_or(Err(ReaderStop::Panicked));
+    let written = written.unwrap_or_else(|_| Written::panicked());
+    if let Err(ReaderStop::Input(e)) = &read {
+        stop.set(format!("cannot read the input any further: {e}"));
+    }
+    if let Some(e) = &written.error {
+        stop.set(e.clone());
+    }
+    let records_read = read.as_ref().ok().copied();
+    let complete = !stop.is_set() && records_read == Some(written.tally.records());
+    let stopped = (!complete).then(|| Stopped {
+        reason: stop
+            .reason()
+            .unwrap_or_else(|| "the replay ended before its input did".to_owned()),
+        written: written.tally.records(),
+        last_line: written.last_line,
+        resume_skip: cfg.skip + written.tally.records(),
+        out: cfg.out.clone(),
+    });
+    let summary = Summary::from_tally(
+        &written.tally,
+        input_name,
+        cfg.target.clone(),
+        cfg.rpc.name(),
+        cfg.chunk,
+        cfg.concurrency,
+        cfg.skip,
+        seconds,
+        complete,
+    );
+    Ok(ReplayOutcome { summary, stopped })
+}
+
+fn open_output(path: &Path, append: bool) -> Result<Box<dyn Write + Send>, ReplayError> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(io::stdout()));
+    }
+    let file = if append {
+        OpenOptions::new().create(true).append(true).open(path)
+    } else {
+        File::create(path)
+    };
+    let file = file.map_err(|source| ReplayError::Output {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Box::new(file))
+}
+
+#[derive(Debug)]
+enum ReaderStop {
+    /// The rest of the pipeline went away (the replay is stopping).
+    Closed,
+    Input(InputError),
+    Panicked,
+}
+
+/// How the reader cuts and encodes the input.
+#[derive(Clone, Copy, Debug)]
+struct ReadPlan {
+    chunk: usize,
+    rpc: Rpc,
+    skip: u64,
+    min_seq: u64,
+}
+
+/// Reads, encodes and hands on chunks; returns the number of records read after the skip.
+fn read_chunks(
+    mut reader: ListingReader,
+    plan: ReadPlan,
+    permits: &std_mpsc::SyncSender<()>,
+    work: &mpsc::Sender<Chunk>,
+    stop: &StopFlag,
+) -> Result<u64, ReaderStop> {
+    let ReadPlan {
+        chunk,
+        rpc,
+        skip,
+        min_seq,
+    } = plan;
+    for _ in 0..skip {
+        if !reader.skip_record().map_err(ReaderStop::Input)? {
+            return Ok(0);
+        }
+    }
+    // A unary Check carries one listing; batch and stream carry a chunk.
+    let chunk = if rpc == Rpc::Unary { 1 } else { chunk };
+    let mut enc = ChunkEncoder::new(rpc);
+    let mut records = 0u64;
+    let mut index = 0u64;
+    let mut slots = Vec::with_capacity(chunk);
+    let mut merchants = Vec::with_capacity(chunk);
+    loop {
+        let more = reader
+            .next_record(|r| match r {
+                Record::Listing { line, fields } => {
+                    enc.push(fields);
+                    merchants.push(xxhash_rust::xxh3::xxh3_64(fields[1]));
+                    slots.push(Slot::Listing { line });
+                }
+                Record::Bad {
+                    line,
+                    listing_id,
+                    error,
+                } => slots.push(Slot::Bad(Box::new(BadLine {
+                    line,
+                    listing_id,
+                    error,
+                }))),
+            })
+            .map_err(ReaderStop::Input)?
+            .is_some();
+        if more {
+            records += 1;
+        }
+        if slots.len() >= chunk || (!more && !slots.is_empty()) {
+            let listings = enc.len();
+            let request = if listings > 0 {
+                enc.finish(min_seq)
+            } else {
+                Bytes::new()
+            };
+            let c = Chunk {
+                index,
+                slots: std::mem::replace(&mut slots, Vec::with_capacity(chunk)),
+                request,
+                listings,
+                merchants: std::mem::replace(&mut merchants, Vec::with_capacity(chunk)),
+            };
+            index += 1;
+            acquire(permits, stop)?;
+            work.blocking_send(c).map_err(|_| ReaderStop::Closed)?;
+        }
+        if !more {
+            return Ok(records);
+        }
+    }
+}
+
+/// Takes a permit for one more chunk, waiting while the writer is behind; gives up when the
+/// replay is stopping (the writer then no longer hands permits back).
+fn acquire(permits: &std_mpsc::SyncSender<()>, stop: &StopFlag) -> Result<(), ReaderStop> {
+    loop {
+        match permits.try_send(()) {
+            Ok(()) => return Ok(()),
+            Err(std_mpsc::TrySendError::Disconnected(())) => return Err(ReaderStop::Closed),
+            Err(std_mpsc::TrySendError::Full(())) => {
+                if stop.is_set() {
+                    return Err(ReaderStop::Closed);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
+}
+
+/// One call slot: a client, and its open stream if it uses one.
+struct Caller {
+    client: RawClient,
+    rpc: Rpc,
+    stream: Option<CheckStream>,
+    retries: u32,
+    retry_for: Duration,
+    timeout: Duration,
+    target: String,
+}
+
+impl Caller {
+    async fn call_once(&mut self, request: Bytes) -> Result<Bytes, Status> {
+        match self.rpc {
+            Rpc::Stream => {
+                if self.stream.is_none() {
+                    self.stream = Some(self.client.open_stream().await?);
+                }
+                let Some(stream) = self.stream.as_mut() else {
+                    return Err(Status::internal("no stream"));
+                };
+                let r = stream.call(request).await;
+                if r.is_err() {
+                    // A failed stream is finished; the next call opens a new one.
+                    self.stream = None;
+                }
+                r
+            }
+            rpc => self.client.unary(rpc, request).await,
+        }
+    }
+
+    /// Calls with retries; `Err` is the reason to stop the replay.
+    async fn call(&mut self, request: &Bytes, stop: &StopFlag) -> Result<(Bytes, u64), String> {
+        let first = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let t = Instant::now();
+            let err =
+                match tokio::time::timeout(self.timeout, self.call_once(request.clone())).await {
+                    Ok(Ok(b)) => return Ok((b, t.elapsed().as_micros() as u64)),
+                    Ok(Err(e)) => e,
+                    Err(_) => {
+                        // The stream may still deliver the late answer: start afresh.
+                        self.stream = None;
+                        Status::deadline_exceeded(format!(
+                            "no answer within {:.1} s",
+                            self.timeout.as_secs_f64()
+                        ))
+                    }
+                };
+            if !is_retryable(&err) {
+                return Err(format!(
+                    "the gateway at {} refused a request: {} ({:?})",
+                    self.target,
+                    err.message(),
+                    err.code()
+                ));
+            }
+            attempt += 1;
+            let delay = backoff(attempt);
+            if attempt > self.retries || first.elapsed() + delay > self.retry_for {
+                return Err(format!(
+                    "the gateway at {} is unreachable: {} attempts over {:.1} s failed, the last \
+                     with {:?}: {}",
+                    self.target,
+                    attempt,
+                    first.elapsed().as_secs_f64(),
+                    err.code(),
+                    err.message()
+                ));
+            }
+            // Sleep in short steps so a stop elsewhere ends the wait.
+            let end = Instant::now() + delay;
+            while Instant::now() < end {
+                if stop.is_set() {
+                    return Err("stopping".to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(50).min(end - Instant::now())).await;
+            }
+        }
+    }
+}
+
+/// The pause before retry `attempt` (1-based): 100 ms doubling, at most 5 s.
+pub fn backoff(attempt: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    Duration::from_millis(ms.min(5_000))
+}
+
+async fn call_loop(
+    mut caller: Caller,
+    work: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
+    done: std_mpsc::Sender<Done>,
+    stop: Arc<StopFlag>,
+) {
+    loop {
+        let next = { work.lock().await.recv().await };
+        let Some(chunk) = next else { return };
+        if stop.is_set() {
+            return;
+        }
+        if chunk.listings == 0 {
+            let _ = done.send(Done {
+                chunk,
+                rpc: caller.rpc,
+                response: None,
+                latency_us: 0,
+            });
+            continue;
+        }
+        match caller.call(&chunk.request, &stop).await {
+            Ok((response, latency_us)) => {
+                if done
+                    .send(Done {
+                        chunk,
+                        rpc: caller.rpc,
+                        response: Some(response),
+                        latency_us,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(reason) => {
+                stop.set(reason);
+                return;
+            }
+        }
+    }
+}
+
+/// What the writer did.
+struct Written {
+    tally: Tally,
+    last_line: u64,
+    error: Option<String>,
+}
+
+impl Written {
+    fn panicked() -> Self {
+        Written {
+            tally: Tally::default(),
+            last_line: 0,
+            error: Some("the writer thread failed".to_owned()),
+        }
+    }
+}
+
+fn write_verdicts(
+    mut out: Box<dyn Write + Send>,
+    done: std_mpsc::Receiver<Done>,
+    permits: std_mpsc::Receiver<()>,
+    counters: &Counters,
+    stop: &StopFlag,
+) -> Written {
+    let mut w = Written {
+        tally: Tally::default(),
+        last_line: 0,
+        error: None,
+    };
+    let mut waiting = std::collections::BTreeMap::new();
+    let mut next = 0u64;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut view = ResponseView::default();
+    while let Ok(d) = done.recv() {
+        waiting.insert(d.chunk.index, d);
+        while let Some(d) = waiting.remove(&next) {
+            if w.error.is_some() {
+                break;
+            }
+            buf.clear();
+            let records = d.chunk.slots.len() as u64;
+            let counts = match render(&d, &mut view, &mut buf) {
+                Ok(c) => c,
+                Err(e) => {
+                    stop.set(e.clone());
+                    w.error = Some(e);
+                    break;
+                }
+            };
+            if let Err(e) = out.write_all(&buf).and_then(|()| out.flush()) {
+                let e = format!("cannot write the verdicts: {e}");
+                stop.set(e.clone());
+                w.error = Some(e);
+                break;
+            }
+            // Only now is the chunk in the output: count it.
+            commit(d, counts, &mut w);
+            counters.done.fetch_add(records, Ordering::Relaxed);
+            let _ = permits.recv();
+            next += 1;
+        }
+    }
+    let _ = out.flush();
+    w
+}
+
+/// The counts of one chunk, added to the summary once the chunk is in the output.
+struct ChunkCounts {
+    verdicts: [[u64; 3]; cccgate_core::Reason::COUNT],
+    unknown: u64,
+    bad_requests: Vec<BadRequest>,
+    snapshot: Option<(u64, String)>,
+    last_line: u64,
+}
+
+/// Writes the lines of one chunk into `buf` and counts them.
+fn render(d: &Done, view: &mut ResponseView, buf: &mut Vec<u8>) -> Result<ChunkCounts, String> {
+    let bytes: &[u8] = d.response.as_deref().unwrap_or_default();
+    let mut counts = ChunkCounts {
+        verdicts: [[0; 3]; cccgate_core::Reason::COUNT],
+        unknown: 0,
+        bad_requests: Vec::new(),
+        snapshot: None,
+        last_line: 0,
+    };
+    let content_id = if d.response.is_some() {
+        view.parse(d.rpc, bytes).map_err(|e| e.to_string())?;
+        if view.len() != d.chunk.listings {
+            return Err(format!(
+                "the gateway answered {} results to a request of {} listings",
+                view.len(),
+                d.chunk.listings
+            ));
+        }
+        let id = view.content_id(bytes).map_err(|e| e.to_string())?;
+        counts.snapshot = Some((view.sequence, id.to_owned()));
+        id
+    } else {
+        ""
+    };
+    let mut i = 0;
+    for slot in &d.chunk.slots {
+        match slot {
+            Slot::Listing { line } => {
+                let r = ResultView::parse(view.result(bytes, i)).map_err(|e| e.to_string())?;
+                i += 1;
+                put_result(buf, &r, content_id, *line);
+                match r.outcome {
+                    Outcome::Verdict {
+                        decision, reason, ..
+                    } => match (decision_of(decision), reason_of(reason)) {
+                        (Some(d), Some(r)) => counts.verdicts[r.index()][d as usize] += 1,
+                        _ => counts.unknown += 1,
+                    },
+                    Outcome::Error { field, message } => counts.bad_requests.push(BadRequest {
+                        line: *line,
+                        listing_id: r.listing_id.to_owned(),
+                        field: field.to_owned(),
+                        error: message.to_owned(),
+                    }),
+                    Outcome::Missing => counts.bad_requests.push(BadRequest {
+                        line: *line,
+                        listing_id: r.listing_id.to_owned(),
+                        field: String::new(),
+                        error: "the gateway returned neither a verdict nor an error".to_owned(),
+                    }),
+                }
+                counts.last_line = *line;
+            }
+            Slot::Bad(b) => {
+                put_error(buf, b.listing_id.as_deref(), &b.error, None, b.line);
+                counts.last_line = b.line;
+            }
+        }
+    }
+    Ok(counts)
+}
+
+/// Counts one written chunk into the summary.
+fn commit(d: Done, counts: ChunkCounts, w: &mut Written) {
+    let t = &mut w.tally;
+    if d.response.is_some() {
+        t.latency_us.saturating_record(d.latency_us.max(1));
+    }
+    for &m in &d.chunk.merchants {
+        t.merchants.insert(m);
+    }
+    for (row, add) in t.verdicts.iter_mut().zip(counts.verdicts) {
+        for (n, a) in row.iter_mut().zip(add) {
+            *n += a;
+        }
+    }
+    t.unknown_verdicts += counts.unknown;
+    for b in counts.bad_requests {
+        t.bad_request(b);
+    }
+    if let Some(key) = counts.snapshot {
+        *t.snapshots.entry(key).or_insert(0) += d.chunk.listings as u64;
+    }
+    for slot in d.chunk.slots {
+        if let Slot::Bad(b) = slot {
+            t.bad_line(*b);
+        }
+    }
+    w.last_line = counts.last_line.max(w.last_line);
+}

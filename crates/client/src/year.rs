@@ -1,0 +1,408 @@
+//! The year benchmark: a profile's year of listing checks (2021 or 2025), generated on the fly
+//! and sent through the gateway, paced along the year's curve or as fast as it answers.
+//!
+//! # What is counted
+//!
+//! Checks are `round(profile checks x scale)`, split evenly over the senders, each with its own
+//! shard of the listing stream, so the set of listings is fixed by the seeds whatever the
+//! timing. Every verdict is compared with the reason the generator built the listing to get:
+//! `blocked` is what the gateway blocked, `expected` what the generator's labels say it must
+//! block (exact), and the profile's published share times the checks is shown beside them.
+//! Event times are the generator's (the 30 days either side of the register's date), so
+//! every expected reason holds; the year is the shape of the traffic, not the event dates.
+//! Errors (failed calls, error entries, unreadable answers) must be zero.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cccgate_core::{Decision, Reason};
+use cccgate_synth::{Profile, RegisterSpec};
+
+use crate::bench::{BenchError, GatewayChoice, setup};
+use crate::connect::Gateway;
+use crate::load::{LoadStats, RunShared, Schedule, SenderPlan, run_sender, sample_rates};
+use crate::pace::{Pace, YearCurve};
+use crate::progress::{Counters, Mode, Reporter, Total};
+use crate::summary::{Latency, micros, thousands};
+use crate::wire::Rpc;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct YearConfig {
+    /// 2021 or 2025.
+    pub profile: Profile,
+    /// Fraction of the profile's checks to send (1.0: the whole year).
+    pub scale: f64,
+    /// The gateway.
+    pub gateway: GatewayChoice,
+    /// The synthetic register (the gateway must serve the same one).
+    pub register: RegisterSpec,
+    /// Seed of the listing stream.
+    pub listing_seed: u64,
+    /// How fast.
+    pub pace: Pace,
+    /// Listings per stream message.
+    pub chunk: usize,
+    /// Streams, one sender each.
+    pub concurrency: usize,
+    /// HTTP/2 connections.
+    pub connections: usize,
+    /// Progress on stderr.
+    pub progress: Mode,
+}
+
+impl YearConfig {
+    /// The defaults: the whole year at full speed against the embedded gateway over the
+    /// full-scale register (1.2M certificates, seed 1).
+    pub fn new(profile: Profile) -> Self {
+        YearConfig {
+            profile,
+            scale: 1.0,
+            gateway: GatewayChoice::Embedded {
+                cache_dir: crate::embedded::default_cache_dir(),
+            },
+            register: RegisterSpec::default(),
+            listing_seed: 1,
+            pace: Pace::Max,
+            chunk: 2_000,
+            concurrency: 4,
+            connections: 2,
+            progress: Mode::auto(Duration::from_secs(10)),
+        }
+    }
+
+    /// Checks this run sends.
+    pub fn checks(&self) -> u64 {
+        ((self.profile.checks() as f64 * self.scale).round() as u64).max(1)
+    }
+}
+
+/// What a year run measured.
+#[derive(Clone, Debug)]
+pub struct YearReport {
+    /// The profile.
+    pub profile: Profile,
+    /// The scale.
+    pub scale: f64,
+    /// The pace.
+    pub pace: Pace,
+    /// Checks planned.
+    pub planned: u64,
+    /// Verdicts received.
+    pub checks: u64,
+    /// Seconds from the first send to the last answer.
+    pub seconds: f64,
+    /// Seconds of set-up (register, snapshot, gateway start).
+    pub setup_seconds: f64,
+    /// Checks per second.
+    pub checks_per_sec: f64,
+    /// Round trip of one stream message (a chunk), microseconds.
+    pub latency: Latency,
+    /// Highest rate held over one second.
+    pub peak_rate: f64,
+    /// The curve's peak rate at this pace (realtime pacing only).
+    pub target_peak_rate: Option<f64>,
+    /// Furthest behind schedule a chunk was sent (realtime pacing only).
+    pub max_lag: Duration,
+    /// Verdicts by reason and decision.
+    pub stats: LoadStats,
+    /// The listings per message.
+    pub chunk: usize,
+    /// Streams.
+    pub concurrency: usize,
+    /// The gateway.
+    pub target: String,
+    /// Whether the gateway was started in-process.
+    pub embedded: bool,
+}
+
+impl YearReport {
+    /// BLOCK verdicts.
+    pub fn blocked(&self) -> u64 {
+        self.stats.decided(Decision::Block)
+    }
+
+    /// Errors (must be zero).
+    pub fn errors(&self) -> u64 {
+        self.stats.errors()
+    }
+
+    /// The profile's published blocked share applied to the checks sent.
+    pub fn profile_blocked(&self) -> u64 {
+        (self.planned as f64 * self.profile.blocked_share()).round() as u64
+    }
+
+    /// The last line: `year profile=P scale=F checks=N seconds=S checks_per_sec=R p99_us=B
+    /// blocked=K errors=E`.
+    pub fn last_line(&self) -> String {
+        format!(
+            "year profile={} scale={} checks={} seconds={:.2} checks_per_sec={:.0} p99_us={} blocked={} errors={}",
+            self.profile,
+            self.scale,
+            self.checks,
+            self.seconds,
+            self.checks_per_sec,
+            self.latency.p99,
+            self.blocked(),
+            self.errors()
+        )
+    }
+}
+
+impl fmt::Display for YearReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.stats;
+        writeln!(
+            f,
+            "year {} at scale {} ({} checks planned for {} merchants), pace {}, against {}{}",
+            self.profile,
+            self.scale,
+            thousands(self.planned),
+            thousands(self.profile.merchants()),
+            self.pace,
+            self.target,
+            if self.embedded {
+                " (embedded gateway)"
+            } else {
+                ""
+            }
+        )?;
+        writeln!(
+            f,
+            "  set-up        {:.1} s (register, snapshot, gateway)",
+            self.setup_seconds
+        )?;
+        writeln!(
+            f,
+            "  elapsed       {:.2} s for {} checks: {} checks/s",
+            self.seconds,
+            thousands(self.checks),
+            thousands(self.checks_per_sec.round() as u64)
+        )?;
+        writeln!(
+            f,
+            "  latency       p50 {}, p99 {}, p99.9 {}, max {} (round trip of a stream message of {} listings; {} streams)",
+            micros(self.latency.p50),
+            micros(self.latency.p99),
+            micros(self.latency.p999),
+            micros(self.latency.max),
+            self.chunk,
+            self.concurrency
+        )?;
+        match self.target_peak_rate {
+            Some(t) => writeln!(
+                f,
+                "  peak rate     {} checks/s held over 1 s (the curve's peak at this pace: {} checks/s; {}); furthest behind schedule {:.2} s",
+                thousands(self.peak_rate.round() as u64),
+                thousands(t.round() as u64),
+                if self.peak_rate >= 0.95 * t {
+                    "held"
+                } else {
+                    "NOT held: the gateway fell behind at the peak and caught up after"
+                },
+                self.max_lag.as_secs_f64()
+            )?,
+            None => writeln!(
+                f,
+                "  peak rate     {} checks/s held over 1 s",
+                thousands(self.peak_rate.round() as u64)
+            )?,
+        }
+        let blocked = self.blocked();
+        writeln!(
+            f,
+            "  blocked       {} ({:.2}%); expected {} by the generator's labels, {} by the profile's {:.2}%",
+            thousands(blocked),
+            100.0 * blocked as f64 / self.checks.max(1) as f64,
+            thousands(s.expected_blocked),
+            thousands(self.profile_blocked()),
+            100.0 * self.profile.blocked_share()
+        )?;
+        for r in Reason::ALL {
+            let n = s.verdicts[r.index()][Decision::Block as usize];
+            if n > 0 {
+                writeln!(f, "    {:<26} {:>12}", r.as_str(), thousands(n))?;
+            }
+        }
+        writeln!(
+            f,
+            "  review        {}; allowed {}",
+            thousands(s.decided(Decision::Review)),
+            thousands(s.decided(Decision::Allow))
+        )?;
+        writeln!(
+            f,
+            "  mismatches    {} (verdicts whose reason is not the expected one)",
+            thousands(s.mismatches)
+        )?;
+        write!(
+            f,
+            "  errors        {} ({} failed calls, {} error entries){}",
+            thousands(self.errors()),
+            thousands(s.failed_calls),
+            thousands(s.item_errors),
+            s.first_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; first: {e}"))
+        )
+    }
+}
+
+/// Runs the benchmark on runtimes of its own: `client_threads` workers for the senders and,
+/// for the embedded gateway, `gateway_threads` more (`None`: the gateway shares the
+/// senders' runtime).
+pub fn run_year_blocking(
+    cfg: &YearConfig,
+    client_threads: usize,
+    gateway_threads: Option<usize>,
+) -> Result<YearReport, BenchError> {
+    let client = runtime(client_threads, "year-client")?;
+    let gateway = match gateway_threads {
+        Some(n) => Some(runtime(n, "gateway")?),
+        None => None,
+    };
+    let handle = gateway
+        .as_ref()
+        .map_or_else(|| client.handle().clone(), |g| g.handle().clone());
+    let report = client.block_on(run_year(cfg, &handle));
+    drop(gateway);
+    report
+}
+
+/// A multi-threaded runtime of `threads` workers.
+pub fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)
+}
+
+/// Runs the benchmark on the current runtime; an embedded gateway runs on `gateway_rt`.
+pub async fn run_year(
+    cfg: &YearConfig,
+    gateway_rt: &tokio::runtime::Handle,
+) -> Result<YearReport, BenchError> {
+    if !(cfg.scale > 0.0 && cfg.scale.is_finite()) {
+        return Err(BenchError::Invalid(format!(
+            "--scale {} must be above 0",
+            cfg.scale
+        )));
+    }
+    if cfg.chunk == 0 || cfg.concurrency == 0 {
+        return Err(BenchError::Invalid(
+            "--chunk and --concurrency must be at least 1".into(),
+        ));
+    }
+    let su = setup(
+        &cfg.gateway,
+        cfg.register,
+        cfg.profile,
+        cfg.listing_seed,
+        gateway_rt,
+    )
+    .await?;
+    let gateway = Gateway::connect(&su.target, cfg.connections).await?;
+    let planned = cfg.checks();
+    let senders = (cfg.concurrency as u64).min(planned) as usize;
+    let shards = su.generator.shards(senders as u32);
+
+    let done = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(RunShared {
+        done: done.clone(),
+        stop: AtomicBool::new(false),
+        swaps: None,
+    });
+    let counters = Arc::new(Counters {
+        done: done.clone(),
+        bytes: None,
+    });
+    let reporter = Reporter::start(
+        &format!("year {}", cfg.profile),
+        "checks",
+        cfg.progress,
+        Total::Items(planned),
+        counters.clone(),
+    );
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone()));
+
+    let curve = Arc::new(YearCurve::new(cfg.profile.year()));
+    let start = Instant::now();
+    let schedule = match cfg.pace {
+        Pace::Max => Schedule::Max,
+        Pace::Realtime(k) => Schedule::Year {
+            curve: curve.clone(),
+            speedup: k,
+            start,
+        },
+    };
+    let mut tasks = Vec::new();
+    for (i, shard) in shards.into_iter().enumerate() {
+        let quota = planned / senders as u64 + u64::from((i as u64) < planned % senders as u64);
+        let plan = SenderPlan {
+            rpc: Rpc::Stream,
+            chunk: cfg.chunk,
+            quota,
+            until: None,
+            schedule: schedule.clone(),
+        };
+        tasks.push(tokio::spawn(run_sender(
+            gateway.client(i),
+            shard,
+            plan,
+            shared.clone(),
+        )));
+    }
+    let mut stats = LoadStats::default();
+    for t in tasks {
+        match t.await {
+            Ok(s) => stats.merge(&s),
+            Err(e) => {
+                stats
+                    .first_error
+                    .get_or_insert_with(|| format!("sender failed: {e}"));
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    sampler_stop.store(true, Ordering::Relaxed);
+    let rates = sampler.await.unwrap_or_default();
+    reporter.finish();
+    if let Some(gw) = su.embedded {
+        let _ = gw.stop().await;
+    }
+    let checks = stats.checks();
+    let checks_per_sec = checks as f64 / seconds.max(1e-9);
+    let target_peak_rate = match cfg.pace {
+        Pace::Max => None,
+        Pace::Realtime(k) => Some(curve.peak_multiple() * planned as f64 * k / curve.seconds()),
+    };
+    Ok(YearReport {
+        profile: cfg.profile,
+        scale: cfg.scale,
+        pace: cfg.pace,
+        planned,
+        checks,
+        seconds,
+        setup_seconds: su.setup_seconds,
+        checks_per_sec,
+        latency: Latency::of(&stats.latency_us),
+        // A run shorter than a second has no full window: its mean rate is its peak.
+        peak_rate: rates.peak().max(if rates.samples.is_empty() {
+            checks_per_sec
+        } else {
+            0.0
+        }),
+        target_peak_rate,
+        max_lag: stats.max_lag,
+        chunk: cfg.chunk,
+        concurrency: senders,
+        target: su.target,
+        embedded: matches!(cfg.gateway, GatewayChoice::Embedded { .. }),
+        stats,
+    })
+}
