@@ -1,0 +1,84 @@
+//! `cccgate bench grpc` at a small size in the test suite: every mode against the embedded
+//! gateway, every verdict the one expected and no errors; the swap mode swaps snapshots in
+//! under load without a failed or changed answer and reports memory. Speed is not checked.
+
+use std::time::Duration;
+
+use cccgate_client::bench::GatewayChoice;
+use cccgate_client::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
+use cccgate_client::progress::Mode;
+use cccgate_synth::RegisterSpec;
+
+fn small(mode: GrpcMode, cache: &std::path::Path) -> GrpcConfig {
+    GrpcConfig {
+        gateway: GatewayChoice::Embedded {
+            cache_dir: cache.to_path_buf(),
+        },
+        register: RegisterSpec {
+            certs: 5_000,
+            seed: 9,
+            ..RegisterSpec::default()
+        },
+        checks: 6_000,
+        chunk: 250,
+        concurrency: 4,
+        progress: Mode::Off,
+        ..GrpcConfig::new(mode)
+    }
+}
+
+#[test]
+fn every_mode_answers_every_listing_with_its_expected_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    for mode in [GrpcMode::Stream, GrpcMode::Batch, GrpcMode::Unary] {
+        let mut cfg = small(mode, tmp.path());
+        if mode == GrpcMode::Unary {
+            cfg.checks = 600;
+            cfg.rate = Some(5_000.0);
+        }
+        let r = run_grpc_blocking(&cfg, 2, None).unwrap();
+        assert_eq!(r.checks, cfg.checks, "{r}");
+        assert_eq!(r.stats.errors(), 0, "{r}");
+        assert_eq!(r.stats.mismatches, 0, "{r}");
+        let calls = if mode == GrpcMode::Unary {
+            cfg.checks
+        } else {
+            cfg.checks.div_ceil(cfg.chunk as u64)
+        };
+        assert!(r.stats.calls >= calls, "{} < {calls}", r.stats.calls);
+        let line = r.last_line();
+        assert!(line.starts_with(&format!("grpc mode={mode} checks={} seconds=", cfg.checks)));
+        assert!(
+            line.contains(" p50_us=") && line.contains(" p99_us=") && line.contains(" p999_us=")
+        );
+    }
+}
+
+#[test]
+fn snapshots_swapped_in_under_load_change_no_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = GrpcConfig {
+        swaps: 3,
+        swap_every: Duration::from_millis(300),
+        rate: Some(20_000.0),
+        ..small(GrpcMode::Swap, tmp.path())
+    };
+    let r = run_grpc_blocking(&cfg, 2, None).unwrap();
+    let m = r.memory.expect("swap mode reports memory");
+    assert_eq!(m.swaps, 3);
+    assert!(m.snapshot_bytes > 0);
+    assert!(r.checks > 0);
+    assert_eq!(r.stats.errors(), 0, "{r}");
+    assert_eq!(r.stats.mismatches, 0, "{r}");
+    assert!(r.latency_swap.is_some());
+}
+
+#[test]
+fn swap_mode_needs_the_embedded_gateway() {
+    let cfg = GrpcConfig {
+        gateway: GatewayChoice::Target("http://127.0.0.1:1".into()),
+        ..GrpcConfig::new(GrpcMode::Swap)
+    };
+    let err = run_grpc_blocking(&cfg, 1, None).unwrap_err();
+    assert!(err.to_string().contains("--embedded"), "{err}");
+}
