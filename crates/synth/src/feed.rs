@@ -743,6 +743,16 @@ fn push_num2(out: &mut String, n: u8) {
     let _ = std::fmt::Write::write_fmt(out, format_args!("{n:02}"));
 }
 
+fn push_digits16(out: &mut String, n: u64) {
+    let mut buf = [b'0'; 16];
+    let mut x = n;
+    for d in buf.iter_mut().rev() {
+        *d = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    buf.iter().for_each(|&d| out.push(char::from(d)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -789,14 +799,4 @@ mod tests {
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("生产者名称"), "{err}");
     }
-}
-
-fn push_digits16(out: &mut String, n: u64) {
-    let mut buf = [b'0'; 16];
-    let mut x = n;
-    for d in buf.iter_mut().rev() {
-        *d = b'0' + (x % 10) as u8;
-        x /= 10;
-    }
-    buf.iter().for_each(|&d| out.push(char::from(d)));
 }
