@@ -33,8 +33,10 @@
 //!   30 days up to `as_of` and the 30 days after it ([`EventWindow::around`]): the month after
 //!   is when [`crate::SOON_SHARE`] of valid certificates expire, so "expired by date" happens.
 //!   [`ListingGenerator::with_event_time`]`(None)` leaves `event_time` empty (the gateway uses
-//!   the day it receives the listing); then no listing depends on the day, and each expected
-//!   reason holds for any receiving day from 2024-08-01 to `as_of + 30`.
+//!   the day it receives the listing); the expected reasons are then those of a listing
+//!   received on `as_of`, and no listing is built to depend on the day, so they hold for any
+//!   receiving day up to `as_of + 30` on which the catalogue is the same (for the default
+//!   register: from 2024-08-01, when power banks entered, to 2026-12-27).
 //!
 //! # Speed
 //!
@@ -559,8 +561,9 @@ impl ListingGenerator {
     }
 
     /// Event times within `window`, or `None` to leave `event_time` empty (the gateway then
-    /// uses the day it receives the listing; expected reasons hold for any such day from
-    /// 2024-08-01 to `as_of + 30`).
+    /// uses the day it receives the listing; expected reasons are those of `as_of` and hold
+    /// for any receiving day up to `as_of + 30` with the same catalogue: for the default
+    /// register, 2024-08-01 to 2026-12-27).
     pub fn with_event_time(mut self, window: Option<EventWindow>) -> Self {
         self.window = window;
         self.day_prefixes = window.map(prefixes).unwrap_or_default();

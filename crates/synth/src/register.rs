@@ -258,12 +258,28 @@ impl Plan {
             Status::Cancelled => ymd(t.from).days() < a - 60,
             Status::Expired => ymd(t.from).days().max(earliest) <= five_ago,
         };
-        let by_status = STATUS_SHARES
+        let mut candidates: Vec<Vec<u16>> = STATUS_SHARES
             .iter()
             .map(|&(s, _)| {
-                let idx: Vec<u16> = (0..types.len() as u16)
+                (0..types.len() as u16)
                     .filter(|&i| eligible(s, &types[usize::from(i)]))
-                    .collect();
+                    .collect()
+            })
+            .collect();
+        // A status no type can have on this date (e.g. an `as_of` before CCC began) gets no
+        // certificates; if none can have any, every type is allowed so generation still ends.
+        if candidates.iter().all(Vec::is_empty) {
+            candidates = vec![(0..types.len() as u16).collect(); STATUS_SHARES.len()];
+        }
+        let statuses = Weighted::new(
+            STATUS_SHARES
+                .iter()
+                .zip(&candidates)
+                .map(|(s, c)| if c.is_empty() { 0.0 } else { s.1 }),
+        );
+        let by_status = candidates
+            .into_iter()
+            .map(|idx| {
                 let w = Weighted::new(idx.iter().map(|&i| f64::from(types[usize::from(i)].weight)));
                 (w, idx)
             })
@@ -272,7 +288,7 @@ impl Plan {
             as_of,
             types,
             by_status,
-            statuses: Weighted::new(STATUS_SHARES.iter().map(|s| s.1)),
+            statuses,
             earliest,
         }
     }
@@ -565,6 +581,23 @@ mod tests {
         let mean = total as f64 / r.records.len() as f64;
         assert!((2.0..5.0).contains(&mean), "{mean}");
         assert!(r.records.iter().any(|x| x.models.len() >= 100));
+    }
+
+    #[test]
+    fn any_as_of_gives_a_register_even_before_ccc_began() {
+        for (y, m, d) in [(2001, 1, 1), (2003, 6, 1), (2007, 1, 1), (9999, 12, 31)] {
+            let r = RegisterSpec {
+                certs: 300,
+                seed: 1,
+                as_of: Day::from_ymd(y, m, d).unwrap(),
+            }
+            .generate();
+            assert_eq!(r.records.len(), 300);
+            assert!(r.records.iter().all(|x| x.number.get() != 0));
+            let _ = crate::ListingGenerator::new(&r, crate::Profile::Y2025, 1)
+                .take(500)
+                .count();
+        }
     }
 
     #[test]

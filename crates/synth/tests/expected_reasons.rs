@@ -138,3 +138,23 @@ fn the_stream_blocks_about_the_published_share() {
         );
     }
 }
+
+#[test]
+fn expected_reasons_hold_for_registers_of_other_dates() {
+    for (y, m, d) in [(2001, 1, 1), (2010, 6, 15), (2024, 8, 1)] {
+        let reg = RegisterSpec {
+            certs: 3_000,
+            seed: 2,
+            as_of: Day::from_ymd(y, m, d).unwrap(),
+        }
+        .generate();
+        let snap = snapshot(&reg);
+        for window in [true, false] {
+            let mut g = ListingGenerator::new(&reg, Profile::Y2025, 4);
+            if !window {
+                g = g.with_event_time(None);
+            }
+            verify(&snap, g, 10_000, reg.as_of);
+        }
+    }
+}
