@@ -278,7 +278,6 @@ impl SnapshotBuilder {
             sequence: self.info.sequence,
             source: self.info.source,
             generated_at: self.info.generated_at,
-            built_at_unix_ms: self.info.built_at_unix_ms,
             catalogue,
             counts,
             index_bits: bits,
@@ -302,6 +301,7 @@ impl SnapshotBuilder {
             archive_len: archive.len() as u64,
             checksum: checksum(&archive),
             sequence: data.sequence,
+            built_at_unix_ms: self.info.built_at_unix_ms,
         };
         Ok(SnapshotBytes {
             header: header.encode(),

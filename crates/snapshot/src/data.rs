@@ -20,7 +20,6 @@ pub(crate) struct Data {
     pub sequence: u64,
     pub source: String,
     pub generated_at: String,
-    pub built_at_unix_ms: i64,
     pub catalogue: Vec<CatalogueRow>,
     /// Certificates by status, index `code - 1`.
     pub counts: [u64; 5],

@@ -42,7 +42,7 @@ pub enum SnapshotError {
         actual: u64,
     },
     /// The archive's checksum does not match: the content was altered or is corrupt.
-    #[error("{}: checksum mismatch: the archive was altered or is corrupt", path.display())]
+    #[error("{}: checksum mismatch: the file was altered or is corrupt", path.display())]
     Checksum {
         /// The file.
         path: PathBuf,

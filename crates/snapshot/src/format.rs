@@ -11,17 +11,20 @@ use crate::error::SnapshotError;
 /// Magic bytes at the start of every snapshot file.
 pub(crate) const MAGIC: [u8; 8] = *b"CCCGSNAP";
 /// The format version this build writes and reads. Bump it on any change to `data.rs`.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Length of the header; the archive starts here, a multiple of 16.
 pub const HEADER_LEN: usize = 64;
 
-/// The decoded header.
+/// The decoded header. Every byte of it is covered by its own checksum (bytes 56..64), the
+/// archive by `checksum`; the build time lives here, outside the archive, so the content id
+/// (the archive's checksum) depends on the register and not on when it was built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Header {
     pub version: u32,
     pub archive_len: u64,
     pub checksum: u128,
     pub sequence: u64,
+    pub built_at_unix_ms: i64,
 }
 
 impl Header {
@@ -33,6 +36,9 @@ impl Header {
         h[16..24].copy_from_slice(&self.archive_len.to_le_bytes());
         h[24..40].copy_from_slice(&self.checksum.to_le_bytes());
         h[40..48].copy_from_slice(&self.sequence.to_le_bytes());
+        h[48..56].copy_from_slice(&self.built_at_unix_ms.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&h[..56]);
+        h[56..64].copy_from_slice(&sum.to_le_bytes());
         h
     }
 
@@ -71,11 +77,8 @@ impl Header {
                 expected: FORMAT_VERSION,
             });
         }
-        if bytes[48..HEADER_LEN].iter().any(|&b| b != 0) {
-            return Err(SnapshotError::Invalid {
-                path: path(),
-                message: "reserved header bytes are not zero".into(),
-            });
+        if xxhash_rust::xxh3::xxh3_64(&bytes[..56]) != u64_at(56) {
+            return Err(SnapshotError::Checksum { path: path() });
         }
         let archive_len = u64_at(16);
         let mut c = [0u8; 16];
@@ -85,6 +88,7 @@ impl Header {
             archive_len,
             checksum: u128::from_le_bytes(c),
             sequence: u64_at(40),
+            built_at_unix_ms: u64_at(48) as i64,
         };
         let expected = archive_len.saturating_add(HEADER_LEN as u64);
         if expected != file_len {
@@ -203,6 +207,7 @@ mod tests {
             archive_len: 100,
             checksum: 0xabcdef,
             sequence: 7,
+            built_at_unix_ms: 9,
         };
         let bytes = h.encode();
         let p = Path::new("x.ccc");

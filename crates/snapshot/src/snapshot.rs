@@ -73,6 +73,7 @@ pub struct CertSummary {
 pub struct Snapshot {
     backing: Backing,
     sequence: u64,
+    built_at_unix_ms: i64,
     content_id: String,
     periods: Vec<Period>,
 }
@@ -220,6 +221,7 @@ impl Snapshot {
         Ok(Snapshot {
             backing,
             sequence,
+            built_at_unix_ms: header.built_at_unix_ms,
             content_id: format!("{sum:032x}"),
             periods,
         })
@@ -258,7 +260,7 @@ impl Snapshot {
 
     /// When the snapshot was built, milliseconds since the Unix epoch.
     pub fn built_at_unix_ms(&self) -> i64 {
-        self.data().built_at_unix_ms.to_native()
+        self.built_at_unix_ms
     }
 
     /// Size of the snapshot file (header and archive).
