@@ -8,9 +8,10 @@ use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 use xxhash_rust::xxh3::Xxh3;
 
+use rkyv::string::ArchivedString;
+
 use crate::data::{
-    ArchivedData, CatalogueRow, Cold, Data, Hot, INLINE_KEYS, KEYS_OVERFLOW, NO_DAY, Pad, hash,
-    home_slot, index_bits, index_len, tag,
+    CatalogueRow, Cold, Data, Hot, INLINE_KEYS, KEYS_OVERFLOW, NO_DAY, home_slot, table_len,
 };
 use crate::error::SnapshotError;
 use crate::format::{FORMAT_VERSION, Header, SnapshotBytes, checksum};
@@ -27,8 +28,38 @@ pub struct BuildInfo {
     pub source: String,
     /// The drop's `generated_at`, RFC 3339.
     pub generated_at: String,
-    /// When the snapshot was built, milliseconds since the Unix epoch.
+    /// When the snapshot was built, milliseconds since the Unix epoch (kept in the header,
+    /// outside the content id).
     pub built_at_unix_ms: i64,
+}
+
+/// A table of distinct strings and their ids.
+#[derive(Debug, Default)]
+struct Interner {
+    strings: Vec<String>,
+    ids: FastMap<Box<str>, u32>,
+}
+
+impl Interner {
+    fn from_archived(strings: &[ArchivedString]) -> Self {
+        let strings: Vec<String> = strings.iter().map(|s| s.as_str().to_owned()).collect();
+        let ids = strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str().into(), i as u32))
+            .collect();
+        Interner { strings, ids }
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(s.to_owned());
+        self.ids.insert(s.into(), id);
+        id
+    }
 }
 
 /// One certificate inside the builder: names as interned ids, its model keys and model text
@@ -46,8 +77,8 @@ struct Entry {
 pub struct SnapshotBuilder {
     info: BuildInfo,
     catalogue: Catalogue,
-    names: Vec<String>,
-    interned: FastMap<Box<str>, u32>,
+    producers: Interner,
+    names: Interner,
     model_text: String,
     keys: Vec<u64>,
     entries: Vec<Entry>,
@@ -60,8 +91,8 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             info,
             catalogue,
-            names: Vec::new(),
-            interned: FastMap::default(),
+            producers: Interner::default(),
+            names: Interner::default(),
             model_text: String::new(),
             keys: Vec::new(),
             entries: Vec::new(),
@@ -86,28 +117,22 @@ impl SnapshotBuilder {
     /// under a second.
     pub fn from_snapshot(base: &Snapshot, info: BuildInfo, catalogue: Option<Catalogue>) -> Self {
         let data = base.data();
-        let names: Vec<String> = data.names.iter().map(|s| s.as_str().to_owned()).collect();
-        let interned = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str().into(), i as u32))
-            .collect();
         let overflow = data.overflow_keys.as_slice();
-        let mut keys = Vec::with_capacity(data.hot.len() * 2 + overflow.len());
-        let mut entries = Vec::with_capacity(data.hot.len());
-        for (h, c) in data.hot.iter().zip(data.cold.iter()) {
-            let hot: Hot = rkyv::deserialize::<Hot, BoxedError>(h).unwrap_or_default();
-            let cold: Cold = rkyv::deserialize::<Cold, BoxedError>(c).unwrap_or_default();
+        let total = data.total.to_native() as usize;
+        let mut keys = Vec::with_capacity(total * 3);
+        let mut entries = Vec::with_capacity(total);
+        for slot in data.slots.iter().filter(|s| s.number.to_native() != 0) {
+            let hot: Hot = rkyv::deserialize::<Hot, BoxedError>(slot).unwrap_or_default();
+            let cold: Cold = data
+                .cold
+                .get(hot.cold as usize)
+                .and_then(|c| rkyv::deserialize::<Cold, BoxedError>(c).ok())
+                .unwrap_or_default();
             let keys_start = keys.len() as u32;
             if hot.inline == KEYS_OVERFLOW {
-                let (start, len) = (hot.overflow_start as usize, hot.overflow_len as usize);
-                keys.extend(
-                    overflow
-                        .get(start..start + len)
-                        .unwrap_or(&[])
-                        .iter()
-                        .map(|k| k.to_native()),
-                );
+                let (start, len) = overflow_run(hot.keys[0]);
+                let run = overflow.get(start..start + len).unwrap_or(&[]);
+                keys.extend(run.iter().map(|k| k.to_native()));
             } else {
                 keys.extend_from_slice(&hot.keys[..usize::from(hot.inline).min(INLINE_KEYS)]);
             }
@@ -127,8 +152,8 @@ impl SnapshotBuilder {
         SnapshotBuilder {
             info,
             catalogue: catalogue.unwrap_or_else(|| base.catalogue()),
-            names,
-            interned,
+            producers: Interner::from_archived(&data.producers),
+            names: Interner::from_archived(&data.names),
             model_text: data.model_text.as_str().to_owned(),
             keys,
             entries,
@@ -177,20 +202,20 @@ impl SnapshotBuilder {
             expires: r.expires.days(),
             product_code: r.product_code.get(),
             status: r.status.code(),
-            producer: self.intern(&r.producer),
-            suffix: r.suffix.unwrap_or([0, 0]),
+            producer: self.producers.intern(&r.producer),
             ..Hot::default()
         };
         let cold = Cold {
+            suffix: r.suffix.unwrap_or([0, 0]),
             issued: r.issued.days(),
             status_changed: r.status_changed.map_or(NO_DAY, |d| d.days()),
-            product_name: self.intern(&r.product_name),
+            product_name: self.names.intern(&r.product_name),
             text_start: text_start as u32,
             text_len: (self.model_text.len() - text_start) as u32,
-            applicant: self.intern(&r.applicant),
-            factory: self.intern(&r.factory),
-            status_reason: self.intern(&r.status_reason),
-            body_name: self.intern(&r.body_name),
+            applicant: self.names.intern(&r.applicant),
+            factory: self.names.intern(&r.factory),
+            status_reason: self.names.intern(&r.status_reason),
+            body_name: self.names.intern(&r.body_name),
         };
         let entry = Entry {
             hot,
@@ -207,24 +232,12 @@ impl SnapshotBuilder {
         }
     }
 
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.interned.get(s) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(s.to_owned());
-        self.interned.insert(s.into(), id);
-        id
-    }
-
-    /// Builds the snapshot: lays out the index and the records, serialises, checksums.
-    /// Replaced certificates leave nothing behind: keys and texts are re-packed.
+    /// Builds the snapshot: lays out the table, serialises, checksums. Replaced
+    /// certificates leave nothing behind: keys and texts are re-packed.
     pub fn build(self) -> Result<SnapshotBytes, SnapshotError> {
         let n = self.entries.len();
-        let bits = index_bits(n);
         let mut counts = [0u64; 5];
-        let mut index = vec![0u32; index_len(n)];
-        let mut hot = Vec::with_capacity(n);
+        let mut slots = vec![Hot::default(); table_len(n)];
         let mut cold = Vec::with_capacity(n);
         let mut overflow_keys = Vec::new();
         let mut model_text = String::with_capacity(self.model_text.len());
@@ -236,26 +249,23 @@ impl SnapshotBuilder {
                 h.keys[..keys.len()].copy_from_slice(keys);
             } else {
                 h.inline = KEYS_OVERFLOW;
-                h.overflow_start = overflow_keys.len() as u32;
-                h.overflow_len = keys.len() as u32;
+                h.keys[0] = overflow_keys.len() as u64 | (keys.len() as u64) << 32;
                 overflow_keys.extend_from_slice(keys);
             }
+            h.cold = pos as u32;
             let mut c = e.cold;
             let (start, len) = (c.text_start as usize, c.text_len as usize);
             c.text_start = model_text.len() as u32;
             model_text.push_str(self.model_text.get(start..start + len).unwrap_or_default());
+            cold.push(c);
             if let Some(count) = counts.get_mut(usize::from(h.status).wrapping_sub(1)) {
                 *count += 1;
             }
-            let hash = hash(h.number);
-            let entry = (u64::from(tag(hash, bits)) << bits | (pos as u64 + 1)) as u32;
-            let mut slot = home_slot(hash, index.len());
-            while index[slot] != 0 {
-                slot = if slot + 1 == index.len() { 0 } else { slot + 1 };
+            let mut slot = home_slot(h.number, slots.len());
+            while slots[slot].number != 0 {
+                slot = if slot + 1 == slots.len() { 0 } else { slot + 1 };
             }
-            index[slot] = entry;
-            hot.push(h);
-            cold.push(c);
+            slots[slot] = h;
         }
         let catalogue = self
             .catalogue
@@ -280,22 +290,16 @@ impl SnapshotBuilder {
             generated_at: self.info.generated_at,
             catalogue,
             counts,
-            index_bits: bits,
-            index,
-            hot_pad: Vec::new(),
-            hot,
+            total: n as u64,
+            slots,
             cold,
             overflow_keys,
-            names: self.names,
+            producers: self.producers.strings,
+            names: self.names.strings,
             model_text,
         };
-        let mut data = data;
-        let mut archive = serialize(&data)?;
-        if hot_offset(&archive)? % 64 != 0 {
-            // Shift the hot records by 32 bytes so each sits in exactly one cache line.
-            data.hot_pad.push(Pad::default());
-            archive = serialize(&data)?;
-        }
+        let archive = rkyv::api::high::to_bytes_in::<_, BoxedError>(&data, AlignedVec::<16>::new())
+            .map_err(|e| SnapshotError::Serialize(e.to_string()))?;
         let header = Header {
             version: FORMAT_VERSION,
             archive_len: archive.len() as u64,
@@ -310,14 +314,7 @@ impl SnapshotBuilder {
     }
 }
 
-fn serialize(data: &Data) -> Result<AlignedVec<64>, SnapshotError> {
-    rkyv::api::high::to_bytes_in::<_, BoxedError>(data, AlignedVec::<64>::new())
-        .map_err(|e| SnapshotError::Serialize(e.to_string()))
-}
-
-/// Where the hot records start in the archive.
-fn hot_offset(archive: &AlignedVec<64>) -> Result<usize, SnapshotError> {
-    let data = rkyv::access::<ArchivedData, BoxedError>(archive)
-        .map_err(|e| SnapshotError::Serialize(e.to_string()))?;
-    Ok(data.hot.as_ptr() as usize - archive.as_ptr() as usize)
+/// The `(start, len)` of an overflow run, packed into `keys[0]` of its hot record.
+pub(crate) fn overflow_run(packed: u64) -> (usize, usize) {
+    ((packed & 0xffff_ffff) as usize, (packed >> 32) as usize)
 }

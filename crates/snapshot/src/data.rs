@@ -10,8 +10,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 pub(crate) const NO_DAY: i32 = i32::MIN;
 
 /// Model keys held in a certificate's hot record; more go to `Data::overflow_keys`.
-pub(crate) const INLINE_KEYS: usize = 4;
-/// `Hot::inline` value meaning "the keys are in the overflow run".
+pub(crate) const INLINE_KEYS: usize = 3;
+/// `Hot::inline` value meaning "the keys are in the overflow run named by `keys[0]`".
 pub(crate) const KEYS_OVERFLOW: u8 = u8::MAX;
 
 /// The whole snapshot.
@@ -23,24 +23,19 @@ pub(crate) struct Data {
     pub catalogue: Vec<CatalogueRow>,
     /// Certificates by status, index `code - 1`.
     pub counts: [u64; 5],
-    /// Bits of an index entry that hold `position + 1` in `hot`; the bits above hold a tag
-    /// (more bits of the key's hash), so a probe rarely touches a hot record that is not its
-    /// own.
-    pub index_bits: u32,
-    /// Open-addressing index over `hot`, 4 bytes a slot (a few MB: it stays in cache);
-    /// `0` is an empty slot.
-    pub index: Vec<u32>,
-    /// Zero or one element, chosen at build time so that `hot` starts on a 64-byte boundary
-    /// of the archive (rkyv aligns to at most 32 itself).
-    pub hot_pad: Vec<Pad>,
-    /// Certificates, dense; `cold[i]` belongs to `hot[i]`.
-    pub hot: Vec<Hot>,
+    pub total: u64,
+    /// The open-addressing table (linear probing, load factor 0.8); a slot whose `number`
+    /// is 0 is empty.
+    pub slots: Vec<Hot>,
+    /// Cold fields, indexed by `Hot::cold`.
     pub cold: Vec<Cold>,
     /// Sorted model keys of certificates with more than `INLINE_KEYS` models, one run each.
     pub overflow_keys: Vec<u64>,
-    /// Interned names (producers, applicants, factories, product names, bodies, reasons),
-    /// indexed by the `u32` ids in `Hot` and `Cold`. Kept apart from the model texts so this
-    /// table stays small and cache-resident: a verdict reads the producer's name from it.
+    /// Interned producer names, indexed by `Hot::producer`: the only text a verdict reads,
+    /// kept in a table of its own so it stays small and cache-resident.
+    pub producers: Vec<String>,
+    /// Other interned names (applicants, factories, product names, bodies, reasons), indexed
+    /// by the `u32` ids in `Cold`.
     pub names: Vec<String>,
     /// Every certificate's `型号规格` as written (models joined by `；`), one run per
     /// certificate, addressed by `Cold::text_start`/`text_len`.
@@ -60,37 +55,28 @@ pub(crate) struct CatalogueRow {
     pub category_name: String,
 }
 
-/// Everything a verdict needs of a certificate, in one 64-byte cache line: a check that
-/// finds its certificate touches the index (cached), this line, and nothing else unless the
-/// certificate has more than four models.
+/// Everything a verdict needs of a certificate, in 48 bytes: a check that finds its
+/// certificate reads its home slot (one cache miss, or two adjacent lines fetched together)
+/// and nothing else, unless the certificate has more than three models.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default)]
-#[rkyv(attr(repr(align(32))))]
 pub(crate) struct Hot {
     pub number: u64,
     pub expires: i32,
     pub product_code: u16,
     pub status: u8,
-    /// How many of `keys` are used, or `KEYS_OVERFLOW`.
+    /// How many of `keys` are model keys, or `KEYS_OVERFLOW`.
     pub inline: u8,
     pub producer: u32,
-    pub overflow_start: u32,
-    pub overflow_len: u32,
-    pub suffix: [u8; 2],
-    pub _reserved: [u8; 2],
-    /// Sorted model keys, when there are at most `INLINE_KEYS`.
+    pub cold: u32,
+    /// Sorted model keys; with `KEYS_OVERFLOW`, `keys[0]` is `start | len << 32` of the run
+    /// in `Data::overflow_keys`.
     pub keys: [u64; INLINE_KEYS],
-}
-
-/// 32 bytes of nothing, to shift `hot` onto a cache-line boundary.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default)]
-#[rkyv(attr(repr(align(32))))]
-pub(crate) struct Pad {
-    pub _bytes: [u64; 4],
 }
 
 /// The rest of a certificate, for inspection, diffs and deltas.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, Default)]
 pub(crate) struct Cold {
+    pub suffix: [u8; 2],
     pub issued: i32,
     pub status_changed: i32,
     pub product_name: u32,
@@ -102,42 +88,23 @@ pub(crate) struct Cold {
     pub body_name: u32,
 }
 
-/// The 64-bit hash of a certificate number (murmur3's finaliser): its high bits choose the
-/// home slot, its low bits make the tag.
+/// The home slot of a certificate number in a table of `len` slots: murmur3's finaliser,
+/// then a multiply-shift range reduction, so the table need not be a power of two.
 #[inline]
-pub(crate) fn hash(number: u64) -> u64 {
+pub(crate) fn home_slot(number: u64, len: usize) -> usize {
     let mut h = number;
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
-/// The home slot of hash `h` in an index of `len` slots (multiply-shift range reduction, so
-/// the index need not be a power of two).
-#[inline]
-pub(crate) fn home_slot(h: u64, len: usize) -> usize {
+    h ^= h >> 33;
     ((u128::from(h) * len as u128) >> 64) as usize
 }
 
-/// The tag of hash `h` for entries with `index_bits` position bits.
-#[inline]
-pub(crate) fn tag(h: u64, index_bits: u32) -> u32 {
-    if index_bits >= 32 {
-        0
-    } else {
-        (h as u32) >> index_bits
-    }
-}
-
-/// Position bits needed to store `position + 1` for `n` certificates.
-pub(crate) fn index_bits(n: usize) -> u32 {
-    (usize::BITS - n.leading_zeros()).max(1)
-}
-
-/// Index size for `n` certificates: load factor 0.6, so a miss probes about 3.6 slots of
-/// 4 bytes (one cache line) and a hit 1.75.
-pub(crate) fn index_len(n: usize) -> usize {
-    (n * 5 / 3 + 1).max(8)
+/// Table size for `n` certificates: load factor 0.8, which keeps the full-scale register
+/// under 200 MB. With linear probing a hit reads 3 slots on average (144 bytes: the home line
+/// and usually the next, fetched together), a miss about 13 (a few adjacent lines; misses are
+/// rare in real traffic: a listing naming a certificate that does not exist).
+pub(crate) fn table_len(n: usize) -> usize {
+    (n * 5 / 4 + 1).max(8)
 }

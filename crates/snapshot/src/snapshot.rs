@@ -11,7 +11,8 @@ use memmap2::Mmap;
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
-use crate::data::{ArchivedData, ArchivedHot, Cold, KEYS_OVERFLOW, NO_DAY, hash, home_slot, tag};
+use crate::builder::overflow_run;
+use crate::data::{ArchivedData, ArchivedHot, Cold, KEYS_OVERFLOW, NO_DAY, home_slot};
 use crate::error::SnapshotError;
 use crate::format::{HEADER_LEN, Header, SnapshotBytes, checksum};
 
@@ -22,7 +23,7 @@ enum Backing {
     Mapped(Mmap),
     /// The archive copied into anonymous memory backed by huge pages where the kernel allows.
     Anonymous(Mmap),
-    Owned(AlignedVec<64>),
+    Owned(AlignedVec<16>),
 }
 
 /// One catalogue period, compact, for the hot path's lookup by code and day.
@@ -174,7 +175,7 @@ impl Snapshot {
             source,
         })?;
         let header = Header::decode(&raw, raw.len() as u64, path)?;
-        let mut archive = AlignedVec::<64>::with_capacity(raw.len() - HEADER_LEN);
+        let mut archive = AlignedVec::<16>::with_capacity(raw.len() - HEADER_LEN);
         archive.extend_from_slice(&raw[HEADER_LEN..]);
         Self::verify(Backing::Owned(archive), header, path)
     }
@@ -272,22 +273,21 @@ impl Snapshot {
     /// headers), for `inspect` and for sizing.
     pub fn table_bytes(&self) -> [(&'static str, usize); 6] {
         let d = self.data();
+        let strings = |t: &[rkyv::string::ArchivedString]| -> usize {
+            t.iter()
+                .map(|n| 8 + if n.len() > 8 { n.len() } else { 0 })
+                .sum()
+        };
         [
-            ("index", d.index.len() * 4),
-            ("hot", d.hot.len() * std::mem::size_of::<ArchivedHot>()),
+            ("slots", d.slots.len() * std::mem::size_of::<ArchivedHot>()),
             (
                 "cold",
                 d.cold.len() * std::mem::size_of::<crate::data::ArchivedCold>(),
             ),
             ("overflow_keys", d.overflow_keys.len() * 8),
             ("model_text", d.model_text.len()),
-            (
-                "names",
-                d.names
-                    .iter()
-                    .map(|n| 8 + if n.len() > 8 { n.len() } else { 0 })
-                    .sum(),
-            ),
+            ("producers", strings(&d.producers)),
+            ("names", strings(&d.names)),
         ]
     }
 
@@ -295,7 +295,7 @@ impl Snapshot {
     pub fn counts(&self) -> Counts {
         let d = self.data();
         Counts {
-            total: d.hot.len() as u64,
+            total: d.total.to_native(),
             by_status: d.counts.map(|c| c.to_native()),
         }
     }
@@ -326,48 +326,39 @@ impl Snapshot {
         Catalogue::new(entries).unwrap_or_default()
     }
 
-    /// The position of a certificate in the dense tables.
+    /// The slot of a certificate in the table.
     #[inline]
-    fn position(&self, number: u64) -> Option<u32> {
-        let d = self.data();
-        let index = d.index.as_slice();
-        let hot = d.hot.as_slice();
-        if number == 0 || index.is_empty() {
+    fn slot(&self, number: u64) -> Option<u32> {
+        let slots = self.data().slots.as_slice();
+        if number == 0 || slots.is_empty() {
             return None;
         }
-        let bits = d.index_bits.to_native();
-        let h = hash(number);
-        let want = tag(h, bits);
-        let mask = if bits >= 32 {
-            u32::MAX
-        } else {
-            (1u32 << bits) - 1
-        };
-        let mut i = home_slot(h, index.len());
-        // Bounded even on an index with no empty slot.
-        for _ in 0..index.len() {
-            let e = index[i].to_native();
-            if e == 0 {
+        let mut i = home_slot(number, slots.len());
+        // Bounded even on a table with no empty slot.
+        for _ in 0..slots.len() {
+            let k = slots[i].number.to_native();
+            if k == number {
+                return Some(i as u32);
+            }
+            if k == 0 {
                 return None;
             }
-            // The tag spares a look at a record that is not ours (one probe in 2^tag_bits).
-            if e.checked_shr(bits).unwrap_or(0) == want {
-                let pos = (e & mask).wrapping_sub(1);
-                if hot
-                    .get(pos as usize)
-                    .is_some_and(|r| r.number.to_native() == number)
-                {
-                    return Some(pos);
-                }
-            }
-            i = if i + 1 == index.len() { 0 } else { i + 1 };
+            i = if i + 1 == slots.len() { 0 } else { i + 1 };
         }
         None
     }
 
     #[inline]
-    fn hot(&self, pos: u32) -> &ArchivedHot {
-        &self.data().hot.as_slice()[pos as usize]
+    fn hot(&self, slot: u32) -> &ArchivedHot {
+        &self.data().slots.as_slice()[slot as usize]
+    }
+
+    #[inline]
+    fn producer(&self, h: &ArchivedHot) -> &str {
+        self.data()
+            .producers
+            .get(h.producer.to_native() as usize)
+            .map_or("", |s| s.as_str())
     }
 
     #[inline]
@@ -386,34 +377,39 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
-    /// Every certificate's key facts, in build order.
+    /// Every certificate's key facts, in table order.
     pub fn iter(&self) -> impl Iterator<Item = CertSummary> + '_ {
-        self.data().hot.iter().map(summary)
+        self.occupied().map(summary)
+    }
+
+    fn occupied(&self) -> impl Iterator<Item = &ArchivedHot> + '_ {
+        self.data()
+            .slots
+            .iter()
+            .filter(|h| h.number.to_native() != 0)
     }
 
     /// The full record of a certificate.
     pub fn record(&self, number: CertNumber) -> Option<CertificateRecord> {
-        self.position(number.get())
-            .map(|p| self.record_at(p as usize))
+        self.slot(number.get()).map(|s| self.record_at(self.hot(s)))
     }
 
-    /// Every certificate's full record, in build order.
+    /// Every certificate's full record, in table order.
     pub fn records(&self) -> impl Iterator<Item = CertificateRecord> + '_ {
-        (0..self.data().hot.len()).map(|p| self.record_at(p))
+        self.occupied().map(|h| self.record_at(h))
     }
 
-    fn record_at(&self, pos: usize) -> CertificateRecord {
-        let h = &self.data().hot[pos];
+    fn record_at(&self, h: &ArchivedHot) -> CertificateRecord {
         let s = summary(h);
         let c: Cold = self
             .data()
             .cold
-            .get(pos)
+            .get(h.cold.to_native() as usize)
             .and_then(|c| rkyv::deserialize::<Cold, BoxedError>(c).ok())
             .unwrap_or_default();
         CertificateRecord {
             number: s.number,
-            suffix: (h.suffix != [0, 0]).then_some(h.suffix),
+            suffix: (c.suffix != [0, 0]).then_some(c.suffix),
             status: s.status,
             product_code: s.product_code,
             product_name: self.text(c.product_name).to_owned(),
@@ -421,7 +417,7 @@ impl Snapshot {
                 .map(str::to_owned)
                 .collect(),
             applicant: self.text(c.applicant).to_owned(),
-            producer: self.text(h.producer.to_native()).to_owned(),
+            producer: self.producer(h).to_owned(),
             factory: self.text(c.factory).to_owned(),
             issued: Day::from_days(c.issued),
             expires: s.expires,
@@ -486,7 +482,7 @@ impl Register for Snapshot {
 
     #[inline]
     fn find(&self, number: CertNumber) -> Option<u32> {
-        self.position(number.get())
+        self.slot(number.get())
     }
 
     #[inline]
@@ -497,7 +493,7 @@ impl Register for Snapshot {
             number: s.number,
             status: s.status,
             product_code: s.product_code,
-            producer: self.text(h.producer.to_native()),
+            producer: self.producer(h),
             expires: s.expires,
         }
     }
@@ -510,10 +506,7 @@ impl Register for Snapshot {
                 .is_ok()
         };
         if h.inline == KEYS_OVERFLOW {
-            let (start, len) = (
-                h.overflow_start.to_native() as usize,
-                h.overflow_len.to_native() as usize,
-            );
+            let (start, len) = overflow_run(h.keys[0].to_native());
             self.data()
                 .overflow_keys
                 .get(start..start + len)

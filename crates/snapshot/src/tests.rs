@@ -424,15 +424,6 @@ fn load_into_memory_reads_the_same_snapshot_and_refuses_damage() {
 }
 
 #[test]
-fn hot_records_sit_on_cache_line_boundaries() {
-    for n in [0u32, 1, 2, 3, 17, 100, 1000] {
-        let s = build(1, &records(n));
-        let offset = s.data().hot.as_ptr() as usize;
-        assert_eq!(offset % 64, 0, "{n} records: hot table at {offset:#x}");
-    }
-}
-
-#[test]
 fn certificates_with_many_models_are_probed_in_the_overflow_run() {
     let mut many = record(77, Status::Valid, 901);
     many.models = (0..40).map(|i| format!("BIG-{i}")).collect();
