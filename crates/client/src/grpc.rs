@@ -29,8 +29,8 @@ use crate::bench::{BenchError, GatewayChoice, setup};
 use crate::connect::Gateway;
 use crate::embedded::{EmbeddedError, EmbeddedGateway, bench_build_info};
 use crate::load::{
-    LoadStats, RunShared, Schedule, SenderPlan, SwapWindow, resident_bytes, run_sender,
-    sample_rates,
+    LoadStats, RunShared, Schedule, SenderPlan, SwapWindow, process_cpu, resident_bytes,
+    run_sender, sample_rates,
 };
 use crate::progress::{Counters, Mode, Reporter, Total};
 use crate::summary::{Latency, micros, thousands};
@@ -171,6 +171,8 @@ pub struct GrpcReport {
     pub checks_per_sec: f64,
     /// Calls per second.
     pub calls_per_sec: f64,
+    /// CPU time of the whole process (senders and an embedded gateway) during the run.
+    pub cpu_seconds: Option<f64>,
     /// Latency of a call, microseconds (calls overlapping a swap excluded in `swap` mode).
     pub latency: Latency,
     /// Latency of calls that overlapped a swap (`swap` mode).
@@ -237,6 +239,14 @@ impl fmt::Display for GrpcReport {
             thousands(self.checks_per_sec.round() as u64),
             thousands(self.calls_per_sec.round() as u64)
         )?;
+        if let Some(cpu) = self.cpu_seconds {
+            writeln!(
+                f,
+                "  cpu           {cpu:.1} s of this process ({:.2} cores busy on average, {:.2} µs a check)",
+                cpu / self.seconds.max(1e-9),
+                cpu * 1e6 / self.checks.max(1) as f64
+            )?;
+        }
         let l = &self.latency;
         writeln!(
             f,
@@ -380,6 +390,7 @@ pub async fn run_grpc(
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone()));
 
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let until = duration.map(|d| start + d);
     let schedule = |per_sec: f64| Schedule::Rate { per_sec, start };
@@ -427,6 +438,9 @@ pub async fn run_grpc(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_start
+        .zip(process_cpu())
+        .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
     sampler_stop.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     reporter.finish();
@@ -444,6 +458,7 @@ pub async fn run_grpc(
         seconds,
         checks_per_sec: checks as f64 / seconds.max(1e-9),
         calls_per_sec: stats.calls as f64 / seconds.max(1e-9),
+        cpu_seconds,
         latency: Latency::of(&stats.latency_us),
         latency_swap: (cfg.mode == GrpcMode::Swap).then(|| Latency::of(&stats.latency_swap_us)),
         rate: cfg.rate,

@@ -156,6 +156,11 @@ pub struct LoadStats {
     pub max_lag: Duration,
     /// Listings the generator expected to be blocked (the default policy's table).
     pub expected_blocked: u64,
+    /// Time senders spent generating and encoding listings (the client's own work, apart
+    /// from the gRPC stack).
+    pub generate_time: Duration,
+    /// Time senders spent reading and counting responses.
+    pub count_time: Duration,
 }
 
 impl Default for LoadStats {
@@ -172,6 +177,8 @@ impl Default for LoadStats {
             calls: 0,
             max_lag: Duration::ZERO,
             expected_blocked: 0,
+            generate_time: Duration::ZERO,
+            count_time: Duration::ZERO,
         }
     }
 }
@@ -196,6 +203,8 @@ impl LoadStats {
         self.calls += other.calls;
         self.max_lag = self.max_lag.max(other.max_lag);
         self.expected_blocked += other.expected_blocked;
+        self.generate_time += other.generate_time;
+        self.count_time += other.count_time;
     }
 
     /// Verdicts received.
@@ -283,6 +292,7 @@ pub async fn run_sender(
             break;
         }
         let n = (plan.quota - sent).min(chunk as u64) as usize;
+        let generating = Instant::now();
         expected.clear();
         for _ in 0..n {
             generator.fill(&mut listing);
@@ -294,6 +304,7 @@ pub async fn run_sender(
         }
         let request = enc.finish(0);
         let mut start = Instant::now();
+        stats.generate_time += start - generating;
         if let Some(due) = plan.schedule.due(sent, plan.quota) {
             if due > start {
                 tokio::time::sleep_until(due.into()).await;
@@ -319,6 +330,7 @@ pub async fn run_sender(
                     _ => stats.latency_us.saturating_record(us.max(1)),
                 }
                 count(&bytes, plan.rpc, &expected, &mut view, &mut stats);
+                stats.count_time += end.elapsed();
                 shared.done.fetch_add(n as u64, Ordering::Relaxed);
             }
             Err(status) => {
@@ -415,6 +427,19 @@ pub async fn sample_rates(done: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> RateSa
     s
 }
 
+/// CPU time this process has used so far (user + system), if the system says. With
+/// `/proc/self/stat` in clock ticks of 10 ms, it is for runs of seconds, not microseconds.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut f = rest.split_whitespace();
+    // rest starts at field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 /// This process's resident memory (VmRSS), if the system says.
 pub fn resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -465,6 +490,19 @@ mod tests {
         assert!(w.overlaps(at(150), at(160)));
         assert!(!w.overlaps(at(10), at(20)));
         assert!(!w.overlaps(at(210), at(220)));
+    }
+
+    #[test]
+    fn process_cpu_time_only_grows() {
+        let a = process_cpu().unwrap();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let b = process_cpu().unwrap();
+        assert!(b >= a);
+        assert!(resident_bytes().unwrap() > 0);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc as std_mpsc};
 use std::time::{Duration, Instant};
 
 use prost::bytes::Bytes;
@@ -193,6 +193,25 @@ struct Done {
     rpc: Rpc,
     response: Option<Bytes>,
     latency_us: u64,
+    /// The chunk's verdict lines and counts, rendered by the call task (so the writer
+    /// thread only orders and writes), or why the answer cannot be read.
+    rendered: Result<(Vec<u8>, ChunkCounts), String>,
+}
+
+impl Done {
+    /// Reads the answer to `chunk` and renders its lines.
+    fn new(chunk: Chunk, rpc: Rpc, response: Option<Bytes>, latency_us: u64) -> Done {
+        let mut d = Done {
+            chunk,
+            rpc,
+            response,
+            latency_us,
+            rendered: Err(String::new()),
+        };
+        let mut buf = Vec::with_capacity(d.chunk.slots.len() * 320);
+        d.rendered = render(&d, &mut ResponseView::default(), &mut buf).map(|c| (buf, c));
+        d
+    }
 }
 
 /// The first fatal problem of a run.
@@ -254,7 +273,7 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
 
     // Chunks between the reader and the writer: queued, in flight and waiting to be written.
     let ahead = cfg.concurrency * 3 + 2;
-    let (permit_tx, permit_rx) = std_mpsc::sync_channel::<()>(ahead);
+    let permits = Arc::new(Permits::new(ahead));
     let (work_tx, work_rx) = mpsc::channel::<Chunk>(cfg.concurrency + 1);
     let (done_tx, done_rx) = std_mpsc::channel::<Done>();
 
@@ -268,7 +287,10 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("replay-reader".into())
-            .spawn(move || read_chunks(reader, plan, &permit_tx, &work_tx, &stop))
+            .spawn({
+                let permits = permits.clone();
+                move || read_chunks(reader, plan, &permits, &work_tx, &stop)
+            })
             .map_err(ReplayError::Thread)?
     };
     let writer_thread = {
@@ -276,7 +298,15 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("replay-writer".into())
-            .spawn(move || write_verdicts(out, done_rx, permit_rx, &counters, &stop))
+            .spawn({
+                let permits = permits.clone();
+                move || {
+                    let w = write_verdicts(out, done_rx, &permits, &counters, &stop);
+                    // Whatever happened, the reader must not wait for permits any more.
+                    permits.close();
+                    w
+                }
+            })
             .map_err(ReplayError::Thread)?
     };
 
@@ -385,7 +415,7 @@ struct ReadPlan {
 fn read_chunks(
     mut reader: ListingReader,
     plan: ReadPlan,
-    permits: &std_mpsc::SyncSender<()>,
+    permits: &Permits,
     work: &mpsc::Sender<Chunk>,
     stop: &StopFlag,
 ) -> Result<u64, ReaderStop> {
@@ -445,7 +475,9 @@ fn read_chunks(
                 merchants: std::mem::replace(&mut merchants, Vec::with_capacity(chunk)),
             };
             index += 1;
-            acquire(permits, stop)?;
+            if !permits.acquire(stop) {
+                return Err(ReaderStop::Closed);
+            }
             work.blocking_send(c).map_err(|_| ReaderStop::Closed)?;
         }
         if !more {
@@ -454,20 +486,56 @@ fn read_chunks(
     }
 }
 
-/// Takes a permit for one more chunk, waiting while the writer is behind; gives up when the
-/// replay is stopping (the writer then no longer hands permits back).
-fn acquire(permits: &std_mpsc::SyncSender<()>, stop: &StopFlag) -> Result<(), ReaderStop> {
-    loop {
-        match permits.try_send(()) {
-            Ok(()) => return Ok(()),
-            Err(std_mpsc::TrySendError::Disconnected(())) => return Err(ReaderStop::Closed),
-            Err(std_mpsc::TrySendError::Full(())) => {
-                if stop.is_set() {
-                    return Err(ReaderStop::Closed);
-                }
-                std::thread::sleep(Duration::from_micros(200));
-            }
+/// A counting semaphore between the reader (which takes a permit per chunk) and the writer
+/// (which gives it back once the chunk is written): it bounds the chunks in the pipeline.
+#[derive(Debug)]
+struct Permits {
+    state: Mutex<(usize, bool)>,
+    freed: Condvar,
+}
+
+impl Permits {
+    fn new(n: usize) -> Self {
+        Permits {
+            state: Mutex::new((n, false)),
+            freed: Condvar::new(),
         }
+    }
+
+    /// Takes a permit, waiting while there is none; `false` once the replay is stopping or
+    /// the writer is gone.
+    fn acquire(&self, stop: &StopFlag) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        loop {
+            if s.1 || stop.is_set() {
+                return false;
+            }
+            if s.0 > 0 {
+                s.0 -= 1;
+                return true;
+            }
+            // A stop sets no condition variable: look again now and then.
+            s = match self.freed.wait_timeout(s, Duration::from_millis(20)) {
+                Ok((s, _)) => s,
+                Err(_) => return false,
+            };
+        }
+    }
+
+    fn release(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.0 += 1;
+        }
+        self.freed.notify_one();
+    }
+
+    fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1 = true;
+        }
+        self.freed.notify_all();
     }
 }
 
@@ -574,25 +642,13 @@ async fn call_loop(
             return;
         }
         if chunk.listings == 0 {
-            let _ = done.send(Done {
-                chunk,
-                rpc: caller.rpc,
-                response: None,
-                latency_us: 0,
-            });
+            let _ = done.send(Done::new(chunk, caller.rpc, None, 0));
             continue;
         }
         match caller.call(&chunk.request, &stop).await {
             Ok((response, latency_us)) => {
-                if done
-                    .send(Done {
-                        chunk,
-                        rpc: caller.rpc,
-                        response: Some(response),
-                        latency_us,
-                    })
-                    .is_err()
-                {
+                let d = Done::new(chunk, caller.rpc, Some(response), latency_us);
+                if done.send(d).is_err() {
                     return;
                 }
             }
@@ -624,7 +680,7 @@ impl Written {
 fn write_verdicts(
     mut out: Box<dyn Write + Send>,
     done: std_mpsc::Receiver<Done>,
-    permits: std_mpsc::Receiver<()>,
+    permits: &Permits,
     counters: &Counters,
     stop: &StopFlag,
 ) -> Written {
@@ -635,18 +691,15 @@ fn write_verdicts(
     };
     let mut waiting = std::collections::BTreeMap::new();
     let mut next = 0u64;
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut view = ResponseView::default();
     while let Ok(d) = done.recv() {
         waiting.insert(d.chunk.index, d);
-        while let Some(d) = waiting.remove(&next) {
+        while let Some(mut d) = waiting.remove(&next) {
             if w.error.is_some() {
                 break;
             }
-            buf.clear();
             let records = d.chunk.slots.len() as u64;
-            let counts = match render(&d, &mut view, &mut buf) {
-                Ok(c) => c,
+            let (buf, counts) = match std::mem::replace(&mut d.rendered, Err(String::new())) {
+                Ok(r) => r,
                 Err(e) => {
                     stop.set(e.clone());
                     w.error = Some(e);
@@ -662,7 +715,7 @@ fn write_verdicts(
             // Only now is the chunk in the output: count it.
             commit(d, counts, &mut w);
             counters.done.fetch_add(records, Ordering::Relaxed);
-            let _ = permits.recv();
+            permits.release();
             next += 1;
         }
     }
@@ -671,6 +724,7 @@ fn write_verdicts(
 }
 
 /// The counts of one chunk, added to the summary once the chunk is in the output.
+#[derive(Debug)]
 struct ChunkCounts {
     verdicts: [[u64; 3]; cccgate_core::Reason::COUNT],
     unknown: u64,

@@ -22,7 +22,9 @@ use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::bench::{BenchError, GatewayChoice, setup};
 use crate::connect::Gateway;
-use crate::load::{LoadStats, RunShared, Schedule, SenderPlan, run_sender, sample_rates};
+use crate::load::{
+    LoadStats, RunShared, Schedule, SenderPlan, process_cpu, run_sender, sample_rates,
+};
 use crate::pace::{Pace, YearCurve};
 use crate::progress::{Counters, Mode, Reporter, Total};
 use crate::summary::{Latency, micros, thousands};
@@ -98,6 +100,8 @@ pub struct YearReport {
     pub setup_seconds: f64,
     /// Checks per second.
     pub checks_per_sec: f64,
+    /// CPU time of the whole process (senders and an embedded gateway) during the run.
+    pub cpu_seconds: Option<f64>,
     /// Round trip of one stream message (a chunk), microseconds.
     pub latency: Latency,
     /// Highest rate held over one second.
@@ -180,6 +184,27 @@ impl fmt::Display for YearReport {
             self.seconds,
             thousands(self.checks),
             thousands(self.checks_per_sec.round() as u64)
+        )?;
+        if let Some(cpu) = self.cpu_seconds {
+            writeln!(
+                f,
+                "  cpu           {cpu:.1} s of this process ({:.2} cores busy on average, {:.2} µs a check){}",
+                cpu / self.seconds.max(1e-9),
+                cpu * 1e6 / self.checks.max(1) as f64,
+                if self.embedded {
+                    ", senders and gateway together"
+                } else {
+                    ", senders only"
+                }
+            )?;
+        }
+        writeln!(
+            f,
+            "  client work   {:.2} s generating and encoding listings, {:.2} s reading answers ({:.0} ns and {:.0} ns a check)",
+            s.generate_time.as_secs_f64(),
+            s.count_time.as_secs_f64(),
+            s.generate_time.as_secs_f64() * 1e9 / self.checks.max(1) as f64,
+            s.count_time.as_secs_f64() * 1e9 / self.checks.max(1) as f64
         )?;
         writeln!(
             f,
@@ -331,6 +356,7 @@ pub async fn run_year(
     let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone()));
 
     let curve = Arc::new(YearCurve::new(cfg.profile.year()));
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let schedule = match cfg.pace {
         Pace::Max => Schedule::Max,
@@ -369,6 +395,9 @@ pub async fn run_year(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_start
+        .zip(process_cpu())
+        .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
     sampler_stop.store(true, Ordering::Relaxed);
     let rates = sampler.await.unwrap_or_default();
     reporter.finish();
@@ -390,6 +419,7 @@ pub async fn run_year(
         seconds,
         setup_seconds: su.setup_seconds,
         checks_per_sec,
+        cpu_seconds,
         latency: Latency::of(&stats.latency_us),
         // A run shorter than a second has no full window: its mean rate is its peak.
         peak_rate: rates.peak().max(if rates.samples.is_empty() {
