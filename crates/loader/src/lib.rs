@@ -260,20 +260,26 @@ impl Loader {
         // bounded (at most QUEUE batches in flight).
         std::thread::scope(|scope| -> Result<(), LoadError> {
             let (tx, rx) = mpsc::sync_channel::<Vec<CertificateRecord>>(QUEUE);
+            // Emptied batches travel back to be refilled, so no batch is allocated twice.
+            let (back_tx, back_rx) = mpsc::sync_channel::<Vec<CertificateRecord>>(QUEUE + 2);
             let builder = &mut builder;
             let consumer = scope.spawn(move || {
-                for batch in rx {
-                    for record in batch {
+                for mut batch in rx {
+                    for record in batch.drain(..) {
                         builder.upsert(record);
                     }
+                    let _ = back_tx.try_send(batch);
                 }
             });
             let mut batch = Vec::with_capacity(BATCH);
             let mut sink = |record: CertificateRecord| {
                 batch.push(record);
                 if batch.len() == BATCH {
+                    let next = back_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(BATCH));
                     // A send fails only if the consumer is gone, which join reports below.
-                    let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+                    let _ = tx.send(std::mem::replace(&mut batch, next));
                 }
             };
             for entry in manifest.certificate_files() {

@@ -52,25 +52,33 @@ type Digest32 = ([u8; 32], u64);
 /// Runs on its own thread: reads the file, hashes the bytes as stored, gunzips if asked, and
 /// sends the data in chunks. It always reads the file to its end, even after a gzip error or
 /// once the parser has gone, so the digest it returns covers the whole file.
-fn pump(file: File, gzip: bool, tx: SyncSender<Chunk>) -> io::Result<Digest32> {
+fn pump(
+    file: File,
+    gzip: bool,
+    tx: SyncSender<Chunk>,
+    back: Receiver<Vec<u8>>,
+) -> io::Result<Digest32> {
     let mut h = Hashing {
         inner: file,
         hasher: Sha256::new(),
         bytes: 0,
     };
     if gzip {
-        send_all(&mut MultiGzDecoder::new(&mut h), &tx);
+        send_all(&mut MultiGzDecoder::new(&mut h), &tx, &back);
     } else {
-        send_all(&mut h, &tx);
+        send_all(&mut h, &tx, &back);
     }
     drop(tx);
     io::copy(&mut h, &mut io::sink())?;
     Ok((h.hasher.finalize().into(), h.bytes))
 }
 
-fn send_all(r: &mut impl Read, tx: &SyncSender<Chunk>) {
+fn send_all(r: &mut impl Read, tx: &SyncSender<Chunk>, back: &Receiver<Vec<u8>>) {
     loop {
-        let mut buf = vec![0u8; CHUNK];
+        // Reuse a chunk the parser is done with: freeing and allocating large buffers across
+        // threads costs the allocator more than the copy.
+        let mut buf = back.try_recv().unwrap_or_default();
+        buf.resize(CHUNK, 0);
         let mut len = 0;
         let end = loop {
             match r.read(&mut buf[len..]) {
@@ -98,6 +106,7 @@ fn send_all(r: &mut impl Read, tx: &SyncSender<Chunk>) {
 /// The parser's side of the pump: a `Read` over the chunks.
 struct Source {
     rx: Receiver<Chunk>,
+    back: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
@@ -107,7 +116,8 @@ impl Read for Source {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    let done = std::mem::replace(&mut self.chunk, chunk);
+                    let _ = self.back.try_send(done);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
@@ -166,15 +176,17 @@ impl CsvFile {
         })?;
         let gzip = listed.is_gzip();
         let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
+        let (back, back_rx) = sync_channel(CHUNKS_IN_FLIGHT + 2);
         let pump = std::thread::Builder::new()
             .name(format!("read {name}"))
-            .spawn(move || pump(file, gzip, tx))
+            .spawn(move || pump(file, gzip, tx, back_rx))
             .map_err(|source| LoadError::Io {
                 path: path.clone(),
                 source,
             })?;
         let source = Source {
             rx,
+            back,
             chunk: Vec::new(),
             pos: 0,
         };
