@@ -74,16 +74,26 @@ pub struct BuildArgs {
     no_base: bool,
     /// Set up to N bad certificate rows aside into OUT/reject-<sequence>.csv instead of
     /// refusing the drop.
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    #[arg(
+        long,
+        env = "CCCGATE_DROP_MAX_BAD_ROWS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
     max_bad_rows: u64,
     /// Accept a full drop that the shrink guard refuses.
     #[arg(long)]
     force: bool,
     /// Largest allowed fall in valid certificates of a full drop, as a fraction.
-    #[arg(long, default_value_t = cccgate_loader::DEFAULT_SHRINK_THRESHOLD, value_name = "FRACTION")]
+    #[arg(
+        long,
+        env = "CCCGATE_DROP_SHRINK_THRESHOLD",
+        default_value_t = cccgate_loader::DEFAULT_SHRINK_THRESHOLD,
+        value_name = "FRACTION"
+    )]
     shrink_threshold: f64,
     /// Ed25519 public key file: drops must carry a valid manifest.json.sig.
-    #[arg(long, env = "CCCGATE_FEED_PUBLIC_KEY", value_name = "FILE")]
+    #[arg(long, env = "CCCGATE_DROP_PUBLIC_KEY", value_name = "FILE")]
     public_key: Option<PathBuf>,
 }
 
