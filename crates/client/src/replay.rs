@@ -121,6 +121,24 @@ pub enum ReplayError {
     /// A thread could not be started.
     #[error("cannot start a thread: {0}")]
     Thread(io::Error),
+    /// `--skip` does not match the output it would append to.
+    #[error(
+        "--skip {skip} would append to {} which holds {lines} verdict lines{}: the output would \
+         not line up with the input. Resume with --skip {lines} (after removing a partial last \
+         line), or write to a new file",
+        path.display(),
+        if *partial { " and a partial line" } else { "" }
+    )]
+    Resume {
+        /// The output file.
+        path: PathBuf,
+        /// Whole lines in it.
+        lines: u64,
+        /// Whether it ends in a partial line.
+        partial: bool,
+        /// The `--skip` given.
+        skip: u64,
+    },
     /// `chunk` or `concurrency` is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
@@ -146,17 +164,25 @@ impl fmt::Display for Stopped {
         write!(
             f,
             "replay stopped: {}. The verdicts of {} records of this run are in {}{}; they stay \
-             valid. To resume, run the same command with --skip {} (it appends to {}).",
+             valid. To resume, run the same command with --skip {} ({}).",
             self.reason,
             crate::summary::thousands(self.written),
-            self.out.display(),
+            if self.out.as_os_str() == "-" {
+                "stdout".to_owned()
+            } else {
+                self.out.display().to_string()
+            },
             if self.last_line > 0 {
                 format!(" (through input line {})", self.last_line)
             } else {
                 String::new()
             },
             self.resume_skip,
-            self.out.display()
+            if self.out.as_os_str() == "-" {
+                "and append its stdout to what this run wrote".to_owned()
+            } else {
+                format!("it appends to {}", self.out.display())
+            }
         )
     }
 }
@@ -258,6 +284,9 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let reader = tokio::task::spawn_blocking(move || ListingReader::open(&input, format))
         .await
         .map_err(|e| ReplayError::Thread(io::Error::other(e)))??;
+    if cfg.skip > 0 {
+        check_resume(&cfg.out, cfg.skip)?;
+    }
     let out = open_output(&cfg.out, cfg.skip > 0)?;
     let gateway = Gateway::connect(&cfg.target, cfg.connections).await?;
 
@@ -376,6 +405,52 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         complete,
     );
     Ok(ReplayOutcome { summary, stopped })
+}
+
+/// Before appending to an existing output, checks that it holds exactly `skip` whole lines,
+/// so the verdicts appended line up with the input. A missing or empty file is fine (the
+/// tail of an input replayed into a new file).
+fn check_resume(path: &Path, skip: u64) -> Result<(), ReplayError> {
+    use std::io::Read;
+    if path.as_os_str() == "-" {
+        return Ok(());
+    }
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ReplayError::Output {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut last, mut len) = (0u64, b'\n', 0u64);
+    loop {
+        let n = file.read(&mut buf).map_err(|source| ReplayError::Output {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        last = buf[n - 1];
+        len += n as u64;
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    if last != b'\n' || lines != skip {
+        return Err(ReplayError::Resume {
+            path: path.to_path_buf(),
+            lines,
+            partial: last != b'\n',
+            skip,
+        });
+    }
+    Ok(())
 }
 
 fn open_output(path: &Path, append: bool) -> Result<Box<dyn Write + Send>, ReplayError> {
@@ -823,4 +898,86 @@ fn commit(d: Done, counts: ChunkCounts, w: &mut Written) {
         }
     }
     w.last_line = counts.last_line.max(w.last_line);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_up_to_5_s() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(4), Duration::from_millis(800));
+        assert_eq!(backoff(7), Duration::from_secs(5));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn resuming_needs_an_output_of_exactly_skip_whole_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out.jsonl");
+        // No file, or an empty one: a tail replayed into a new file.
+        check_resume(&out, 3).unwrap();
+        std::fs::write(&out, "").unwrap();
+        check_resume(&out, 3).unwrap();
+        std::fs::write(&out, "a\nb\nc\n").unwrap();
+        check_resume(&out, 3).unwrap();
+        let err = check_resume(&out, 5).unwrap_err().to_string();
+        assert!(
+            err.contains("holds 3 verdict lines") && err.contains("--skip 3"),
+            "{err}"
+        );
+        std::fs::write(&out, "a\nb\nc\n{\"listing_id\":").unwrap();
+        let err = check_resume(&out, 3).unwrap_err().to_string();
+        assert!(err.contains("a partial line"), "{err}");
+    }
+
+    #[test]
+    fn the_stop_message_names_the_skip_that_resumes() {
+        let s = Stopped {
+            reason: "the gateway at http://x is unreachable".into(),
+            written: 12_000,
+            last_line: 12_003,
+            resume_skip: 12_500,
+            out: PathBuf::from("v.jsonl"),
+        };
+        let m = s.to_string();
+        assert!(m.contains("12,000 records"), "{m}");
+        assert!(m.contains("through input line 12003"), "{m}");
+        assert!(m.contains("--skip 12500 (it appends to v.jsonl)"), "{m}");
+        let m = Stopped {
+            out: PathBuf::from("-"),
+            ..s
+        }
+        .to_string();
+        assert!(m.contains("are in stdout"), "{m}");
+    }
+
+    #[test]
+    fn permits_bound_the_chunks_in_flight_and_a_stop_frees_a_waiting_reader() {
+        let p = Arc::new(Permits::new(2));
+        let stop = Arc::new(StopFlag::default());
+        assert!(p.acquire(&stop));
+        assert!(p.acquire(&stop));
+        let waiter = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || p.acquire(&stop))
+        };
+        p.release();
+        assert!(waiter.join().unwrap(), "a released permit is taken");
+        let waiter = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || p.acquire(&stop))
+        };
+        stop.set("test".into());
+        assert!(!waiter.join().unwrap(), "a stop ends the wait");
+        assert_eq!(stop.reason().as_deref(), Some("test"));
+        stop.set("second".into());
+        assert_eq!(
+            stop.reason().as_deref(),
+            Some("test"),
+            "the first reason is kept"
+        );
+    }
 }

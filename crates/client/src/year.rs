@@ -69,7 +69,7 @@ impl YearConfig {
             listing_seed: 1,
             pace: Pace::Max,
             chunk: 2_000,
-            concurrency: 4,
+            concurrency: 8,
             connections: 2,
             progress: Mode::auto(Duration::from_secs(10)),
         }

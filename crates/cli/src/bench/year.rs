@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 2_000)]
     chunk: usize,
     /// Streams (one sender each).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// HTTP/2 connections.
     #[arg(long, default_value_t = 2)]
