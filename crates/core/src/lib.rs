@@ -27,7 +27,7 @@ mod width;
 
 pub use catalogue::{Catalogue, CatalogueEntry, CatalogueError, ConformityMode, ProductCode};
 pub use cert::{CertNumber, CertNumberError, ParsedCertNumber};
-pub use check::{CertFacts, Register, check};
+pub use check::{CertFacts, Register, check, check_all};
 pub use date::{DateError, Day};
 pub use event::ListingEvent;
 pub use listing::{

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cccgate_core::{Day, Policy, check};
+use cccgate_core::{Day, Policy, check, check_all};
 use cccgate_proto::v1::listing_check_server::ListingCheck;
 use cccgate_proto::v1::listing_result::Outcome as WireOutcome;
 use cccgate_proto::v1::{
@@ -139,12 +139,40 @@ impl CheckContext {
         log: &mut Option<Vec<decision_log::Entry>>,
         out: &mut Vec<ListingResult>,
     ) {
+        // Validate every listing first, answering bad ones in place; then decide the valid
+        // ones together with `check_all`, which prefetches each certificate a few listings
+        // ahead so the memory latency of the lookups overlaps. Results stay in input order.
+        let (lower, _) = listings.size_hint();
+        let mut valid = Vec::with_capacity(lower);
+        let mut wires = Vec::with_capacity(lower);
+        let mut at = Vec::with_capacity(lower);
         for wire in listings {
-            let result = self
-                .decide_one(loaded, wire, day, tally, log)
-                .unwrap_or_else(|invalid| invalid.to_result());
-            out.push(result);
+            match wire.validate(day) {
+                Ok(listing) => {
+                    at.push(out.len());
+                    valid.push(listing);
+                    wires.push(wire);
+                    out.push(ListingResult {
+                        listing_id: wire.listing_id.clone(),
+                        outcome: None,
+                    });
+                }
+                Err(invalid) => {
+                    tally.invalid += 1;
+                    if let Some(entries) = log {
+                        entries.push(log_error(wire, &invalid));
+                    }
+                    out.push(invalid.to_result());
+                }
+            }
         }
+        check_all(&loaded.snapshot, &valid, &self.policy, |k, v| {
+            tally.verdict(v.reason);
+            if let Some(entries) = log {
+                entries.push(log_verdict(wires[k], &v));
+            }
+            out[at[k]].outcome = Some(WireOutcome::Verdict(verdict_to_wire(&v)));
+        });
     }
 
     /// Decides one listing; a bad one is counted and logged and returned as the error.

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use cccgate_core::{Day, Decision, Listing, ListingEvent, Policy, Reason, check};
+use cccgate_core::{Day, Decision, Listing, ListingEvent, Policy, Reason, check, check_all};
 use cccgate_snapshot::{BuildInfo, FORMAT_VERSION, Snapshot, SnapshotBuilder};
 use cccgate_synth::{GeneratedListing, ListingGenerator, Profile, RegisterSpec};
 
@@ -31,6 +31,10 @@ pub struct Args {
     /// Threads checking in parallel against the one shared snapshot.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Listings decided per call: 1 is `check` one at a time (a unary Check); more is
+    /// `check_all` over chunks of that size, with prefetching (CheckBatch, CheckStream).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Distinct generated listings, cycled through (bounded so the pool fits in memory).
     #[arg(long, default_value_t = 1_000_000)]
     pool: usize,
@@ -153,7 +157,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         100.0 * blocked as f64 / pool_len as f64
     );
 
-    let time = |threads: usize| -> Duration {
+    let time = |threads: usize, batch: usize| -> Duration {
         let mut rounds: Vec<Duration> = (0..args.rounds)
             .map(|_| {
                 timed_pass(
@@ -161,6 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     &pool,
                     args.checks,
                     threads,
+                    batch,
                     received_day,
                     &policy,
                 )
@@ -169,21 +174,32 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         rounds.sort();
         rounds[rounds.len() / 2]
     };
-    let single = (args.threads > 1).then(|| time(1));
-    let elapsed = time(args.threads);
+    // Comparisons are made within this run, as ratios: one thread against T, one listing at
+    // a time against chunks.
+    let one_thread = (args.threads > 1).then(|| time(1, args.batch));
+    let one_at_a_time = (args.batch > 1).then(|| time(args.threads, 1));
+    let elapsed = time(args.threads, args.batch);
     let secs = elapsed.as_secs_f64();
     let checks_per_sec = args.checks as f64 / secs;
     // Wall time per check on one thread: what one check costs a core.
     let ns_per_check = elapsed.as_nanos() as f64 * args.threads as f64 / args.checks as f64;
-    if let Some(single) = single {
-        let scaling = single.as_secs_f64() / secs;
+    if let Some(one) = one_thread {
+        let scaling = one.as_secs_f64() / secs;
         eprintln!(
             "scaling: {} threads run {scaling:.2}x the one-thread rate (median of {} rounds each)",
             args.threads, args.rounds
         );
     }
+    if let Some(single) = one_at_a_time {
+        let ns = single.as_nanos() as f64 * args.threads as f64 / args.checks as f64;
+        eprintln!(
+            "batching: one listing at a time {ns:.1} ns per check; chunks of {} with prefetch {:.2}x faster",
+            args.batch,
+            single.as_secs_f64() / secs
+        );
+    }
     println!(
-        "engine certs={} checks={} threads={} ns_per_check={:.1} checks_per_sec={:.0} snapshot_bytes={} rss_bytes={} open_ms={:.1}",
+        "engine certs={} checks={} threads={} ns_per_check={:.1} checks_per_sec={:.0} snapshot_bytes={} rss_bytes={} open_ms={:.1} batch={}",
         args.certs,
         args.checks,
         args.threads,
@@ -192,17 +208,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         snapshot.byte_len(),
         rss_bytes(),
         open.as_secs_f64() * 1e3,
+        args.batch,
     );
     Ok(())
 }
 
 /// Runs `checks` checks split over `threads` threads, each cycling through the pool from its
-/// own offset; returns the wall time.
+/// own offset, one listing at a time (`check`) or in chunks of `batch` (`check_all`, as the
+/// gateway decides a batch or a stream message); returns the wall time.
 fn timed_pass(
     snapshot: &Snapshot,
     pool: &Pool,
     checks: u64,
     threads: usize,
+    batch: usize,
     received_day: Day,
     policy: &Policy,
 ) -> Duration {
@@ -213,17 +232,29 @@ fn timed_pass(
             s.spawn(move || {
                 let mut i = t * pool.len() / threads;
                 let mut sink = 0u64;
-                for _ in 0..per_thread {
+                let mut next = || {
                     let [id, merchant, code, number, model, time] = pool.fields(i);
-                    if let Ok(listing) =
-                        Listing::parse(id, merchant, code, number, model, time, received_day)
-                    {
-                        let v = check(snapshot, &listing, policy);
-                        sink = sink.wrapping_add(v.reason as u64);
+                    i = if i + 1 == pool.len() { 0 } else { i + 1 };
+                    Listing::parse(id, merchant, code, number, model, time, received_day)
+                };
+                if batch <= 1 {
+                    for _ in 0..per_thread {
+                        if let Ok(listing) = next() {
+                            sink =
+                                sink.wrapping_add(check(snapshot, &listing, policy).reason as u64);
+                        }
                     }
-                    i += 1;
-                    if i == pool.len() {
-                        i = 0;
+                } else {
+                    let mut chunk = Vec::with_capacity(batch);
+                    let mut done = 0;
+                    while done < per_thread {
+                        chunk.clear();
+                        let n = (per_thread - done).min(batch as u64);
+                        chunk.extend((0..n).filter_map(|_| next().ok()));
+                        check_all(snapshot, &chunk, policy, |_, v| {
+                            sink = sink.wrapping_add(v.reason as u64)
+                        });
+                        done += n;
                     }
                 }
                 black_box(sink);
