@@ -427,6 +427,85 @@ struct EventRef<'a> {
 /// Parses one JSON line and lends the record to `f`. Strings with escapes were copied into
 /// the parsed event, which lives in this frame for the duration of the call.
 fn with_json<T>(line: u64, bytes: &[u8], f: impl FnOnce(Record<'_>) -> T) -> T {
+    if let Some(fields) = plain_json_fields(bytes) {
+        return f(checked(line, fields));
+    }
+    with_serde_json(line, bytes, f)
+}
+
+/// Reads the usual shape of a listing line without serde: one flat JSON object whose values
+/// are all strings without escapes, no key twice. Anything else (an escape, a `null`, a
+/// number, a nested value, a repeated key, bad UTF-8, trailing bytes) returns `None`, and
+/// serde_json reads the line instead, with its exact error messages; so this never accepts a
+/// line serde_json would refuse, nor reads one differently (a test holds the two to it).
+fn plain_json_fields(b: &[u8]) -> Option<ListingFields<'_>> {
+    std::str::from_utf8(b).ok()?;
+    let mut out: ListingFields<'_> = [&[]; 6];
+    let mut seen = 0u8;
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && matches!(b[*i], b' ' | b'\t' | b'\r' | b'\n') {
+            *i += 1;
+        }
+    };
+    // A string without escapes or control characters, starting at the quote at `i`.
+    let string = |i: &mut usize| -> Option<&[u8]> {
+        if b.get(*i) != Some(&b'"') {
+            return None;
+        }
+        let start = *i + 1;
+        let len = b[start..]
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if b[start + len] != b'"' {
+            return None;
+        }
+        *i = start + len + 1;
+        Some(&b[start..start + len])
+    };
+    skip_ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    skip_ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            skip_ws(&mut i);
+            let key = string(&mut i)?;
+            skip_ws(&mut i);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            skip_ws(&mut i);
+            let value = string(&mut i)?;
+            if let Some(k) = COLUMNS.iter().position(|c| c.as_bytes() == key) {
+                if seen & (1 << k) != 0 {
+                    return None;
+                }
+                seen |= 1 << k;
+                out[k] = value;
+            }
+            skip_ws(&mut i);
+            match b.get(i) {
+                Some(b',') => i += 1,
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    skip_ws(&mut i);
+    (i == b.len()).then_some(out)
+}
+
+/// Reads one JSON line with serde_json (escapes, nulls, errors) and lends the record to `f`.
+fn with_serde_json<T>(line: u64, bytes: &[u8], f: impl FnOnce(Record<'_>) -> T) -> T {
     let e = match serde_json::from_slice::<EventRef<'_>>(bytes) {
         Ok(e) => e,
         Err(err) => {
@@ -672,6 +751,73 @@ mod tests {
         assert_eq!(recs[3].1[1], "L4", "the id of a readable object is kept");
         assert!(recs[4].1[0].starts_with("BAD:"), "{:?}", recs[4]);
         assert_eq!(recs[5].1[0], "L6");
+    }
+
+    /// A record as comparable text.
+    fn show(r: Record<'_>) -> String {
+        match r {
+            Record::Listing { line, fields } => format!(
+                "{line} ok {:?}",
+                fields.map(|f| String::from_utf8_lossy(f).into_owned())
+            ),
+            Record::Bad {
+                line,
+                listing_id,
+                error,
+            } => format!("{line} bad {listing_id:?} {error}"),
+        }
+    }
+
+    #[test]
+    fn the_plain_json_path_reads_every_line_as_serde_json_does() {
+        let mut lines: Vec<String> = vec![
+            r#"{"listing_id":"L1","merchant_id":"M1"}"#.into(),
+            r#"  { "listing_id" : "L1" , "merchant_id":"M1", "extra": "x" }  "#.into(),
+            r#"{}"#.into(),
+            r#"{ }"#.into(),
+            r#"{"model":"证书 Ａ１"}"#.into(),
+            r#"{"listing_id":"L\"1","merchant_id":"M1"}"#.into(),
+            r#"{"listing_id":"L\u00e9","merchant_id":"M1"}"#.into(),
+            r#"{"listing_id":null,"merchant_id":"M1"}"#.into(),
+            r#"{"listing_id":17,"merchant_id":"M1"}"#.into(),
+            r#"{"listing_id":"L1","merchant_id":"M1","x":{"a":"b"}}"#.into(),
+            r#"{"listing_id":"L1","merchant_id":"M1","x":[1]}"#.into(),
+            r#"{"listing_id":"L1","listing_id":"L2"}"#.into(),
+            r#"{"x":"1","x":"2","merchant_id":"M"}"#.into(),
+            r#"{"listing_id":"L1"} trailing"#.into(),
+            r#"{"listing_id":"L1",}"#.into(),
+            r#"{"listing_id":"L1""#.into(),
+            r#"{"listing_id" "L1"}"#.into(),
+            r#"["listing_id","L1"]"#.into(),
+            "{\"listing_id\":\"L\t1\"}".into(),
+            r#"{"list\u0069ng_id":"L1"}"#.into(),
+            r#""just a string""#.into(),
+            r#"{"listing_id":"L1"}{"listing_id":"L2"}"#.into(),
+        ];
+        let register = cccgate_synth::RegisterSpec {
+            certs: 500,
+            seed: 2,
+            ..cccgate_synth::RegisterSpec::default()
+        }
+        .generate();
+        for g in cccgate_synth::ListingGenerator::new(&register, cccgate_synth::Profile::Y2025, 6)
+            .take(3_000)
+        {
+            lines.push(serde_json::to_string(&g.event).unwrap());
+        }
+        let mut plain = 0;
+        for l in &lines {
+            let b = l.trim().as_bytes();
+            plain += usize::from(plain_json_fields(b).is_some());
+            let fast = with_json(7, b, show);
+            let slow = with_serde_json(7, b, show);
+            assert_eq!(fast, slow, "{l}");
+        }
+        assert!(
+            plain > 3_000,
+            "generated lines take the plain path: {plain}"
+        );
+        assert!(plain_json_fields(b"{\"listing_id\":\"L\xff\"}").is_none());
     }
 
     #[test]
