@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Listings per request message.
-    #[arg(long, default_value_t = 1_000)]
+    #[arg(long, default_value_t = 2_000)]
     chunk: usize,
     /// `stream` (CheckStream) or `batch` (CheckBatch).
     #[arg(long, default_value = "stream", value_parser = parse_rpc)]

@@ -79,7 +79,7 @@ pub struct ReplayConfig {
 }
 
 impl ReplayConfig {
-    /// A configuration with the defaults: 8 streams over 2 connections, 1,000 records a
+    /// A configuration with the defaults: 8 streams over 2 connections, 2,000 records a
     /// chunk, 8 retries within 60 s, automatic progress.
     pub fn new(target: &str, input: &Path, out: &Path) -> Self {
         ReplayConfig {
@@ -89,7 +89,7 @@ impl ReplayConfig {
             out: out.to_path_buf(),
             concurrency: 8,
             connections: 2,
-            chunk: 1_000,
+            chunk: 2_000,
             rpc: Rpc::Stream,
             skip: 0,
             min_snapshot_sequence: 0,
