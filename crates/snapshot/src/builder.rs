@@ -19,6 +19,31 @@ use crate::snapshot::Snapshot;
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Xxh3>>;
 
+/// Hashes a certificate number with murmur3's finaliser: a few multiplies, where a general
+/// streaming hasher cost ~12% of applying a delta (1.2M inserts to index the base).
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl std::hash::Hasher for NumberHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let mut h = n ^ (n >> 33);
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        self.0 = h ^ (h >> 33);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Where a snapshot comes from: copied into it as metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BuildInfo {
@@ -82,7 +107,7 @@ pub struct SnapshotBuilder {
     model_text: String,
     keys: Vec<u64>,
     entries: Vec<Entry>,
-    by_number: FastMap<u64, u32>,
+    by_number: HashMap<u64, u32, BuildHasherDefault<NumberHasher>>,
 }
 
 impl SnapshotBuilder {
@@ -96,7 +121,7 @@ impl SnapshotBuilder {
             model_text: String::new(),
             keys: Vec::new(),
             entries: Vec::new(),
-            by_number: FastMap::default(),
+            by_number: HashMap::default(),
         }
     }
 
