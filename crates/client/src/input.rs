@@ -876,7 +876,7 @@ mod tests {
                         x ^= x >> 7;
                         x ^= x << 17;
                         // Mostly plain letters, so matches fall at every position.
-                        if x % 5 == 0 {
+                        if x.is_multiple_of(5) {
                             alphabet[(x >> 8) as usize % alphabet.len()]
                         } else {
                             b'a' + (x % 26) as u8
