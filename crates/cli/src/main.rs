@@ -8,6 +8,8 @@ mod replay;
 mod serve;
 mod synth;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -41,13 +43,25 @@ enum Command {
     Bench(bench::Command),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Serve(args) => serve::run(*args),
         Command::Load(cmd) => load::run(cmd),
         Command::Feed(cmd) => feed::run(cmd),
         Command::Synth(cmd) => synth::run(cmd),
         Command::Replay(args) => replay::run(*args),
         Command::Bench(cmd) => bench::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // An operator's error is a message, not a crash: the cause chain without the
+            // backtrace anyhow would print under RUST_BACKTRACE.
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }
