@@ -62,9 +62,9 @@ fn a_tiny_2021_year_counts_every_check_blocks_what_is_expected_and_has_no_errors
 #[test]
 fn a_paced_2025_year_on_its_own_gateway_runtime_follows_the_curve_to_the_end() {
     let tmp = tempfile::tempdir().unwrap();
-    // 340M x 0.00002 = 6,800 checks; the year played in about half a second.
+    // 340M x 0.00002 = 6,800 checks; the year played in about 3.2 s.
     let cfg = YearConfig {
-        pace: Pace::Realtime(6.0e7),
+        pace: Pace::Realtime(1.0e7),
         ..tiny(Profile::Y2025, 0.00002, tmp.path())
     };
     let r = run_year_blocking(&cfg, 1, Some(1)).unwrap();
@@ -74,9 +74,12 @@ fn a_paced_2025_year_on_its_own_gateway_runtime_follows_the_curve_to_the_end() {
     assert_eq!(r.blocked(), r.stats.expected_blocked);
     let target = r.target_peak_rate.expect("a paced run has a target peak");
     assert!(
-        target > r.checks as f64 / 0.526,
-        "the peak is above the mean rate"
+        target > r.checks as f64 / 3.16,
+        "the busiest second is above the mean rate"
     );
+    // The last chunk of each sender cannot leave before it is due (about 2.7 s into this
+    // 3.2 s year): a lower bound a slow machine cannot break; unpaced, the run takes 0.1 s.
+    assert!(r.seconds > 2.0, "the run follows the schedule: {}", r.seconds);
     assert!(r.max_lag < Duration::from_secs(60));
     assert!(r.to_string().contains("peak rate"));
 }

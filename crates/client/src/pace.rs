@@ -165,6 +165,20 @@ impl YearCurve {
         (h as f64 + within) * HOUR
     }
 
+    /// The largest fraction of the year's checks due within any window of `window` seconds
+    /// (windows starting on the hour): what a one-second measurement can see of the peak when
+    /// a year is played `window` times faster than real time.
+    pub fn peak_window_fraction(&self, window: f64) -> f64 {
+        let hours = self.hours();
+        let window = window.clamp(0.0, self.seconds());
+        (0..hours)
+            .map(|h| {
+                let t = h as f64 * HOUR;
+                self.fraction_at((t + window).min(self.seconds())) - self.fraction_at(t)
+            })
+            .fold(0.0, f64::max)
+    }
+
     /// The rate at `t` seconds into the year as a multiple of the year's mean rate.
     pub fn multiple_at(&self, t: f64) -> f64 {
         let h = ((t / HOUR) as usize).min(self.hours() - 1);
@@ -262,6 +276,21 @@ mod tests {
         assert!((c.multiple_at(singles_midnight) - peak).abs() < 1e-9);
         let june_18 = 168.0 * 86_400.0 + 1.0;
         assert!(c.multiple_at(june_18) > 5.0);
+    }
+
+    #[test]
+    fn a_wider_window_sees_a_lower_peak_multiple() {
+        let c = YearCurve::new(2021);
+        let mean_per_sec = 1.0 / c.seconds();
+        let hour = c.peak_window_fraction(3_600.0) / 3_600.0 / mean_per_sec;
+        assert!((hour - c.peak_multiple()).abs() < 1e-6, "{hour}");
+        let day = c.peak_window_fraction(86_400.0) / 86_400.0 / mean_per_sec;
+        let fortnight = c.peak_window_fraction(14.0 * 86_400.0) / (14.0 * 86_400.0) / mean_per_sec;
+        assert!(
+            hour > day && day > fortnight && fortnight > 1.0,
+            "{hour} {day} {fortnight}"
+        );
+        assert!((c.peak_window_fraction(c.seconds()) - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub struct YearReport {
     pub latency: Latency,
     /// Highest rate held over one second.
     pub peak_rate: f64,
-    /// The curve's peak rate at this pace (realtime pacing only).
+    /// The curve's busiest second of wall time at this pace, in checks (realtime pacing
+    /// only): at `realtime-xK` one second plays `K` seconds of the year.
     pub target_peak_rate: Option<f64>,
     /// Furthest behind schedule a chunk was sent (realtime pacing only).
     pub max_lag: Duration,
@@ -219,7 +220,7 @@ impl fmt::Display for YearReport {
         match self.target_peak_rate {
             Some(t) => writeln!(
                 f,
-                "  peak rate     {} checks/s held over 1 s (the curve's peak at this pace: {} checks/s; {}); furthest behind schedule {:.2} s",
+                "  peak rate     {} checks/s held over 1 s (the curve's busiest second at this pace: {} checks/s; {}); furthest behind schedule {:.2} s",
                 thousands(self.peak_rate.round() as u64),
                 thousands(t.round() as u64),
                 if self.peak_rate >= 0.95 * t {
@@ -408,7 +409,8 @@ pub async fn run_year(
     let checks_per_sec = checks as f64 / seconds.max(1e-9);
     let target_peak_rate = match cfg.pace {
         Pace::Max => None,
-        Pace::Realtime(k) => Some(curve.peak_multiple() * planned as f64 * k / curve.seconds()),
+        // The busiest second of wall time: `k` seconds of the year.
+        Pace::Realtime(k) => Some(curve.peak_window_fraction(k) * planned as f64),
     };
     Ok(YearReport {
         profile: cfg.profile,
