@@ -79,7 +79,11 @@ fn a_paced_2025_year_on_its_own_gateway_runtime_follows_the_curve_to_the_end() {
     );
     // The last chunk of each sender cannot leave before it is due (about 2.7 s into this
     // 3.2 s year): a lower bound a slow machine cannot break; unpaced, the run takes 0.1 s.
-    assert!(r.seconds > 2.0, "the run follows the schedule: {}", r.seconds);
+    assert!(
+        r.seconds > 2.0,
+        "the run follows the schedule: {}",
+        r.seconds
+    );
     assert!(r.max_lag < Duration::from_secs(60));
     assert!(r.to_string().contains("peak rate"));
 }
