@@ -101,6 +101,10 @@ impl CertNumber {
     ///
     /// Allocation-free: the normalised characters go to a small stack buffer.
     pub fn normalize(input: &str) -> Result<ParsedCertNumber, CertNumberError> {
+        // Most numbers arrive as the bare 16 digits: read them without the general path.
+        if input.len() == 16 && input.bytes().all(|b| b.is_ascii_digit()) {
+            return parse_digits_and_suffix(input.as_bytes());
+        }
         let mut buf = [0u8; MAX_NORMALISED];
         let mut len = 0usize;
         let mut overflow = false;

@@ -155,10 +155,12 @@ fn parse_rfc3339_unix(text: &str) -> Option<i64> {
 
 /// Parses `min..=max` ASCII digits.
 fn digits(s: &str, min: usize, max: usize) -> Option<u32> {
-    if s.len() < min || s.len() > max || !s.bytes().all(|c| c.is_ascii_digit()) {
+    if s.len() < min || s.len() > max {
         return None;
     }
-    s.parse().ok()
+    s.bytes().try_fold(0u32, |n, c| {
+        c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+    })
 }
 
 fn is_leap(y: i32) -> bool {

@@ -17,22 +17,37 @@ pub struct ModelKey(pub u64);
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
+/// A streaming hash of the normalised text's UTF-8 bytes, eight at a time: FNV-1a's scheme
+/// over 64-bit words (little-endian, the last word zero-padded), with the length and a
+/// splitmix64 avalanche at the end. Fixed forever: snapshots store its output.
 struct Hasher {
     h: u64,
-    empty: bool,
+    word: u64,
+    len: u64,
 }
 
 impl Hasher {
     fn new() -> Self {
         Hasher {
             h: FNV_OFFSET,
-            empty: true,
+            word: 0,
+            len: 0,
         }
     }
 
+    #[inline]
     fn byte(&mut self, b: u8) {
-        self.h = (self.h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
-        self.empty = false;
+        self.word |= u64::from(b) << (8 * (self.len % 8));
+        self.len += 1;
+        if self.len % 8 == 0 {
+            self.mix();
+        }
+    }
+
+    #[inline]
+    fn mix(&mut self) {
+        self.h = (self.h ^ self.word).wrapping_mul(FNV_PRIME).rotate_left(29);
+        self.word = 0;
     }
 
     fn char(&mut self, c: char) {
@@ -40,12 +55,16 @@ impl Hasher {
         c.encode_utf8(&mut buf).bytes().for_each(|b| self.byte(b));
     }
 
-    fn finish(self) -> Option<ModelKey> {
-        if self.empty {
+    fn finish(mut self) -> Option<ModelKey> {
+        if self.len == 0 {
             return None;
         }
-        // A final avalanche (from splitmix64) so nearby texts spread over the whole range.
-        let mut z = self.h;
+        if self.len % 8 != 0 {
+            self.mix();
+        }
+        // The length, then a final avalanche (from splitmix64) so nearby texts spread over
+        // the whole range.
+        let mut z = (self.h ^ self.len).wrapping_mul(FNV_PRIME);
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         Some(ModelKey(z ^ (z >> 31)))
@@ -119,6 +138,26 @@ mod tests {
         }
         assert_eq!(normalize_model("ａｂ　c d"), "ABCD");
         assert_eq!(normalize_model("straße"), "STRASSE");
+    }
+
+    #[test]
+    fn texts_that_share_words_or_padding_get_different_keys() {
+        let texts = [
+            "A",
+            "A\0",
+            "AB",
+            "ABCDEFGH",
+            "ABCDEFGH\0",
+            "ABCDEFGHI",
+            "BA",
+            "\0A",
+        ];
+        let keys: std::collections::HashSet<_> = texts.iter().map(|t| model_key(t)).collect();
+        assert_eq!(keys.len(), texts.len());
+        let many: std::collections::HashSet<_> = (0..200_000)
+            .map(|i| model_key(&format!("M-{i}X")))
+            .collect();
+        assert_eq!(many.len(), 200_000);
     }
 
     #[test]

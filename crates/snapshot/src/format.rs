@@ -11,7 +11,7 @@ use crate::error::SnapshotError;
 /// Magic bytes at the start of every snapshot file.
 pub(crate) const MAGIC: [u8; 8] = *b"CCCGSNAP";
 /// The format version this build writes and reads. Bump it on any change to `data.rs`.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Length of the header; the archive starts here, a multiple of 16.
 pub const HEADER_LEN: usize = 64;
 

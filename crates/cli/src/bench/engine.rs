@@ -198,6 +198,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             single.as_secs_f64() / secs
         );
     }
+    let miss = memory_latency_ns()?;
+    eprintln!(
+        "memory: one dependent random read over 256 MiB takes {miss:.1} ns here; a check costs {:.2} of them",
+        ns_per_check / miss
+    );
     println!(
         "engine certs={} checks={} threads={} ns_per_check={:.1} checks_per_sec={:.0} snapshot_bytes={} rss_bytes={} open_ms={:.1} batch={}",
         args.certs,
@@ -262,6 +267,47 @@ fn timed_pass(
         }
     });
     start.elapsed()
+}
+
+/// This machine's latency of one random memory access that misses every cache: a pointer
+/// chase over a 256 MiB single-cycle permutation (Sattolo), so each read depends on the last,
+/// in memory advised for huge pages like the snapshot's. A check's cost is best read as a
+/// multiple of this.
+fn memory_latency_ns() -> anyhow::Result<f64> {
+    const LEN: usize = 32 << 20; // 32M u64 = 256 MiB
+    let mut map = memmap2::MmapOptions::new().len(LEN * 8).map_anon()?;
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    let next: &mut [u64] = bytemuck_u64(&mut map);
+    for (i, n) in next.iter_mut().enumerate() {
+        *n = i as u64;
+    }
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..LEN).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let j = (x % i as u64) as usize;
+        next.swap(i, j);
+    }
+    let steps = 5_000_000;
+    let mut at = 0u64;
+    let start = Instant::now();
+    for _ in 0..steps {
+        at = next[at as usize];
+    }
+    black_box(at);
+    Ok(start.elapsed().as_nanos() as f64 / steps as f64)
+}
+
+/// The mapping as `u64`s (it is page-aligned and a multiple of 8 long).
+fn bytemuck_u64(map: &mut [u8]) -> &mut [u64] {
+    // SAFETY: a fresh anonymous mapping is page-aligned (so 8-aligned), zero-filled, and its
+    // length is a multiple of 8; every bit pattern is a valid u64.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::slice::from_raw_parts_mut(map.as_mut_ptr().cast::<u64>(), map.len() / 8)
+    }
 }
 
 /// Generated listings packed into one buffer, in order, so cycling through them reads memory
