@@ -39,7 +39,7 @@ impl Hasher {
     fn byte(&mut self, b: u8) {
         self.word |= u64::from(b) << (8 * (self.len % 8));
         self.len += 1;
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.mix();
         }
     }
@@ -59,7 +59,7 @@ impl Hasher {
         if self.len == 0 {
             return None;
         }
-        if self.len % 8 != 0 {
+        if !self.len.is_multiple_of(8) {
             self.mix();
         }
         // The length, then a final avalanche (from splitmix64) so nearby texts spread over
