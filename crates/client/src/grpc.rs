@@ -409,6 +409,7 @@ pub async fn run_grpc(
             schedule: cfg
                 .rate
                 .map_or(Schedule::Max, |r| schedule(r / senders as f64)),
+            phase: i as f64 / senders as f64,
         };
         tasks.push(tokio::spawn(run_sender(
             gateway.client(i),

@@ -54,8 +54,9 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// When listing number `sent` of `quota` is due, if the schedule has a time for it.
-    fn due(&self, sent: u64, quota: u64) -> Option<Instant> {
+    /// When listing number `sent` (fractional: senders are staggered) of `quota` is due, if
+    /// the schedule has a time for it.
+    fn due(&self, sent: f64, quota: u64) -> Option<Instant> {
         match self {
             Schedule::Max => None,
             Schedule::Year {
@@ -63,11 +64,11 @@ impl Schedule {
                 speedup,
                 start,
             } => {
-                let f = sent as f64 / quota.max(1) as f64;
+                let f = sent / quota.max(1) as f64;
                 Some(*start + Duration::from_secs_f64(curve.time_of_fraction(f) / speedup))
             }
             Schedule::Rate { per_sec, start } => {
-                Some(*start + Duration::from_secs_f64(sent as f64 / per_sec))
+                Some(*start + Duration::from_secs_f64(sent / per_sec))
             }
         }
     }
@@ -86,6 +87,10 @@ pub struct SenderPlan {
     pub until: Option<Instant>,
     /// When to send.
     pub schedule: Schedule,
+    /// Where this sender's calls fall between those of the others, as a fraction of one call
+    /// (sender `i` of `n`: `i / n`). Without it every sender's call `k` is due at the same
+    /// instant and a paced run arrives in bursts of one call per sender.
+    pub phase: f64,
 }
 
 /// When a snapshot swap happened (microseconds since `epoch`), for telling the latency of
@@ -305,7 +310,8 @@ pub async fn run_sender(
         let request = enc.finish(0);
         let mut start = Instant::now();
         stats.generate_time += start - generating;
-        if let Some(due) = plan.schedule.due(sent, plan.quota) {
+        let position = sent as f64 + plan.phase * n as f64;
+        if let Some(due) = plan.schedule.due(position, plan.quota) {
             if due > start {
                 tokio::time::sleep_until(due.into()).await;
                 start = Instant::now();
@@ -459,9 +465,10 @@ mod tests {
             per_sec: 1_000.0,
             start,
         };
-        assert_eq!(s.due(0, 10), Some(start));
-        assert_eq!(s.due(500, 10), Some(start + Duration::from_millis(500)));
-        assert_eq!(Schedule::Max.due(5, 10), None);
+        assert_eq!(s.due(0.0, 10), Some(start));
+        assert_eq!(s.due(500.0, 10), Some(start + Duration::from_millis(500)));
+        assert_eq!(s.due(0.5, 10), Some(start + Duration::from_micros(500)));
+        assert_eq!(Schedule::Max.due(5.0, 10), None);
     }
 
     #[test]
@@ -473,9 +480,9 @@ mod tests {
             speedup: 1e5,
             start,
         };
-        let end = s.due(100, 100).unwrap() - start;
+        let end = s.due(100.0, 100).unwrap() - start;
         assert!((end.as_secs_f64() - curve.seconds() / 1e5).abs() < 1e-3);
-        assert!(s.due(50, 100).unwrap() > start);
+        assert!(s.due(50.0, 100).unwrap() > start);
     }
 
     #[test]

@@ -376,6 +376,7 @@ pub async fn run_year(
             quota,
             until: None,
             schedule: schedule.clone(),
+            phase: i as f64 / senders as f64,
         };
         tasks.push(tokio::spawn(run_sender(
             gateway.client(i),

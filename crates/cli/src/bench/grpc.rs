@@ -62,8 +62,10 @@ pub struct Args {
     /// Worker threads of the senders' runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Worker threads of a runtime of the embedded gateway's own; without it the gateway
-    /// shares the senders' runtime.
+    /// Worker threads of a runtime of the embedded gateway's own; 0 shares the senders'
+    /// runtime. Default: 2 for unary (on one shared runtime tokio keeps each woken task on
+    /// the waking thread, and the request-response ping-pong of unary calls then runs on one
+    /// core), shared for the others.
     #[arg(long)]
     gateway_threads: Option<usize>,
     /// Where the embedded gateway's snapshots are cached between runs.
@@ -103,7 +105,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: progress_mode(&args.progress, args.progress_every)?,
         ..d
     };
-    let report = run_grpc_blocking(&cfg, args.client_threads, args.gateway_threads)?;
+    let gateway_threads = match (args.gateway_threads, args.mode) {
+        (Some(0), _) => None,
+        (Some(n), _) => Some(n),
+        (None, GrpcMode::Unary) => Some(2),
+        (None, _) => None,
+    };
+    let report = run_grpc_blocking(&cfg, args.client_threads, gateway_threads)?;
     eprintln!("{report}");
     println!("{}", report.last_line());
     if report.stats.errors() > 0 || report.stats.mismatches > 0 {

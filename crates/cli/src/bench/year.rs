@@ -52,8 +52,8 @@ pub struct Args {
     /// Worker threads of the senders' runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Worker threads of a runtime of the embedded gateway's own; without it the gateway
-    /// shares the senders' runtime.
+    /// Worker threads of a runtime of the embedded gateway's own; without it (or with 0) the
+    /// gateway shares the senders' runtime.
     #[arg(long)]
     gateway_threads: Option<usize>,
     /// Where the embedded gateway's snapshot is cached between runs.
@@ -89,7 +89,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: progress_mode(&args.progress, args.progress_every)?,
         ..YearConfig::new(args.profile)
     };
-    let report = run_year_blocking(&cfg, args.client_threads, args.gateway_threads)?;
+    let gateway_threads = args.gateway_threads.filter(|&n| n > 0);
+    let report = run_year_blocking(&cfg, args.client_threads, gateway_threads)?;
     eprintln!("{report}");
     println!("{}", report.last_line());
     if report.errors() > 0 || report.stats.mismatches > 0 {
