@@ -387,11 +387,10 @@ pub async fn run_grpc(
             bytes: None,
         }),
     );
-    let sampler_stop = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone()));
-
     let cpu_start = process_cpu();
     let start = Instant::now();
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone(), start));
     let until = duration.map(|d| start + d);
     let schedule = |per_sec: f64| Schedule::Rate { per_sec, start };
     let mut tasks = Vec::new();

@@ -393,7 +393,9 @@ fn count(bytes: &[u8], rpc: Rpc, expected: &[u8], view: &mut ResponseView, stats
 /// Samples a counter once a second: the highest one-second rate seen, and a timeline.
 #[derive(Debug, Default, Clone)]
 pub struct RateSampler {
-    /// (seconds since start, rate over the last second, resident memory in bytes if known).
+    /// (seconds since the run's start at the end of the window, rate over the window,
+    /// resident memory in bytes if known); a window is about one second, from the end of
+    /// the previous one.
     pub samples: Vec<(f64, f64, Option<u64>)>,
 }
 
@@ -409,14 +411,17 @@ impl RateSampler {
     }
 }
 
-/// Samples `done` every second until `stop` is set.
-pub async fn sample_rates(done: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> RateSampler {
+/// Samples `done` every second until `stop` is set; times count from `start`.
+pub async fn sample_rates(
+    done: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    start: Instant,
+) -> RateSampler {
     let mut s = RateSampler::default();
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let second = Duration::from_secs(1);
+    let mut tick = tokio::time::interval_at((start + second).into(), second);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut last = (Instant::now(), done.load(Ordering::Relaxed));
+    let mut last = (start, done.load(Ordering::Relaxed));
     loop {
         tick.tick().await;
         if stop.load(Ordering::Relaxed) {
