@@ -29,8 +29,8 @@ use crate::bench::{BenchError, GatewayChoice, setup};
 use crate::connect::Gateway;
 use crate::embedded::{EmbeddedError, EmbeddedGateway, bench_build_info};
 use crate::load::{
-    LoadStats, RunShared, Schedule, SenderPlan, SwapWindow, process_cpu, resident_bytes,
-    run_sender, sample_rates,
+    LoadStats, RunShared, Schedule, SenderPlan, SharedRate, SwapWindow, process_cpu,
+    resident_bytes, run_sender, sample_rates,
 };
 use crate::progress::{Counters, Mode, Reporter, Total};
 use crate::summary::{Latency, micros, thousands};
@@ -392,7 +392,24 @@ pub async fn run_grpc(
     let sampler_stop = Arc::new(AtomicBool::new(false));
     let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone(), start));
     let until = duration.map(|d| start + d);
-    let schedule = |per_sec: f64| Schedule::Rate { per_sec, start };
+    // A paced run: one schedule for all senders (see `Schedule::Shared`).
+    let chunk = if cfg.mode == GrpcMode::Unary {
+        1
+    } else {
+        cfg.chunk
+    };
+    let paced = cfg.rate.map(|rate| {
+        Arc::new(SharedRate {
+            next: AtomicU64::new(0),
+            calls: if planned == u64::MAX {
+                u64::MAX
+            } else {
+                planned.div_ceil(chunk as u64)
+            },
+            interval: Duration::from_secs_f64(chunk as f64 / rate.max(1e-9)),
+            start,
+        })
+    });
     let mut tasks = Vec::new();
     for (i, shard) in su.generator.shards(senders as u32).into_iter().enumerate() {
         let quota = if planned == u64::MAX {
@@ -403,11 +420,12 @@ pub async fn run_grpc(
         let plan = SenderPlan {
             rpc: cfg.mode.rpc(),
             chunk: cfg.chunk,
-            quota,
             until,
-            schedule: cfg
-                .rate
-                .map_or(Schedule::Max, |r| schedule(r / senders as f64)),
+            // Paced, a sender sends whatever calls it takes, up to all of them.
+            quota: if paced.is_some() { planned } else { quota },
+            schedule: paced
+                .as_ref()
+                .map_or(Schedule::Max, |r| Schedule::Shared(r.clone())),
             phase: i as f64 / senders as f64,
         };
         tasks.push(tokio::spawn(run_sender(

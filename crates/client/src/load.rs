@@ -51,6 +51,25 @@ pub enum Schedule {
         /// When the first is due.
         start: Instant,
     },
+    /// At a fixed rate shared by all senders: call `j` (counted over all of them) is due at
+    /// `start + j * interval`, and a sender that is free takes the next `j`. One slow call
+    /// then delays only itself: with a schedule of its own, a sender stuck on one call would
+    /// make each of its later calls late too, and the latency of a paced run would measure
+    /// the client, not the gateway. Sleeps are tokio's, to the millisecond.
+    Shared(Arc<SharedRate>),
+}
+
+/// The state of [`Schedule::Shared`].
+#[derive(Debug)]
+pub struct SharedRate {
+    /// The next call to take.
+    pub next: AtomicU64,
+    /// Calls in all (`u64::MAX`: until the run's end time).
+    pub calls: u64,
+    /// Time between calls.
+    pub interval: Duration,
+    /// When call 0 is due.
+    pub start: Instant,
 }
 
 impl Schedule {
@@ -70,6 +89,7 @@ impl Schedule {
             Schedule::Rate { per_sec, start } => {
                 Some(*start + Duration::from_secs_f64(sent / per_sec))
             }
+            Schedule::Shared(_) => None,
         }
     }
 }
@@ -296,6 +316,17 @@ pub async fn run_sender(
         if plan.until.is_some_and(|u| Instant::now() >= u) {
             break;
         }
+        // On a shared schedule a free sender takes the next call; none left ends the sender.
+        let token = match &plan.schedule {
+            Schedule::Shared(r) => {
+                let j = r.next.fetch_add(1, Ordering::Relaxed);
+                if j >= r.calls {
+                    break;
+                }
+                Some(r.start + r.interval.mul_f64(j as f64))
+            }
+            _ => None,
+        };
         let n = (plan.quota - sent).min(chunk as u64) as usize;
         let generating = Instant::now();
         expected.clear();
@@ -311,7 +342,7 @@ pub async fn run_sender(
         let mut start = Instant::now();
         stats.generate_time += start - generating;
         let position = sent as f64 + plan.phase * n as f64;
-        if let Some(due) = plan.schedule.due(position, plan.quota) {
+        if let Some(due) = token.or_else(|| plan.schedule.due(position, plan.quota)) {
             if due > start {
                 tokio::time::sleep_until(due.into()).await;
                 start = Instant::now();
