@@ -324,6 +324,12 @@ fn inspect(file: &Path, cert: Option<&str>) -> anyhow::Result<()> {
     out!("built at:     {}", china_time(snap.built_at_unix_ms()));
     out!("content id:   {}", snap.content_id());
     out!("size:         {} bytes", snap.byte_len());
+    let tables: Vec<String> = snap
+        .table_bytes()
+        .iter()
+        .map(|(name, b)| format!("{name} {b}"))
+        .collect();
+    out!("tables:       {} (bytes)", tables.join(", "));
     let catalogue = snap.catalogue();
     out!("catalogue:    {} entries", catalogue.entries().len());
     print_counts(snap.counts())?;

@@ -209,6 +209,23 @@ impl Default for LoadStats {
 }
 
 impl LoadStats {
+    /// Waits for every sender and merges what they counted; a sender that panicked or was
+    /// cancelled is reported as the first error, not lost.
+    pub async fn join(tasks: Vec<tokio::task::JoinHandle<LoadStats>>) -> LoadStats {
+        let mut stats = LoadStats::default();
+        for t in tasks {
+            match t.await {
+                Ok(s) => stats.merge(&s),
+                Err(e) => {
+                    stats
+                        .first_error
+                        .get_or_insert_with(|| format!("sender failed: {e}"));
+                }
+            }
+        }
+        stats
+    }
+
     /// Adds `other` into this.
     pub fn merge(&mut self, other: &LoadStats) {
         for (row, o) in self.verdicts.iter_mut().zip(&other.verdicts) {

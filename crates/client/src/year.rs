@@ -395,17 +395,7 @@ pub async fn run_year(
             shared.clone(),
         )));
     }
-    let mut stats = LoadStats::default();
-    for t in tasks {
-        match t.await {
-            Ok(s) => stats.merge(&s),
-            Err(e) => {
-                stats
-                    .first_error
-                    .get_or_insert_with(|| format!("sender failed: {e}"));
-            }
-        }
-    }
+    let stats = LoadStats::join(tasks).await;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = cpu_start
         .zip(process_cpu())
