@@ -43,7 +43,8 @@ pub struct Args {
         value_name = "REASON=DECISION"
     )]
     policy: Vec<String>,
-    /// Largest gRPC message in bytes, both ways [default: 16777216].
+    /// Largest gRPC message in bytes, both ways; 10,000 listings at the largest field sizes
+    /// take 7.9 MB [default: 8388608].
     #[arg(long, env = "CCCGATE_MAX_MESSAGE_BYTES", value_name = "BYTES")]
     max_message_bytes: Option<usize>,
     /// Most listings in one CheckBatch or stream message [default: 10000].
@@ -74,6 +75,38 @@ pub struct Args {
     /// Deadline of a unary call in milliseconds, 0 for none [default: 10000].
     #[arg(long, env = "CCCGATE_REQUEST_TIMEOUT_MS", value_name = "MS")]
     request_timeout_ms: Option<u64>,
+    /// Bytes requests in progress may hold over all callers, taken as each message's header
+    /// arrives (its bytes plus 768 per listing it may hold) and given back once its answer is
+    /// encoded; over it RESOURCE_EXHAUSTED with a retry hint [default: 268435456].
+    #[arg(long, env = "CCCGATE_MAX_IN_FLIGHT_BYTES", value_name = "BYTES")]
+    max_in_flight_bytes: Option<usize>,
+    /// The same budget for one caller [default: 67108864].
+    #[arg(long, env = "CCCGATE_CLIENT_MAX_IN_FLIGHT_BYTES", value_name = "BYTES")]
+    client_max_in_flight_bytes: Option<usize>,
+    /// Most CheckStream streams one caller may hold open [default: 128].
+    #[arg(long, env = "CCCGATE_CLIENT_MAX_OPEN_STREAMS", value_name = "N")]
+    client_max_open_streams: Option<usize>,
+    /// Most CheckStream streams one connection may hold open [default: 64].
+    #[arg(long, env = "CCCGATE_CONNECTION_MAX_OPEN_STREAMS", value_name = "N")]
+    connection_max_open_streams: Option<usize>,
+    /// End a stream that sends no message for this long (DEADLINE_EXCEEDED), 0 for never
+    /// [default: 120000].
+    #[arg(long, env = "CCCGATE_STREAM_IDLE_TIMEOUT_MS", value_name = "MS")]
+    stream_idle_timeout_ms: Option<u64>,
+    /// HTTP/2 keepalive ping interval, 0 for none [default: 30000].
+    #[arg(long, env = "CCCGATE_HTTP2_KEEPALIVE_INTERVAL_MS", value_name = "MS")]
+    http2_keepalive_interval_ms: Option<u64>,
+    /// Close a connection whose keepalive ping goes unanswered this long [default: 10000].
+    #[arg(long, env = "CCCGATE_HTTP2_KEEPALIVE_TIMEOUT_MS", value_name = "MS")]
+    http2_keepalive_timeout_ms: Option<u64>,
+    /// Ask a connection to reconnect (GOAWAY) after this long, so new replicas get load;
+    /// 0 for never [default: 1800000].
+    #[arg(long, env = "CCCGATE_MAX_CONNECTION_AGE_MS", value_name = "MS")]
+    max_connection_age_ms: Option<u64>,
+    /// Time a connection past its age has to finish its calls before it is closed
+    /// [default: 60000].
+    #[arg(long, env = "CCCGATE_MAX_CONNECTION_AGE_GRACE_MS", value_name = "MS")]
+    max_connection_age_grace_ms: Option<u64>,
     /// How long shutdown waits for in-flight requests and streams [default: 30000].
     #[arg(long, env = "CCCGATE_SHUTDOWN_GRACE_MS", value_name = "MS")]
     shutdown_grace_ms: Option<u64>,
@@ -118,6 +151,15 @@ impl Args {
             max_concurrent_streams_per_connection: self.max_concurrent_streams_per_connection,
             concurrency_limit_per_connection: self.concurrency_limit_per_connection,
             request_timeout_ms: self.request_timeout_ms,
+            max_in_flight_bytes: self.max_in_flight_bytes,
+            client_max_in_flight_bytes: self.client_max_in_flight_bytes,
+            client_max_open_streams: self.client_max_open_streams,
+            connection_max_open_streams: self.connection_max_open_streams,
+            stream_idle_timeout_ms: self.stream_idle_timeout_ms,
+            http2_keepalive_interval_ms: self.http2_keepalive_interval_ms,
+            http2_keepalive_timeout_ms: self.http2_keepalive_timeout_ms,
+            max_connection_age_ms: self.max_connection_age_ms,
+            max_connection_age_grace_ms: self.max_connection_age_grace_ms,
             shutdown_grace_ms: self.shutdown_grace_ms,
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),

@@ -79,6 +79,24 @@ pub struct ConfigLayer {
     /// Deadline of a unary call, in milliseconds (a client's shorter `grpc-timeout` wins);
     /// 0: none.
     pub request_timeout_ms: Option<u64>,
+    /// Bytes that requests in progress may hold, over all callers.
+    pub max_in_flight_bytes: Option<usize>,
+    /// Bytes that one caller's requests in progress may hold.
+    pub client_max_in_flight_bytes: Option<usize>,
+    /// CheckStream streams one caller may hold open.
+    pub client_max_open_streams: Option<usize>,
+    /// CheckStream streams one connection may hold open.
+    pub connection_max_open_streams: Option<usize>,
+    /// A stream with no request message for this long is ended, in milliseconds; 0: never.
+    pub stream_idle_timeout_ms: Option<u64>,
+    /// Interval of HTTP/2 keepalive pings, in milliseconds; 0: none.
+    pub http2_keepalive_interval_ms: Option<u64>,
+    /// How long a keepalive ping may go unanswered before the connection is closed, in ms.
+    pub http2_keepalive_timeout_ms: Option<u64>,
+    /// Connections are asked to reconnect (GOAWAY) after this long, in milliseconds; 0: never.
+    pub max_connection_age_ms: Option<u64>,
+    /// How long a connection past its age may finish its calls before it is closed, in ms.
+    pub max_connection_age_grace_ms: Option<u64>,
     /// How long shutdown waits for in-flight requests and streams, in milliseconds.
     pub shutdown_grace_ms: Option<u64>,
     /// `human` or `json`.
@@ -189,18 +207,50 @@ pub struct Limits {
     pub concurrency_limit_per_connection: usize,
     /// Deadline of a unary call; `None`: none.
     pub request_timeout: Option<Duration>,
+    /// Bytes requests in progress may hold, over all callers.
+    pub max_in_flight_bytes: usize,
+    /// Bytes one caller's requests in progress may hold.
+    pub client_max_in_flight_bytes: usize,
+    /// Streams one caller may hold open.
+    pub client_max_open_streams: usize,
+    /// Streams one connection may hold open.
+    pub connection_max_open_streams: usize,
+    /// Idle stream timeout; `None`: never.
+    pub stream_idle_timeout: Option<Duration>,
+    /// HTTP/2 keepalive ping interval; `None`: none.
+    pub http2_keepalive_interval: Option<Duration>,
+    /// HTTP/2 keepalive ping timeout.
+    pub http2_keepalive_timeout: Duration,
+    /// Maximum connection age; `None`: none.
+    pub max_connection_age: Option<Duration>,
+    /// Grace after the maximum connection age.
+    pub max_connection_age_grace: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_bytes: 16 * 1024 * 1024,
+            // 10,000 listings with every field at its limit take 7.9 MB on the wire
+            // (`wire::MAX_LISTING_WIRE_BYTES` each): the largest valid batch fits, with room
+            // for the answer, and nothing much larger does.
+            max_message_bytes: 8 * 1024 * 1024,
             max_batch: 10_000,
             max_in_flight: 1024,
             max_open_streams: 256,
             max_concurrent_streams_per_connection: 256,
             concurrency_limit_per_connection: 512,
             request_timeout: Some(Duration::from_secs(10)),
+            // A largest batch costs ~16 MiB (`admission::message_cost`): 16 of them at once
+            // over all callers, 4 per caller. Far below the 1.5 GiB a replica is given.
+            max_in_flight_bytes: 256 * 1024 * 1024,
+            client_max_in_flight_bytes: 64 * 1024 * 1024,
+            client_max_open_streams: 128,
+            connection_max_open_streams: 64,
+            stream_idle_timeout: Some(Duration::from_secs(120)),
+            http2_keepalive_interval: Some(Duration::from_secs(30)),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Some(Duration::from_secs(30 * 60)),
+            max_connection_age_grace: Duration::from_secs(60),
         }
     }
 }
@@ -322,12 +372,42 @@ impl Config {
                 pick!(concurrency_limit_per_connection)
                     .unwrap_or(d.concurrency_limit_per_connection),
             )?,
-            request_timeout: match pick!(request_timeout_ms) {
-                None => d.request_timeout,
-                Some(0) => None,
-                Some(ms) => Some(Duration::from_millis(ms)),
-            },
+            request_timeout: ms_or_off(pick!(request_timeout_ms), d.request_timeout),
+            max_in_flight_bytes: positive(
+                "max_in_flight_bytes",
+                pick!(max_in_flight_bytes).unwrap_or(d.max_in_flight_bytes),
+            )?,
+            client_max_in_flight_bytes: positive(
+                "client_max_in_flight_bytes",
+                pick!(client_max_in_flight_bytes).unwrap_or(d.client_max_in_flight_bytes),
+            )?,
+            client_max_open_streams: positive(
+                "client_max_open_streams",
+                pick!(client_max_open_streams).unwrap_or(d.client_max_open_streams),
+            )?,
+            connection_max_open_streams: positive(
+                "connection_max_open_streams",
+                pick!(connection_max_open_streams).unwrap_or(d.connection_max_open_streams),
+            )?,
+            stream_idle_timeout: ms_or_off(pick!(stream_idle_timeout_ms), d.stream_idle_timeout),
+            http2_keepalive_interval: ms_or_off(
+                pick!(http2_keepalive_interval_ms),
+                d.http2_keepalive_interval,
+            ),
+            http2_keepalive_timeout: pick!(http2_keepalive_timeout_ms)
+                .map_or(d.http2_keepalive_timeout, Duration::from_millis),
+            max_connection_age: ms_or_off(pick!(max_connection_age_ms), d.max_connection_age),
+            max_connection_age_grace: pick!(max_connection_age_grace_ms)
+                .map_or(d.max_connection_age_grace, Duration::from_millis),
         };
+        // The smallest message must fit the budgets, or every call would be refused.
+        let one = crate::admission::message_cost(64, limits.max_batch);
+        if limits.client_max_in_flight_bytes < one {
+            return Err(ConfigError::Invalid {
+                key: "client_max_in_flight_bytes",
+                message: format!("must be at least {one} (what one small message may cost)"),
+            });
+        }
         let snapshot_dir = pick!(snapshot_dir);
         let drop_dir = pick!(drop_dir);
         if drop_dir.is_some() && snapshot_dir.is_none() {
@@ -377,6 +457,15 @@ impl Config {
             .overrides()
             .map(|(r, d): (Reason, Decision)| format!("{r}={d}"))
             .collect()
+    }
+}
+
+/// A duration in milliseconds where 0 means "off"; unset: the default.
+fn ms_or_off(ms: Option<u64>, default: Option<Duration>) -> Option<Duration> {
+    match ms {
+        None => default,
+        Some(0) => None,
+        Some(ms) => Some(Duration::from_millis(ms)),
     }
 }
 

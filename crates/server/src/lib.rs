@@ -23,13 +23,16 @@
 #![deny(missing_docs)]
 
 mod admin;
+mod admission;
 pub mod config;
 mod decision_log;
 mod metrics;
+mod public;
 pub mod reload;
 pub mod sample;
 mod service;
 pub mod store;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,7 +42,6 @@ use std::time::Duration;
 
 use cccgate_loader::Loader;
 use cccgate_proto::v1::admin_server::AdminServer;
-use cccgate_proto::v1::listing_check_server::ListingCheckServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -222,16 +224,21 @@ pub async fn run_with(
         .build_v1alpha()?;
 
     let limits = config.limits;
-    let check = ListingCheckServer::new(service::CheckService::new(Arc::clone(&ctx)))
-        .max_decoding_message_size(limits.max_message_bytes)
-        .max_encoding_message_size(limits.max_message_bytes);
+    let check = public::PublicCheck::new(Arc::clone(&ctx));
     let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));
     drop(ctx);
 
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(limits.concurrency_limit_per_connection)
         .load_shed(true)
-        .max_concurrent_streams(Some(limits.max_concurrent_streams_per_connection));
+        .max_concurrent_streams(Some(limits.max_concurrent_streams_per_connection))
+        .http2_keepalive_interval(limits.http2_keepalive_interval)
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout));
+    if let Some(age) = limits.max_connection_age {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(limits.max_connection_age_grace);
+    }
     if let Some(t) = limits.request_timeout {
         builder = builder.timeout(t);
     }

@@ -291,7 +291,8 @@ impl Reloader {
                     if refused.get(&path) == Some(&fp) {
                         continue;
                     }
-                    match Snapshot::open(&path) {
+                    // Copied into private memory: never a mapping another process can truncate.
+                    match Snapshot::load(&path) {
                         Ok(s) if s.sequence() == sequence => {
                             let origin = path.display().to_string();
                             loaded = Some((self.swap(s, origin.clone()), origin));
@@ -406,7 +407,7 @@ impl Reloader {
             elapsed_ms = report.elapsed.as_millis() as u64,
             "drop loaded"
         );
-        Snapshot::open(&path).map(Some).map_err(|e| e.to_string())
+        Snapshot::load(&path).map(Some).map_err(|e| e.to_string())
     }
 }
 

@@ -10,26 +10,21 @@
 //! in a local tally and added once per message; the decision log (if any) gets one message
 //! per request or chunk through a non-blocking `try_send`.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cccgate_core::{Day, Policy, check, check_all};
-use cccgate_proto::v1::listing_check_server::ListingCheck;
 use cccgate_proto::v1::listing_result::Outcome as WireOutcome;
-use cccgate_proto::v1::{
-    CheckBatchRequest, CheckBatchResponse, CheckRequest, CheckResponse, Listing as WireListing,
-    ListingResult,
-};
+use cccgate_proto::v1::{CheckBatchResponse, CheckResponse, Listing as WireListing, ListingResult};
 use cccgate_proto::{InvalidListing, verdict_to_wire};
-use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Status;
 
 use crate::config::Limits;
 use crate::decision_log::{self, DecisionLog};
 use crate::metrics::{CheckMetrics, Rpc, Tally};
 use crate::store::{Loaded, SnapshotReader};
+use crate::wire::{Decoded, Item, WireError};
 
 /// Why a call gets no verdicts. Each maps to one gRPC status code.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +61,7 @@ pub enum CheckError {
         max: usize,
     },
     /// Too much in progress: RESOURCE_EXHAUSTED.
-    #[error("overloaded: {limit} {what} already in progress; retry with backoff")]
+    #[error("overloaded: {what} at its limit of {limit}; retry with backoff")]
     Overloaded {
         /// Calls or streams.
         what: &'static str,
@@ -92,10 +87,21 @@ impl From<CheckError> for Status {
             CheckError::MissingListing
             | CheckError::ListingsInUnary
             | CheckError::TooMany { .. } => Status::invalid_argument(message),
-            CheckError::Overloaded { .. } => Status::resource_exhausted(message),
+            CheckError::Overloaded { .. } => {
+                let mut s = Status::resource_exhausted(message);
+                // The retry hint gRPC clients read (gRFC A6): try again after this long.
+                s.metadata_mut().insert(
+                    "grpc-retry-pushback-ms",
+                    tonic::metadata::MetadataValue::from_static(RETRY_PUSHBACK_MS),
+                );
+                s
+            }
         }
     }
 }
+
+/// How long a shed caller is asked to wait before it retries, in milliseconds.
+pub(crate) const RETRY_PUSHBACK_MS: &str = "200";
 
 /// What every check needs, shared by all calls.
 #[derive(Debug)]
@@ -105,8 +111,8 @@ pub(crate) struct CheckContext {
     pub limits: Limits,
     pub metrics: CheckMetrics,
     pub log: Option<DecisionLog>,
-    in_flight: Semaphore,
-    streams: Arc<Semaphore>,
+    pub in_flight: Arc<Semaphore>,
+    pub streams: Arc<Semaphore>,
 }
 
 impl CheckContext {
@@ -122,7 +128,7 @@ impl CheckContext {
             policy,
             limits,
             log,
-            in_flight: Semaphore::new(limits.max_in_flight),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             streams: Arc::new(Semaphore::new(limits.max_open_streams)),
         }
     }
@@ -130,10 +136,10 @@ impl CheckContext {
     /// Decides `listings` against one snapshot, appending one result each to `out` (an error
     /// entry for a bad listing).
     #[inline]
-    fn decide_all<'a>(
+    fn decide_all(
         &self,
         loaded: &Loaded,
-        listings: impl Iterator<Item = &'a WireListing>,
+        listings: &[Item],
         day: Day,
         tally: &mut Tally,
         log: &mut Option<Vec<decision_log::Entry>>,
@@ -142,12 +148,13 @@ impl CheckContext {
         // Validate every listing first, answering bad ones in place; then decide the valid
         // ones together with `check_all`, which prefetches each certificate a few listings
         // ahead so the memory latency of the lookups overlaps. Results stay in input order.
-        let (lower, _) = listings.size_hint();
+        let lower = listings.len();
         let mut valid = Vec::with_capacity(lower);
         let mut wires = Vec::with_capacity(lower);
         let mut at = Vec::with_capacity(lower);
-        for wire in listings {
-            match wire.validate(day) {
+        for item in listings {
+            let wire = &item.wire;
+            match validate(item, day) {
                 Ok(listing) => {
                     at.push(out.len());
                     valid.push(listing);
@@ -180,12 +187,13 @@ impl CheckContext {
     fn decide_one(
         &self,
         loaded: &Loaded,
-        wire: &WireListing,
+        item: &Item,
         day: Day,
         tally: &mut Tally,
         log: &mut Option<Vec<decision_log::Entry>>,
     ) -> Result<ListingResult, InvalidListing> {
-        match wire.validate(day) {
+        let wire = &item.wire;
+        match validate(item, day) {
             Ok(listing) => {
                 let v = check(&loaded.snapshot, &listing, &self.policy);
                 tally.verdict(v.reason);
@@ -239,58 +247,127 @@ impl CheckContext {
     }
 
     /// Answers one stream message: all its listings against one snapshot. A message with too
-    /// many listings gets an error entry for each, and the stream goes on.
-    fn answer_chunk(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
+    /// many listings (refused while it was decoded) gets one error, and the stream goes on.
+    pub(crate) fn answer_chunk(
+        &self,
+        req: Result<Decoded, WireError>,
+    ) -> Result<CheckResponse, CheckError> {
+        let started = Instant::now();
+        let guard = self.reader.load();
+        let min = req.as_ref().map_or(0, |r| r.min_snapshot_sequence);
+        self.require(guard.as_ref(), min)?;
+        let Some(loaded) = guard.as_ref() else {
+            return Err(CheckError::NoSnapshot);
+        };
+        let mut tally = Tally::default();
+        let mut resp = CheckResponse {
+            result: None,
+            results: Vec::new(),
+            snapshot_sequence: loaded.snapshot.sequence(),
+            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
+        };
+        match req {
+            Err(e) => {
+                tally.invalid = 1;
+                resp.result = Some(ListingResult {
+                    listing_id: String::new(),
+                    outcome: Some(WireOutcome::Error(cccgate_proto::v1::ListingError {
+                        field: "listings".into(),
+                        message: e.to_string(),
+                    })),
+                });
+            }
+            Ok(req) => {
+                let n = req.len();
+                let day = today_cn();
+                let mut log = self.log_entries(n);
+                resp.result = req.listing.as_ref().map(|l| {
+                    self.decide_one(loaded, l, day, &mut tally, &mut log)
+                        .unwrap_or_else(|invalid| invalid.to_result())
+                });
+                resp.results.reserve_exact(req.listings.len());
+                self.decide_all(
+                    loaded,
+                    &req.listings,
+                    day,
+                    &mut tally,
+                    &mut log,
+                    &mut resp.results,
+                );
+                self.log_batch(loaded, log);
+            }
+        }
+        self.metrics
+            .record(Rpc::Stream, &tally, started.elapsed().as_secs_f64());
+        Ok(resp)
+    }
+
+    /// Answers a unary Check.
+    pub(crate) fn check_one(&self, req: &Decoded) -> Result<CheckResponse, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
         self.require(guard.as_ref(), req.min_snapshot_sequence)?;
         let Some(loaded) = guard.as_ref() else {
             return Err(CheckError::NoSnapshot);
         };
-        let n = usize::from(req.listing.is_some()) + req.listings.len();
+        if !req.listings.is_empty() {
+            return Err(CheckError::ListingsInUnary);
+        }
+        let item = req.listing.as_ref().ok_or(CheckError::MissingListing)?;
         let mut tally = Tally::default();
-        let mut resp = CheckResponse {
-            result: None,
-            results: Vec::with_capacity(req.listings.len()),
+        let mut log = self.log_entries(1);
+        let result = self.decide_one(loaded, item, today_cn(), &mut tally, &mut log);
+        self.log_batch(loaded, log);
+        self.metrics
+            .record(Rpc::Check, &tally, started.elapsed().as_secs_f64());
+        // Unary: a bad listing fails the call with INVALID_ARGUMENT naming the field.
+        let result = result?;
+        Ok(CheckResponse {
+            result: Some(result),
+            results: Vec::new(),
             snapshot_sequence: loaded.snapshot.sequence(),
             snapshot_content_id: loaded.snapshot.content_id().to_owned(),
+        })
+    }
+
+    /// Answers a CheckBatch.
+    pub(crate) fn check_batch(&self, req: &Decoded) -> Result<CheckBatchResponse, CheckError> {
+        let started = Instant::now();
+        let guard = self.reader.load();
+        self.require(guard.as_ref(), req.min_snapshot_sequence)?;
+        let Some(loaded) = guard.as_ref() else {
+            return Err(CheckError::NoSnapshot);
         };
-        if n > self.limits.max_batch {
-            let err = CheckError::TooMany {
-                len: n,
-                max: self.limits.max_batch,
-            }
-            .to_string();
-            let over = |l: &WireListing| ListingResult {
-                listing_id: l.listing_id.clone(),
-                outcome: Some(WireOutcome::Error(cccgate_proto::v1::ListingError {
-                    field: "listings".into(),
-                    message: err.clone(),
-                })),
-            };
-            tally.invalid = n as u64;
-            resp.result = req.listing.as_ref().map(over);
-            resp.results = req.listings.iter().map(over).collect();
-        } else {
-            let day = today_cn();
-            let mut log = self.log_entries(n);
-            resp.result = req.listing.as_ref().map(|l| {
-                self.decide_one(loaded, l, day, &mut tally, &mut log)
-                    .unwrap_or_else(|invalid| invalid.to_result())
-            });
-            self.decide_all(
-                loaded,
-                req.listings.iter(),
-                day,
-                &mut tally,
-                &mut log,
-                &mut resp.results,
-            );
-            self.log_batch(loaded, log);
-        }
+        let mut tally = Tally::default();
+        let mut log = self.log_entries(req.listings.len());
+        let mut results = Vec::with_capacity(req.listings.len());
+        self.decide_all(
+            loaded,
+            &req.listings,
+            today_cn(),
+            &mut tally,
+            &mut log,
+            &mut results,
+        );
+        self.log_batch(loaded, log);
         self.metrics
-            .record(Rpc::Stream, &tally, started.elapsed().as_secs_f64());
-        Ok(resp)
+            .record(Rpc::Batch, &tally, started.elapsed().as_secs_f64());
+        Ok(CheckBatchResponse {
+            results,
+            snapshot_sequence: loaded.snapshot.sequence(),
+            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
+        })
+    }
+}
+
+/// Validates a decoded listing: a field found over its limit while decoding is its error.
+fn validate(item: &Item, day: Day) -> Result<cccgate_core::Listing<'_>, InvalidListing> {
+    match &item.over {
+        Some(error) => Err(InvalidListing {
+            listing_id: item.wire.listing_id.clone(),
+            error: error.clone(),
+        }),
+        None => item.wire.validate(day),
     }
 }
 
@@ -335,10 +412,10 @@ fn today_cn() -> Day {
 
 /// Raises a gauge for as long as it lives.
 #[derive(Debug)]
-struct GaugeGuard(metrics::Gauge);
+pub(crate) struct GaugeGuard(metrics::Gauge);
 
 impl GaugeGuard {
-    fn new(g: &metrics::Gauge) -> Self {
+    pub(crate) fn new(g: &metrics::Gauge) -> Self {
         g.increment(1.0);
         GaugeGuard(g.clone())
     }
@@ -347,137 +424,6 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.decrement(1.0);
-    }
-}
-
-/// The ListingCheck service.
-#[derive(Debug, Clone)]
-pub(crate) struct CheckService {
-    ctx: Arc<CheckContext>,
-}
-
-impl CheckService {
-    pub(crate) fn new(ctx: Arc<CheckContext>) -> Self {
-        CheckService { ctx }
-    }
-
-    fn check_one(&self, req: &CheckRequest) -> Result<CheckResponse, CheckError> {
-        let ctx = &*self.ctx;
-        let started = Instant::now();
-        let guard = ctx.reader.load();
-        ctx.require(guard.as_ref(), req.min_snapshot_sequence)?;
-        let Some(loaded) = guard.as_ref() else {
-            return Err(CheckError::NoSnapshot);
-        };
-        if !req.listings.is_empty() {
-            return Err(CheckError::ListingsInUnary);
-        }
-        let wire = req.listing.as_ref().ok_or(CheckError::MissingListing)?;
-        let mut tally = Tally::default();
-        let mut log = ctx.log_entries(1);
-        let result = ctx.decide_one(loaded, wire, today_cn(), &mut tally, &mut log);
-        ctx.log_batch(loaded, log);
-        ctx.metrics
-            .record(Rpc::Check, &tally, started.elapsed().as_secs_f64());
-        // Unary: a bad listing fails the call with INVALID_ARGUMENT naming the field.
-        let result = result?;
-        Ok(CheckResponse {
-            result: Some(result),
-            results: Vec::new(),
-            snapshot_sequence: loaded.snapshot.sequence(),
-            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
-        })
-    }
-
-    fn check_batch(&self, req: &CheckBatchRequest) -> Result<CheckBatchResponse, CheckError> {
-        let ctx = &*self.ctx;
-        let started = Instant::now();
-        if req.listings.len() > ctx.limits.max_batch {
-            return Err(CheckError::TooMany {
-                len: req.listings.len(),
-                max: ctx.limits.max_batch,
-            });
-        }
-        let guard = ctx.reader.load();
-        ctx.require(guard.as_ref(), req.min_snapshot_sequence)?;
-        let Some(loaded) = guard.as_ref() else {
-            return Err(CheckError::NoSnapshot);
-        };
-        let mut tally = Tally::default();
-        let mut log = ctx.log_entries(req.listings.len());
-        let mut results = Vec::with_capacity(req.listings.len());
-        ctx.decide_all(
-            loaded,
-            req.listings.iter(),
-            today_cn(),
-            &mut tally,
-            &mut log,
-            &mut results,
-        );
-        ctx.log_batch(loaded, log);
-        ctx.metrics
-            .record(Rpc::Batch, &tally, started.elapsed().as_secs_f64());
-        Ok(CheckBatchResponse {
-            results,
-            snapshot_sequence: loaded.snapshot.sequence(),
-            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
-        })
-    }
-
-    fn admit(&self, rpc: Rpc) -> Result<tokio::sync::SemaphorePermit<'_>, CheckError> {
-        self.ctx.in_flight.try_acquire().map_err(|_| {
-            self.ctx.metrics.shed(rpc);
-            CheckError::Overloaded {
-                what: "calls",
-                limit: self.ctx.limits.max_in_flight,
-            }
-        })
-    }
-}
-
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<CheckResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl ListingCheck for CheckService {
-    async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let _permit = self.admit(Rpc::Check)?;
-        let _in_flight = GaugeGuard::new(&self.ctx.metrics.in_flight);
-        Ok(Response::new(self.check_one(req.get_ref())?))
-    }
-
-    async fn check_batch(
-        &self,
-        req: Request<CheckBatchRequest>,
-    ) -> Result<Response<CheckBatchResponse>, Status> {
-        let _permit = self.admit(Rpc::Batch)?;
-        let _in_flight = GaugeGuard::new(&self.ctx.metrics.in_flight);
-        Ok(Response::new(self.check_batch(req.get_ref())?))
-    }
-
-    type CheckStreamStream = ResponseStream;
-
-    async fn check_stream(
-        &self,
-        req: Request<Streaming<CheckRequest>>,
-    ) -> Result<Response<ResponseStream>, Status> {
-        let ctx = Arc::clone(&self.ctx);
-        // Held for the stream's life: released when the response stream is dropped.
-        let permit = Arc::clone(&ctx.streams).try_acquire_owned().map_err(|_| {
-            ctx.metrics.shed(Rpc::Stream);
-            CheckError::Overloaded {
-                what: "streams",
-                limit: ctx.limits.max_open_streams,
-            }
-        })?;
-        let open = GaugeGuard::new(&ctx.metrics.streams_open);
-        // One response per request message, in order; the first error ends the stream
-        // (tonic sends it as the stream's status).
-        let out = req.into_inner().map(move |msg| {
-            let _held = (&permit, &open);
-            let req = msg?;
-            ctx.answer_chunk(&req).map_err(Status::from)
-        });
-        Ok(Response::new(Box::pin(out)))
     }
 }
 

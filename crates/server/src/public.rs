@@ -1,0 +1,531 @@
+//! The public plane's `cccgate.v1.ListingCheck` service, routed by hand instead of through the
+//! generated server, so that every limit applies before the work it bounds.
+//!
+//! # What happens to a call, in order
+//!
+//! 1. The caller is identified ([`crate::auth`]); without a valid token: UNAUTHENTICATED.
+//! 2. A unary call takes a `--max-in-flight` permit; a stream takes a global, a per-caller and
+//!    a per-connection stream slot. Not available: RESOURCE_EXHAUSTED with a retry hint.
+//! 3. As each request message's 5-byte gRPC header arrives ([`BudgetBody`]), before its bytes
+//!    are buffered, its cost ([`admission::message_cost`]) is taken from the global byte budget
+//!    and the caller's share. Over either: RESOURCE_EXHAUSTED with a retry hint.
+//! 4. The message is decoded by [`crate::wire`]: listings counted first, fields within limits.
+//! 5. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
+//!    given back only once the answer is encoded.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use cccgate_proto::v1::{CheckBatchResponse, CheckResponse};
+use futures::{Stream, StreamExt};
+use http_body::Frame;
+use prost::Message;
+use tokio::sync::OwnedSemaphorePermit;
+use tonic::body::Body;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http;
+use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
+use tonic::transport::server::TcpConnectInfo;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::admission::{self, Admission, Caller, Held};
+use crate::metrics::Rpc;
+use crate::service::{CheckContext, CheckError, GaugeGuard};
+use crate::wire::{self, Decoded, Shape, WireError};
+
+/// What a message holds while it is in progress: given back when the answer is encoded.
+#[derive(Debug, Default)]
+pub(crate) struct Hold {
+    _bytes: Option<(Held<()>, Held<Caller>)>,
+    _permit: Option<OwnedSemaphorePermit>,
+    _gauge: Option<GaugeGuard>,
+}
+
+/// A decoded request message and what it holds.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    msg: Result<Decoded, WireError>,
+    hold: Hold,
+}
+
+/// An answer and what its request held, given back once the answer is encoded.
+#[derive(Debug)]
+pub(crate) struct Answer<T> {
+    msg: T,
+    _hold: Hold,
+}
+
+/// Charges taken by [`BudgetBody`] per message header, in order, for the decoder to pick up.
+type Charges = Arc<Mutex<VecDeque<Option<(Held<()>, Held<Caller>)>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The codec of one call: bounded decoding in, answers out.
+#[derive(Debug)]
+struct GateCodec<T> {
+    shape: Shape,
+    max_listings: usize,
+    charges: Charges,
+    permit: Option<OwnedSemaphorePermit>,
+    gauge: Option<GaugeGuard>,
+    _out: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T: Message + Send + 'static> Codec for GateCodec<T> {
+    type Encode = Answer<T>;
+    type Decode = Inbound;
+    type Encoder = GateEncoder<T>;
+    type Decoder = GateDecoder;
+
+    fn encoder(&mut self) -> GateEncoder<T> {
+        GateEncoder(std::marker::PhantomData)
+    }
+
+    fn decoder(&mut self) -> GateDecoder {
+        GateDecoder {
+            shape: self.shape,
+            max_listings: self.max_listings,
+            charges: Arc::clone(&self.charges),
+            permit: self.permit.take(),
+            gauge: self.gauge.take(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GateDecoder {
+    shape: Shape,
+    max_listings: usize,
+    charges: Charges,
+    permit: Option<OwnedSemaphorePermit>,
+    gauge: Option<GaugeGuard>,
+}
+
+impl Decoder for GateDecoder {
+    type Item = Inbound;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Inbound>, Status> {
+        let bytes: Bytes = src.copy_to_bytes(src.remaining());
+        let charge = lock(&self.charges).pop_front().flatten();
+        let msg = match wire::decode(&bytes, self.shape, self.max_listings) {
+            Err(WireError::Malformed(m)) => return Err(Status::invalid_argument(m)),
+            other => other,
+        };
+        Ok(Some(Inbound {
+            msg,
+            hold: Hold {
+                _bytes: charge,
+                _permit: self.permit.take(),
+                _gauge: self.gauge.take(),
+            },
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct GateEncoder<T>(std::marker::PhantomData<fn(T)>);
+
+impl<T: Message> Encoder for GateEncoder<T> {
+    type Item = Answer<T>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Answer<T>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.msg
+            .encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
+        // `item` (and what its request held) is dropped here, once encoded.
+    }
+}
+
+/// The request body, watched for gRPC message headers: each message's cost is taken from the
+/// byte budgets when its header arrives, before its bytes are buffered or decoded.
+struct BudgetBody {
+    inner: Body,
+    admission: Arc<Admission>,
+    caller: Caller,
+    max_message: usize,
+    max_listings: usize,
+    charges: Charges,
+    header: [u8; 5],
+    have: usize,
+    remaining: usize,
+    failed: bool,
+}
+
+impl BudgetBody {
+    /// Follows the gRPC framing through `data`, charging each message as its header completes.
+    fn scan(&mut self, mut data: &[u8]) -> Result<(), Status> {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let n = self.remaining.min(data.len());
+                self.remaining -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < 5 {
+                break;
+            }
+            self.have = 0;
+            let len = u32::from_be_bytes([
+                self.header[1],
+                self.header[2],
+                self.header[3],
+                self.header[4],
+            ]) as usize;
+            self.remaining = len;
+            // Over the message size: tonic refuses it from the same header, unbuffered.
+            let charge = if len > self.max_message {
+                None
+            } else {
+                Some(self.charge(len)?)
+            };
+            lock(&self.charges).push_back(charge);
+        }
+        Ok(())
+    }
+
+    fn charge(&self, len: usize) -> Result<(Held<()>, Held<Caller>), Status> {
+        let cost = admission::message_cost(len, self.max_listings);
+        let a = &self.admission;
+        let Some(global) = a.bytes.try_take(&(), cost) else {
+            return Err(CheckError::Overloaded {
+                what: "bytes of requests in progress (--max-in-flight-bytes)",
+                limit: a.bytes.cap(),
+            }
+            .into());
+        };
+        let Some(mine) = a.client_bytes.try_take(&self.caller, cost) else {
+            return Err(CheckError::Overloaded {
+                what: "this caller's bytes of requests in progress (--client-max-in-flight-bytes)",
+                limit: a.client_bytes.cap(),
+            }
+            .into());
+        };
+        Ok((global, mine))
+    }
+}
+
+impl http_body::Body for BudgetBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref()
+                    && let Err(status) = this.scan(data)
+                {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+}
+
+/// The public `cccgate.v1.ListingCheck` service.
+#[derive(Debug, Clone)]
+pub(crate) struct PublicCheck {
+    ctx: Arc<CheckContext>,
+    admission: Arc<Admission>,
+}
+
+impl PublicCheck {
+    pub(crate) fn new(ctx: Arc<CheckContext>) -> Self {
+        let l = ctx.limits;
+        let admission = Arc::new(Admission {
+            bytes: admission::Quota::new(l.max_in_flight_bytes),
+            client_bytes: admission::Quota::new(l.client_max_in_flight_bytes),
+            client_streams: admission::Quota::new(l.client_max_open_streams),
+            connection_streams: admission::Quota::new(l.connection_max_open_streams),
+        });
+        PublicCheck { ctx, admission }
+    }
+
+    fn codec<T>(&self, shape: Shape, charges: &Charges) -> GateCodec<T> {
+        GateCodec {
+            shape,
+            max_listings: self.ctx.limits.max_batch,
+            charges: Arc::clone(charges),
+            permit: None,
+            gauge: None,
+            _out: std::marker::PhantomData,
+        }
+    }
+
+    fn body(&self, body: Body, caller: &Caller, charges: &Charges) -> BudgetBody {
+        BudgetBody {
+            inner: body,
+            admission: Arc::clone(&self.admission),
+            caller: Arc::clone(caller),
+            max_message: self.ctx.limits.max_message_bytes,
+            max_listings: self.ctx.limits.max_batch,
+            charges: Arc::clone(charges),
+            header: [0; 5],
+            have: 0,
+            remaining: 0,
+            failed: false,
+        }
+    }
+
+    fn grpc<T>(&self, codec: GateCodec<T>) -> Grpc<GateCodec<T>>
+    where
+        T: Message + Send + 'static,
+    {
+        let max = self.ctx.limits.max_message_bytes;
+        Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max))
+    }
+
+    fn admit_call(&self, rpc: Rpc) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.ctx.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.ctx.metrics.shed(rpc);
+                CheckError::Overloaded {
+                    what: "calls in progress (--max-in-flight)",
+                    limit: self.ctx.limits.max_in_flight,
+                }
+                .into()
+            })
+    }
+
+    fn admit_stream(
+        &self,
+        caller: &Caller,
+        conn: Option<SocketAddr>,
+    ) -> Result<StreamSlot, Status> {
+        let ctx = &self.ctx;
+        let l = ctx.limits;
+        let shed = |what, limit| {
+            ctx.metrics.shed(Rpc::Stream);
+            Status::from(CheckError::Overloaded { what, limit })
+        };
+        let global = Arc::clone(&ctx.streams)
+            .try_acquire_owned()
+            .map_err(|_| shed("open streams (--max-open-streams)", l.max_open_streams))?;
+        let client = self
+            .admission
+            .client_streams
+            .try_take(caller, 1)
+            .ok_or_else(|| {
+                shed(
+                    "this caller's open streams (--client-max-open-streams)",
+                    l.client_max_open_streams,
+                )
+            })?;
+        let connection = self
+            .admission
+            .connection_streams
+            .try_take(&conn, 1)
+            .ok_or_else(|| {
+                shed(
+                    "this connection's open streams (--connection-max-open-streams)",
+                    l.connection_max_open_streams,
+                )
+            })?;
+        Ok(StreamSlot {
+            _global: global,
+            _client: client,
+            _connection: connection,
+            _open: GaugeGuard::new(&ctx.metrics.streams_open),
+        })
+    }
+
+    async fn route(self, req: http::Request<Body>) -> http::Response<Body> {
+        let caller: Caller = Arc::from("anonymous");
+        let conn = req
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
+        let charges: Charges = Arc::default();
+        let path = req.uri().path().to_owned();
+        let shape = if path.ends_with("/CheckBatch") {
+            Shape::Batch
+        } else {
+            Shape::Request
+        };
+        let (parts, body) = req.into_parts();
+        let req = http::Request::from_parts(parts, self.body(body, &caller, &charges));
+        match path.as_str() {
+            "/cccgate.v1.ListingCheck/Check" | "/cccgate.v1.ListingCheck/CheckBatch" => {
+                let rpc = if shape == Shape::Batch {
+                    Rpc::Batch
+                } else {
+                    Rpc::Check
+                };
+                let permit = match self.admit_call(rpc) {
+                    Ok(p) => p,
+                    Err(status) => return status.into_http(),
+                };
+                if shape == Shape::Batch {
+                    let mut codec = self.codec::<CheckBatchResponse>(shape, &charges);
+                    codec.permit = Some(permit);
+                    codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
+                    self.grpc(codec).unary(UnaryBatch(self.ctx), req).await
+                } else {
+                    let mut codec = self.codec::<CheckResponse>(shape, &charges);
+                    codec.permit = Some(permit);
+                    codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
+                    self.grpc(codec).unary(UnaryCheck(self.ctx), req).await
+                }
+            }
+            "/cccgate.v1.ListingCheck/CheckStream" => {
+                let slot = match self.admit_stream(&caller, conn) {
+                    Ok(s) => s,
+                    Err(status) => return status.into_http(),
+                };
+                let codec = self.codec::<CheckResponse>(Shape::Request, &charges);
+                let svc = Streams {
+                    ctx: Arc::clone(&self.ctx),
+                    slot: Some(slot),
+                };
+                self.grpc(codec).streaming(svc, req).await
+            }
+            _ => {
+                Status::unimplemented(format!("{path} is not a method of this service")).into_http()
+            }
+        }
+    }
+}
+
+impl tower_service::Service<http::Request<Body>> for PublicCheck {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.route(req).await) })
+    }
+}
+
+impl NamedService for PublicCheck {
+    const NAME: &'static str = "cccgate.v1.ListingCheck";
+}
+
+/// Check.
+struct UnaryCheck(Arc<CheckContext>);
+
+impl UnaryService<Inbound> for UnaryCheck {
+    type Response = Answer<CheckResponse>;
+    type Future = std::future::Ready<Result<Response<Answer<CheckResponse>>, Status>>;
+
+    fn call(&mut self, req: Request<Inbound>) -> Self::Future {
+        let Inbound { msg, hold } = req.into_inner();
+        std::future::ready(
+            msg.map_err(|e| Status::invalid_argument(e.to_string()))
+                .and_then(|m| self.0.check_one(&m).map_err(Status::from))
+                .map(|msg| Response::new(Answer { msg, _hold: hold })),
+        )
+    }
+}
+
+/// CheckBatch.
+struct UnaryBatch(Arc<CheckContext>);
+
+impl UnaryService<Inbound> for UnaryBatch {
+    type Response = Answer<CheckBatchResponse>;
+    type Future = std::future::Ready<Result<Response<Answer<CheckBatchResponse>>, Status>>;
+
+    fn call(&mut self, req: Request<Inbound>) -> Self::Future {
+        let Inbound { msg, hold } = req.into_inner();
+        std::future::ready(
+            msg.map_err(|e| Status::invalid_argument(e.to_string()))
+                .and_then(|m| self.0.check_batch(&m).map_err(Status::from))
+                .map(|msg| Response::new(Answer { msg, _hold: hold })),
+        )
+    }
+}
+
+/// The stream slots a CheckStream holds for its life.
+#[derive(Debug)]
+struct StreamSlot {
+    _global: OwnedSemaphorePermit,
+    _client: Held<Caller>,
+    _connection: Held<Option<SocketAddr>>,
+    _open: GaugeGuard,
+}
+
+/// CheckStream.
+struct Streams {
+    ctx: Arc<CheckContext>,
+    slot: Option<StreamSlot>,
+}
+
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<Answer<CheckResponse>, Status>> + Send>>;
+
+impl StreamingService<Inbound> for Streams {
+    type Response = Answer<CheckResponse>;
+    type ResponseStream = AnswerStream;
+    type Future = std::future::Ready<Result<Response<AnswerStream>, Status>>;
+
+    fn call(&mut self, req: Request<Streaming<Inbound>>) -> Self::Future {
+        let ctx = Arc::clone(&self.ctx);
+        let slot = self.slot.take();
+        let idle = ctx.limits.stream_idle_timeout;
+        let input = idle_limited(req.into_inner(), idle);
+        // One answer per request message, in order; the first error ends the stream (tonic
+        // sends it as the stream's status). The slot is given back when the stream is dropped.
+        let out = input.map(move |msg| {
+            let _held = &slot;
+            let Inbound { msg, hold } = msg?;
+            let msg = ctx.answer_chunk(msg).map_err(Status::from)?;
+            Ok(Answer { msg, _hold: hold })
+        });
+        std::future::ready(Ok(Response::new(Box::pin(out))))
+    }
+}
+
+/// Ends `input` with DEADLINE_EXCEEDED when no message arrives for `idle` (`None`: never).
+fn idle_limited(
+    input: Streaming<Inbound>,
+    idle: Option<Duration>,
+) -> impl Stream<Item = Result<Inbound, Status>> + Send {
+    futures::stream::unfold(Some(input), move |state| async move {
+        let mut input = state?;
+        let next = match idle {
+            None => input.next().await,
+            Some(idle) => match tokio::time::timeout(idle, input.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let status = Status::deadline_exceeded(format!(
+                        "no message for {} ms (--stream-idle-timeout-ms): stream closed; open a new one when there is work",
+                        idle.as_millis()
+                    ));
+                    return Some((Err(status), None));
+                }
+            },
+        };
+        next.map(|item| (item, Some(input)))
+    })
+}

@@ -1,0 +1,381 @@
+//! Bounded decoding of the public plane's request messages (`CheckRequest`,
+//! `CheckBatchRequest`) straight from their protobuf wire bytes.
+//!
+//! # Why not prost
+//!
+//! prost materialises every listing of a message before anything can look at it: a 16 MiB
+//! message of empty listings (2 bytes each on the wire) became 8 million `Listing` structs,
+//! 36 times the bytes received. Here a first pass over the bytes counts the listings, allocating
+//! nothing; a message with more than `max_listings` is refused before a single listing exists.
+//! The second pass copies each field only if it is within its limit: a field over its limit is
+//! never copied, and its listing is answered with an error naming the field (`listing_id` is
+//! kept cut to its limit, so the error can still say which listing it was).
+
+use cccgate_core::{CERTIFICATE_NUMBER_MAX_BYTES, ID_MAX_BYTES, ListingError, MODEL_MAX_BYTES};
+use cccgate_proto::v1::Listing as WireListing;
+
+/// Longest `product_code` and `event_time` copied from the wire. Valid ones are 4 and at most
+/// 35 bytes; a bad one is quoted in its error cut to 64 bytes anyway.
+pub(crate) const SHORT_FIELD_MAX_BYTES: usize = 64;
+
+/// The most bytes one listing at the largest field sizes takes on the wire: six
+/// length-delimited fields at their limits, plus the listing's own tag and length.
+#[cfg(test)]
+pub(crate) const MAX_LISTING_WIRE_BYTES: usize = 3 // listing tag + 2-byte length
+    + 3 * (1 + 2 + ID_MAX_BYTES) // listing_id, merchant_id, certificate_number (128 bytes each)
+    + (1 + 2 + MODEL_MAX_BYTES)
+    + 2 * (1 + 1 + SHORT_FIELD_MAX_BYTES);
+
+const _: () = assert!(CERTIFICATE_NUMBER_MAX_BYTES == ID_MAX_BYTES);
+
+/// One listing as decoded: the wire listing, or (when a field was over its limit) which field.
+#[derive(Debug, Default)]
+pub(crate) struct Item {
+    /// The listing; a field over its limit is left empty (`listing_id` is cut instead).
+    pub wire: WireListing,
+    /// The first field found over its limit.
+    pub over: Option<ListingError>,
+}
+
+/// A decoded `CheckRequest` or `CheckBatchRequest`.
+#[derive(Debug, Default)]
+pub(crate) struct Decoded {
+    /// `CheckRequest.listing` (always `None` for a batch).
+    pub listing: Option<Item>,
+    /// `listings`.
+    pub listings: Vec<Item>,
+    /// `min_snapshot_sequence`.
+    pub min_snapshot_sequence: u64,
+}
+
+impl Decoded {
+    /// Listings in the message (the single one included).
+    pub fn len(&self) -> usize {
+        usize::from(self.listing.is_some()) + self.listings.len()
+    }
+}
+
+/// Which message the bytes hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// `CheckRequest`: listing = 1, listings = 2, min_snapshot_sequence = 3.
+    Request,
+    /// `CheckBatchRequest`: listings = 1, min_snapshot_sequence = 2.
+    Batch,
+}
+
+/// Why a message is refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum WireError {
+    /// More listings than allowed; counted without decoding any.
+    #[error("{len} listings in one message, over the limit of {max}")]
+    TooMany {
+        /// Listings counted.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a valid protobuf message of the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Decodes `bytes` as `shape`, refusing more than `max_listings` listings before any exists.
+pub(crate) fn decode(
+    bytes: &[u8],
+    shape: Shape,
+    max_listings: usize,
+) -> Result<Decoded, WireError> {
+    let (single, repeated, min_seq) = match shape {
+        Shape::Request => (Some(1), 2, 3),
+        Shape::Batch => (None, 1, 2),
+    };
+    // Pass 1: count, allocating nothing.
+    let mut count = 0usize;
+    let mut has_single = false;
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        let (field, wt) = r.key()?;
+        if field == repeated && wt == LEN {
+            count += 1;
+            r.skip(wt)?;
+        } else if Some(field) == single && wt == LEN {
+            has_single = true;
+            r.skip(wt)?;
+        } else {
+            r.skip(wt)?;
+        }
+    }
+    let total = count + usize::from(has_single);
+    if total > max_listings {
+        return Err(WireError::TooMany {
+            len: total,
+            max: max_listings,
+        });
+    }
+    // Pass 2: decode, each field copied only within its limit.
+    let mut out = Decoded {
+        listing: None,
+        listings: Vec::with_capacity(count),
+        min_snapshot_sequence: 0,
+    };
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        let (field, wt) = r.key()?;
+        if field == repeated && wt == LEN {
+            let at = out.listings.len();
+            out.listings.push(listing(r.bytes()?, at)?);
+        } else if Some(field) == single && wt == LEN {
+            out.listing = Some(listing(r.bytes()?, 0)?);
+        } else if field == min_seq && wt == VARINT {
+            out.min_snapshot_sequence = r.varint()?;
+        } else {
+            r.skip(wt)?;
+        }
+    }
+    Ok(out)
+}
+
+fn listing(bytes: &[u8], index: usize) -> Result<Item, WireError> {
+    let mut item = Item::default();
+    let mut r = Reader::new(bytes);
+    while !r.done() {
+        let (field, wt) = r.key()?;
+        let (name, max): (&'static str, usize) = match field {
+            1 => ("listing_id", ID_MAX_BYTES),
+            2 => ("merchant_id", ID_MAX_BYTES),
+            3 => ("product_code", SHORT_FIELD_MAX_BYTES),
+            4 => ("certificate_number", CERTIFICATE_NUMBER_MAX_BYTES),
+            5 => ("model", MODEL_MAX_BYTES),
+            6 => ("event_time", SHORT_FIELD_MAX_BYTES),
+            _ => {
+                r.skip(wt)?;
+                continue;
+            }
+        };
+        if wt != LEN {
+            return Err(WireError::Malformed(format!(
+                "listing {index}: {name} is not a string"
+            )));
+        }
+        let raw = r.bytes()?;
+        let over = raw.len() > max;
+        if over && item.over.is_none() {
+            item.over = Some(ListingError::TooLong {
+                field: name,
+                len: raw.len(),
+                max,
+            });
+        }
+        // The id is kept, cut to its limit, so an error can name the listing.
+        let raw = if over && field == 1 { &raw[..max] } else { raw };
+        if over && field != 1 {
+            continue;
+        }
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(e) if over => std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or_default(),
+            Err(_) => {
+                return Err(WireError::Malformed(format!(
+                    "listing {index}: {name} is not valid UTF-8"
+                )));
+            }
+        };
+        let slot = match field {
+            1 => &mut item.wire.listing_id,
+            2 => &mut item.wire.merchant_id,
+            3 => &mut item.wire.product_code,
+            4 => &mut item.wire.certificate_number,
+            5 => &mut item.wire.model,
+            _ => &mut item.wire.event_time,
+        };
+        slot.clear();
+        slot.push_str(text);
+    }
+    Ok(item)
+}
+
+const VARINT: u8 = 0;
+const I64: u8 = 1;
+const LEN: u8 = 2;
+const I32: u8 = 5;
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader { b, at: 0 }
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.b.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some(&byte) = self.b.get(self.at) else {
+                return Err(WireError::Malformed("truncated varint".into()));
+            };
+            self.at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(WireError::Malformed("varint over 10 bytes".into()))
+    }
+
+    fn key(&mut self) -> Result<(u64, u8), WireError> {
+        let k = self.varint()?;
+        let (field, wt) = (k >> 3, (k & 7) as u8);
+        if field == 0 {
+            return Err(WireError::Malformed("field number 0".into()));
+        }
+        Ok((field, wt))
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], WireError> {
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.at.checked_add(n))
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| WireError::Malformed("a length runs past the end".into()))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let n = self.varint()?;
+        self.take(n)
+    }
+
+    fn skip(&mut self, wt: u8) -> Result<(), WireError> {
+        match wt {
+            VARINT => self.varint().map(drop),
+            I64 => self.take(8).map(drop),
+            LEN => self.bytes().map(drop),
+            I32 => self.take(4).map(drop),
+            other => Err(WireError::Malformed(format!("wire type {other}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cccgate_proto::v1::{CheckBatchRequest, CheckRequest};
+    use prost::Message;
+
+    fn full(id: usize) -> WireListing {
+        WireListing {
+            listing_id: format!("{id:0>128}"),
+            merchant_id: "m".repeat(ID_MAX_BYTES),
+            product_code: "p".repeat(SHORT_FIELD_MAX_BYTES),
+            certificate_number: "c".repeat(CERTIFICATE_NUMBER_MAX_BYTES),
+            model: "模".repeat(MODEL_MAX_BYTES / 3),
+            event_time: "e".repeat(SHORT_FIELD_MAX_BYTES),
+        }
+    }
+
+    #[test]
+    fn decodes_what_prost_encodes() {
+        let l = WireListing {
+            listing_id: "L1".into(),
+            merchant_id: "M".into(),
+            product_code: "0901".into(),
+            certificate_number: "3C:2003-0101-0100-0001".into(),
+            model: "X-1".into(),
+            event_time: "2026-11-27T10:00:00+08:00".into(),
+        };
+        let req = CheckRequest {
+            listing: Some(l.clone()),
+            listings: vec![l.clone(), WireListing::default()],
+            min_snapshot_sequence: 7,
+        };
+        let d = decode(&req.encode_to_vec(), Shape::Request, 10).unwrap();
+        assert_eq!(d.listing.unwrap().wire, l);
+        assert_eq!(d.listings.len(), 2);
+        assert_eq!(d.listings[0].wire, l);
+        assert_eq!(d.listings[1].wire, WireListing::default());
+        assert_eq!(d.min_snapshot_sequence, 7);
+        let batch = CheckBatchRequest {
+            listings: vec![l.clone(); 3],
+            min_snapshot_sequence: 9,
+        };
+        let d = decode(&batch.encode_to_vec(), Shape::Batch, 3).unwrap();
+        assert_eq!((d.listings.len(), d.min_snapshot_sequence), (3, 9));
+    }
+
+    #[test]
+    fn too_many_listings_are_counted_not_decoded() {
+        let batch = CheckBatchRequest {
+            listings: vec![WireListing::default(); 11],
+            min_snapshot_sequence: 0,
+        };
+        let err = decode(&batch.encode_to_vec(), Shape::Batch, 10).unwrap_err();
+        assert_eq!(err, WireError::TooMany { len: 11, max: 10 });
+    }
+
+    #[test]
+    fn a_field_over_its_limit_is_not_copied_and_names_the_field() {
+        let mut l = full(1);
+        l.model = "x".repeat(10_000);
+        l.listing_id = "i".repeat(300);
+        let batch = CheckBatchRequest {
+            listings: vec![l],
+            min_snapshot_sequence: 0,
+        };
+        let d = decode(&batch.encode_to_vec(), Shape::Batch, 10).unwrap();
+        let item = &d.listings[0];
+        assert_eq!(
+            item.over,
+            Some(ListingError::TooLong {
+                field: "listing_id",
+                len: 300,
+                max: 128
+            })
+        );
+        assert_eq!(item.wire.listing_id.len(), 128);
+        assert!(item.wire.model.is_empty());
+    }
+
+    #[test]
+    fn malformed_bytes_are_refused_not_panicked_on() {
+        for bytes in [
+            &[0x0a, 0x05, 1][..],
+            &[0x0a][..],
+            &[0xff; 11][..],
+            &[0x00][..],
+        ] {
+            assert!(matches!(
+                decode(bytes, Shape::Batch, 10),
+                Err(WireError::Malformed(_))
+            ));
+        }
+        let bad_utf8 = [0x0a, 0x03, 0x0a, 0x01, 0xff];
+        let err = decode(&bad_utf8, Shape::Batch, 10).unwrap_err();
+        assert!(err.to_string().contains("listing_id"), "{err}");
+    }
+
+    #[test]
+    fn the_largest_valid_batch_fits_the_default_message_size() {
+        let max_batch = crate::Limits::default().max_batch;
+        let batch = CheckBatchRequest {
+            listings: (0..max_batch).map(full).collect(),
+            min_snapshot_sequence: u64::MAX,
+        };
+        let len = batch.encoded_len();
+        assert!(len <= max_batch * MAX_LISTING_WIRE_BYTES + 11, "{len}");
+        assert!(
+            len <= crate::Limits::default().max_message_bytes,
+            "{len} bytes do not fit the default message size"
+        );
+        let d = decode(&batch.encode_to_vec(), Shape::Batch, max_batch).unwrap();
+        assert!(d.listings.iter().all(|i| i.over.is_none()));
+    }
+}
