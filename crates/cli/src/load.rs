@@ -95,6 +95,41 @@ pub struct BuildArgs {
     /// Ed25519 public key file: drops must carry a valid manifest.json.sig.
     #[arg(long, env = "CCCGATE_DROP_PUBLIC_KEY", value_name = "FILE")]
     public_key: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds on what a drop may make the loader read (`load build`; `serve` has the same as
+/// `--drop-max-...`). Unset: the defaults of `cccgate_loader::Limits`.
+#[derive(Debug, clap::Args)]
+pub struct LimitArgs {
+    /// Largest manifest.json, in bytes [default: 1048576].
+    #[arg(long, env = "CCCGATE_DROP_MAX_MANIFEST_BYTES", value_name = "BYTES")]
+    max_manifest_bytes: Option<u64>,
+    /// Largest CSV field, in bytes [default: 65536].
+    #[arg(long, env = "CCCGATE_DROP_MAX_FIELD_BYTES", value_name = "BYTES")]
+    max_field_bytes: Option<u64>,
+    /// Largest CSV record, in bytes [default: 1048576].
+    #[arg(long, env = "CCCGATE_DROP_MAX_RECORD_BYTES", value_name = "BYTES")]
+    max_record_bytes: Option<u64>,
+    /// Largest data file after decompression, in bytes [default: 8589934592].
+    #[arg(long, env = "CCCGATE_DROP_MAX_FILE_BYTES", value_name = "BYTES")]
+    max_file_bytes: Option<u64>,
+    /// Largest decompressed/stored ratio of a gzip file past its first 64 MiB [default: 100].
+    #[arg(long, env = "CCCGATE_DROP_MAX_GZIP_RATIO", value_name = "RATIO")]
+    max_gzip_ratio: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> cccgate_loader::Limits {
+        cccgate_loader::Limits::default().with_overrides(
+            self.max_manifest_bytes,
+            self.max_field_bytes,
+            self.max_record_bytes,
+            self.max_file_bytes,
+            self.max_gzip_ratio,
+        )
+    }
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
@@ -120,6 +155,7 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         max_bad_rows: args.max_bad_rows,
         shrink_threshold: args.shrink_threshold,
         force: args.force,
+        limits: args.limits.limits(),
     };
     let base_path = if args.no_base {
         None

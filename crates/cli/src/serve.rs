@@ -132,6 +132,21 @@ pub struct Args {
     /// [default: 0.05].
     #[arg(long, env = "CCCGATE_DROP_SHRINK_THRESHOLD", value_name = "FRACTION")]
     drop_shrink_threshold: Option<f64>,
+    /// Largest manifest.json of a drop, in bytes [default: 1048576].
+    #[arg(long, env = "CCCGATE_DROP_MAX_MANIFEST_BYTES", value_name = "BYTES")]
+    drop_max_manifest_bytes: Option<u64>,
+    /// Largest CSV field of a drop, in bytes [default: 65536].
+    #[arg(long, env = "CCCGATE_DROP_MAX_FIELD_BYTES", value_name = "BYTES")]
+    drop_max_field_bytes: Option<u64>,
+    /// Largest CSV record of a drop, in bytes [default: 1048576].
+    #[arg(long, env = "CCCGATE_DROP_MAX_RECORD_BYTES", value_name = "BYTES")]
+    drop_max_record_bytes: Option<u64>,
+    /// Largest data file of a drop after decompression, in bytes [default: 8589934592].
+    #[arg(long, env = "CCCGATE_DROP_MAX_FILE_BYTES", value_name = "BYTES")]
+    drop_max_file_bytes: Option<u64>,
+    /// Largest decompressed/stored ratio of a gzip file past its first 64 MiB [default: 100].
+    #[arg(long, env = "CCCGATE_DROP_MAX_GZIP_RATIO", value_name = "RATIO")]
+    drop_max_gzip_ratio: Option<u64>,
 }
 
 impl Args {
@@ -168,6 +183,11 @@ impl Args {
             drop_public_key: self.drop_public_key.clone(),
             drop_max_bad_rows: self.drop_max_bad_rows,
             drop_shrink_threshold: self.drop_shrink_threshold,
+            drop_max_manifest_bytes: self.drop_max_manifest_bytes,
+            drop_max_field_bytes: self.drop_max_field_bytes,
+            drop_max_record_bytes: self.drop_max_record_bytes,
+            drop_max_file_bytes: self.drop_max_file_bytes,
+            drop_max_gzip_ratio: self.drop_max_gzip_ratio,
         }
     }
 }

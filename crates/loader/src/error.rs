@@ -220,6 +220,41 @@ pub enum LoadError {
         /// The allowed shrink as a fraction (0.05 = 5%).
         threshold: f64,
     },
+    /// A file of the drop is not a regular file (a symbolic link, a FIFO, a device) or is
+    /// larger than its cap: refused before a byte of it is read.
+    #[error("{}: {message}", path.display())]
+    FileRefused {
+        /// The file.
+        path: PathBuf,
+        /// What it is, or how large.
+        message: String,
+    },
+    /// A bound on what a drop may make the loader read was passed (field, record or
+    /// decompressed size): reading stopped there.
+    #[error("{}", limit_message(file, *line, field.as_deref(), message))]
+    Limit {
+        /// The file name inside the drop.
+        file: String,
+        /// Physical line where the record at fault starts, if known.
+        line: Option<u64>,
+        /// The column at fault, if one.
+        field: Option<String>,
+        /// Which bound, and its flag.
+        message: String,
+    },
+    /// A data file has more rows than the manifest lists: refused at the first extra row,
+    /// without reading the rest.
+    #[error(
+        "{file} line {line}: more data rows than the {expected} manifest.json lists; reading stopped at this row"
+    )]
+    TooManyRows {
+        /// The file name.
+        file: String,
+        /// The manifest's count.
+        expected: u64,
+        /// Physical line of the first row beyond it.
+        line: u64,
+    },
     /// A bug in the loader, reported instead of crashing the process.
     #[error("internal error: {0}")]
     Internal(String),
@@ -236,6 +271,17 @@ impl LoadError {
             _ => &[],
         }
     }
+}
+
+fn limit_message(file: &str, line: Option<u64>, field: Option<&str>, message: &str) -> String {
+    let mut s = file.to_owned();
+    if let Some(l) = line {
+        s.push_str(&format!(" line {l}"));
+    }
+    if let Some(f) = field {
+        s.push_str(&format!(", {f}"));
+    }
+    format!("{s}: {message}")
 }
 
 fn shrink_percent(before: u64, after: u64) -> f64 {

@@ -25,6 +25,7 @@ mod catalogue;
 mod certs;
 mod error;
 mod fields;
+mod limits;
 mod manifest;
 mod read;
 mod sign;
@@ -46,6 +47,7 @@ pub use catalogue::{CATALOGUE_COLUMNS, catalogue_csv};
 pub use certs::{CERTIFICATE_COLUMNS, RejectedRow, certificates_csv};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{DuplicateConflict, LoadError, MAX_LISTED, RowError};
+pub use limits::Limits;
 pub use manifest::{DropKind, Encoding, FORMAT, FileEntry, FileKind, Manifest};
 pub use sign::{
     KeyError, SIGNATURE_FILE, SignatureError, encode_signing_key, encode_verifying_key,
@@ -80,6 +82,8 @@ pub struct Loader {
     pub shrink_threshold: f64,
     /// Accept a full drop that the shrink guard would refuse.
     pub force: bool,
+    /// Bounds on what a drop may make the loader read.
+    pub limits: Limits,
 }
 
 impl Default for Loader {
@@ -89,6 +93,7 @@ impl Default for Loader {
             max_bad_rows: 0,
             shrink_threshold: DEFAULT_SHRINK_THRESHOLD,
             force: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -182,10 +187,7 @@ impl Loader {
     ) -> Result<LoadOutcome, LoadError> {
         let started = Instant::now();
         let manifest_path = drop_dir.join(MANIFEST_FILE);
-        let manifest_bytes = fs::read(&manifest_path).map_err(|source| LoadError::Io {
-            path: manifest_path.clone(),
-            source,
-        })?;
+        let manifest_bytes = read_manifest_bytes(&manifest_path, &self.limits)?;
         let signature = self.check_signature(drop_dir, &manifest_bytes)?;
         let manifest = Manifest::parse(&manifest_bytes, &manifest_path)?;
 
@@ -222,7 +224,7 @@ impl Loader {
         let mut files = Vec::with_capacity(manifest.files.len());
         let new_catalogue = match manifest.catalogue() {
             Some(entry) => {
-                let file = CsvFile::open(drop_dir, entry, manifest.encoding)?;
+                let file = CsvFile::open(drop_dir, entry, manifest.encoding, &self.limits)?;
                 let (catalogue, digest) = catalogue::read_catalogue(file, entry)?;
                 files.push(file_report(entry, &digest));
                 Some(catalogue)
@@ -283,7 +285,7 @@ impl Loader {
                 }
             };
             for entry in manifest.certificate_files() {
-                let file = CsvFile::open(drop_dir, entry, manifest.encoding)?;
+                let file = CsvFile::open(drop_dir, entry, manifest.encoding, &self.limits)?;
                 let path = file.path.clone();
                 let digest = reader.read_file(file, &mut sink)?;
                 check_digest(entry, &path, &digest)?;
@@ -354,12 +356,18 @@ impl Loader {
             return Ok(SignatureCheck::NotChecked);
         };
         let path = drop_dir.join(SIGNATURE_FILE);
-        let sig = match fs::read(&path) {
+        let sig = match limits::read_small(&path, self.limits.max_signature_bytes) {
             Ok(s) => s,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(limits::OpenRefusal::NotFound) => {
                 return Err(LoadError::SignatureMissing { path });
             }
-            Err(source) => return Err(LoadError::Io { path, source }),
+            Err(limits::OpenRefusal::Io(source)) => return Err(LoadError::Io { path, source }),
+            Err(other) => {
+                return Err(LoadError::FileRefused {
+                    path,
+                    message: other.message(),
+                });
+            }
         };
         verify_signature(manifest, &sig, key).map_err(|e| LoadError::SignatureInvalid {
             path,
@@ -371,13 +379,33 @@ impl Loader {
 
 /// Reads and checks only the manifest of a drop (no signature check): enough to see its
 /// sequence and kind before deciding to load it.
-pub fn read_manifest(drop_dir: &Path) -> Result<Manifest, LoadError> {
+pub fn read_manifest(drop_dir: &Path, limits: &Limits) -> Result<Manifest, LoadError> {
     let path = drop_dir.join(MANIFEST_FILE);
-    let bytes = fs::read(&path).map_err(|source| LoadError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let bytes = read_manifest_bytes(&path, limits)?;
     Manifest::parse(&bytes, &path)
+}
+
+/// Reads `manifest.json`: a regular file (no link followed) of at most
+/// [`Limits::max_manifest_bytes`], refused before it is read otherwise.
+fn read_manifest_bytes(path: &Path, limits: &Limits) -> Result<Vec<u8>, LoadError> {
+    limits::read_small(path, limits.max_manifest_bytes).map_err(|r| match r {
+        limits::OpenRefusal::NotFound => LoadError::Io {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
+        },
+        limits::OpenRefusal::Io(source) => LoadError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        limits::OpenRefusal::TooLarge { .. } => LoadError::FileRefused {
+            path: path.to_owned(),
+            message: format!("{} (--[drop-]max-manifest-bytes)", r.message()),
+        },
+        other => LoadError::FileRefused {
+            path: path.to_owned(),
+            message: other.message(),
+        },
+    })
 }
 
 /// Compares what reading a file found with what the manifest says: checksum first (a

@@ -8,11 +8,20 @@
 //! file, and costs nothing for ASCII fields. Reading, hashing (the SHA-256 of the bytes as
 //! stored, below the gzip decoder) and gunzipping run on a pump thread of their own, so the
 //! parser never waits on them and a gzipped drop costs little more than a plain one.
+//!
+//! Records end at `\n` only (a `\r` before it is dropped from the last field), so the
+//! parser's line count is the physical line count in every line ending; a record's first
+//! line is the count after it minus the line breaks inside its fields. Bounds
+//! ([`crate::Limits`]) are applied as bytes arrive: a record is refused as soon as the bytes
+//! read for it pass the cap, before the parser could buffer more, and the file's
+//! decompressed bytes are counted as they are handed over.
 
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -21,6 +30,7 @@ use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::LoadError;
+use crate::limits::{Limits, OpenRefusal, open_regular};
 use crate::manifest::{Encoding, FileEntry};
 
 /// Buffer of the CSV reader: large reads keep system calls few.
@@ -30,15 +40,20 @@ const CHUNK: usize = 256 << 10;
 /// Chunks in flight between the pump thread and the parser.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
-/// A reader that hashes and counts every byte passing through it.
+/// A reader that hashes and counts every byte passing through it; it stops with an error
+/// once `abort` is set (the parser refused the file and wants no more of it).
 struct Hashing<R> {
     inner: R,
     hasher: Sha256,
     bytes: u64,
+    abort: Arc<AtomicBool>,
 }
 
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.abort.load(Ordering::Relaxed) {
+            return Err(io::Error::other("reading stopped: the file was refused"));
+        }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
         self.bytes += n as u64;
@@ -57,11 +72,13 @@ fn pump(
     gzip: bool,
     tx: SyncSender<Chunk>,
     back: Receiver<Vec<u8>>,
+    abort: Arc<AtomicBool>,
 ) -> io::Result<Digest32> {
     let mut h = Hashing {
         inner: file,
         hasher: Sha256::new(),
         bytes: 0,
+        abort,
     };
     if gzip {
         send_all(&mut MultiGzDecoder::new(&mut h), &tx, &back);
@@ -103,17 +120,48 @@ fn send_all(r: &mut impl Read, tx: &SyncSender<Chunk>, back: &Receiver<Vec<u8>>)
     }
 }
 
-/// The parser's side of the pump: a `Read` over the chunks.
+/// A bound the source hit; [`CsvFile`] turns it into a [`LoadError::Limit`].
+#[derive(Debug)]
+enum Hit {
+    /// The record being read passed `max_record_bytes`.
+    Record,
+    /// The file passed its decompressed budget.
+    Decompressed,
+}
+
+/// The parser's side of the pump: a `Read` over the chunks, which counts the bytes it hands
+/// out and refuses to hand out more than the bounds allow.
 struct Source {
     rx: Receiver<Chunk>,
     back: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
+    /// Bytes handed to the parser (decompressed).
+    handed: u64,
+    /// The most bytes the file may produce.
+    budget: u64,
+    /// Where the record being read started (set by [`CsvFile`] after each record). When the
+    /// parser asks for more, it has consumed everything handed out, so `handed - record_start`
+    /// is exactly what it holds of the record in progress.
+    record_start: u64,
+    max_record: u64,
+    /// The last byte handed out, so a file that does not end in `\n` gets one (every record
+    /// then ends the same way, which keeps line arithmetic exact).
+    last: u8,
+    ended: bool,
+    hit: Option<Hit>,
 }
 
 impl Read for Source {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.handed.saturating_sub(self.record_start) > self.max_record {
+            self.hit = Some(Hit::Record);
+            return Err(io::Error::other("record too long"));
+        }
         while self.pos == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
                     let done = std::mem::replace(&mut self.chunk, chunk);
@@ -121,12 +169,30 @@ impl Read for Source {
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(0),
+                Err(_) => {
+                    self.ended = true;
+                    if self.handed > 0 && self.last != b'\n' && !buf.is_empty() {
+                        buf[0] = b'\n';
+                        self.last = b'\n';
+                        self.handed += 1;
+                        return Ok(1);
+                    }
+                    return Ok(0);
+                }
             }
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
+        if n == 0 {
+            return Ok(0);
+        }
+        if self.handed + n as u64 > self.budget {
+            self.hit = Some(Hit::Decompressed);
+            return Err(io::Error::other("decompressed size over budget"));
+        }
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
         self.pos += n;
+        self.handed += n as u64;
+        self.last = buf[n - 1];
         Ok(n)
     }
 }
@@ -151,35 +217,62 @@ pub(crate) struct CsvFile {
     encoding: Encoding,
     reader: csv::Reader<Source>,
     pump: JoinHandle<io::Result<Digest32>>,
+    abort: Arc<AtomicBool>,
     record: ByteRecord,
     rows: u64,
+    /// Physical line of the first byte after the last record read (1 before any).
+    next_line: u64,
+    max_field: u64,
+    max_record: u64,
     read_error: Option<io::Error>,
+    /// A refusal that stopped reading (a bound, too many rows): reported as is, without
+    /// reading the rest of the file.
+    refusal: Option<LoadError>,
 }
 
 impl CsvFile {
-    /// Opens the listed file in `dir`, gunzipping when its name ends in `.gz`.
-    pub fn open(dir: &Path, listed: &FileEntry, encoding: Encoding) -> Result<CsvFile, LoadError> {
+    /// Opens the listed file in `dir`, gunzipping when its name ends in `.gz`. Only a regular
+    /// file is opened (no link is followed) and its size is checked before it is read.
+    pub fn open(
+        dir: &Path,
+        listed: &FileEntry,
+        encoding: Encoding,
+        limits: &Limits,
+    ) -> Result<CsvFile, LoadError> {
         let name = listed.name.as_str();
         let path = dir.join(name);
-        let file = File::open(&path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                LoadError::FileMissing {
-                    drop_dir: dir.to_owned(),
-                    name: name.to_owned(),
-                }
-            } else {
-                LoadError::Io {
-                    path: path.clone(),
-                    source,
-                }
-            }
+        let (file, stored) = open_regular(&path, limits.max_file_bytes).map_err(|r| match r {
+            OpenRefusal::NotFound => LoadError::FileMissing {
+                drop_dir: dir.to_owned(),
+                name: name.to_owned(),
+            },
+            OpenRefusal::Io(source) => LoadError::Io {
+                path: path.clone(),
+                source,
+            },
+            other => LoadError::FileRefused {
+                path: path.clone(),
+                message: match other {
+                    OpenRefusal::TooLarge { .. } => {
+                        format!("{} (--[drop-]max-file-bytes)", other.message())
+                    }
+                    _ => other.message(),
+                },
+            },
         })?;
         let gzip = listed.is_gzip();
+        let budget = if gzip {
+            limits.gzip_budget(stored)
+        } else {
+            limits.max_file_bytes
+        };
+        let abort = Arc::new(AtomicBool::new(false));
         let (tx, rx) = sync_channel(CHUNKS_IN_FLIGHT);
         let (back, back_rx) = sync_channel(CHUNKS_IN_FLIGHT + 2);
+        let pump_abort = abort.clone();
         let pump = std::thread::Builder::new()
             .name(format!("read {name}"))
-            .spawn(move || pump(file, gzip, tx, back_rx))
+            .spawn(move || pump(file, gzip, tx, back_rx, pump_abort))
             .map_err(|source| LoadError::Io {
                 path: path.clone(),
                 source,
@@ -189,10 +282,18 @@ impl CsvFile {
             back,
             chunk: Vec::new(),
             pos: 0,
+            handed: 0,
+            budget,
+            record_start: 0,
+            max_record: limits.max_record_bytes,
+            last: b'\n',
+            ended: false,
+            hit: None,
         };
         let reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
+            .terminator(csv::Terminator::Any(b'\n'))
             .buffer_capacity(BUFFER)
             .from_reader(source);
         Ok(CsvFile {
@@ -202,10 +303,110 @@ impl CsvFile {
             encoding,
             reader,
             pump,
+            abort,
             record: ByteRecord::new(),
             rows: 0,
+            next_line: 1,
+            max_field: limits.max_field_bytes,
+            max_record: limits.max_record_bytes,
             read_error: None,
+            refusal: None,
         })
+    }
+
+    /// Reads the next record into `self.record`, skipping blank lines (a lone `\r` included),
+    /// and returns the physical line it starts on. `Ok(None)` at the end of the file; `Err`
+    /// for a refusal (a bound) or a read error, both kept for [`CsvFile::finish`].
+    fn read_raw(&mut self) -> Option<u64> {
+        loop {
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    match self.reader.get_mut().hit.take() {
+                        Some(Hit::Record) => {
+                            self.refusal = Some(self.limit(
+                                Some(self.next_line),
+                                None,
+                                format!(
+                                    "the record starting here is longer than {} bytes (--[drop-]max-record-bytes)",
+                                    self.max_record
+                                ),
+                            ));
+                        }
+                        Some(Hit::Decompressed) => {
+                            let source = self.reader.get_ref();
+                            let message = if self.listed.is_gzip() {
+                                format!(
+                                    "decompresses to more than {} bytes (--[drop-]max-file-bytes, --[drop-]max-gzip-ratio)",
+                                    source.budget
+                                )
+                            } else {
+                                format!(
+                                    "is longer than {} bytes (--[drop-]max-file-bytes)",
+                                    source.budget
+                                )
+                            };
+                            self.refusal = Some(self.limit(None, None, message));
+                        }
+                        None => self.read_error = Some(into_io(e)),
+                    }
+                    return None;
+                }
+            }
+            let end = self.reader.position();
+            let (end_byte, end_line) = (end.byte(), end.line());
+            let bytes = self.record.as_slice();
+            let breaks = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            // Every record ends in a `\n` the parser counted (the source adds one at the end
+            // of a file that lacks it): the record starts that many lines back.
+            let line = end_line.saturating_sub(1 + breaks);
+            self.next_line = end_line;
+            self.reader.get_mut().record_start = end_byte;
+            let blank = self.record.len() == 1 && matches!(bytes, b"" | b"\r");
+            if blank {
+                continue;
+            }
+            if bytes.len() as u64 > self.max_record {
+                self.refusal = Some(self.limit(
+                    Some(line),
+                    None,
+                    format!(
+                        "record of {} bytes, longer than {} bytes (--[drop-]max-record-bytes)",
+                        bytes.len(),
+                        self.max_record
+                    ),
+                ));
+                return None;
+            }
+            if bytes.len() as u64 > self.max_field
+                && let Some(i) = self
+                    .record
+                    .iter()
+                    .position(|f| f.len() as u64 > self.max_field)
+            {
+                self.refusal = Some(self.limit(
+                    Some(line),
+                    Some(format!("column {}", i + 1)),
+                    format!(
+                        "field of {} bytes, longer than {} bytes (--[drop-]max-field-bytes)",
+                        self.record[i].len(),
+                        self.max_field
+                    ),
+                ));
+                return None;
+            }
+            return Some(line);
+        }
+    }
+
+    fn limit(&self, line: Option<u64>, field: Option<String>, message: String) -> LoadError {
+        LoadError::Limit {
+            file: self.name.clone(),
+            line,
+            field,
+            message,
+        }
     }
 
     /// Reads the header row, decodes its column names (a UTF-8 BOM is dropped) and maps
@@ -219,27 +420,26 @@ impl CsvFile {
     }
 
     fn read_header(&mut self, required: &[&str]) -> Result<(Vec<usize>, usize), LoadError> {
-        match self.reader.read_byte_record(&mut self.record) {
-            Ok(true) => {}
-            Ok(false) => {
+        if self.read_raw().is_none() {
+            if let Some(refusal) = self.refusal.take() {
+                return Err(refusal);
+            }
+            let Some(e) = self.read_error.take() else {
                 return Err(LoadError::Header {
                     file: self.name.clone(),
                     field: "header".into(),
                     message: "the file is empty: no header row".into(),
                 });
-            }
-            Err(e) => {
-                let e = into_io(e);
-                let source = if self.listed.is_gzip() {
-                    io::Error::new(e.kind(), format!("the gzip stream is damaged: {e}"))
-                } else {
-                    e
-                };
-                return Err(LoadError::Io {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
+            };
+            let source = if self.listed.is_gzip() {
+                io::Error::new(e.kind(), format!("the gzip stream is damaged: {e}"))
+            } else {
+                e
+            };
+            return Err(LoadError::Io {
+                path: self.path.clone(),
+                source,
+            });
         }
         let mut names = Vec::with_capacity(self.record.len());
         for (i, raw) in self.record.iter().enumerate() {
@@ -265,8 +465,13 @@ impl CsvFile {
     }
 
     /// Turns an error into the refusal to report: a checksum mismatch if the file's bytes
-    /// are not the ones the manifest lists, else the error itself.
+    /// are not the ones the manifest lists, else the error itself. A bound that was passed is
+    /// reported as is, without reading the rest of the file.
     fn refuse(self, err: LoadError) -> LoadError {
+        if matches!(err, LoadError::Limit { .. }) {
+            self.stop();
+            return err;
+        }
         let listed = self.listed.clone();
         match self.digest() {
             Ok((sha, _)) if sha != listed.sha256 => LoadError::Checksum {
@@ -276,6 +481,13 @@ impl CsvFile {
             },
             _ => err,
         }
+    }
+
+    /// Stops reading at once: the pump is told to stop and joined, nothing more is read.
+    fn stop(self) {
+        self.abort.store(true, Ordering::Relaxed);
+        drop(self.reader);
+        let _ = self.pump.join();
     }
 
     /// Stops parsing and waits for the pump's digest of the whole file.
@@ -295,26 +507,30 @@ impl CsvFile {
     /// Reads the next data record; `None` at the end of the file or after a read error
     /// (kept for [`CsvFile::finish`]).
     pub fn next_record(&mut self) -> Option<Record<'_>> {
-        match self.reader.read_byte_record(&mut self.record) {
-            Ok(true) => {
-                self.rows += 1;
-                let line = self.record.position().map_or(0, csv::Position::line);
-                Some(Record {
-                    raw: &self.record,
-                    line,
-                    encoding: self.encoding,
-                })
-            }
-            Ok(false) => None,
-            Err(e) => {
-                self.read_error = Some(into_io(e));
-                None
-            }
+        let line = self.read_raw()?;
+        self.rows += 1;
+        if self.rows > self.listed.rows {
+            self.refusal = Some(LoadError::TooManyRows {
+                file: self.name.clone(),
+                expected: self.listed.rows,
+                line,
+            });
+            return None;
         }
+        Some(Record {
+            raw: &self.record,
+            line,
+            encoding: self.encoding,
+        })
     }
 
-    /// Drains the file and returns its digest, size and row count.
+    /// Drains the file and returns its digest, size and row count; a refusal met while
+    /// reading (a bound, too many rows) is returned at once, without reading the rest.
     pub fn finish(mut self) -> Result<FileDigest, LoadError> {
+        if let Some(refusal) = self.refusal.take() {
+            self.stop();
+            return Err(refusal);
+        }
         let (rows, read_error) = (self.rows, self.read_error.take());
         let (sha256, bytes) = self.digest()?;
         Ok(FileDigest {
@@ -346,7 +562,16 @@ impl<'a> Record<'a> {
     pub fn field(&self, index: usize) -> Result<Cow<'a, str>, Undecodable> {
         match self.raw.get(index) {
             None => Ok(Cow::Borrowed("")),
-            Some(bytes) => decode(self.encoding, bytes).ok_or(Undecodable),
+            Some(bytes) => decode(self.encoding, self.strip_cr(index, bytes)).ok_or(Undecodable),
+        }
+    }
+
+    /// The `\r` of a CRLF line ending is part of the last field (records end at `\n`).
+    fn strip_cr<'b>(&self, index: usize, bytes: &'b [u8]) -> &'b [u8] {
+        if index + 1 == self.raw.len() {
+            bytes.strip_suffix(b"\r").unwrap_or(bytes)
+        } else {
+            bytes
         }
     }
 
@@ -355,6 +580,8 @@ impl<'a> Record<'a> {
     pub fn lossy_fields(&self) -> Vec<String> {
         self.raw
             .iter()
+            .enumerate()
+            .map(|(i, b)| self.strip_cr(i, b))
             .map(|b| match self.encoding {
                 Encoding::Utf8 => String::from_utf8_lossy(b).into_owned(),
                 Encoding::Gbk => encoding_rs::GBK

@@ -813,3 +813,257 @@ fn catalogue_category_must_match_the_product_code() {
     assert_eq!((r.line, r.field.as_str()), (3, "大类代码"));
     assert_eq!(r.message, "category 08 does not match product code 0907");
 }
+
+/// A certificate file whose bad row (status `无效`) is on physical line 7: a blank line
+/// (line 3) and a quoted field over three lines (4-6) come before it.
+fn text_with_bad_row_on_line_7(eol: &str, trailing_eol: bool) -> String {
+    let lines = [
+        HEADER.to_owned(),
+        row(&n(1), "有效", "0901", "A1"),
+        String::new(),
+        row(
+            &n(2),
+            "有效",
+            "0901",
+            &format!("\"型号甲{eol}型号乙{eol}型号丙\""),
+        ),
+        row(&n(3), "无效", "0901", "A3"),
+    ];
+    let mut s = lines.join(eol);
+    if trailing_eol {
+        s.push_str(eol);
+    }
+    s
+}
+
+#[test]
+fn refusals_name_the_physical_line_in_every_line_ending_encoding_and_compression() {
+    let t = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, bool, Encoding, &str); 8] = [
+        ("lf", "\n", true, Encoding::Utf8, "certificates.csv"),
+        (
+            "lf-no-final-eol",
+            "\n",
+            false,
+            Encoding::Utf8,
+            "certificates.csv",
+        ),
+        ("crlf", "\r\n", true, Encoding::Utf8, "certificates.csv"),
+        (
+            "crlf-no-final-eol",
+            "\r\n",
+            false,
+            Encoding::Utf8,
+            "certificates.csv",
+        ),
+        ("crlf-bom", "\r\n", true, Encoding::Utf8, "bom.csv"),
+        ("crlf-gbk", "\r\n", true, Encoding::Gbk, "certificates.csv"),
+        (
+            "crlf-gzip",
+            "\r\n",
+            true,
+            Encoding::Utf8,
+            "certificates.csv.gz",
+        ),
+        (
+            "lf-gbk-gzip",
+            "\n",
+            true,
+            Encoding::Gbk,
+            "certificates.csv.gz",
+        ),
+    ];
+    for (label, eol, trailing, encoding, name) in cases {
+        let dir = t.path().join(label);
+        let mut text = text_with_bad_row_on_line_7(eol, trailing);
+        if name == "bom.csv" {
+            text.insert(0, '\u{feff}');
+        }
+        let mut h = DropHeader::full(1);
+        h.encoding = encoding;
+        let catalogue = CATALOGUE.replace('\n', eol);
+        write_drop(&dir, h, Some(&catalogue), &[(name, &text)]);
+        let e = refused(load(&dir));
+        let r = only_row(&e);
+        assert_eq!((label, r.line), (label, 7), "{e}");
+        assert_eq!(r.field, "证书状态", "{label}: {e}");
+        assert_eq!(r.file, name, "{label}");
+    }
+}
+
+#[test]
+fn crlf_rows_read_the_same_as_lf_rows() {
+    let t = tempfile::tempdir().unwrap();
+    let lf = certs(&[
+        row(&n(1), "有效", "0901", "\"X1\nX2\""),
+        row(&n(2), "撤销", "0907", "Y"),
+    ]);
+    full(&t.path().join("lf"), 1, &lf);
+    full(&t.path().join("crlf"), 1, &lf.replace('\n', "\r\n"));
+    let (a, _) = built(load(&t.path().join("lf")));
+    let (b, _) = built(load(&t.path().join("crlf")));
+    let mut ra: Vec<_> = a.records().collect();
+    let mut rb: Vec<_> = b.records().collect();
+    ra.sort_by_key(|r| r.number);
+    rb.sort_by_key(|r| r.number);
+    assert_eq!(ra, rb);
+    // The last column carries no stray carriage return.
+    assert_eq!(rb[0].body_name, "中国质量认证中心");
+}
+
+#[test]
+fn conflicting_duplicates_name_physical_lines_in_crlf_files() {
+    let t = tempfile::tempdir().unwrap();
+    let text = certs(&[
+        row(&n(1), "有效", "0901", "\"A\nB\""),
+        row(&n(1), "暂停", "0901", "A"),
+    ])
+    .replace('\n', "\r\n");
+    full(t.path(), 1, &text);
+    let e = refused(load(t.path()));
+    let LoadError::Duplicates { conflicts, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(conflicts[0].first.1, 2, "{e}");
+    assert_eq!(conflicts[0].second.1, 4, "{e}");
+}
+
+fn tight() -> Loader {
+    Loader {
+        limits: Limits {
+            max_field_bytes: 300,
+            max_record_bytes: 1000,
+            max_gzip_ratio: 10,
+            gzip_ratio_floor: 50_000,
+            ..Limits::default()
+        },
+        ..Loader::default()
+    }
+}
+
+#[test]
+fn a_field_over_the_cap_is_refused_naming_file_line_and_column() {
+    let t = tempfile::tempdir().unwrap();
+    let mut rows = valid_rows(2);
+    rows.push(row(&n(3), "有效", "0901", &"M".repeat(301)));
+    full(t.path(), 1, &certs(&rows));
+    let e = refused(tight().load(t.path(), None));
+    let LoadError::Limit {
+        file, line, field, ..
+    } = &e
+    else {
+        panic!("{e}");
+    };
+    assert_eq!((file.as_str(), *line), ("certificates.csv", Some(4)));
+    assert_eq!(field.as_deref(), Some("column 5"));
+    assert!(e.to_string().contains("--max-field-bytes"), "{e}");
+    // At the cap it is accepted.
+    full(
+        t.path(),
+        1,
+        &certs(&[row(&n(3), "有效", "0901", &"M".repeat(300))]),
+    );
+    built(tight().load(t.path(), None));
+}
+
+#[test]
+fn a_record_over_the_cap_is_refused_before_it_is_read_whole() {
+    let t = tempfile::tempdir().unwrap();
+    // One quoted field that never closes: the parser would buffer the whole file as one
+    // record. 5 MB of it is refused after about the cap plus one read buffer.
+    let mut text = certs(&valid_rows(1));
+    text.push_str(&format!("{},有效,0901,P,\"", n(2)));
+    text.push_str(&"A,\n".repeat(5 << 20 >> 2));
+    let mut w = DropWriter::create(t.path(), DropHeader::full(1)).unwrap();
+    w.csv_file("catalogue.csv", FileKind::Catalogue, CATALOGUE)
+        .unwrap();
+    w.raw_file(
+        "certificates.csv",
+        FileKind::Certificates,
+        text.as_bytes(),
+        2,
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let e = refused(tight().load(t.path(), None));
+    let LoadError::Limit { file, line, .. } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!((file.as_str(), *line), ("certificates.csv", Some(3)), "{e}");
+    assert!(e.to_string().contains("--max-record-bytes"), "{e}");
+}
+
+#[test]
+fn a_gzip_file_over_its_ratio_is_refused() {
+    let t = tempfile::tempdir().unwrap();
+    // Blank lines make no records, so only the decompressed budget can stop them.
+    let mut text = certs(&valid_rows(1)).into_bytes();
+    text.extend(std::iter::repeat_n(b'\n', 1 << 20));
+    let mut w = DropWriter::create(t.path(), DropHeader::full(1)).unwrap();
+    w.csv_file("catalogue.csv", FileKind::Catalogue, CATALOGUE)
+        .unwrap();
+    w.raw_file("certificates.csv.gz", FileKind::Certificates, &text, 1)
+        .unwrap();
+    w.finish().unwrap();
+    let e = refused(tight().load(t.path(), None));
+    assert!(
+        matches!(&e, LoadError::Limit { file, line: None, .. } if file == "certificates.csv.gz"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--max-gzip-ratio"), "{e}");
+    // The default ratio lets it through.
+    built(load(t.path()));
+}
+
+#[test]
+fn rows_beyond_the_manifest_count_are_refused_at_the_first_extra_row() {
+    let t = tempfile::tempdir().unwrap();
+    let mut w = DropWriter::create(t.path(), DropHeader::full(1)).unwrap();
+    w.csv_file("catalogue.csv", FileKind::Catalogue, CATALOGUE)
+        .unwrap();
+    w.raw_file(
+        "certificates.csv",
+        FileKind::Certificates,
+        certs(&valid_rows(5)).replace('\n', "\r\n").as_bytes(),
+        2,
+    )
+    .unwrap();
+    w.finish().unwrap();
+    let e = refused(load(t.path()));
+    assert!(
+        matches!(&e, LoadError::TooManyRows { file, expected: 2, line: 4 } if file == "certificates.csv"),
+        "{e}"
+    );
+}
+
+#[test]
+fn links_pipes_and_oversized_manifests_are_refused_by_name() {
+    let t = tempfile::tempdir().unwrap();
+    full(t.path(), 1, &certs(&valid_rows(1)));
+    let cert = t.path().join("certificates.csv");
+    let kept = t.path().join("kept");
+    std::fs::rename(&cert, &kept).unwrap();
+    // A link to the very same bytes is still refused: no link is followed.
+    std::os::unix::fs::symlink(&kept, &cert).unwrap();
+    let e = refused(load(t.path()));
+    assert!(
+        matches!(&e, LoadError::FileRefused { path, message } if path == &cert && message.contains("symbolic link")),
+        "{e}"
+    );
+    std::fs::remove_file(&cert).unwrap();
+    std::fs::rename(&kept, &cert).unwrap();
+    built(load(t.path()));
+
+    let loader = Loader {
+        limits: Limits {
+            max_manifest_bytes: 100,
+            ..Limits::default()
+        },
+        ..Loader::default()
+    };
+    let e = refused(loader.load(t.path(), None));
+    assert!(
+        matches!(&e, LoadError::FileRefused { path, message } if path.ends_with("manifest.json") && message.contains("--max-manifest-bytes")),
+        "{e}"
+    );
+}

@@ -113,6 +113,16 @@ pub struct ConfigLayer {
     pub drop_max_bad_rows: Option<u64>,
     /// The shrink guard: largest fraction by which a full drop's valid certificates may fall.
     pub drop_shrink_threshold: Option<f64>,
+    /// Largest `manifest.json` of a drop, in bytes.
+    pub drop_max_manifest_bytes: Option<u64>,
+    /// Largest CSV field of a drop, in bytes.
+    pub drop_max_field_bytes: Option<u64>,
+    /// Largest CSV record of a drop, in bytes.
+    pub drop_max_record_bytes: Option<u64>,
+    /// Largest data file of a drop after decompression, in bytes.
+    pub drop_max_file_bytes: Option<u64>,
+    /// Largest decompressed/stored ratio of a gzip file of a drop.
+    pub drop_max_gzip_ratio: Option<u64>,
 }
 
 /// Why settings cannot be used.
@@ -188,6 +198,8 @@ pub struct Config {
     pub drop_max_bad_rows: u64,
     /// Shrink guard threshold.
     pub drop_shrink_threshold: f64,
+    /// Bounds on what a drop may make the loader read.
+    pub drop_limits: cccgate_loader::Limits,
 }
 
 /// Request limits.
@@ -448,6 +460,13 @@ impl Config {
             drop_public_key: pick!(drop_public_key),
             drop_max_bad_rows: pick!(drop_max_bad_rows).unwrap_or(0),
             drop_shrink_threshold,
+            drop_limits: cccgate_loader::Limits::default().with_overrides(
+                pick!(drop_max_manifest_bytes),
+                pick!(drop_max_field_bytes),
+                pick!(drop_max_record_bytes),
+                pick!(drop_max_file_bytes),
+                pick!(drop_max_gzip_ratio),
+            ),
         })
     }
 

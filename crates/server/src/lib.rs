@@ -134,6 +134,7 @@ pub async fn run_with(
         max_bad_rows: config.drop_max_bad_rows,
         shrink_threshold: config.drop_shrink_threshold,
         force: false,
+        limits: config.drop_limits.clone(),
     };
     if let Some(dir) = &config.snapshot_dir {
         std::fs::create_dir_all(dir).map_err(|source| ServeError::Dir {

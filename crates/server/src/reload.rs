@@ -329,7 +329,7 @@ impl Reloader {
 
         // 2. Drops above the sequence in force, oldest first.
         if let Some(drop_dir) = &self.drop_dir {
-            for (sequence, dir) in list_drops(drop_dir) {
+            for (sequence, dir) in list_drops(drop_dir, &self.loader.limits) {
                 let current = self.writer.current();
                 if current
                     .as_ref()
@@ -427,7 +427,7 @@ fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 /// Drop directories in `dir` (those with a readable manifest), by ascending sequence. A
 /// directory without a manifest yet (still being copied) is not a drop yet; one whose manifest
 /// cannot be parsed is listed with sequence `u64::MAX` so the loader refuses it by name.
-fn list_drops(dir: &Path) -> Vec<(u64, PathBuf)> {
+fn list_drops(dir: &Path, limits: &cccgate_loader::Limits) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -438,7 +438,8 @@ fn list_drops(dir: &Path) -> Vec<(u64, PathBuf)> {
         if hidden || !path.is_dir() || !path.join(cccgate_loader::MANIFEST_FILE).exists() {
             continue;
         }
-        let sequence = cccgate_loader::read_manifest(&path).map_or(u64::MAX, |m| m.sequence);
+        let sequence =
+            cccgate_loader::read_manifest(&path, limits).map_or(u64::MAX, |m| m.sequence);
         drops.push((sequence, path));
     }
     drops.sort();
@@ -695,6 +696,61 @@ mod tests {
         };
         assert!(refusal.reason.contains("sequence 8"), "{}", refusal.reason);
         assert_eq!(r.reader().sequence(), None);
+    }
+
+    #[test]
+    fn a_hostile_drop_is_refused_at_once_and_the_snapshot_in_force_keeps_serving() {
+        use cccgate_loader::{DropHeader, DropWriter, FileKind};
+        let snaps = tempfile::tempdir().unwrap();
+        let drops = tempfile::tempdir().unwrap();
+        write_snapshot(snaps.path(), 5, 3);
+        let drop = drops.path().join("drop-9");
+        let mut w = DropWriter::create(&drop, DropHeader::full(9)).unwrap();
+        w.csv_file(
+            "catalogue.csv",
+            FileKind::Catalogue,
+            "产品类别代码,产品名称,大类代码,大类名称,认证方式,实施日期,截止日期\n0901,微型计算机,09,信息技术设备,证书,2002-05-01,\n",
+        )
+        .unwrap();
+        w.csv_file("certificates.csv", FileKind::Certificates, "证书编号\n")
+            .unwrap();
+        w.finish().unwrap();
+        // certificates.csv becomes a named pipe no one writes to: opening it must not wait
+        // (the reload lock would be held for ever).
+        std::fs::remove_file(drop.join("certificates.csv")).unwrap();
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(drop.join("certificates.csv"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let (writer, _) = snapshot_store();
+        let r = Reloader::new(
+            writer,
+            Some(snaps.path().to_path_buf()),
+            Some(drops.path().to_path_buf()),
+            Loader::default(),
+        );
+        // The pass puts snapshot 5 in force and refuses the drop.
+        let outcome = r.reload_blocking(Trigger::Start);
+        assert!(
+            matches!(outcome, ReloadOutcome::Loaded { sequence: 5, .. }),
+            "{outcome:?}"
+        );
+        let refusal = r.state.last_refusal().unwrap();
+        assert_eq!(refusal.kind, RefusedKind::Drop);
+        assert!(matches!(
+            r.reload_blocking(Trigger::Explicit),
+            ReloadOutcome::Refused(_)
+        ));
+        assert!(refusal.reason.contains("FIFO"), "{}", refusal.reason);
+        assert_eq!(r.reader().sequence(), Some(5));
+        let names: Vec<_> = std::fs::read_dir(snaps.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(file_name(5))]);
     }
 
     #[test]
