@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::get;
 use cccgate_core::{Policy, Reason, Status};
 use cccgate_snapshot::Snapshot;
@@ -162,6 +163,7 @@ impl CheckMetrics {
     /// Registers every handle; the decision label of each reason comes from the policy.
     pub(crate) fn new(policy: &Policy) -> Self {
         prometheus();
+        reloads_at_zero();
         let rpcs = [Rpc::Check, Rpc::Batch, Rpc::Stream];
         CheckMetrics {
             checks: Reason::ALL.map(|r| {
@@ -225,13 +227,29 @@ pub(crate) fn reload(kind: &'static str, outcome: &'static str) {
     counter!("cccgate_reloads_total", "kind" => kind, "outcome" => outcome).increment(1);
 }
 
+/// Registers the reload counters at zero, so `/metrics` shows every series an alert or a
+/// dashboard reads from the start (`increase()` over a series that appears with its first
+/// event misses that event).
+fn reloads_at_zero() {
+    for kind in ["snapshot", "drop"] {
+        for outcome in ["loaded", "refused"] {
+            counter!("cccgate_reloads_total", "kind" => kind, "outcome" => outcome).increment(0);
+        }
+    }
+}
+
 pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// Serves `GET /metrics`, `/livez` and `/readyz` on `listener` until `shutdown` completes.
+///
+/// `/livez` answers 200 whenever the process serves HTTP at all: a gateway with no snapshot
+/// yet (a fresh install, or every drop refused) is alive and must not be restarted, which
+/// would not bring a snapshot. `/readyz` answers 200 only while a snapshot is in force, else
+/// 503, so no traffic reaches a replica that would answer UNAVAILABLE.
 pub(crate) async fn serve(
     listener: TcpListener,
     reader: SnapshotReader,
@@ -239,10 +257,25 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
+        .route("/livez", get(|| async { "alive\n" }))
+        .route("/readyz", get(ready))
         .with_state(reader);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+async fn ready(State(reader): State<SnapshotReader>) -> (StatusCode, String) {
+    match reader.load().as_ref() {
+        Some(loaded) => (
+            StatusCode::OK,
+            format!("ready: snapshot {}\n", loaded.snapshot.sequence()),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no snapshot in force\n".into(),
+        ),
+    }
 }
 
 async fn render(State(reader): State<SnapshotReader>) -> String {
