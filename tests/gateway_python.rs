@@ -29,7 +29,8 @@ const SEQUENCE: u64 = 4242;
 /// Every fixture listing happens at this instant (China time), so verdicts do not depend on
 /// the day the test runs; one listing leaves `event_time` empty on purpose (see `cases`).
 const EVENT_TIME: &str = "2026-11-27T10:00:00+08:00";
-const INSTALL: &str = "python3 -m pip install -r tests/python/requirements.txt";
+const INSTALL: &str =
+    "python3 -m pip install --target target/python -r tests/python/requirements.txt";
 
 fn day(y: i32, m: u32, d: u32) -> Day {
     Day::from_ymd(y, m, d).expect("a real date")
@@ -252,9 +253,26 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `python3`, finding the modules README's test command installs under `target/python` (a
+/// stock Debian or Ubuntu python3 refuses installs into its own environment) before any
+/// installed elsewhere.
+fn python3() -> Command {
+    let mut cmd = Command::new("python3");
+    let local = repo_root().join("target/python");
+    let path = match std::env::var_os("PYTHONPATH") {
+        Some(old) if !old.is_empty() => {
+            std::env::join_paths(std::iter::once(local).chain(std::env::split_paths(&old)))
+                .expect("PYTHONPATH entries without separators")
+        }
+        _ => local.into_os_string(),
+    };
+    cmd.env("PYTHONPATH", path);
+    cmd
+}
+
 /// Fails (never skips) when python3 or the grpc modules are missing, saying how to install them.
 fn require_python() {
-    let probe = Command::new("python3")
+    let probe = python3()
         .args([
             "-c",
             "import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2, \
@@ -274,7 +292,7 @@ fn require_python() {
 /// Runs the Python client against `target` and returns its exit status and output.
 fn run_client(target: &str, facts_path: &Path) -> (std::process::ExitStatus, String) {
     let script = repo_root().join("tests/python/client_test.py");
-    let out = Command::new("python3")
+    let out = python3()
         .arg(&script)
         .arg("--target")
         .arg(target)
