@@ -278,6 +278,16 @@ fn print_build(
             }
         );
     }
+    if let Some(changes) = report.validity_changes {
+        out!(
+            "delta guard: {changes} certificates change validity{}",
+            if report.delta_forced {
+                " (over the guard, forced)"
+            } else {
+                ""
+            }
+        );
+    }
     out!(
         "signature:   {}",
         match report.signature {

@@ -137,7 +137,7 @@ fn stale_drop_is_skipped_with_exit_zero() {
 fn delta_uses_the_newest_snapshot_in_the_output_directory() {
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("snaps");
-    let full = write_drop(&t.path().join("f"), DropHeader::full(1), &rows(5));
+    let full = write_drop(&t.path().join("f"), DropHeader::full(1), &rows(40));
     assert!(
         cccgate(&["load", "build", "--drop", s(&full), "--out", s(&out)])
             .status
@@ -146,11 +146,16 @@ fn delta_uses_the_newest_snapshot_in_the_output_directory() {
     let delta = write_drop(
         &t.path().join("d"),
         DropHeader::delta(2, 1),
-        &[row(2, "撤销"), row(6, "有效")],
+        &[row(2, "撤销"), row(41, "有效")],
     );
     let o = cccgate(&["load", "build", "--drop", s(&delta), "--out", s(&out)]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).contains("certificates: 6 (有效 5, 暂停 0, 撤销 1,"));
+    assert!(text(&o.stdout).contains("certificates: 41 (有效 40, 暂停 0, 撤销 1,"));
+    assert!(
+        text(&o.stdout).contains("delta guard: 1 certificates change validity"),
+        "{}",
+        text(&o.stdout)
+    );
 
     let jsonl = t.path().join("diff.jsonl");
     let o = cccgate(&[

@@ -192,6 +192,11 @@ impl<'c> CertReader<'c> {
         sink(record);
     }
 
+    /// Whether the drop holds a row for this certificate number.
+    pub fn has(&self, number: u64) -> bool {
+        self.seen.contains_key(&number)
+    }
+
     /// The outcome once every file is read: the refusal of the first class of error found
     /// (bad rows beyond the allowance, then conflicting duplicates), or the tally.
     pub fn finish(self) -> Result<CertTally, LoadError> {

@@ -220,6 +220,36 @@ pub enum LoadError {
         /// The allowed shrink as a fraction (0.05 = 5%).
         threshold: f64,
     },
+    /// The delta guard: a delta that changes the validity of more than the allowed share of
+    /// the valid certificates in force.
+    #[error(
+        "delta guard: the delta changes the validity of {changed} certificates, {:.1}% of the {valid_before} valid (有效) in force (more than {:.1}% looks like a broken or hostile export); use --force if this is real",
+        percent(*changed, *valid_before),
+        threshold * 100.0
+    )]
+    DeltaGuard {
+        /// Certificates valid in force that the delta makes not valid, plus certificates in
+        /// force not valid that it makes valid.
+        changed: u64,
+        /// Valid certificates in force.
+        valid_before: u64,
+        /// The allowed share (0.05 = 5%, the shrink guard's).
+        threshold: f64,
+    },
+    /// A delta's catalogue leaves out product codes that certificates it keeps from the
+    /// snapshot in force still cover.
+    #[error(
+        "catalogue.csv, 产品类别代码: the delta's catalogue leaves out {}, still covered by {total} certificates in force that the delta does not replace (e.g. {example}); a delta's catalogue must cover every certificate it keeps: send a full drop",
+        codes.join(", ")
+    )]
+    CatalogueDropsCodes {
+        /// The product codes left out (up to [`MAX_LISTED`]).
+        codes: Vec<String>,
+        /// Certificates kept from the base that cover them.
+        total: u64,
+        /// One of those certificates.
+        example: String,
+    },
     /// A file of the drop is not a regular file (a symbolic link, a FIFO, a device) or is
     /// larger than its cap: refused before a byte of it is read.
     #[error("{}: {message}", path.display())]
@@ -282,6 +312,14 @@ fn limit_message(file: &str, line: Option<u64>, field: Option<&str>, message: &s
         s.push_str(&format!(", {f}"));
     }
     format!("{s}: {message}")
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
 }
 
 fn shrink_percent(before: u64, after: u64) -> f64 {

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cccgate_core::{Catalogue, CertificateRecord};
+use cccgate_core::{Catalogue, CertificateRecord, Status};
 use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotBytes};
 
 pub use catalogue::{CATALOGUE_COLUMNS, catalogue_csv};
@@ -169,6 +169,10 @@ pub struct BuildReport {
     pub valid_before: Option<u64>,
     /// Whether `force` let through a drop the shrink guard would have refused.
     pub shrink_forced: bool,
+    /// Delta only: certificates in force whose validity (`有效` or not) the delta changes.
+    pub validity_changes: Option<u64>,
+    /// Whether `force` let through a delta the delta guard would have refused.
+    pub delta_forced: bool,
     /// Certificates in the built snapshot.
     pub total_after: u64,
     /// Time spent reading, validating and building.
@@ -256,6 +260,7 @@ impl Loader {
         };
 
         let expected_rows: u64 = manifest.certificate_files().map(|f| f.rows).sum();
+        let mut validity_changes = 0u64;
         let mut reader = certs::CertReader::new(&catalogue, self.max_bad_rows, expected_rows);
         // Two stages on two threads: this one reads, hashes, parses and validates; the other
         // interns records into the builder. Batches keep the channel cheap and its memory
@@ -274,7 +279,14 @@ impl Loader {
                 }
             });
             let mut batch = Vec::with_capacity(BATCH);
+            let changed = &mut validity_changes;
             let mut sink = |record: CertificateRecord| {
+                if let Some(b) = base
+                    && let Some(old) = b.record(record.number)
+                    && (old.status == Status::Valid) != (record.status == Status::Valid)
+                {
+                    *changed += 1;
+                }
                 batch.push(record);
                 if batch.len() == BATCH {
                     let next = back_rx
@@ -299,6 +311,11 @@ impl Loader {
                 .join()
                 .map_err(|_| LoadError::Internal("the snapshot builder thread panicked".into()))
         })?;
+        if let Some(b) = base
+            && catalogue_replaced
+        {
+            check_kept_codes(b, &catalogue, |n| reader.has(n))?;
+        }
         let tally = reader.finish()?;
 
         let mut valid_before = None;
@@ -322,6 +339,23 @@ impl Loader {
             }
         }
 
+        let mut delta_forced = false;
+        if let Some(b) = base {
+            let before = b.counts().valid();
+            let allowed = self.shrink_threshold.max(0.0) * before as f64;
+            if validity_changes as f64 > allowed {
+                if self.force {
+                    delta_forced = true;
+                } else {
+                    return Err(LoadError::DeltaGuard {
+                        changed: validity_changes,
+                        valid_before: before,
+                        threshold: self.shrink_threshold,
+                    });
+                }
+            }
+        }
+
         let total_after = builder.len() as u64;
         let bytes = builder.build()?;
         let report = BuildReport {
@@ -338,6 +372,8 @@ impl Loader {
             rejected: tally.rejected,
             valid_before,
             shrink_forced,
+            validity_changes: base.map(|_| validity_changes),
+            delta_forced,
             total_after,
             elapsed: started.elapsed(),
         };
@@ -441,6 +477,43 @@ pub(crate) fn check_digest(
         });
     }
     Ok(())
+}
+
+/// A delta that replaces the catalogue keeps the base's certificates it does not replace;
+/// each of them must still be covered by the new catalogue (the delta's own rows were checked
+/// against it as they were read). Otherwise the delta is refused: the catalogue retires a
+/// product with `截止日期`, never by leaving its code out, and a register whose certificates
+/// name codes its catalogue lacks would be inconsistent.
+fn check_kept_codes(
+    base: &Snapshot,
+    catalogue: &Catalogue,
+    replaced: impl Fn(u64) -> bool,
+) -> Result<(), LoadError> {
+    let mut codes = Vec::new();
+    let mut total = 0u64;
+    let mut example = None;
+    for s in base.iter() {
+        if catalogue.contains(s.product_code) || replaced(s.number.get()) {
+            continue;
+        }
+        total += 1;
+        example.get_or_insert(s.number);
+        let code = s.product_code.to_string();
+        if codes.len() < MAX_LISTED && !codes.contains(&code) {
+            codes.push(code);
+        }
+    }
+    match example {
+        None => Ok(()),
+        Some(n) => {
+            codes.sort();
+            Err(LoadError::CatalogueDropsCodes {
+                codes,
+                total,
+                example: n.to_string(),
+            })
+        }
+    }
 }
 
 fn file_report(entry: &FileEntry, digest: &FileDigest) -> FileReport {

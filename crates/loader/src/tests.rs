@@ -467,7 +467,7 @@ fn base_snapshot(t: &Path, sequence: u64, valid: u64) -> Snapshot {
 #[test]
 fn delta_applies_on_the_snapshot_it_names() {
     let t = tempfile::tempdir().unwrap();
-    let base = base_snapshot(t.path(), 10, 5);
+    let base = base_snapshot(t.path(), 10, 40);
     let dir = t.path().join("delta");
     write_drop(
         &dir,
@@ -477,13 +477,14 @@ fn delta_applies_on_the_snapshot_it_names() {
             "changes.csv",
             &certs(&[
                 row(&n(2), "撤销", "0901", "A1"),
-                row(&n(6), "有效", "0907", "PB-1"),
+                row(&n(41), "有效", "0907", "PB-1"),
             ]),
         )],
     );
     let (snap, report) = built(Loader::default().load(&dir, Some(&base)));
     assert_eq!(snap.sequence(), 11);
-    assert_eq!(snap.counts().total, 6);
+    assert_eq!(snap.counts().total, 41);
+    assert_eq!(report.validity_changes, Some(1));
     assert_eq!(snap.counts().of(Status::Revoked), 1);
     assert_eq!(snap.record(number(1)).unwrap().status, Status::Valid);
     assert_eq!(
@@ -956,7 +957,7 @@ fn a_field_over_the_cap_is_refused_naming_file_line_and_column() {
     };
     assert_eq!((file.as_str(), *line), ("certificates.csv", Some(4)));
     assert_eq!(field.as_deref(), Some("column 5"));
-    assert!(e.to_string().contains("--max-field-bytes"), "{e}");
+    assert!(e.to_string().contains("max-field-bytes"), "{e}");
     // At the cap it is accepted.
     full(
         t.path(),
@@ -990,7 +991,7 @@ fn a_record_over_the_cap_is_refused_before_it_is_read_whole() {
         panic!("{e}");
     };
     assert_eq!((file.as_str(), *line), ("certificates.csv", Some(3)), "{e}");
-    assert!(e.to_string().contains("--max-record-bytes"), "{e}");
+    assert!(e.to_string().contains("max-record-bytes"), "{e}");
 }
 
 #[test]
@@ -1010,7 +1011,7 @@ fn a_gzip_file_over_its_ratio_is_refused() {
         matches!(&e, LoadError::Limit { file, line: None, .. } if file == "certificates.csv.gz"),
         "{e}"
     );
-    assert!(e.to_string().contains("--max-gzip-ratio"), "{e}");
+    assert!(e.to_string().contains("max-gzip-ratio"), "{e}");
     // The default ratio lets it through.
     built(load(t.path()));
 }
@@ -1063,7 +1064,126 @@ fn links_pipes_and_oversized_manifests_are_refused_by_name() {
     };
     let e = refused(loader.load(t.path(), None));
     assert!(
-        matches!(&e, LoadError::FileRefused { path, message } if path.ends_with("manifest.json") && message.contains("--max-manifest-bytes")),
+        matches!(&e, LoadError::FileRefused { path, message } if path.ends_with("manifest.json") && message.contains("max-manifest-bytes")),
         "{e}"
     );
+}
+
+#[test]
+fn delta_guard_refuses_changing_the_validity_of_more_than_the_share_unless_forced() {
+    let t = tempfile::tempdir().unwrap();
+    let base = base_snapshot(t.path(), 10, 40);
+    // Two revoked of 40 valid is exactly 5%: allowed. Three is more.
+    let delta = |name: &str, revoked: u64| {
+        let dir = t.path().join(name);
+        let rows: Vec<String> = (1..=revoked)
+            .map(|i| row(&n(i), "撤销", "0901", "A1"))
+            .chain((100..150).map(|i| row(&n(i), "有效", "0901", "NEW")))
+            .collect();
+        write_drop(
+            &dir,
+            DropHeader::delta(11, 10),
+            None,
+            &[("d.csv", &certs(&rows))],
+        );
+        dir
+    };
+    let (snap, report) = built(Loader::default().load(&delta("two", 2), Some(&base)));
+    assert_eq!(report.validity_changes, Some(2));
+    assert!(!report.delta_forced);
+    // New certificates are not changes of the register in force.
+    assert_eq!(snap.counts().total, 90);
+    let three = delta("three", 3);
+    let e = refused(Loader::default().load(&three, Some(&base)));
+    assert!(
+        matches!(
+            e,
+            LoadError::DeltaGuard {
+                changed: 3,
+                valid_before: 40,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("--force"), "{e}");
+    let forced = Loader {
+        force: true,
+        ..Loader::default()
+    };
+    let (_, report) = built(forced.load(&three, Some(&base)));
+    assert!(report.delta_forced);
+    // Making certificates valid again counts too (a revoked one passing again).
+    let back = t.path().join("back");
+    let rows: Vec<String> = (1..=3).map(|i| row(&n(i), "撤销", "0901", "A1")).collect();
+    write_drop(
+        &back,
+        DropHeader::full(11),
+        Some(CATALOGUE),
+        &[(
+            "c.csv",
+            &certs(&[rows.clone(), valid_rows(60)[3..].to_vec()].concat()),
+        )],
+    );
+    let revoked = built(Loader::default().load(&back, None)).0;
+    let revive = t.path().join("revive");
+    let rows: Vec<String> = (1..=3).map(|i| row(&n(i), "有效", "0901", "A1")).collect();
+    write_drop(
+        &revive,
+        DropHeader::delta(12, 11),
+        None,
+        &[("d.csv", &certs(&rows))],
+    );
+    let e = refused(Loader::default().load(&revive, Some(&revoked)));
+    assert!(
+        matches!(
+            e,
+            LoadError::DeltaGuard {
+                changed: 3,
+                valid_before: 57,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_delta_catalogue_must_cover_the_certificates_it_keeps() {
+    let t = tempfile::tempdir().unwrap();
+    let base = base_snapshot(t.path(), 10, 40);
+    // 0901 (every base certificate's code) is left out of the new catalogue.
+    let without_0901: String = CATALOGUE
+        .lines()
+        .filter(|l| !l.starts_with("0901"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = t.path().join("delta");
+    write_drop(
+        &dir,
+        DropHeader::delta(11, 10),
+        Some(&without_0901),
+        &[("d.csv", &certs(&[row(&n(41), "有效", "0907", "PB-1")]))],
+    );
+    let e = refused(Loader::default().load(&dir, Some(&base)));
+    assert!(
+        matches!(&e, LoadError::CatalogueDropsCodes { codes, total: 40, .. } if codes == &["0901"]),
+        "{e}"
+    );
+    // Retiring 0901 with an end date keeps it covered: accepted, and every certificate kept.
+    let retired = CATALOGUE.replace(
+        "0901,微型计算机,09,信息技术设备,证书,2002-05-01,",
+        "0901,微型计算机,09,信息技术设备,证书,2002-05-01,2026-01-01",
+    );
+    let dir = t.path().join("delta-retired");
+    write_drop(
+        &dir,
+        DropHeader::delta(11, 10),
+        Some(&retired),
+        &[("d.csv", &certs(&[row(&n(41), "有效", "0907", "PB-1")]))],
+    );
+    let (snap, report) = built(Loader::default().load(&dir, Some(&base)));
+    assert!(report.catalogue_replaced);
+    assert_eq!(snap.counts().total, 41);
+    assert!(snap.catalogue().entries().iter().any(|e| e.until.is_some()));
 }

@@ -123,7 +123,7 @@ fn hostile_drops_are_refused_by_name_in_bounded_memory_writing_nothing() {
     );
     check("gzip bomb", &bomb, &|e| {
         matches!(e, LoadError::Limit { file, line: Some(2), .. } if file == "certificates.csv.gz")
-            && e.to_string().contains("--max-record-bytes")
+            && e.to_string().contains("max-record-bytes")
     });
 
     // 2. 20 million rows where the manifest says 1 (2,000 members of 10,000 rows).
@@ -175,7 +175,7 @@ fn hostile_drops_are_refused_by_name_in_bounded_memory_writing_nothing() {
     check(
         "300 MB manifest",
         &big,
-        &|e| matches!(e, LoadError::FileRefused { path, message } if path.ends_with("manifest.json") && message.contains("--max-manifest-bytes")),
+        &|e| matches!(e, LoadError::FileRefused { path, message } if path.ends_with("manifest.json") && message.contains("max-manifest-bytes")),
     );
 
     let peak = peak_rss_kib();
