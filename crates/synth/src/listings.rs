@@ -237,11 +237,14 @@ pub struct EventWindow {
 }
 
 impl EventWindow {
-    /// The default: the 30 days ending on `as_of` and the 30 days after it.
+    /// The default: the 30 days ending on `as_of` and the 30 days after it, kept within the
+    /// years an RFC 3339 event time can write (0001..=9999).
     pub fn around(as_of: Day) -> Self {
+        let lowest = Day::from_ymd(1, 1, 1).expect("a real date").days();
+        let highest = Day::from_ymd(9999, 12, 31).expect("a real date").days();
         EventWindow {
-            first: Day::from_days(as_of.days() - 29),
-            last: Day::from_days(as_of.days() + SOON_DAYS),
+            first: Day::from_days((as_of.days() - 29).clamp(lowest, highest)),
+            last: Day::from_days((as_of.days() + SOON_DAYS).clamp(lowest, highest)),
         }
     }
 

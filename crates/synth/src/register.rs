@@ -594,9 +594,30 @@ mod tests {
             .generate();
             assert_eq!(r.records.len(), 300);
             assert!(r.records.iter().all(|x| x.number.get() != 0));
-            let _ = crate::ListingGenerator::new(&r, crate::Profile::Y2025, 1)
-                .take(500)
-                .count();
+            // Listings drawn from it are valid and get exactly the reason they promise.
+            let info = cccgate_snapshot::BuildInfo {
+                sequence: 1,
+                source: "synth".into(),
+                generated_at: "2026-11-27T02:00:00+08:00".into(),
+                built_at_unix_ms: 0,
+            };
+            let bytes = cccgate_snapshot::SnapshotBuilder::from_records(
+                info,
+                r.catalogue.clone(),
+                r.records.clone(),
+            )
+            .build()
+            .unwrap();
+            let snap = cccgate_snapshot::Snapshot::from_bytes(bytes).unwrap();
+            let policy = cccgate_core::Policy::default();
+            let mut n = 0;
+            for g in crate::ListingGenerator::new(&r, crate::Profile::Y2025, 1).take(500) {
+                let listing = g.event.listing(r.as_of).unwrap();
+                let got = cccgate_core::check(&snap, &listing, &policy).reason;
+                assert_eq!(got, g.expected, "as of {y}-{m}-{d}: {:?}", g.event);
+                n += 1;
+            }
+            assert_eq!(n, 500);
         }
     }
 
