@@ -63,7 +63,12 @@ impl SnapshotReader {
     /// `.await`; use [`SnapshotReader::load_full`] for that.
     #[inline]
     pub fn load(&self) -> Guard<Option<Arc<Loaded>>> {
-        self.0.load()
+        let guard = self.0.load();
+        #[cfg(feature = "test-hooks")]
+        if let Some(next) = test_hooks::after_load() {
+            self.0.store(Some(Arc::new(next)));
+        }
+        guard
     }
 
     /// The snapshot in force as an owned `Arc`, to hold across `.await` points.
@@ -74,6 +79,42 @@ impl SnapshotReader {
     /// The sequence in force, if any.
     pub fn sequence(&self) -> Option<u64> {
         self.0.load().as_ref().map(|l| l.snapshot.sequence())
+    }
+}
+
+/// Hooks for the end-to-end tests, compiled only with the `test-hooks` feature (enabled by the
+/// root package's dev-dependencies, never by the binary's release build).
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
+    use super::Loaded;
+
+    /// Run by [`super::SnapshotReader::load`] right after a request (or stream message) took
+    /// the snapshot in force and before it decides anything. A snapshot it returns is put in
+    /// force at once: a swap that lands inside that request, on purpose.
+    pub type AfterLoad = Box<dyn FnMut() -> Option<Loaded> + Send>;
+
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    static AFTER_LOAD: Mutex<Option<AfterLoad>> = Mutex::new(None);
+
+    /// Installs (or with `None` removes) the hook, for every gateway of the process.
+    pub fn set_after_load(hook: Option<AfterLoad>) {
+        let mut slot = AFTER_LOAD.lock().unwrap_or_else(PoisonError::into_inner);
+        INSTALLED.store(hook.is_some(), Ordering::Release);
+        *slot = hook;
+    }
+
+    pub(super) fn after_load() -> Option<Loaded> {
+        if !INSTALLED.load(Ordering::Acquire) {
+            return None;
+        }
+        AFTER_LOAD
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            .and_then(|hook| hook())
     }
 }
 
