@@ -2,11 +2,12 @@
 //! (`tests/python/client_test.py`) calls health, reflection, `Check`, `CheckBatch` and
 //! `CheckStream` on a server started in-process on `127.0.0.1:0`.
 //!
-//! The one design decision to know: the verdicts the Python client must see are not written
-//! by hand. This test builds a small snapshot whose listings hit every rule of the decision
-//! table, decides each listing with `cccgate_core::check` against that very snapshot, and hands
-//! the Python client a JSON facts file of listings and expected verdicts. So the test pins the
-//! wire (what a foreign stack sees) against the engine, and cannot drift from the table.
+//! The one design decision to know: the decision, reason and certificate status the Python
+//! client must see are written by hand from the decision table (`../shared/spec/verdicts.md`),
+//! one case or more per rule, all twelve, as proto enum names. They are never derived through
+//! the Rust wire mapping, so a swapped reason or status number on the wire fails the client.
+//! The engine (`cccgate_core::check` against that very snapshot) must agree with the hand
+//! table too, and supplies only the certificate facts the client compares besides.
 //!
 //! The Python modules come from `tests/python/requirements.txt`; when they are missing the
 //! test fails with the command that installs them (CI installs them; it never skips).
@@ -130,42 +131,144 @@ fn event(id: &str, product_code: &str, certificate: &str, model: &str) -> Listin
     }
 }
 
-/// Listings that together hit every rule of the decision table.
-fn cases() -> Vec<ListingEvent> {
+/// A fixture listing and the verdict the decision table gives it, written by hand: decision,
+/// reason and (when a certificate is found) its status, as the proto's enum names.
+struct Case {
+    event: ListingEvent,
+    decision: &'static str,
+    reason: &'static str,
+    status: Option<&'static str>,
+}
+
+fn case(
+    event: ListingEvent,
+    (decision, reason, status): (&'static str, &'static str, Option<&'static str>),
+) -> Case {
+    Case {
+        event,
+        decision,
+        reason,
+        status,
+    }
+}
+
+const ALLOW: &str = "DECISION_ALLOW";
+const BLOCK: &str = "DECISION_BLOCK";
+const REVIEW: &str = "DECISION_REVIEW";
+const VALID: Option<&str> = Some("CERTIFICATE_STATUS_VALID");
+
+/// Listings that together hit every rule of the decision table, each with its verdict read off
+/// the table by hand (rule numbers as in verdicts.md).
+fn cases() -> Vec<Case> {
     let mut no_time = event("no-event-time", "", "", "");
     // Empty event_time means "when the gateway receives it"; with no product code the verdict
     // cannot depend on that day, so the expectation holds whenever the test runs.
     no_time.event_time.clear();
+    let valid = (ALLOW, "REASON_CERTIFICATE_VALID", VALID);
+    let not_in_catalogue = (ALLOW, "REASON_NOT_IN_CATALOGUE", None);
+    let missing = (BLOCK, "REASON_CERTIFICATE_MISSING", None);
     vec![
-        event("valid", "0901", "2021010901000001", "M-1"),
-        event(
-            "valid-typed",
-            "0901",
-            "CCC: 2021-0109-0100-0001(B0)",
-            "m-1 pro",
+        // 12: valid, product code and model match.
+        case(event("valid", "0901", "2021010901000001", "M-1"), valid),
+        case(
+            event(
+                "valid-typed",
+                "0901",
+                "CCC: 2021-0109-0100-0001(B0)",
+                "m-1 pro",
+            ),
+            valid,
         ),
-        event(
-            "valid-fullwidth",
-            "0901",
-            "２０２１０１０９０１０００００１",
-            "",
+        case(
+            event(
+                "valid-fullwidth",
+                "0901",
+                "２０２１０１０９０１０００００１",
+                "",
+            ),
+            valid,
         ),
-        event("model-not-covered", "0901", "2021010901000001", "M-999"),
-        no_time,
-        event("not-ccc-category", "", "2021010901000001", "M-1"),
-        event("left-catalogue", "0807", "2021010901000001", "M-1"),
-        event("self-declaration", "1101", "", ""),
-        event("missing", "0901", "", "M-1"),
-        event("missing-after-prefix", "0901", " CCC: ", "M-1"),
-        event("malformed", "0901", "2021-0109-01", "M-1"),
-        event("not-found", "0901", "2021010901999999", "M-1"),
-        event("suspended", "0901", "2021010901000002", "M-2"),
-        event("revoked", "0901", "2021010901000003", "M-3"),
-        event("cancelled", "0901", "2021010901000004", "M-4"),
-        event("expired-status", "0901", "2021010901000005", "M-5"),
-        event("expired-date", "0901", "2021010901000006", "M-6"),
-        event("product-mismatch", "0901", "2021011606000007", "M-7"),
-        event("商品-长名", "1606", "2021011606000007", "ｍ－７ ｐｒｏ"),
+        // 11: the model is not among the certificate's.
+        case(
+            event("model-not-covered", "0901", "2021010901000001", "M-999"),
+            (REVIEW, "REASON_MODEL_NOT_COVERED", VALID),
+        ),
+        // 1: no product code, or a code no longer in the catalogue on the event date.
+        case(no_time, not_in_catalogue),
+        case(
+            event("not-ccc-category", "", "2021010901000001", "M-1"),
+            not_in_catalogue,
+        ),
+        case(
+            event("left-catalogue", "0807", "2021010901000001", "M-1"),
+            not_in_catalogue,
+        ),
+        // 2: 1101 is shown by self-declaration in this catalogue.
+        case(
+            event("self-declaration", "1101", "", ""),
+            (ALLOW, "REASON_SELF_DECLARATION_PRODUCT", None),
+        ),
+        // 3: nothing left after normalisation.
+        case(event("missing", "0901", "", "M-1"), missing),
+        case(event("missing-after-prefix", "0901", " CCC: ", "M-1"), missing),
+        // 4: not 16 digits.
+        case(
+            event("malformed", "0901", "2021-0109-01", "M-1"),
+            (BLOCK, "REASON_CERTIFICATE_MALFORMED", None),
+        ),
+        // 5: no such certificate.
+        case(
+            event("not-found", "0901", "2021010901999999", "M-1"),
+            (BLOCK, "REASON_CERTIFICATE_NOT_FOUND", None),
+        ),
+        // 6-8: 暂停, 撤销, 注销.
+        case(
+            event("suspended", "0901", "2021010901000002", "M-2"),
+            (
+                BLOCK,
+                "REASON_CERTIFICATE_SUSPENDED",
+                Some("CERTIFICATE_STATUS_SUSPENDED"),
+            ),
+        ),
+        case(
+            event("revoked", "0901", "2021010901000003", "M-3"),
+            (
+                BLOCK,
+                "REASON_CERTIFICATE_REVOKED",
+                Some("CERTIFICATE_STATUS_REVOKED"),
+            ),
+        ),
+        case(
+            event("cancelled", "0901", "2021010901000004", "M-4"),
+            (
+                BLOCK,
+                "REASON_CERTIFICATE_CANCELLED",
+                Some("CERTIFICATE_STATUS_CANCELLED"),
+            ),
+        ),
+        // 9: 过期失效, or valid in the register but expired before the event date.
+        case(
+            event("expired-status", "0901", "2021010901000005", "M-5"),
+            (
+                BLOCK,
+                "REASON_CERTIFICATE_EXPIRED",
+                Some("CERTIFICATE_STATUS_EXPIRED"),
+            ),
+        ),
+        case(
+            event("expired-date", "0901", "2021010901000006", "M-6"),
+            (BLOCK, "REASON_CERTIFICATE_EXPIRED", VALID),
+        ),
+        // 10: a 1606 certificate cited for a 0901 listing.
+        case(
+            event("product-mismatch", "0901", "2021011606000007", "M-7"),
+            (BLOCK, "REASON_PRODUCT_MISMATCH", VALID),
+        ),
+        // 12 again: full-width model, after NFKC, upper case and no spaces, is "M-7PRO".
+        case(
+            event("商品-长名", "1606", "2021011606000007", "ｍ－７ ｐｒｏ"),
+            valid,
+        ),
     ]
 }
 
@@ -186,8 +289,9 @@ fn bad_listings() -> Vec<ListingEvent> {
     ]
 }
 
-/// The facts file: every case with the verdict the engine gives it against `snapshot`, and
-/// every bad listing with the field the gateway must name. Enum values are the proto's names.
+/// The facts file: every case with its hand-written verdict (which the engine must agree with,
+/// against `snapshot`) and the certificate facts, and every bad listing with the field the
+/// gateway must name. Enum values are the proto's names.
 fn facts(snapshot: &Snapshot) -> Value {
     let policy = Policy::default();
     let today = Day::from_unix_seconds_cn(
@@ -198,17 +302,33 @@ fn facts(snapshot: &Snapshot) -> Value {
     let mut reasons = BTreeSet::new();
     let cases: Vec<Value> = cases()
         .iter()
-        .map(|e| {
+        .map(|c| {
+            let e = &c.event;
             let listing = e
                 .listing(today)
                 .unwrap_or_else(|err| panic!("fixture listing {:?} is valid: {err}", e.listing_id));
             let verdict = check(snapshot, &listing, &policy);
             reasons.insert(verdict.reason);
-            let certificate = verdict.certificate.as_ref().map(|c| {
-                let w = certificate_to_wire(c);
+            // The engine agrees with the hand-written table (core names, not the wire mapping).
+            let engine = (
+                format!("DECISION_{}", verdict.decision.as_str()),
+                format!("REASON_{}", verdict.reason.as_str()),
+                verdict
+                    .certificate
+                    .as_ref()
+                    .map(|cert| format!("CERTIFICATE_STATUS_{}", cert.status.as_str())),
+            );
+            assert_eq!(
+                (engine.0.as_str(), engine.1.as_str(), engine.2.as_deref()),
+                (c.decision, c.reason, c.status),
+                "{}: the engine disagrees with the hand-written verdict",
+                e.listing_id
+            );
+            let certificate = verdict.certificate.as_ref().map(|cert| {
+                let w = certificate_to_wire(cert);
                 json!({
                     "number": w.number,
-                    "status": v1::CertificateStatus::from(c.status).as_str_name(),
+                    "status": c.status,
                     "product_code": w.product_code,
                     "producer": w.producer,
                     "expiry_date": w.expiry_date,
@@ -217,8 +337,8 @@ fn facts(snapshot: &Snapshot) -> Value {
             json!({
                 "listing": e,
                 "expect": {
-                    "decision": v1::Decision::from(verdict.decision).as_str_name(),
-                    "reason": v1::Reason::from(verdict.reason).as_str_name(),
+                    "decision": c.decision,
+                    "reason": c.reason,
                     "certificate": certificate,
                 },
             })
