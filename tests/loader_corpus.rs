@@ -1,8 +1,11 @@
 //! The bad-drop corpus: `tests/corpus/`, one small drop per defect next to a good base drop.
 //!
-//! Each bad drop must be refused with exactly the error the table below states (variant,
-//! file, line, field and message), and must leave the snapshot in force byte-identical with
-//! no new file beside it. The drops are written by [`write_corpus`]; regenerate them with
+//! Each bad drop must be refused by the loader with exactly the error the table below states
+//! (variant, file, line, field and message). That a refused drop leaves the snapshot directory
+//! byte-identical with no new file is checked where a file could be written: `cccgate load
+//! build` over this same corpus (`crates/cli/tests/load_cli.rs`,
+//! `every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing`); the loader itself
+//! only returns bytes. The drops are written by [`write_corpus`]; regenerate them with
 //!
 //! ```text
 //! cargo test -p cccgate-e2e --test loader_corpus -- --ignored regenerate_corpus
@@ -527,19 +530,6 @@ fn snapshot_in_force(corpus: &Path, out: &Path) -> PathBuf {
     path
 }
 
-fn listing(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fs::read_dir(dir)
-        .expect("list")
-        .map(|e| {
-            let e = e.expect("entry");
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).expect("read"),
-            )
-        })
-        .collect()
-}
-
 fn variant(e: &LoadError) -> String {
     let debug = format!("{e:?}");
     debug
@@ -565,12 +555,11 @@ fn mask_hex(text: &str) -> String {
 }
 
 #[test]
-fn every_bad_drop_is_refused_exactly_and_changes_nothing() {
+fn every_bad_drop_is_refused_exactly() {
     let corpus = corpus_dir();
     let t = tempfile::tempdir().expect("tempdir");
     let out = t.path().join("snapshots");
     let in_force_path = snapshot_in_force(&corpus, &out);
-    let before = listing(&out);
     let in_force = Snapshot::open(&in_force_path).expect("open in force");
     let loader = corpus_loader();
     let mut seen = Vec::new();
@@ -594,11 +583,6 @@ fn every_bad_drop_is_refused_exactly_and_changes_nothing() {
         );
         assert_eq!(variant(&err), *want_variant, "{name}: {message}");
         assert_eq!(&message, want_message, "{name}");
-        assert_eq!(
-            listing(&out),
-            before,
-            "{name}: the snapshot directory changed"
-        );
         seen.push(*name);
     }
     // Every directory of the corpus is either a good drop or a case above.

@@ -315,3 +315,106 @@ fn signed_drops_load_and_unsigned_ones_are_refused_when_a_key_is_configured() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert!(text(&o.stdout).contains("signature:   verified"));
 }
+
+/// Every file of `dir`: its name, length and a hash of its bytes, to compare before and after.
+fn snapshot_dir_listing(dir: &Path) -> std::collections::BTreeMap<String, (usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let bytes = std::fs::read(e.path()).unwrap();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (bytes.len(), h.finish()),
+            )
+        })
+        .collect()
+}
+
+/// The bad-drop corpus (`tests/corpus`, pinned error by error in `tests/loader_corpus.rs`)
+/// through the path that writes snapshots: `load build` must refuse each drop with the
+/// loader's own error, exit non-zero, and leave the snapshot directory byte-identical with no
+/// new file; a good drop then writes one (so the comparison can see a write).
+#[test]
+fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
+    use cccgate_loader::{Loader, read_signing_key, read_verifying_key, sign_drop};
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/corpus");
+    let public = corpus.join("keys/feed.pub");
+    let key = read_signing_key(&corpus.join("keys/feed.key")).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("snaps");
+    // The base drop is unsigned: built without a key, as the snapshot in force.
+    let base = cccgate(&[
+        "load",
+        "build",
+        "--drop",
+        s(&corpus.join("base")),
+        "--out",
+        s(&out),
+    ]);
+    assert!(base.status.success(), "{}", text(&base.stderr));
+    let before = snapshot_dir_listing(&out);
+    assert_eq!(before.len(), 1, "{:?}", before.keys());
+    let in_force = cccgate_snapshot::Snapshot::open(&out.join("snap-1.ccc")).unwrap();
+    let loader = Loader {
+        public_key: Some(read_verifying_key(&public).unwrap()),
+        ..Loader::default()
+    };
+    let good = ["base", "good-delta", "good-gbk-gzip", "good-signed", "keys"];
+    let mut refused = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !entry.path().is_dir() || good.contains(&name.as_str()) {
+            continue;
+        }
+        // Signed on the fly (but the signature cases), so the defect under test refuses it.
+        let copy = t.path().join("copies").join(&name);
+        std::fs::create_dir_all(&copy).unwrap();
+        for f in std::fs::read_dir(entry.path()).unwrap() {
+            let f = f.unwrap();
+            std::fs::copy(f.path(), copy.join(f.file_name())).unwrap();
+        }
+        if !name.starts_with("unsigned") && !name.starts_with("signature") {
+            sign_drop(&copy, &key).unwrap();
+        }
+        let want = loader
+            .load(&copy, Some(&in_force))
+            .expect_err("a bad corpus drop")
+            .to_string();
+        let o = cccgate(&[
+            "load",
+            "build",
+            "--drop",
+            s(&copy),
+            "--out",
+            s(&out),
+            "--public-key",
+            s(&public),
+        ]);
+        let stderr = text(&o.stderr);
+        assert!(!o.status.success(), "{name}: exit 0\n{}", text(&o.stdout));
+        assert!(stderr.contains("refused; nothing written"), "{name}: {stderr}");
+        assert!(stderr.contains(&want), "{name}: no {want:?} in {stderr}");
+        assert_eq!(
+            snapshot_dir_listing(&out),
+            before,
+            "{name}: the snapshot directory changed"
+        );
+        refused += 1;
+    }
+    assert!(refused >= 20, "only {refused} bad drops in the corpus");
+    let delta = cccgate(&[
+        "load",
+        "build",
+        "--drop",
+        s(&corpus.join("good-delta")),
+        "--out",
+        s(&out),
+    ]);
+    assert!(delta.status.success(), "{}", text(&delta.stderr));
+    assert_eq!(snapshot_dir_listing(&out).len(), 2, "good-delta wrote its snapshot");
+}
