@@ -441,14 +441,11 @@ async fn a_replay_that_cannot_reach_its_gateway_says_so_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, "{\"listing_id\":\"L1\",\"merchant_id\":\"M1\"}\n").unwrap();
-    // A port that was just free: nothing listens on it.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("http://127.0.0.1:{port}");
+    // A port bound but never listened on, held for the whole test: connections to it are
+    // refused, and no other process can take it meanwhile (a port that was "just free" could).
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let target = format!("http://{}", refusing.local_addr().unwrap());
     let err = replay(&config(&target, &input, &tmp.path().join("out.jsonl")))
         .await
         .unwrap_err();

@@ -89,12 +89,11 @@ fn replay_against_no_gateway_fails_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in.jsonl");
     std::fs::write(&input, "{\"listing_id\":\"L1\",\"merchant_id\":\"M1\"}\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let target = format!("http://127.0.0.1:{port}");
+    // A port bound but never listened on, held until the end: connections are refused, and
+    // no other process can take it meanwhile (a port that was "just free" could).
+    let refusing = tokio::net::TcpSocket::new_v4().unwrap();
+    refusing.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let target = format!("http://{}", refusing.local_addr().unwrap());
     let run = cccgate()
         .args(["replay", "--target", &target, "--progress", "off"])
         .arg("--input")
@@ -106,4 +105,5 @@ fn replay_against_no_gateway_fails_naming_it() {
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains(&target), "{stderr}");
+    drop(refusing);
 }
