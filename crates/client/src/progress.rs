@@ -139,13 +139,14 @@ fn fraction(total: Total, c: &Counters) -> Option<f64> {
     }
 }
 
-fn eta(start: Instant, fraction: Option<f64>) -> Option<Duration> {
+/// The time left when `fraction` of the work took `elapsed`, at the same pace. The caller
+/// reads the clock, so this is a pure function of its arguments.
+fn eta(elapsed: Duration, fraction: Option<f64>) -> Option<Duration> {
     let f = fraction?.clamp(0.0, 1.0);
     if f <= 0.0 {
         return None;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    Some(Duration::from_secs_f64(elapsed * (1.0 - f) / f))
+    Some(Duration::from_secs_f64(elapsed.as_secs_f64() * (1.0 - f) / f))
 }
 
 fn hms(d: Duration) -> String {
@@ -175,7 +176,7 @@ fn bar(what: &str, unit: &str, total: Total, c: &Counters, stop: &AtomicBool) {
         } else {
             pb.tick();
         }
-        let eta = eta(start, f).map_or(String::new(), |d| format!(", ETA {}", hms(d)));
+        let eta = eta(start.elapsed(), f).map_or(String::new(), |d| format!(", ETA {}", hms(d)));
         pb.set_message(format!(
             "{} {unit}, {} {unit}/s{eta}",
             thousands(done),
@@ -195,7 +196,7 @@ fn lines(what: &str, unit: &str, every: Duration, total: Total, c: &Counters, st
         last = (now, done);
         let f = fraction(total, c);
         let pct = f.map_or(String::new(), |f| format!(" ({:.1}%)", f * 100.0));
-        let eta = eta(start, f).map_or(String::new(), |d| format!(", ETA {}", hms(d)));
+        let eta = eta(start.elapsed(), f).map_or(String::new(), |d| format!(", ETA {}", hms(d)));
         let _ = writeln!(
             std::io::stderr().lock(),
             "{what}: {} {unit}{pct} after {}, {} {unit}/s{eta}",
@@ -212,11 +213,13 @@ mod tests {
 
     #[test]
     fn eta_is_the_remaining_fraction_at_the_current_pace() {
-        let start = Instant::now() - Duration::from_secs(10);
-        let d = eta(start, Some(0.25)).unwrap();
-        assert!((29..=31).contains(&d.as_secs()), "{d:?}");
-        assert_eq!(eta(start, Some(0.0)), None);
-        assert_eq!(eta(start, None), None);
+        let ten = Duration::from_secs(10);
+        assert_eq!(eta(ten, Some(0.25)), Some(Duration::from_secs(30)));
+        assert_eq!(eta(ten, Some(0.5)), Some(ten));
+        assert_eq!(eta(ten, Some(1.0)), Some(Duration::ZERO));
+        assert_eq!(eta(ten, Some(1.5)), Some(Duration::ZERO), "over 100% is done");
+        assert_eq!(eta(ten, Some(0.0)), None);
+        assert_eq!(eta(ten, None), None);
     }
 
     #[test]
