@@ -210,7 +210,10 @@ fn cases() -> Vec<Case> {
         ),
         // 3: nothing left after normalisation.
         case(event("missing", "0901", "", "M-1"), missing),
-        case(event("missing-after-prefix", "0901", " CCC: ", "M-1"), missing),
+        case(
+            event("missing-after-prefix", "0901", " CCC: ", "M-1"),
+            missing,
+        ),
         // 4: not 16 digits.
         case(
             event("malformed", "0901", "2021-0109-01", "M-1"),

@@ -345,7 +345,11 @@ async fn verdicts_match_their_own_snapshot_through_many_swaps_under_load() {
         }
     }
     stop.store(true, Ordering::Release);
-    assert_eq!(inside.landed(), SWAPS / 2, "every armed swap landed in a request");
+    assert_eq!(
+        inside.landed(),
+        SWAPS / 2,
+        "every armed swap landed in a request"
+    );
 
     let mut total = Seen::default();
     for task in tasks {
@@ -413,8 +417,15 @@ async fn verdicts_match_their_own_snapshot_through_many_swaps_under_load() {
                 (r.snapshot_sequence, r.result.into_iter().collect())
             }
         };
-        assert_eq!(inside.landed(), SWAPS / 2 + round as u64 + 1, "{kind}: the swap landed");
-        assert_eq!(label, sequence, "{kind}: labelled with the snapshot it loaded");
+        assert_eq!(
+            inside.landed(),
+            SWAPS / 2 + round as u64 + 1,
+            "{kind}: the swap landed"
+        );
+        assert_eq!(
+            label, sequence,
+            "{kind}: labelled with the snapshot it loaded"
+        );
         let wires = if kind == "unary" {
             &listings[..1]
         } else {
@@ -431,7 +442,10 @@ async fn verdicts_match_their_own_snapshot_through_many_swaps_under_load() {
         .await
         .expect("CheckBatch")
         .into_inner();
-    assert_eq!(after.snapshot_sequence, sequence, "the next call sees the new snapshot");
+    assert_eq!(
+        after.snapshot_sequence, sequence,
+        "the next call sees the new snapshot"
+    );
     oracle.verify_all(sequence, &chunk(99, 0), &after.results);
     drop(tx);
     test_hooks::set_after_load(None);

@@ -397,7 +397,10 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
         ]);
         let stderr = text(&o.stderr);
         assert!(!o.status.success(), "{name}: exit 0\n{}", text(&o.stdout));
-        assert!(stderr.contains("refused; nothing written"), "{name}: {stderr}");
+        assert!(
+            stderr.contains("refused; nothing written"),
+            "{name}: {stderr}"
+        );
         assert!(stderr.contains(&want), "{name}: no {want:?} in {stderr}");
         assert_eq!(
             snapshot_dir_listing(&out),
@@ -416,5 +419,9 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
         s(&out),
     ]);
     assert!(delta.status.success(), "{}", text(&delta.stderr));
-    assert_eq!(snapshot_dir_listing(&out).len(), 2, "good-delta wrote its snapshot");
+    assert_eq!(
+        snapshot_dir_listing(&out).len(),
+        2,
+        "good-delta wrote its snapshot"
+    );
 }

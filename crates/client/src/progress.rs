@@ -146,7 +146,9 @@ fn eta(elapsed: Duration, fraction: Option<f64>) -> Option<Duration> {
     if f <= 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(elapsed.as_secs_f64() * (1.0 - f) / f))
+    Some(Duration::from_secs_f64(
+        elapsed.as_secs_f64() * (1.0 - f) / f,
+    ))
 }
 
 fn hms(d: Duration) -> String {
@@ -217,7 +219,11 @@ mod tests {
         assert_eq!(eta(ten, Some(0.25)), Some(Duration::from_secs(30)));
         assert_eq!(eta(ten, Some(0.5)), Some(ten));
         assert_eq!(eta(ten, Some(1.0)), Some(Duration::ZERO));
-        assert_eq!(eta(ten, Some(1.5)), Some(Duration::ZERO), "over 100% is done");
+        assert_eq!(
+            eta(ten, Some(1.5)),
+            Some(Duration::ZERO),
+            "over 100% is done"
+        );
         assert_eq!(eta(ten, Some(0.0)), None);
         assert_eq!(eta(ten, None), None);
     }
