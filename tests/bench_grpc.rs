@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cccgate_client::bench::GatewayChoice;
-use cccgate_client::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
+use cccgate_bench::GatewayChoice;
+use cccgate_bench::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
 use cccgate_client::progress::Mode;
 use cccgate_synth::RegisterSpec;
 

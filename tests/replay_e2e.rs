@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use cccgate_client::embedded::{EmbeddedGateway, embedded_config, register_snapshot};
+use cccgate_bench::embedded::{EmbeddedGateway, embedded_config, register_snapshot};
 use cccgate_client::progress::Mode;
 use cccgate_client::replay::{ReplayConfig, ReplayOutcome, replay};
 use cccgate_client::wire::Rpc;

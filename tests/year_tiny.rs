@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use cccgate_client::bench::GatewayChoice;
-use cccgate_client::pace::Pace;
+use cccgate_bench::GatewayChoice;
+use cccgate_bench::pace::Pace;
+use cccgate_bench::year::{YearConfig, run_year_blocking};
 use cccgate_client::progress::Mode;
-use cccgate_client::year::{YearConfig, run_year_blocking};
 use cccgate_core::{Decision, Reason};
 use cccgate_synth::{Profile, RegisterSpec};
 

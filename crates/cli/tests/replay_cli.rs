@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use cccgate_client::embedded::{EmbeddedGateway, embedded_config, register_snapshot};
+use cccgate_bench::embedded::{EmbeddedGateway, embedded_config, register_snapshot};
 use cccgate_synth::{ListingGenerator, Profile, RegisterSpec};
 
 fn cccgate() -> Command {

@@ -1,14 +1,16 @@
-//! Replay of listing files and load generation over gRPC: what operators and capacity
-//! planners run against a gateway.
+//! A client of the gateway: what a caller needs to send listings and read verdicts over
+//! gRPC. The benchmarks (load generation, pacing, the embedded gateway) are in
+//! `cccgate-bench`, which builds on this crate; a client links neither the gateway nor the
+//! synthetic generator.
 //!
 //! - [`replay`]: a file of listing events (JSON lines or CSV, plain or gzip) through
 //!   `CheckStream` or `CheckBatch`, one verdict line out per record in input order, a summary,
 //!   retries with backoff and an exact `--skip` to resume.
-//! - [`year`]: a profile's year of checks (2021: 81.769M) generated on the fly, paced along
-//!   the year's curve ([`pace`]) or as fast as the gateway answers, every verdict checked
-//!   against the reason the generator expects.
-//! - [`grpc`]: the gRPC service's throughput and latency by RPC, and under snapshot swaps.
-//! - [`embedded`]: the real gateway started in-process over a cached synthetic snapshot.
+//! - [`connect`]: channels over several HTTP/2 connections, a codec that only moves bytes,
+//!   retries of what is retryable.
+//! - [`wire`], [`input`], [`output`]: requests encoded from borrowed text, responses read in
+//!   place, listing files read (JSON lines, CSV, gzip), verdict lines written.
+//! - [`summary`], [`progress`]: the counts and latencies of a run, and its progress on stderr.
 //!
 //! # Design
 //!
@@ -20,16 +22,10 @@
 
 #![deny(missing_docs)]
 
-pub mod bench;
 pub mod connect;
-pub mod embedded;
-pub mod grpc;
 pub mod input;
-pub mod load;
 pub mod output;
-pub mod pace;
 pub mod progress;
 pub mod replay;
 pub mod summary;
 pub mod wire;
-pub mod year;

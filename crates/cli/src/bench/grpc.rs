@@ -1,13 +1,13 @@
 //! `cccgate bench grpc`: the gateway's gRPC throughput and latency per RPC, and under snapshot
-//! swaps (see `cccgate_client::grpc`). The report goes to stderr; its last line, to stdout, is
+//! swaps (see `cccgate_bench::grpc`). The report goes to stderr; its last line, to stdout, is
 //! `grpc mode=M checks=N seconds=S checks_per_sec=R p50_us=A p99_us=B p999_us=C`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cccgate_client::bench::GatewayChoice;
-use cccgate_client::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
+use cccgate_bench::GatewayChoice;
+use cccgate_bench::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
 use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::replay::progress_mode;

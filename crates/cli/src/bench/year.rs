@@ -1,12 +1,12 @@
 //! `cccgate bench year`: a profile's year of listing checks through a gateway (see
-//! `cccgate_client::year`). The report goes to stderr; its last line, to stdout, is
+//! `cccgate_bench::year`). The report goes to stderr; its last line, to stdout, is
 //! `year profile=P scale=F checks=N seconds=S checks_per_sec=R p99_us=B blocked=K errors=E`.
 
 use std::path::PathBuf;
 
-use cccgate_client::bench::GatewayChoice;
-use cccgate_client::pace::Pace;
-use cccgate_client::year::{YearConfig, run_year_blocking};
+use cccgate_bench::GatewayChoice;
+use cccgate_bench::pace::Pace;
+use cccgate_bench::year::{YearConfig, run_year_blocking};
 use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::replay::progress_mode;

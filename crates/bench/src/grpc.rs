@@ -19,22 +19,20 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use cccgate_snapshot::{Snapshot, SnapshotBuilder, file_name};
 use cccgate_synth::{Profile, RegisterSpec};
 
-use crate::bench::{BenchError, GatewayChoice, setup};
-use crate::connect::Gateway;
+use cccgate_client::progress::Mode;
+use cccgate_client::summary::{Latency, micros, thousands};
+use cccgate_client::wire::Rpc;
+
+use crate::drive::{Drive, Driven, Pacing, drive};
 use crate::embedded::{EmbeddedError, EmbeddedGateway, bench_build_info};
-use crate::load::{
-    LoadStats, RunShared, Schedule, SenderPlan, SharedRate, SwapWindow, process_cpu,
-    resident_bytes, run_sender, sample_rates,
-};
-use crate::progress::{Counters, Mode, Reporter, Total};
-use crate::summary::{Latency, micros, thousands};
-use crate::wire::Rpc;
+use crate::load::{LoadStats, RunShared, resident_bytes};
+use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
 
 /// What the benchmark exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,17 +304,9 @@ pub fn run_grpc_blocking(
     client_threads: usize,
     gateway_threads: Option<usize>,
 ) -> Result<GrpcReport, BenchError> {
-    let client = crate::year::runtime(client_threads, "grpc-client")?;
-    let gateway = match gateway_threads {
-        Some(n) => Some(crate::year::runtime(n, "gateway")?),
-        None => None,
-    };
-    let handle = gateway
-        .as_ref()
-        .map_or_else(|| client.handle().clone(), |g| g.handle().clone());
-    let report = client.block_on(run_grpc(cfg, &handle));
-    drop(gateway);
-    report
+    block_on_runtimes("grpc-client", client_threads, gateway_threads, async |h| {
+        run_grpc(cfg, h).await
+    })
 }
 
 /// Runs the benchmark on the current runtime; an embedded gateway runs on `gateway_rt`.
@@ -353,105 +343,38 @@ pub async fn run_grpc(
         }
         _ => Vec::new(),
     };
-    let gateway = Gateway::connect(&su.target, cfg.connections).await?;
-
     let duration = match (cfg.mode, cfg.seconds) {
         (_, Some(s)) => Some(Duration::from_secs_f64(s)),
         (GrpcMode::Swap, None) => Some(cfg.swap_every * (cfg.swaps + 1)),
         _ => None,
     };
-    let planned = if duration.is_some() {
-        u64::MAX
-    } else {
-        cfg.checks.max(1)
+    let d = Drive {
+        label: format!("grpc {}", cfg.mode),
+        rpc: cfg.mode.rpc(),
+        chunk: cfg.chunk,
+        senders: cfg.concurrency,
+        connections: cfg.connections,
+        planned: duration.is_none().then_some(cfg.checks),
+        duration,
+        pacing: cfg.rate.map_or(Pacing::Max, Pacing::Rate),
+        swaps: cfg.mode == GrpcMode::Swap,
+        progress: cfg.progress,
     };
-    let senders = cfg.concurrency;
-    let done = Arc::new(AtomicU64::new(0));
-    let epoch = Instant::now();
-    let shared = Arc::new(RunShared {
-        done: done.clone(),
-        stop: AtomicBool::new(false),
-        swaps: (cfg.mode == GrpcMode::Swap).then(|| SwapWindow::new(epoch)),
-    });
-    let reporter = Reporter::start(
-        &format!("grpc {}", cfg.mode),
-        "checks",
-        cfg.progress,
-        if duration.is_some() {
-            Total::Unknown
-        } else {
-            Total::Items(planned)
+    let swapping = su.embedded.as_ref().filter(|_| cfg.mode == GrpcMode::Swap);
+    let (
+        Driven {
+            stats,
+            seconds,
+            cpu_seconds,
+            senders,
+            ..
         },
-        Arc::new(Counters {
-            done: done.clone(),
-            bytes: None,
-        }),
-    );
-    let cpu_start = process_cpu();
-    let start = Instant::now();
-    let sampler_stop = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone(), start));
-    let until = duration.map(|d| start + d);
-    // A paced run: one schedule for all senders (see `Schedule::Shared`).
-    let chunk = if cfg.mode == GrpcMode::Unary {
-        1
-    } else {
-        cfg.chunk
-    };
-    let paced = cfg.rate.map(|rate| {
-        Arc::new(SharedRate {
-            next: AtomicU64::new(0),
-            calls: if planned == u64::MAX {
-                u64::MAX
-            } else {
-                planned.div_ceil(chunk as u64)
-            },
-            interval: Duration::from_secs_f64(chunk as f64 / rate.max(1e-9)),
-            start,
-        })
-    });
-    let mut tasks = Vec::new();
-    for (i, shard) in su.generator.shards(senders as u32).into_iter().enumerate() {
-        let quota = if planned == u64::MAX {
-            u64::MAX
-        } else {
-            planned / senders as u64 + u64::from((i as u64) < planned % senders as u64)
-        };
-        let plan = SenderPlan {
-            rpc: cfg.mode.rpc(),
-            chunk: cfg.chunk,
-            until,
-            // Paced, a sender sends whatever calls it takes, up to all of them.
-            quota: if paced.is_some() { planned } else { quota },
-            schedule: paced
-                .as_ref()
-                .map_or(Schedule::Max, |r| Schedule::Shared(r.clone())),
-            phase: i as f64 / senders as f64,
-        };
-        tasks.push(tokio::spawn(run_sender(
-            gateway.client(i),
-            shard,
-            plan,
-            shared.clone(),
-        )));
-    }
-
-    let memory = match (&su.embedded, cfg.mode) {
-        (Some(gw), GrpcMode::Swap) => {
-            let m = swap_loop(gw, &staged, cfg.swap_every, shared.clone()).await;
-            Some(m.map_err(BenchError::from)?)
-        }
-        _ => None,
-    };
-
-    let stats = LoadStats::join(tasks).await;
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_start
-        .zip(process_cpu())
-        .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
-    sampler_stop.store(true, Ordering::Relaxed);
-    let _ = sampler.await;
-    reporter.finish();
+        memory,
+    ) = drive(&su, &d, async |shared| match swapping {
+        Some(gw) => Ok(Some(swap_loop(gw, &staged, cfg.swap_every, shared).await?)),
+        None => Ok(None),
+    })
+    .await?;
     let memory = memory.map(|mut m| {
         m.rss_after = resident_bytes().unwrap_or(0);
         m

@@ -14,21 +14,19 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cccgate_core::{Decision, Reason};
 use cccgate_synth::{Profile, RegisterSpec};
 
-use crate::bench::{BenchError, GatewayChoice, setup};
-use crate::connect::Gateway;
-use crate::load::{
-    LoadStats, RunShared, Schedule, SenderPlan, process_cpu, run_sender, sample_rates,
-};
+use cccgate_client::progress::Mode;
+use cccgate_client::summary::{Latency, micros, thousands};
+use cccgate_client::wire::Rpc;
+
+use crate::drive::{Drive, Driven, Pacing, drive};
+use crate::load::LoadStats;
 use crate::pace::{Pace, YearCurve};
-use crate::progress::{Counters, Mode, Reporter, Total};
-use crate::summary::{Latency, micros, thousands};
-use crate::wire::Rpc;
+use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -294,27 +292,9 @@ pub fn run_year_blocking(
     client_threads: usize,
     gateway_threads: Option<usize>,
 ) -> Result<YearReport, BenchError> {
-    let client = runtime(client_threads, "year-client")?;
-    let gateway = match gateway_threads {
-        Some(n) => Some(runtime(n, "gateway")?),
-        None => None,
-    };
-    let handle = gateway
-        .as_ref()
-        .map_or_else(|| client.handle().clone(), |g| g.handle().clone());
-    let report = client.block_on(run_year(cfg, &handle));
-    drop(gateway);
-    report
-}
-
-/// A multi-threaded runtime of `threads` workers.
-pub fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, BenchError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name(name)
-        .enable_all()
-        .build()
-        .map_err(BenchError::Runtime)
+    block_on_runtimes("year-client", client_threads, gateway_threads, async |h| {
+        run_year(cfg, h).await
+    })
 }
 
 /// Runs the benchmark on the current runtime; an embedded gateway runs on `gateway_rt`.
@@ -341,68 +321,36 @@ pub async fn run_year(
         gateway_rt,
     )
     .await?;
-    let gateway = Gateway::connect(&su.target, cfg.connections).await?;
     let planned = cfg.checks();
-    let senders = (cfg.concurrency as u64).min(planned) as usize;
-    let shards = su.generator.shards(senders as u32);
-
-    let done = Arc::new(AtomicU64::new(0));
-    let shared = Arc::new(RunShared {
-        done: done.clone(),
-        stop: AtomicBool::new(false),
-        swaps: None,
-    });
-    let counters = Arc::new(Counters {
-        done: done.clone(),
-        bytes: None,
-    });
-    let reporter = Reporter::start(
-        &format!("year {}", cfg.profile),
-        "checks",
-        cfg.progress,
-        Total::Items(planned),
-        counters.clone(),
-    );
-
     let curve = Arc::new(YearCurve::new(cfg.profile.year()));
-    let cpu_start = process_cpu();
-    let start = Instant::now();
-    let sampler_stop = Arc::new(AtomicBool::new(false));
-    let sampler = tokio::spawn(sample_rates(done.clone(), sampler_stop.clone(), start));
-    let schedule = match cfg.pace {
-        Pace::Max => Schedule::Max,
-        Pace::Realtime(k) => Schedule::Year {
-            curve: curve.clone(),
-            speedup: k,
-            start,
+    let d = Drive {
+        label: format!("year {}", cfg.profile),
+        rpc: Rpc::Stream,
+        chunk: cfg.chunk,
+        senders: (cfg.concurrency as u64).min(planned) as usize,
+        connections: cfg.connections,
+        planned: Some(planned),
+        duration: None,
+        pacing: match cfg.pace {
+            Pace::Max => Pacing::Max,
+            Pace::Realtime(k) => Pacing::Year {
+                curve: curve.clone(),
+                speedup: k,
+            },
         },
+        swaps: false,
+        progress: cfg.progress,
     };
-    let mut tasks = Vec::new();
-    for (i, shard) in shards.into_iter().enumerate() {
-        let quota = planned / senders as u64 + u64::from((i as u64) < planned % senders as u64);
-        let plan = SenderPlan {
-            rpc: Rpc::Stream,
-            chunk: cfg.chunk,
-            quota,
-            until: None,
-            schedule: schedule.clone(),
-            phase: i as f64 / senders as f64,
-        };
-        tasks.push(tokio::spawn(run_sender(
-            gateway.client(i),
-            shard,
-            plan,
-            shared.clone(),
-        )));
-    }
-    let stats = LoadStats::join(tasks).await;
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_start
-        .zip(process_cpu())
-        .map(|(a, b)| b.saturating_sub(a).as_secs_f64());
-    sampler_stop.store(true, Ordering::Relaxed);
-    let rates = sampler.await.unwrap_or_default();
-    reporter.finish();
+    let (
+        Driven {
+            stats,
+            seconds,
+            cpu_seconds,
+            rates,
+            senders,
+        },
+        (),
+    ) = drive(&su, &d, async |_| Ok(())).await?;
     if let Some(gw) = su.embedded {
         let _ = gw.stop().await;
     }

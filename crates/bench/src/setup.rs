@@ -1,4 +1,4 @@
-//! What the benchmarks share: the gateway to load (a URL, or one started in-process over a
+//! What the load benchmarks share: the gateway to load (a URL, or one started in-process over a
 //! synthetic register) and the listing stream of the same register.
 //!
 //! The listings must come from the register the gateway serves, or the expected reasons (and
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use cccgate_synth::{ListingGenerator, Profile, RegisterSpec};
 
-use crate::connect::ConnectError;
 use crate::embedded::{EmbeddedError, EmbeddedGateway, embedded_config, register_snapshot};
+use cccgate_client::connect::ConnectError;
 
 /// Which gateway a benchmark loads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,6 +42,18 @@ pub enum BenchError {
     /// A setting is out of range.
     #[error("{0}")]
     Invalid(String),
+    /// A benchmark snapshot cannot be built, written or opened.
+    #[error("snapshot cache {}: {source}", path.display())]
+    Snapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Why.
+        source: cccgate_snapshot::SnapshotError,
+    },
+    /// A listing did not get the verdict its generator expects: the numbers would measure
+    /// the wrong thing.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 /// A gateway and the listing stream to load it with.
@@ -104,4 +116,37 @@ pub async fn setup(
         generator,
         setup_seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// A multi-threaded runtime of `threads` workers.
+pub fn runtime(threads: usize, name: &str) -> Result<tokio::runtime::Runtime, BenchError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)
+}
+
+/// Runs a benchmark on runtimes of its own: `client_threads` workers (threads named
+/// `client_name`) for the senders and, for an embedded gateway, `gateway_threads` more
+/// (`None`: the gateway shares the senders' runtime). `run` gets the handle the gateway is
+/// to be started on.
+pub fn block_on_runtimes<T>(
+    client_name: &str,
+    client_threads: usize,
+    gateway_threads: Option<usize>,
+    run: impl AsyncFnOnce(&tokio::runtime::Handle) -> Result<T, BenchError>,
+) -> Result<T, BenchError> {
+    let client = runtime(client_threads, client_name)?;
+    let gateway = match gateway_threads {
+        Some(n) => Some(runtime(n, "gateway")?),
+        None => None,
+    };
+    let handle = gateway
+        .as_ref()
+        .map_or_else(|| client.handle().clone(), |g| g.handle().clone());
+    let out = client.block_on(run(&handle));
+    drop(gateway);
+    out
 }

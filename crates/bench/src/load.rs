@@ -21,11 +21,11 @@ use cccgate_synth::{GeneratedListing, ListingGenerator};
 use hdrhistogram::Histogram;
 use tonic::Status;
 
-use crate::connect::{CheckStream, RawClient};
-use crate::output::{decision_of, reason_of};
 use crate::pace::YearCurve;
-use crate::summary::new_histogram;
-use crate::wire::{ChunkEncoder, ResponseView, ResultView, Rpc};
+use cccgate_client::connect::{CheckStream, RawClient};
+use cccgate_client::output::{decision_of, reason_of};
+use cccgate_client::summary::new_histogram;
+use cccgate_client::wire::{ChunkEncoder, ResponseView, ResultView, Rpc};
 
 /// Consecutive failed calls after which a sender gives up (and the run stops).
 const MAX_CONSECUTIVE_FAILURES: u32 = 3;
@@ -266,7 +266,7 @@ impl LoadStats {
 }
 
 /// The six fields of a generated listing, borrowed.
-fn fields(g: &GeneratedListing) -> crate::wire::ListingFields<'_> {
+fn fields(g: &GeneratedListing) -> cccgate_client::wire::ListingFields<'_> {
     let e = &g.event;
     [
         e.listing_id.as_bytes(),

@@ -1,0 +1,27 @@
+//! The benchmarks of cccgate: what capacity planners run against a gateway, and the check
+//! engine alone.
+//!
+//! - [`engine`]: the check engine (validate + decide) over a snapshot, no network.
+//! - [`grpc`]: the gRPC service's throughput and latency by RPC, and under snapshot swaps.
+//! - [`year`]: a profile's year of checks (2021: 81.769M) generated on the fly, paced along
+//!   the year's curve ([`pace`]) or as fast as the gateway answers, every verdict checked
+//!   against the reason the generator expects.
+//! - [`drive`]: the one run driver both load benchmarks use: connect, start the senders
+//!   ([`load`]), sample the rate, join, count.
+//! - [`setup`]: the gateway to load (a URL, or [`embedded`]: the real gateway started
+//!   in-process over a cached synthetic snapshot) and the listing stream of its register.
+//!
+//! The client side (wire encoding, connections, summaries, progress) is `cccgate-client`'s.
+
+#![deny(missing_docs)]
+
+pub mod drive;
+pub mod embedded;
+pub mod engine;
+pub mod grpc;
+pub mod load;
+pub mod pace;
+pub mod setup;
+pub mod year;
+
+pub use setup::{BenchError, GatewayChoice};
