@@ -229,3 +229,57 @@ async fn a_field_over_its_limit_is_refused_by_name_and_the_rest_decided() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(err.metadata().get("cccgate-field").unwrap(), "model");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_storm_shares_passes_and_never_verifies_an_unchanged_refused_file_again() {
+    use cccgate_proto::v1::ReloadOutcome;
+    let (gw, dir) = gateway(ConfigLayer::default()).await;
+    std::fs::write(dir.path().join(cccgate_snapshot::file_name(11)), b"garbage").unwrap();
+    let storm = |n: usize| {
+        let gw = &gw;
+        async move {
+            let mut calls = Vec::new();
+            for _ in 0..n {
+                let mut admin = gw.admin_client().await;
+                calls.push(tokio::spawn(async move {
+                    admin.reload(ReloadRequest {}).await.map(|r| r.into_inner())
+                }));
+            }
+            let mut out = Vec::new();
+            for c in calls {
+                out.push(c.await.unwrap().expect("Reload answers"));
+            }
+            out
+        }
+    };
+    let before = status(&gw).await;
+    for r in storm(40).await {
+        assert_eq!(r.outcome(), ReloadOutcome::Refused, "{}", r.message);
+        assert_eq!(r.snapshot_sequence, 10);
+    }
+    // The refused file was verified once, however many calls asked.
+    let after = status(&gw).await;
+    assert_eq!(after.reloads_refused, before.reloads_refused + 1);
+    // A valid newer file: put in force once, every call sees it.
+    write_snapshot(dir.path(), 12, &[record(1, CertStatus::Valid, 901, &["X1"])]);
+    for r in storm(40).await {
+        assert!(
+            matches!(r.outcome(), ReloadOutcome::Loaded | ReloadOutcome::Unchanged),
+            "{}",
+            r.message
+        );
+        assert_eq!(r.snapshot_sequence, 12);
+    }
+    let last = status(&gw).await;
+    assert_eq!(last.reloads_loaded, after.reloads_loaded + 1);
+    assert_eq!(last.reloads_refused, after.reloads_refused);
+}
+
+async fn status(gw: &TestGateway) -> cccgate_proto::v1::GetStatusResponse {
+    gw.admin_client()
+        .await
+        .get_status(cccgate_proto::v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}

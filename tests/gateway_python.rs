@@ -413,12 +413,14 @@ fn require_python() {
 }
 
 /// Runs the Python client against `target` and returns its exit status and output.
-fn run_client(target: &str, facts_path: &Path) -> (std::process::ExitStatus, String) {
+fn run_client(target: &str, admin: &str, facts_path: &Path) -> (std::process::ExitStatus, String) {
     let script = repo_root().join("tests/python/client_test.py");
     let out = python3()
         .arg(&script)
         .arg("--target")
         .arg(target)
+        .arg("--admin-target")
+        .arg(admin)
         .arg("--facts")
         .arg(facts_path)
         .arg("--proto-dir")
@@ -476,7 +478,8 @@ impl Fixture {
         std::fs::write(&path, serde_json::to_vec_pretty(facts).expect("JSON"))
             .expect("write the facts file");
         let target = self.gateway.addr.to_string();
-        tokio::task::spawn_blocking(move || run_client(&target, &path))
+        let admin = self.gateway.admin_addr.to_string();
+        tokio::task::spawn_blocking(move || run_client(&target, &admin, &path))
             .await
             .expect("the client runner does not panic")
     }

@@ -662,14 +662,13 @@ async fn drops_in_the_drop_dir_are_loaded_in_process_and_a_bad_drop_is_refused()
     assert_eq!(st.snapshot.expect("in force").sequence, 20);
 }
 
-#[tokio::test]
-async fn reflection_lists_the_check_admin_and_health_services() {
+/// The services reflection lists on `channel`.
+async fn listed_services(channel: tonic::transport::Channel) -> Vec<String> {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let gw = TestGateway::start(test_config(None), false).await;
-    let mut client = ServerReflectionClient::new(gw.channel().await);
+    let mut client = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -683,17 +682,37 @@ async fn reflection_lists_the_check_admin_and_health_services() {
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("a service list");
     };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for want in [
-        "cccgate.v1.ListingCheck",
-        "cccgate.v1.Admin",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            names.iter().any(|n| n == want),
-            "{want} missing from {names:?}"
-        );
-    }
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn each_plane_lists_its_own_services_and_admin_is_not_public() {
+    let gw = TestGateway::start(test_config(None), false).await;
+    assert_eq!(
+        listed_services(gw.channel().await).await,
+        ["cccgate.v1.ListingCheck", "grpc.health.v1.Health"]
+    );
+    assert_eq!(
+        listed_services(gw.admin_channel().await).await,
+        ["cccgate.v1.Admin", "grpc.health.v1.Health"]
+    );
+    // Admin on the public listener: UNIMPLEMENTED, for GetStatus and Reload alike.
+    let mut public_admin = v1::admin_client::AdminClient::new(gw.channel().await);
+    let err = public_admin
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    let err = public_admin.reload(ReloadRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    // And on the admin plane it answers.
+    gw.admin_client()
+        .await
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .expect("GetStatus on the admin plane");
 }
 
 #[tokio::test]

@@ -2,12 +2,12 @@
 """A real client from another gRPC stack (Python grpcio) against a running cccgate gateway.
 
 It generates its stubs from proto/cccgate/v1/*.proto with grpc_tools.protoc into a temporary
-directory at run time (no generated Python is checked in), then checks, over one channel:
+directory at run time (no generated Python is checked in), then checks, over a channel to the
+public plane (and one to the admin plane, `--admin-target`, for Admin):
 
   * health: Check("") and Check("cccgate.v1.ListingCheck") answer SERVING;
   * Admin.GetStatus: the snapshot in force is the one the facts were computed on;
-  * reflection: ListServices names cccgate.v1.ListingCheck, cccgate.v1.Admin and
-    grpc.health.v1.Health, and the file that defines cccgate.v1.ListingCheck describes its
+  * reflection: ListServices names cccgate.v1.ListingCheck and grpc.health.v1.Health, and the file that defines cccgate.v1.ListingCheck describes its
     three methods (reflection v1 first, v1alpha if the server has only that);
   * Check: every listing of the facts file gets its expected decision, reason and certificate;
     every bad listing fails with INVALID_ARGUMENT naming the field; min_snapshot_sequence above
@@ -61,7 +61,7 @@ except ImportError as e:  # pragma: no cover - environment check
 
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SERVICE = "cccgate.v1.ListingCheck"
-REQUIRED_SERVICES = ("cccgate.v1.ListingCheck", "cccgate.v1.Admin", "grpc.health.v1.Health")
+REQUIRED_SERVICES = ("cccgate.v1.ListingCheck", "grpc.health.v1.Health")
 LISTING_FIELDS = ("listing_id", "merchant_id", "product_code", "certificate_number", "model",
                   "event_time")
 
@@ -130,11 +130,11 @@ class Checks:
 
 
 class Client:
-    def __init__(self, channel, pb2, pb2_grpc, facts, timeout):
+    def __init__(self, channel, admin_channel, pb2, pb2_grpc, facts, timeout):
         self.channel = channel
         self.pb2 = pb2
         self.stub = pb2_grpc.ListingCheckStub(channel)
-        self.admin = pb2_grpc.AdminStub(channel)
+        self.admin = pb2_grpc.AdminStub(admin_channel)
         self.reflection_path = None
         self.timeout = timeout
         self.sequence = int(facts["snapshot"]["sequence"])
@@ -449,6 +449,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", required=True, help="host:port of the gateway, e.g. "
                         "127.0.0.1:50051")
+    parser.add_argument("--admin-target", default=None, help="host:port of the gateway's "
+                        "admin plane (default: --target)")
     parser.add_argument("--facts", required=True, help="JSON file of listings and the verdicts "
                         "expected for them (see the module doc)")
     parser.add_argument("--proto-dir", default=os.path.join(REPO_ROOT, "proto"),
@@ -469,7 +471,8 @@ def main():
         except (SetupError, ImportError) as e:
             print(f"client_test.py: cannot generate the stubs: {e}", file=sys.stderr)
             return 2
-        with grpc.insecure_channel(args.target) as channel:
+        with grpc.insecure_channel(args.target) as channel, \
+                grpc.insecure_channel(args.admin_target or args.target) as admin_channel:
             try:
                 grpc.channel_ready_future(channel).result(timeout=args.timeout)
             except grpc.FutureTimeoutError:
@@ -477,13 +480,13 @@ def main():
                       f"{args.timeout}s", file=sys.stderr)
                 return 2
             try:
-                client = Client(channel, pb2, pb2_grpc, facts, args.timeout)
+                client = Client(channel, admin_channel, pb2, pb2_grpc, facts, args.timeout)
             except (SetupError, KeyError, TypeError, ValueError) as e:
                 print(f"client_test.py: bad facts file {args.facts}: {e!r}", file=sys.stderr)
                 return 2
             checks = Checks()
             checks.run("health: overall and cccgate.v1.ListingCheck are SERVING", client.health)
-            checks.run("reflection: ListServices names the three services",
+            checks.run("reflection: ListServices names ListingCheck and Health",
                        client.reflection_services)
             checks.run("reflection: the descriptor of cccgate.v1.ListingCheck",
                        client.reflection_descriptor)

@@ -25,8 +25,10 @@ use tonic::transport::{Channel, Endpoint};
 /// A running gateway.
 #[derive(Debug)]
 pub struct TestGateway {
-    /// Its gRPC address.
+    /// Its gRPC address (the public plane).
     pub addr: SocketAddr,
+    /// Its admin plane's gRPC address.
+    pub admin_addr: SocketAddr,
     /// Its `/metrics` address, when started with one.
     pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -59,6 +61,10 @@ impl TestGateway {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = grpc.local_addr().expect("bound address");
+        let admin = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let admin_addr = admin.local_addr().expect("bound address");
         let metrics = if with_metrics {
             Some(
                 TcpListener::bind("127.0.0.1:0")
@@ -71,7 +77,11 @@ impl TestGateway {
         let metrics_addr = metrics.as_ref().map(|m| m.local_addr().expect("bound"));
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(cccgate_server::run_with(
-            Listeners { grpc, metrics },
+            Listeners {
+                grpc,
+                admin: Some(admin),
+                metrics,
+            },
             config,
             async move {
                 let _ = rx.await;
@@ -79,20 +89,21 @@ impl TestGateway {
         ));
         TestGateway {
             addr,
+            admin_addr,
             metrics_addr,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
-    /// A channel to the gateway.
+    /// A channel to the gateway's public plane.
     pub async fn channel(&self) -> Channel {
-        Endpoint::from_shared(format!("http://{}", self.addr))
-            .expect("valid uri")
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .expect("connect to the gateway")
+        connect(self.addr).await
+    }
+
+    /// A channel to the gateway's admin plane.
+    pub async fn admin_channel(&self) -> Channel {
+        connect(self.admin_addr).await
     }
 
     /// A ListingCheck client on a new channel.
@@ -100,9 +111,9 @@ impl TestGateway {
         ListingCheckClient::new(self.channel().await)
     }
 
-    /// An Admin client on a new channel.
+    /// An Admin client on a new channel to the admin plane.
     pub async fn admin_client(&self) -> AdminClient<Channel> {
-        AdminClient::new(self.channel().await)
+        AdminClient::new(self.admin_channel().await)
     }
 
     /// Signals shutdown without waiting.
@@ -212,4 +223,13 @@ pub fn write_snapshot(dir: &Path, sequence: u64, records: &[CertificateRecord]) 
     let path = dir.join(file_name(sequence));
     write_atomic(&b.build().expect("builds"), &path).expect("writes");
     path
+}
+
+async fn connect(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("valid uri")
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect to the gateway")
 }

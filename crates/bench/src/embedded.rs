@@ -132,6 +132,7 @@ pub fn remove_newer(dir: &Path, keep: u64) -> Result<(), EmbeddedError> {
 pub struct EmbeddedGateway {
     addr: SocketAddr,
     target: String,
+    admin_target: String,
     snapshot_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
@@ -179,12 +180,37 @@ impl EmbeddedGateway {
                 source,
             })
         })?;
+        let admin = on
+            .spawn(async move { TcpListener::bind(listen).await })
+            .await
+            .map_err(|e| EmbeddedError::NotReady(format!("bind task failed: {e}")))?
+            .map_err(|source| {
+                EmbeddedError::Serve(ServeError::Bind {
+                    addr: listen,
+                    source,
+                })
+            })?;
+        let admin_target = match admin.local_addr() {
+            Ok(a) => format!("http://{a}"),
+            Err(source) => {
+                return Err(EmbeddedError::Serve(ServeError::Bind {
+                    addr: listen,
+                    source,
+                }));
+            }
+        };
         let (tx, rx) = oneshot::channel::<()>();
-        let task = on.spawn(cccgate_server::run(listener, config, async move {
+        let listeners = cccgate_server::Listeners {
+            grpc: listener,
+            admin: Some(admin),
+            metrics: None,
+        };
+        let task = on.spawn(cccgate_server::run_with(listeners, config, async move {
             let _ = rx.await;
         }));
         let gw = EmbeddedGateway {
             addr,
+            admin_target,
             target: format!("http://{addr}"),
             snapshot_dir,
             shutdown: Some(tx),
@@ -210,9 +236,11 @@ impl EmbeddedGateway {
     }
 
     async fn admin(&self) -> Result<AdminClient<tonic::transport::Channel>, EmbeddedError> {
-        AdminClient::connect(self.target.clone())
+        AdminClient::connect(self.admin_target.clone())
             .await
-            .map_err(|e| EmbeddedError::NotReady(format!("cannot connect to {}: {e}", self.target)))
+            .map_err(|e| {
+                EmbeddedError::NotReady(format!("cannot connect to {}: {e}", self.admin_target))
+            })
     }
 
     /// The sequence in force, if any.

@@ -19,6 +19,10 @@ pub struct Args {
     /// gRPC address [default: 127.0.0.1:50051].
     #[arg(long, env = "CCCGATE_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Admin-plane gRPC address (cccgate.v1.Admin, health, reflection), or `off`; the public
+    /// --listen answers UNIMPLEMENTED for Admin [default: 127.0.0.1:50052].
+    #[arg(long, env = "CCCGATE_ADMIN_LISTEN", value_name = "ADDR|off")]
+    admin_listen: Option<String>,
     /// Prometheus /metrics address, or `off` [default: 127.0.0.1:9464].
     #[arg(long, env = "CCCGATE_METRICS_LISTEN", value_name = "ADDR|off")]
     metrics_listen: Option<String>,
@@ -153,6 +157,7 @@ impl Args {
     fn layer(&self) -> ConfigLayer {
         ConfigLayer {
             listen: self.listen,
+            admin_listen: self.admin_listen.clone(),
             metrics_listen: self.metrics_listen.clone(),
             snapshot_dir: self.snapshot_dir.clone(),
             drop_dir: self.drop_dir.clone(),
@@ -220,12 +225,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let admin = match config.admin_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} for the admin plane"))?,
+        ),
+        None => None,
+    };
     let metrics_addr = metrics.as_ref().and_then(|m| m.local_addr().ok());
+    let admin_addr = admin.as_ref().and_then(|m| m.local_addr().ok());
     if config.snapshot_dir.is_none() {
-        print_sample_help(addr, metrics_addr);
+        print_sample_help(addr, admin_addr, metrics_addr);
     }
     let listeners = cccgate_server::Listeners {
         grpc: listener,
+        admin,
         metrics,
     };
     cccgate_server::run_with(listeners, config, shutdown_signal()).await?;
@@ -272,7 +287,7 @@ async fn shutdown_signal() {
 
 /// Prints how to call the gateway serving the embedded sample: a grpcurl line per example,
 /// with the verdict it gets.
-fn print_sample_help(addr: SocketAddr, metrics: Option<SocketAddr>) {
+fn print_sample_help(addr: SocketAddr, admin: Option<SocketAddr>, metrics: Option<SocketAddr>) {
     let snapshot = match cccgate_server::sample::sample_snapshot() {
         Ok(s) => s,
         Err(e) => {
@@ -308,7 +323,9 @@ fn print_sample_help(addr: SocketAddr, metrics: Option<SocketAddr>) {
         );
     }
     println!();
-    println!("  grpcurl -plaintext {addr} cccgate.v1.Admin/GetStatus");
+    if let Some(admin) = admin {
+        println!("  grpcurl -plaintext {admin} cccgate.v1.Admin/GetStatus   # the admin plane");
+    }
     println!("  grpc_health_probe -addr={addr}");
     if let Some(m) = metrics {
         println!("  curl http://{m}/metrics");

@@ -1,7 +1,7 @@
 //! The `cccgate.v1.Admin` service: what is in force and why, and "reload now".
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cccgate_proto::v1::admin_server::Admin;
 use cccgate_proto::v1::{
@@ -19,11 +19,52 @@ use crate::store::Loaded;
 pub(crate) struct AdminService {
     reloader: Arc<Reloader>,
     log: Option<DecisionLog>,
+    passes: Arc<SharedPasses>,
 }
 
 impl AdminService {
     pub(crate) fn new(reloader: Arc<Reloader>, log: Option<DecisionLog>) -> Self {
-        AdminService { reloader, log }
+        AdminService {
+            reloader,
+            log,
+            passes: Arc::default(),
+        }
+    }
+}
+
+/// `Reload` calls that arrive together share one pass: a call waits for the pass in progress
+/// (which may have started before it arrived) to end, then either takes the outcome of a pass
+/// that started after it arrived, or runs one itself for every call waiting by then.
+#[derive(Debug, Default)]
+pub(crate) struct SharedPasses {
+    /// Calls that have arrived, ever.
+    arrived: AtomicU64,
+    /// Serialises passes; holds the last pass's outcome and the arrivals it answers.
+    last: tokio::sync::Mutex<(u64, Option<ReloadOutcome>)>,
+    /// Passes run (for tests).
+    pub(crate) runs: AtomicU64,
+}
+
+impl SharedPasses {
+    /// Runs `pass`, or shares the outcome of one that started after this call arrived.
+    pub(crate) async fn run<F, Fut>(&self, pass: F) -> ReloadOutcome
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ReloadOutcome>,
+    {
+        let me = self.arrived.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last = self.last.lock().await;
+        if let (answers, Some(outcome)) = &*last
+            && *answers >= me
+        {
+            return outcome.clone();
+        }
+        // Every call that has arrived by now started waiting before this pass starts.
+        let answers = self.arrived.load(Ordering::SeqCst);
+        self.runs.fetch_add(1, Ordering::Relaxed);
+        let outcome = pass().await;
+        *last = (answers, Some(outcome.clone()));
+        outcome
     }
 }
 
@@ -82,7 +123,11 @@ impl Admin for AdminService {
         &self,
         _req: Request<ReloadRequest>,
     ) -> Result<Response<ReloadResponse>, Status> {
-        let outcome = self.reloader.reload(Trigger::Explicit).await;
+        let reloader = Arc::clone(&self.reloader);
+        let outcome = self
+            .passes
+            .run(|| async move { reloader.reload(Trigger::Explicit).await })
+            .await;
         let sequence = self.reloader.reader().sequence().unwrap_or(0);
         let (outcome, message) = match outcome {
             ReloadOutcome::Loaded { sequence, origin } => (
@@ -112,5 +157,50 @@ impl Admin for AdminService {
             snapshot_sequence: sequence,
             message,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_that_arrive_together_share_one_pass() {
+        let passes = Arc::new(SharedPasses::default());
+        let (release, gate) = tokio::sync::watch::channel(false);
+        // The first pass is held open while 50 more calls arrive.
+        let first = tokio::spawn({
+            let passes = Arc::clone(&passes);
+            let mut gate = gate.clone();
+            async move {
+                passes
+                    .run(|| async move {
+                        let _ = gate.wait_for(|g| *g).await;
+                        ReloadOutcome::Unchanged
+                    })
+                    .await
+            }
+        });
+        while passes.runs.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let waiting: Vec<_> = (0..50)
+            .map(|_| {
+                let passes = Arc::clone(&passes);
+                tokio::spawn(
+                    async move { passes.run(|| async { ReloadOutcome::NotWatching }).await },
+                )
+            })
+            .collect();
+        while passes.arrived.load(Ordering::SeqCst) < 51 {
+            tokio::task::yield_now().await;
+        }
+        release.send(true).unwrap();
+        assert!(matches!(first.await.unwrap(), ReloadOutcome::Unchanged));
+        for w in waiting {
+            assert!(matches!(w.await.unwrap(), ReloadOutcome::NotWatching));
+        }
+        // The one in progress, and one more for all 50 that arrived during it.
+        assert_eq!(passes.runs.load(Ordering::Relaxed), 2);
     }
 }

@@ -16,6 +16,8 @@ use serde::Deserialize;
 
 /// The default gRPC address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The default admin-plane gRPC address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:50052";
 /// The default Prometheus `/metrics` address.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
@@ -48,6 +50,8 @@ impl std::str::FromStr for LogFormat {
 pub struct ConfigLayer {
     /// gRPC address.
     pub listen: Option<SocketAddr>,
+    /// Admin-plane gRPC address, or `off`.
+    pub admin_listen: Option<String>,
     /// Prometheus `/metrics` address, or `off`.
     pub metrics_listen: Option<String>,
     /// Directory of `snap-<sequence>.ccc` files to serve and watch.
@@ -168,6 +172,8 @@ pub enum ConfigError {
 pub struct Config {
     /// gRPC address (used by the binary to bind; `run` takes a bound listener).
     pub listen: SocketAddr,
+    /// Admin-plane gRPC address; `None`: no Admin service.
+    pub admin_listen: Option<SocketAddr>,
     /// Prometheus `/metrics` address; `None`: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
     /// Snapshot directory; `None` with `drop_dir` `None`: serve the embedded sample.
@@ -332,6 +338,11 @@ impl Config {
             Some(s) if matches!(s.trim(), "" | "off" | "none" | "false") => None,
             Some(s) => Some(parse_addr("metrics_listen", &s)?),
         };
+        let admin_listen = match pick!(admin_listen) {
+            None => Some(parse_addr("admin_listen", DEFAULT_ADMIN_LISTEN)?),
+            Some(s) if matches!(s.trim(), "" | "off" | "none" | "false") => None,
+            Some(s) => Some(parse_addr("admin_listen", &s)?),
+        };
         let listen = match pick!(listen) {
             Some(a) => a,
             None => parse_addr("listen", DEFAULT_LISTEN)?,
@@ -439,6 +450,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            admin_listen,
             metrics_listen,
             snapshot_dir,
             drop_dir,

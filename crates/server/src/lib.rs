@@ -88,14 +88,17 @@ pub enum ServeError {
 /// The listeners the gateway serves on.
 #[derive(Debug)]
 pub struct Listeners {
-    /// gRPC.
+    /// gRPC, the public plane: ListingCheck, health, reflection.
     pub grpc: TcpListener,
+    /// gRPC, the admin plane: Admin, health, reflection; `None`: no Admin service at all.
+    pub admin: Option<TcpListener>,
     /// Prometheus `/metrics`, if wanted.
     pub metrics: Option<TcpListener>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then drains in-flight requests and streams
-/// (for at most `config.shutdown_grace`). Binds `config.metrics_listen` itself, if set.
+/// (for at most `config.shutdown_grace`). Binds `config.admin_listen` and
+/// `config.metrics_listen` itself, if set.
 pub async fn run(
     listener: TcpListener,
     config: Config,
@@ -109,9 +112,18 @@ pub async fn run(
         ),
         None => None,
     };
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     run_with(
         Listeners {
             grpc: listener,
+            admin,
             metrics,
         },
         config,
@@ -215,14 +227,20 @@ pub async fn run_with(
         }))
     });
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cccgate_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cccgate_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // Each plane's reflection lists what that plane serves.
+    let reflection = |services: &[&str]| -> Result<_, ServeError> {
+        let mut v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cccgate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        let mut v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cccgate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in services.iter().chain(&["grpc.health.v1.Health"]) {
+            v1 = v1.with_service_name(*name);
+            v1alpha = v1alpha.with_service_name(*name);
+        }
+        Ok((v1.build_v1()?, v1alpha.build_v1alpha()?))
+    };
 
     let limits = config.limits;
     let check = public::PublicCheck::new(Arc::clone(&ctx));
@@ -243,12 +261,41 @@ pub async fn run_with(
     if let Some(t) = limits.request_timeout {
         builder = builder.timeout(t);
     }
+    // The public plane: ListingCheck, health, reflection. Admin is not routed here, so it
+    // answers UNIMPLEMENTED.
+    let (r1, r1alpha) = reflection(&["cccgate.v1.ListingCheck"])?;
     let router = builder
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(check)
-        .add_service(admin);
+        .clone()
+        .add_service(health_service.clone())
+        .add_service(r1)
+        .add_service(r1alpha)
+        .add_service(check);
+    // The admin plane, on its own listener.
+    let admin_serve = match listeners.admin {
+        Some(listener) => {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "admin plane listening");
+            }
+            let (a1, a1alpha) = reflection(&["cccgate.v1.Admin"])?;
+            let router = builder
+                .add_service(health_service)
+                .add_service(a1)
+                .add_service(a1alpha)
+                .add_service(admin);
+            let mut stop = stop_rx.clone();
+            let incoming = nodelay(TcpListenerStream::new(listener));
+            futures::future::Either::Left(router.serve_with_incoming_shutdown(
+                incoming,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ))
+        }
+        None => {
+            drop(admin);
+            futures::future::Either::Right(std::future::pending())
+        }
+    };
 
     let signal = {
         let health = health.clone();
@@ -263,16 +310,16 @@ pub async fn run_with(
             let _ = stop_tx.send(true);
         }
     };
-    // Small responses must leave at once: without TCP_NODELAY, Nagle's algorithm and delayed
-    // ACKs hold them for up to 40 ms (a unary call's p99 on loopback was 20-40 ms).
-    let incoming = futures::StreamExt::map(TcpListenerStream::new(listeners.grpc), |conn| {
-        conn.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
-        })
-    });
-    let serve = router.serve_with_incoming_shutdown(incoming, signal);
+    let incoming = nodelay(TcpListenerStream::new(listeners.grpc));
+    let public_serve = router.serve_with_incoming_shutdown(incoming, signal);
+    // The public plane's end ends the gateway; the admin plane stops with it.
+    let serve = async move {
+        tokio::pin!(admin_serve);
+        tokio::select! {
+            r = public_serve => r,
+            r = &mut admin_serve => r,
+        }
+    };
     let grace = config.shutdown_grace;
     let mut stopping = stop_rx.clone();
     let grace_expired = async move {
@@ -302,4 +349,19 @@ pub async fn run_with(
     }
     tracing::info!("gateway stopped");
     result
+}
+
+/// Accepted connections with TCP_NODELAY set: small responses must leave at once (without it,
+/// Nagle's algorithm and delayed ACKs hold them for up to 40 ms; a unary call's p99 on
+/// loopback was 20-40 ms).
+fn nodelay(
+    listener: TcpListenerStream,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::StreamExt::map(listener, |conn| {
+        conn.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
+            }
+        })
+    })
 }

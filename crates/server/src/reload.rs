@@ -251,10 +251,10 @@ impl Reloader {
         let Some(snapshot_dir) = &self.snapshot_dir else {
             return ReloadOutcome::NotWatching;
         };
+        // A refused file or drop unchanged on disk is not verified again, whatever the trigger:
+        // an explicit reload reports the refusal it still stands by instead.
         let mut refused = lock(&self.refused);
-        if trigger == Trigger::Explicit {
-            refused.clear();
-        }
+        let mut still_refused = false;
         let mut loaded = None;
         let mut new_refusal = None;
         let mut refuse = |r: Refusal, fingerprint: u64, refused: &mut HashMap<PathBuf, u64>| {
@@ -289,6 +289,7 @@ impl Reloader {
                     }
                     let fp = fingerprint(&path);
                     if refused.get(&path) == Some(&fp) {
+                        still_refused = true;
                         continue;
                     }
                     // Copied into private memory: never a mapping another process can truncate.
@@ -339,6 +340,7 @@ impl Reloader {
                 }
                 let fp = fingerprint(&dir);
                 if refused.get(&dir) == Some(&fp) {
+                    still_refused = true;
                     continue;
                 }
                 match self.load_drop(&dir, current.as_ref().map(|l| &l.snapshot), snapshot_dir) {
@@ -369,7 +371,12 @@ impl Reloader {
         match (loaded, new_refusal) {
             (Some((sequence, origin)), _) => ReloadOutcome::Loaded { sequence, origin },
             (None, Some(r)) => ReloadOutcome::Refused(r),
-            (None, None) => ReloadOutcome::Unchanged,
+            (None, None) => match self.state.last_refusal() {
+                Some(r) if still_refused && trigger == Trigger::Explicit => {
+                    ReloadOutcome::Refused(r)
+                }
+                _ => ReloadOutcome::Unchanged,
+            },
         }
     }
 
@@ -654,7 +661,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_file_is_not_refused_again_until_it_changes_or_a_reload_is_asked() {
+    fn a_refused_file_is_not_verified_again_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
         write_snapshot(dir.path(), 1, 1);
         let r = reloader(dir.path());
@@ -665,8 +672,16 @@ mod tests {
             ReloadOutcome::Refused(_)
         ));
         assert_eq!(r.reload_blocking(Trigger::Watch), ReloadOutcome::Unchanged);
+        // An explicit reload reports the standing refusal without verifying the file again.
         assert!(matches!(
             r.reload_blocking(Trigger::Explicit),
+            ReloadOutcome::Refused(_)
+        ));
+        assert_eq!(r.state.refused.load(Ordering::Relaxed), 1);
+        // Changed on disk: verified (and refused) again.
+        std::fs::write(dir.path().join(file_name(2)), b"other garbage").unwrap();
+        assert!(matches!(
+            r.reload_blocking(Trigger::Watch),
             ReloadOutcome::Refused(_)
         ));
         assert_eq!(r.state.refused.load(Ordering::Relaxed), 2);
