@@ -18,6 +18,7 @@ line per check and a closing "N passed, M failed"; exits non-zero on any failure
 """
 
 import argparse
+import contextlib
 import json
 import os
 import posixpath
@@ -156,6 +157,36 @@ def containers_of(obj):
 # --------------------------------------------------------------------------------------------
 
 
+def assert_hardened(objs):
+    """Every pod: non-root, seccomp, no token; every container: read-only root, no
+    escalation, no capabilities, a pinned image, requests and limits."""
+    for obj in objs:
+        if obj["kind"] not in ("Deployment", "CronJob", "Job"):
+            continue
+        spec, cs = containers_of(obj)
+        psc = spec.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True, f"{obj['metadata']['name']}: pod runAsNonRoot"
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+        assert spec.get("automountServiceAccountToken") is False
+        for c in cs:
+            who = f"{obj['metadata']['name']}/{c['name']}"
+            sc = c.get("securityContext", {})
+            assert sc.get("readOnlyRootFilesystem") is True, f"{who}: read-only root"
+            assert sc.get("allowPrivilegeEscalation") is False, f"{who}: no escalation"
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{who}: drop ALL"
+            assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", who
+            assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, who
+            image = c["image"]
+            assert not image.endswith(":latest"), f"{who}: {image}"
+            assert re.search(r"(@sha256:[0-9a-f]{64}|:\d+\.\d+\.\d+)$", image), (
+                f"{who}: {image} is not pinned to a digest or an exact version"
+            )
+            r = c.get("resources", {})
+            for kind in ("requests", "limits"):
+                for res in ("cpu", "memory"):
+                    assert res in r.get(kind, {}), f"{who}: no {kind}.{res}"
+
+
 def check_kustomization(name, text, objs):
     @check(f"{name}: schema-valid (kubernetes-validate --strict) for {', '.join(K8S_VERSIONS)}")
     def schema():
@@ -226,31 +257,7 @@ def check_kustomization(name, text, objs):
 
     @check(f"{name}: every container hardened, pinned, with requests and limits")
     def containers():
-        for obj in objs:
-            if obj["kind"] not in ("Deployment", "CronJob", "Job"):
-                continue
-            spec, cs = containers_of(obj)
-            psc = spec.get("securityContext", {})
-            assert psc.get("runAsNonRoot") is True, f"{obj['metadata']['name']}: pod runAsNonRoot"
-            assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault"
-            assert spec.get("automountServiceAccountToken") is False
-            for c in cs:
-                who = f"{obj['metadata']['name']}/{c['name']}"
-                sc = c.get("securityContext", {})
-                assert sc.get("readOnlyRootFilesystem") is True, f"{who}: read-only root"
-                assert sc.get("allowPrivilegeEscalation") is False, f"{who}: no escalation"
-                assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{who}: drop ALL"
-                assert sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", who
-                assert sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is True, who
-                image = c["image"]
-                assert not image.endswith(":latest"), f"{who}: {image}"
-                assert re.search(r"(@sha256:[0-9a-f]{64}|:\d+\.\d+\.\d+)$", image), (
-                    f"{who}: {image} is not pinned to a digest or an exact version"
-                )
-                r = c.get("resources", {})
-                for kind in ("requests", "limits"):
-                    for res in ("cpu", "memory"):
-                        assert res in r.get(kind, {}), f"{who}: no {kind}.{res}"
+        assert_hardened(objs)
 
     containers()
 
@@ -383,6 +390,80 @@ def check_kustomization(name, text, objs):
             json.loads(dash["data"]["cccgate.json"])
 
         production()
+
+
+def check_replay_job(base_objs):
+    text, objs = render("replay")
+    with open(os.path.join(K8S, "replay", "merge-job.yaml")) as f:
+        merge_text = f.read()
+    merge = yaml.safe_load(merge_text)
+
+    @check("replay: Indexed Job and merge Job schema-valid, hardened, pinned")
+    def valid():
+        assert_hardened(objs + [merge])
+        for t in (text, merge_text):
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                f.write(t)
+            try:
+                r = subprocess.run(
+                    ["kubernetes-validate", "--strict", "-k", K8S_VERSIONS[-1], f.name],
+                    capture_output=True,
+                    text=True,
+                )
+                assert r.returncode == 0, r.stdout + r.stderr
+            finally:
+                os.unlink(f.name)
+
+    valid()
+
+    @check("replay: N pods replay shards 0..N-1 of one file against the public Service; the merge reads all N")
+    def shards():
+        job = find(objs, "Job", "cccgate-replay")
+        spec = job["spec"]
+        assert spec["completionMode"] == "Indexed"
+        n = spec["completions"]
+        assert spec["parallelism"] == n and n >= 2
+        (c,) = pod_spec(job)["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        index_vars = [
+            k
+            for k, e in env.items()
+            if e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            == "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+        ]
+        assert len(index_vars) == 1, env
+        var = f"$({index_vars[0]})"
+        args = c["args"]
+        assert args[0] == "replay"
+        assert arg_value(args, "--shard") == f"{var}/{n}", args
+        for flag in ("--out", "--summary-json"):
+            assert var in arg_value(args, flag), f"{flag} is not per shard"
+        target = arg_value(args, "--target")
+        gw_svc = find(base_objs, "Service", "cccgate")
+        assert target == f"http://{gw_svc['metadata']['name']}:{PUBLIC_PORT}", target
+        # The pods are marketplaces to the NetworkPolicy: admitted to the public port.
+        labels = pod_labels(job)
+        np = find(base_objs, "NetworkPolicy", "cccgate-gateway")
+        admitted = [
+            sorted(p["port"] for p in rule["ports"])
+            for rule in np["spec"]["ingress"]
+            for sel in rule["from"]
+            if "podSelector" in sel and matches(sel["podSelector"]["matchLabels"], labels)
+        ]
+        assert admitted == [[PUBLIC_PORT]], admitted
+        spec_vol, _ = containers_of(job)
+        src_out, dir_out, _ = resolve(spec_vol, c, posixpath.dirname(arg_value(args, "--summary-json")))
+        find(objs, "PersistentVolumeClaim", json.loads(src_out)["persistentVolumeClaim"]["claimName"])
+        (m,) = pod_spec(merge)["containers"]
+        margs = m["args"]
+        i = margs.index("--merge-summaries")
+        files = [a for a in margs[i + 1 :] if not a.startswith("--")]
+        want = [arg_value(args, "--summary-json").replace(var, str(k)) for k in range(n)]
+        assert files == want, (files, want)
+        msrc, mdir, _ = resolve(pod_spec(merge), m, posixpath.dirname(files[0]))
+        assert (msrc, mdir) == (src_out, dir_out), "the merge reads another folder"
+
+    shards()
 
 
 @check("PrometheusRule equals deploy/prometheus/rules.yaml")
@@ -557,9 +638,10 @@ def http_get(addr, path):
         c.close()
 
 
-def run_image_command(cccgate, extra_env):
+@contextlib.contextmanager
+def serving(cccgate, extra_env):
     """Runs the image's entrypoint and command with the image's environment (listeners moved
-    to ephemeral loopback ports) and returns what /readyz says once ready."""
+    to ephemeral loopback ports); yields (grpc address, /readyz body) once ready."""
     import time
 
     env, entry, cmd = dockerfile_runtime()
@@ -579,28 +661,73 @@ def run_image_command(cccgate, extra_env):
         [cccgate, *cmd], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        addr = None
+        metrics = grpc = None
         deadline = time.monotonic() + 60
         seen = []
-        while addr is None and time.monotonic() < deadline:
+        while (metrics is None or grpc is None) and time.monotonic() < deadline:
             line = p.stdout.readline()
             if not line:
                 break
             seen.append(line)
             m = re.search(r"http://([0-9.]+:\d+)/metrics", line)
             if m:
-                addr = m.group(1)
-        assert addr, "no metrics address logged:\n" + "".join(seen)
+                metrics = m.group(1)
+            m = re.search(r"gateway listening.*?([0-9.]+:\d+)|\"addr\":\"([0-9.]+:\d+)\".*gateway listening", line)
+            if m:
+                grpc = m.group(1) or m.group(2)
+        assert metrics and grpc, "no addresses logged:\n" + "".join(seen)
         while time.monotonic() < deadline:
-            code, body = http_get(addr, "/readyz")
+            code, body = http_get(metrics, "/readyz")
             if code == 200:
-                return body
+                yield grpc, body
+                return
             assert code == 503, (code, body)
             time.sleep(0.05)
         raise AssertionError("not ready within 60 s")
     finally:
         p.terminate()
         p.wait(timeout=30)
+
+
+def run_image_command(cccgate, extra_env):
+    with serving(cccgate, extra_env) as (_, body):
+        return body
+
+
+def replay_cli_checks(cccgate):
+    @check("replay CLI: --shard I/N runs merged with --merge-summaries equal one whole run")
+    def sharded():
+        work = tempfile.mkdtemp(prefix="cccgate-replay-")
+        try:
+            listings = os.path.join(work, "listings.jsonl")
+            r = run([cccgate, "synth", "listings", "--out", listings, "--count", "4000", "--certs", "1000"])
+            assert r.returncode == 0, r.stderr
+            with serving(cccgate, {}) as (grpc, _):
+                target = f"http://{grpc}"
+                base = [cccgate, "replay", "--target", target, "--input", listings, "--progress", "off"]
+                whole = os.path.join(work, "whole.json")
+                r = run(base + ["--out", os.path.join(work, "whole.jsonl"), "--summary-json", whole])
+                assert r.returncode == 0, r.stderr
+                parts = []
+                for i in range(3):
+                    part = os.path.join(work, f"summary-{i}.json")
+                    r = run(base + ["--out", os.path.join(work, f"v-{i}.jsonl"), "--shard", f"{i}/3", "--summary-json", part])
+                    assert r.returncode == 0, r.stderr
+                    parts.append(part)
+            merged = os.path.join(work, "merged.json")
+            r = run([cccgate, "replay", "--merge-summaries", *parts, "--summary-json", merged])
+            assert r.returncode == 0, r.stderr
+            assert "3 shards merged" in r.stderr, r.stderr
+            drop = ("seconds", "records_per_sec", "latency_us", "latency_histogram_us",
+                    "concurrency", "shard", "merged_shards")
+            load = lambda p: {k: v for k, v in json.load(open(p)).items() if k not in drop}
+            assert load(merged) == load(whole)
+            r = run([cccgate, "replay", "--merge-summaries", *parts[:2]])
+            assert r.returncode != 0 and "2/3" in r.stderr and "missing" in r.stderr, r.stderr
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    sharded()
 
 
 def image_checks(cccgate):
@@ -648,6 +775,11 @@ def main():
             print(f"FAIL  {k}: kubectl kustomize: {e.stderr}")
             continue
         check_kustomization(k, text, objs)
+    try:
+        check_replay_job(render("base")[1])
+    except subprocess.CalledProcessError as e:
+        RESULTS.append(("replay: renders", e))
+        print(f"FAIL  replay: kubectl kustomize: {e.stderr}")
     prometheus_rule_in_sync()
     dashboard_promql()
     if not os.access(a.cccgate, os.X_OK):
@@ -655,6 +787,7 @@ def main():
         return 2
     loader_script_checks(os.path.abspath(a.cccgate))
     image_checks(os.path.abspath(a.cccgate))
+    replay_cli_checks(os.path.abspath(a.cccgate))
     failed = [n for n, e in RESULTS if e is not None]
     print(f"\ncheck_deploy: {len(RESULTS) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0

@@ -18,12 +18,21 @@ pub struct Args {
     target: String,
     /// Listing events: JSON lines or CSV (with the spec's column names), plain or gzip; `-`
     /// reads stdin.
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required_unless_present = "merge_summaries")]
+    input: Option<PathBuf>,
     /// Where the verdicts go, one JSON line per input record; `-` writes stdout. Truncated,
     /// unless --skip is given (then appended to).
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required_unless_present = "merge_summaries")]
+    out: Option<PathBuf>,
+    /// Replay only shard I of N (e.g. 0/4): the listings of the merchants whose id hashes to
+    /// I modulo N (and bad lines by line number). N runs, one per shard, handle every record
+    /// exactly once; merge their --summary-json files with --merge-summaries.
+    #[arg(long, value_name = "I/N", value_parser = cccgate_client::merge::parse_shard)]
+    shard: Option<(u64, u64)>,
+    /// Merge the --summary-json files of shards 0/N..N-1/N of one input into the summary of
+    /// the whole run (printed, and written to --summary-json if given); replays nothing.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["input", "out", "shard"])]
+    merge_summaries: Vec<PathBuf>,
     /// The input format, if neither the file name nor the first character tells.
     #[arg(long)]
     format: Option<Format>,
@@ -87,6 +96,14 @@ pub fn progress_mode(mode: &str, every: f64) -> anyhow::Result<Mode> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if !args.merge_summaries.is_empty() {
+        let summary = cccgate_client::merge::merge_summary_files(&args.merge_summaries)?;
+        eprintln!("{summary}");
+        return write_summary(args.summary_json.as_deref(), &summary);
+    }
+    let (Some(input), Some(out)) = (&args.input, &args.out) else {
+        anyhow::bail!("--input and --out are required");
+    };
     let seconds = |name: &str, s: f64| {
         Duration::try_from_secs_f64(s).with_context(|| format!("{name} {s} is not a duration"))
     };
@@ -102,17 +119,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         retry_for: seconds("--retry-for", args.retry_for)?,
         timeout: seconds("--timeout", args.timeout)?,
         progress: progress_mode(&args.progress, args.progress_every)?,
-        ..ReplayConfig::new(&args.target, &args.input, &args.out)
+        shard: args.shard,
+        ..ReplayConfig::new(&args.target, input, out)
     };
     let outcome = replay_blocking(&cfg)?;
     eprintln!("{}", outcome.summary);
-    if let Some(path) = &args.summary_json {
-        let json = serde_json::to_vec_pretty(&outcome.summary)?;
-        std::fs::write(path, json)
-            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
-    }
+    write_summary(args.summary_json.as_deref(), &outcome.summary)?;
     match outcome.stopped {
         Some(stopped) => anyhow::bail!("{stopped}"),
         None => Ok(()),
     }
+}
+
+fn write_summary(
+    path: Option<&std::path::Path>,
+    summary: &cccgate_client::summary::Summary,
+) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_vec_pretty(summary)?;
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write the summary to {}", path.display()))?;
+    }
+    Ok(())
 }

@@ -11,6 +11,8 @@
 //! - [`wire`], [`input`], [`output`]: requests encoded from borrowed text, responses read in
 //!   place, listing files read (JSON lines, CSV, gzip), verdict lines written.
 //! - [`summary`], [`progress`]: the counts and latencies of a run, and its progress on stderr.
+//! - [`merge`]: the summaries of a replay split into shards (`--shard I/N`) merged into the
+//!   whole run's.
 //!
 //! # Design
 //!
@@ -24,6 +26,7 @@
 
 pub mod connect;
 pub mod input;
+pub mod merge;
 pub mod output;
 pub mod progress;
 pub mod replay;

@@ -76,6 +76,11 @@ pub struct ReplayConfig {
     pub timeout: Duration,
     /// Progress on stderr.
     pub progress: Mode,
+    /// `(I, N)`: replay only shard I of N of the input: the records of merchants whose id
+    /// hashes to I modulo N, and bad lines whose line number is I modulo N. N runs, one per
+    /// shard, together handle every record exactly once; their summaries merge
+    /// ([`crate::merge`]) into the whole run's.
+    pub shard: Option<(u64, u64)>,
 }
 
 impl ReplayConfig {
@@ -97,6 +102,7 @@ impl ReplayConfig {
             retry_for: Duration::from_secs(60),
             timeout: Duration::from_secs(30),
             progress: Mode::auto(Duration::from_secs(10)),
+            shard: None,
         }
     }
 }
@@ -142,6 +148,9 @@ pub enum ReplayError {
     /// `chunk` or `concurrency` is zero.
     #[error("{0} must be at least 1")]
     Zero(&'static str),
+    /// `shard` is not I of N with I < N, or comes with `skip`.
+    #[error("{0}")]
+    Shard(String),
 }
 
 /// Why a replay stopped before the end of its input, and how to resume it.
@@ -279,6 +288,18 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     if cfg.concurrency == 0 {
         return Err(ReplayError::Zero("concurrency"));
     }
+    if let Some((i, n)) = cfg.shard {
+        if i >= n {
+            return Err(ReplayError::Shard(format!(
+                "shard {i}/{n}: expected I/N with I < N"
+            )));
+        }
+        if cfg.skip > 0 {
+            return Err(ReplayError::Shard(
+                "--skip cannot resume a sharded replay: run the shard again".into(),
+            ));
+        }
+    }
     let input = cfg.input.clone();
     let format = cfg.format;
     let reader = tokio::task::spawn_blocking(move || ListingReader::open(&input, format))
@@ -312,6 +333,7 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             rpc: cfg.rpc,
             skip: cfg.skip,
             min_seq: cfg.min_snapshot_sequence,
+            shard: cfg.shard,
         };
         let stop = stop.clone();
         std::thread::Builder::new()
@@ -393,7 +415,7 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         resume_skip: cfg.skip + written.tally.records(),
         out: cfg.out.clone(),
     });
-    let summary = Summary::from_tally(
+    let mut summary = Summary::from_tally(
         &written.tally,
         input_name,
         cfg.target.clone(),
@@ -404,6 +426,7 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         seconds,
         complete,
     );
+    summary.shard = cfg.shard.map(|(i, n)| format!("{i}/{n}"));
     Ok(ReplayOutcome { summary, stopped })
 }
 
@@ -484,6 +507,7 @@ struct ReadPlan {
     rpc: Rpc,
     skip: u64,
     min_seq: u64,
+    shard: Option<(u64, u64)>,
 }
 
 /// Reads, encodes and hands on chunks; returns the number of records read after the skip.
@@ -499,7 +523,9 @@ fn read_chunks(
         rpc,
         skip,
         min_seq,
+        shard,
     } = plan;
+    let mine = |key: u64| shard.is_none_or(|(i, n)| key % n == i);
     for _ in 0..skip {
         if !reader.skip_record().map_err(ReaderStop::Input)? {
             return Ok(0);
@@ -513,26 +539,36 @@ fn read_chunks(
     let mut slots = Vec::with_capacity(chunk);
     let mut merchants = Vec::with_capacity(chunk);
     loop {
+        let mut taken = false;
         let more = reader
             .next_record(|r| match r {
                 Record::Listing { line, fields } => {
-                    enc.push(fields);
-                    merchants.push(xxhash_rust::xxh3::xxh3_64(fields[1]));
-                    slots.push(Slot::Listing { line });
+                    let merchant = xxhash_rust::xxh3::xxh3_64(fields[1]);
+                    if mine(merchant) {
+                        enc.push(fields);
+                        merchants.push(merchant);
+                        slots.push(Slot::Listing { line });
+                        taken = true;
+                    }
                 }
                 Record::Bad {
                     line,
                     listing_id,
                     error,
-                } => slots.push(Slot::Bad(Box::new(BadLine {
-                    line,
-                    listing_id,
-                    error,
-                }))),
+                } => {
+                    if mine(line) {
+                        slots.push(Slot::Bad(Box::new(BadLine {
+                            line,
+                            listing_id,
+                            error,
+                        })));
+                        taken = true;
+                    }
+                }
             })
             .map_err(ReaderStop::Input)?
             .is_some();
-        if more {
+        if more && taken {
             records += 1;
         }
         if slots.len() >= chunk || (!more && !slots.is_empty()) {

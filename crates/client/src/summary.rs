@@ -11,7 +11,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use cccgate_core::{Decision, Reason};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How many bad lines and bad requests the summary lists individually (all are counted).
 pub const SAMPLES_KEPT: usize = 1_000;
@@ -41,7 +41,7 @@ impl Hasher for IdentityHasher {
 pub type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 
 /// A record that could not be read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadLine {
     /// Its input line.
     pub line: u64,
@@ -52,7 +52,7 @@ pub struct BadLine {
 }
 
 /// A listing the gateway refused as a bad request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadRequest {
     /// Its input line.
     pub line: u64,
@@ -244,8 +244,15 @@ pub struct Summary {
     pub latency_basis: &'static str,
     /// Latency percentiles, microseconds.
     pub latency_us: Latency,
+    /// The latency histogram as `[microseconds, calls]` pairs, so summaries of shards merge
+    /// into exact percentiles (`replay --merge-summaries`).
+    pub latency_histogram_us: Vec<(u64, u64)>,
     /// Whether every record of the input was handled.
     pub complete: bool,
+    /// `I/N` when this run replayed shard I of N (`--shard`); merged summaries have none.
+    pub shard: Option<String>,
+    /// How many shard summaries this one merges (0 for a single run).
+    pub merged_shards: u64,
 }
 
 impl Summary {
@@ -321,7 +328,14 @@ impl Summary {
             },
             latency_basis: "round trip of one request message (a chunk of listings)",
             latency_us: Latency::of(&t.latency_us),
+            latency_histogram_us: t
+                .latency_us
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
             complete,
+            shard: None,
+            merged_shards: 0,
         }
     }
 }
@@ -355,9 +369,14 @@ impl fmt::Display for Summary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "replay of {} against {}{}",
+            "replay of {} against {}{}{}",
             self.input,
             self.target,
+            match (&self.shard, self.merged_shards) {
+                (Some(shard), _) => format!(", shard {shard}"),
+                (None, 0) => String::new(),
+                (None, n) => format!(", {n} shards merged"),
+            },
             if self.complete {
                 ""
             } else {
