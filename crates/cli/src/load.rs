@@ -14,8 +14,9 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use cccgate_core::{Catalogue, CertNumber, CertificateRecord, Status};
 use cccgate_loader::{
-    BuildReport, LoadOutcome, Loader, SignatureCheck, read_verifying_key, reject_file_name,
-    write_reject_file,
+    BuildReport, LoadOutcome, Loader, SignatureCheck, SnapshotIdentity, read_signing_key,
+    read_verifying_key, reject_file_name, snapshot_signature_path, verify_snapshot_signature,
+    write_reject_file, write_snapshot_signature,
 };
 use cccgate_snapshot::{Counts, Snapshot, file_name, write_atomic};
 
@@ -36,6 +37,9 @@ pub enum Command {
     Verify {
         /// The snapshot file.
         file: PathBuf,
+        /// Also check its signature (FILE.sig) under this Ed25519 public key.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
     },
     /// Show a snapshot's header, counts by status and category, and one certificate.
     Inspect {
@@ -97,6 +101,11 @@ pub struct BuildArgs {
     public_key: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Ed25519 secret key file: also write OUT/snap-<sequence>.ccc.sig, a detached signature
+    /// of the snapshot's sequence, content id and archive SHA-256 (for `serve
+    /// --snapshot-public-key`). Written before the snapshot.
+    #[arg(long, env = "CCCGATE_SNAPSHOT_SIGN_KEY", value_name = "FILE")]
+    sign_key: Option<PathBuf>,
 }
 
 /// Bounds on what a drop may make the loader read (`load build`; `serve` has the same as
@@ -135,7 +144,7 @@ impl LimitArgs {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Build(args) => build(args),
-        Command::Verify { file } => verify(&file),
+        Command::Verify { file, public_key } => verify(&file, public_key.as_deref()),
         Command::Inspect { file, cert } => inspect(&file, cert.as_deref()),
         Command::Diff { old, new, out } => diff(&old, &new, out.as_deref()),
     }
@@ -148,6 +157,10 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     }
     let public_key = match &args.public_key {
         Some(p) => Some(read_verifying_key(p)?),
+        None => None,
+    };
+    let sign_key = match &args.sign_key {
+        Some(p) => Some(read_signing_key(p)?),
         None => None,
     };
     let loader = Loader {
@@ -197,6 +210,11 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
             .with_context(|| format!("{}: cannot write reject file", reject_path.display()))?;
     }
     let path = args.out.join(file_name(sequence));
+    if let Some(key) = &sign_key {
+        let sig = write_snapshot_signature(&path, &SnapshotIdentity::of_bytes(&bytes), key)
+            .with_context(|| format!("{}: cannot write the signature", path.display()))?;
+        out!("signed:      {}", sig.display());
+    }
     write_atomic(&bytes, &path)?;
     drop(bytes);
     let written = Snapshot::open(&path).context("the snapshot just written does not verify")?;
@@ -348,8 +366,17 @@ fn china_time(ms: i64) -> String {
     )
 }
 
-fn verify(file: &Path) -> anyhow::Result<()> {
+fn verify(file: &Path, public_key: Option<&Path>) -> anyhow::Result<()> {
     let snap = Snapshot::open(file)?;
+    if let Some(key) = public_key {
+        let key = read_verifying_key(key)?;
+        verify_snapshot_signature(file, &SnapshotIdentity::of_snapshot(&snap), &key)
+            .with_context(|| format!("{}: signature refused", file.display()))?;
+        out!(
+            "signature verified: {}",
+            snapshot_signature_path(file).display()
+        );
+    }
     out!(
         "ok: {} sequence {} content id {} ({} certificates, {} bytes)",
         file.display(),

@@ -151,6 +151,30 @@ pub struct Args {
     /// Largest decompressed/stored ratio of a gzip file past its first 64 MiB [default: 100].
     #[arg(long, env = "CCCGATE_DROP_MAX_GZIP_RATIO", value_name = "RATIO")]
     drop_max_gzip_ratio: Option<u64>,
+    /// Bytes (estimated) the decision log may queue before dropping [default: 67108864].
+    #[arg(long, env = "CCCGATE_DECISION_LOG_QUEUE_BYTES", value_name = "BYTES")]
+    decision_log_queue_bytes: Option<usize>,
+    /// Rotate the decision log when it would pass this size, 0 = never [default: 268435456].
+    #[arg(
+        long,
+        env = "CCCGATE_DECISION_LOG_MAX_FILE_BYTES",
+        value_name = "BYTES"
+    )]
+    decision_log_max_file_bytes: Option<u64>,
+    /// Rotated decision log files kept (FILE.1 .. FILE.N) [default: 8].
+    #[arg(long, env = "CCCGATE_DECISION_LOG_KEEP_FILES", value_name = "N")]
+    decision_log_keep_files: Option<usize>,
+    /// Key file (at least 16 bytes): write merchant ids as hmac-sha256:<hex> under it.
+    #[arg(long, env = "CCCGATE_DECISION_LOG_MERCHANT_KEY", value_name = "FILE")]
+    decision_log_merchant_key: Option<PathBuf>,
+    /// Ed25519 public key file: every snapshot must carry a valid snap-<seq>.ccc.sig made
+    /// with its secret key (`load build --sign-key`); unsigned or badly signed ones are refused.
+    #[arg(long, env = "CCCGATE_SNAPSHOT_PUBLIC_KEY", value_name = "FILE")]
+    snapshot_public_key: Option<PathBuf>,
+    /// Ed25519 secret key file: sign the snapshots built from --drop-dir with it (needed with
+    /// --snapshot-public-key and --drop-dir; must be the pair of that public key).
+    #[arg(long, env = "CCCGATE_SNAPSHOT_SIGN_KEY", value_name = "FILE")]
+    snapshot_sign_key: Option<PathBuf>,
 }
 
 impl Args {
@@ -193,6 +217,12 @@ impl Args {
             drop_max_record_bytes: self.drop_max_record_bytes,
             drop_max_file_bytes: self.drop_max_file_bytes,
             drop_max_gzip_ratio: self.drop_max_gzip_ratio,
+            decision_log_queue_bytes: self.decision_log_queue_bytes,
+            decision_log_max_file_bytes: self.decision_log_max_file_bytes,
+            decision_log_keep_files: self.decision_log_keep_files,
+            decision_log_merchant_key: self.decision_log_merchant_key.clone(),
+            snapshot_public_key: self.snapshot_public_key.clone(),
+            snapshot_sign_key: self.snapshot_sign_key.clone(),
         }
     }
 }

@@ -423,5 +423,54 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
         snapshot_dir_listing(&out).len(),
         2,
         "good-delta wrote its snapshot"
+
+#[test]
+fn build_with_a_sign_key_writes_a_signature_that_verify_checks() {
+    let t = tempfile::tempdir().unwrap();
+    let keygen = |name: &str| {
+        let secret = t.path().join(format!("{name}.key"));
+        let public = t.path().join(format!("{name}.pub"));
+        let o = cccgate(&[
+            "feed",
+            "keygen",
+            "--secret",
+            s(&secret),
+            "--public",
+            s(&public),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        (secret, public)
+    };
+    let (secret, public) = keygen("snap");
+    let (_, other) = keygen("other");
+    let out = t.path().join("snaps");
+    let drop = write_drop(&t.path().join("d"), DropHeader::full(4), &rows(3));
+    let o = cccgate(&[
+        "load",
+        "build",
+        "--drop",
+        s(&drop),
+        "--out",
+        s(&out),
+        "--sign-key",
+        s(&secret),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("signed:"), "{}", text(&o.stdout));
+    let snap = out.join("snap-4.ccc");
+    let sig = std::fs::read_to_string(out.join("snap-4.ccc.sig")).unwrap();
+    assert!(
+        sig.starts_with("cccgate-snapshot-signature/1\nsequence 4\n"),
+        "{sig}"
+    );
+    let v = cccgate(&["load", "verify", s(&snap), "--public-key", s(&public)]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
+    assert!(text(&v.stdout).contains("signature verified"));
+    let v = cccgate(&["load", "verify", s(&snap), "--public-key", s(&other)]);
+    assert!(!v.status.success());
+    assert!(
+        text(&v.stderr).contains("signature does not match"),
+        "{}",
+        text(&v.stderr)
     );
 }

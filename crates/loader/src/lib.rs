@@ -50,9 +50,10 @@ pub use error::{DuplicateConflict, LoadError, MAX_LISTED, RowError};
 pub use limits::Limits;
 pub use manifest::{DropKind, Encoding, FORMAT, FileEntry, FileKind, Manifest};
 pub use sign::{
-    KeyError, SIGNATURE_FILE, SignatureError, encode_signing_key, encode_verifying_key,
-    generate_signing_key, read_signing_key, read_verifying_key, sign_drop, sign_manifest,
-    verify_signature,
+    KeyError, SIGNATURE_FILE, SignatureError, SnapshotIdentity, SnapshotSignatureError,
+    encode_signing_key, encode_verifying_key, generate_signing_key, read_signing_key,
+    read_verifying_key, sign_drop, sign_manifest, sign_snapshot, snapshot_signature_path,
+    verify_signature, verify_snapshot_signature, write_snapshot_signature,
 };
 pub use writer::{DropHeader, DropWriter, WrittenFile};
 

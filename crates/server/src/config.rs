@@ -127,6 +127,18 @@ pub struct ConfigLayer {
     pub drop_max_file_bytes: Option<u64>,
     /// Largest decompressed/stored ratio of a gzip file of a drop.
     pub drop_max_gzip_ratio: Option<u64>,
+    /// Bytes (estimated) the decision log may queue before it drops.
+    pub decision_log_queue_bytes: Option<usize>,
+    /// Rotate the decision log when it would pass this size, in bytes; 0: never.
+    pub decision_log_max_file_bytes: Option<u64>,
+    /// Rotated decision log files kept.
+    pub decision_log_keep_files: Option<usize>,
+    /// Key file: merchant ids are written as their HMAC-SHA256 under it.
+    pub decision_log_merchant_key: Option<PathBuf>,
+    /// Ed25519 public key file; when set, every snapshot must carry a valid `.sig`.
+    pub snapshot_public_key: Option<PathBuf>,
+    /// Ed25519 secret key file the gateway signs the snapshots it builds from drops with.
+    pub snapshot_sign_key: Option<PathBuf>,
 }
 
 /// Why settings cannot be used.
@@ -206,6 +218,18 @@ pub struct Config {
     pub drop_shrink_threshold: f64,
     /// Bounds on what a drop may make the loader read.
     pub drop_limits: cccgate_loader::Limits,
+    /// Decision log queue, in estimated bytes.
+    pub decision_log_queue_bytes: usize,
+    /// Decision log rotation size; 0: never.
+    pub decision_log_max_file_bytes: u64,
+    /// Rotated decision log files kept.
+    pub decision_log_keep_files: usize,
+    /// Merchant-id hashing key file.
+    pub decision_log_merchant_key: Option<PathBuf>,
+    /// Public key file snapshots must be signed by.
+    pub snapshot_public_key: Option<PathBuf>,
+    /// Secret key file to sign built snapshots with.
+    pub snapshot_sign_key: Option<PathBuf>,
 }
 
 /// Request limits.
@@ -440,6 +464,14 @@ impl Config {
                     .into(),
             });
         }
+        let snapshot_public_key = pick!(snapshot_public_key);
+        let snapshot_sign_key = pick!(snapshot_sign_key);
+        if drop_dir.is_some() && snapshot_public_key.is_some() && snapshot_sign_key.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "snapshot_sign_key",
+                message: "drop_dir with snapshot_public_key needs snapshot_sign_key: the snapshots the gateway builds must be signed to be served again".into(),
+            });
+        }
         let drop_shrink_threshold =
             pick!(drop_shrink_threshold).unwrap_or(cccgate_loader::DEFAULT_SHRINK_THRESHOLD);
         if !(0.0..=1.0).contains(&drop_shrink_threshold) {
@@ -479,6 +511,15 @@ impl Config {
                 pick!(drop_max_file_bytes),
                 pick!(drop_max_gzip_ratio),
             ),
+            snapshot_public_key,
+            snapshot_sign_key,
+            decision_log_queue_bytes: positive(
+                "decision_log_queue_bytes",
+                pick!(decision_log_queue_bytes).unwrap_or(64 << 20),
+            )?,
+            decision_log_max_file_bytes: pick!(decision_log_max_file_bytes).unwrap_or(256 << 20),
+            decision_log_keep_files: pick!(decision_log_keep_files).unwrap_or(8),
+            decision_log_merchant_key: pick!(decision_log_merchant_key),
         })
     }
 

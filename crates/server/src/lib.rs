@@ -46,10 +46,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use config::{Config, ConfigError, ConfigLayer, Limits, LogFormat};
-pub use decision_log::DecisionLogError;
+pub use decision_log::{DecisionLogError, DecisionLogSettings};
 pub use reload::{Refusal, RefusedKind, ReloadOutcome, Reloader, Trigger};
 pub use service::CheckError;
 pub use store::{Loaded, SnapshotReader, SnapshotWriter, snapshot_store};
+#[doc(hidden)]
+pub use wire::fuzz_decode;
 
 /// Why the gateway cannot start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +65,8 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
-    /// The drop public key cannot be read.
-    #[error("drop public key: {0}")]
+    /// A key file (drop or snapshot) cannot be read.
+    #[error("key: {0}")]
     PublicKey(#[from] cccgate_loader::KeyError),
     /// The decision log cannot be opened.
     #[error(transparent)]
@@ -75,6 +77,11 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The snapshot signing key is not the pair of the snapshot public key.
+    #[error(
+        "snapshot_sign_key is not the pair of snapshot_public_key: the snapshots this gateway builds would be refused"
+    )]
+    KeyPair,
     /// The snapshot directory cannot be created or read.
     #[error("{}: {source}", path.display())]
     Dir {
@@ -161,6 +168,19 @@ pub async fn run_with(
             .set_service_status(name, tonic_health::ServingStatus::NotServing)
             .await;
     }
+    let snapshot_public_key = match &config.snapshot_public_key {
+        Some(path) => Some(cccgate_loader::read_verifying_key(path)?),
+        None => None,
+    };
+    let snapshot_sign_key = match &config.snapshot_sign_key {
+        Some(path) => Some(cccgate_loader::read_signing_key(path)?),
+        None => None,
+    };
+    if let (Some(public), Some(secret)) = (&snapshot_public_key, &snapshot_sign_key)
+        && secret.verifying_key() != *public
+    {
+        return Err(ServeError::KeyPair);
+    }
     let (writer, reader) = snapshot_store();
     let reloader = Arc::new(
         Reloader::new(
@@ -169,13 +189,21 @@ pub async fn run_with(
             config.drop_dir.clone(),
             loader,
         )
+        .with_snapshot_keys(snapshot_public_key, snapshot_sign_key)
         .with_health(health.clone()),
     );
 
     let (log, log_task) = match &config.decision_log {
         Some(path) => {
-            let (log, task) =
-                decision_log::DecisionLog::start(path, config.decision_log_queue).await?;
+            let mut settings = decision_log::DecisionLogSettings::new(path.clone());
+            settings.queue = config.decision_log_queue;
+            settings.queue_bytes = config.decision_log_queue_bytes;
+            settings.max_file_bytes = config.decision_log_max_file_bytes;
+            settings.keep_files = config.decision_log_keep_files;
+            if let Some(key) = &config.decision_log_merchant_key {
+                settings.merchant_key = Some(decision_log::read_merchant_key(key)?);
+            }
+            let (log, task) = decision_log::DecisionLog::start(settings).await?;
             (Some(log), Some(task))
         }
         None => (None, None),

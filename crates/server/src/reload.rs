@@ -148,6 +148,10 @@ pub struct Reloader {
     refused: Mutex<HashMap<PathBuf, u64>>,
     /// Turned to SERVING once a snapshot is in force.
     health: Option<tonic_health::server::HealthReporter>,
+    /// When set, a snapshot is served only with a valid signature under this key.
+    snapshot_key: Option<cccgate_loader::VerifyingKey>,
+    /// Signs the snapshots built from drops.
+    sign_key: Option<cccgate_loader::SigningKey>,
 }
 
 impl Reloader {
@@ -166,7 +170,41 @@ impl Reloader {
             state: Arc::new(ReloadState::new()),
             refused: Mutex::new(HashMap::new()),
             health: None,
+            snapshot_key: None,
+            sign_key: None,
         }
+    }
+
+    /// Serves only snapshots signed under `public` (when set); signs the snapshots built from
+    /// drops with `sign` (when set).
+    pub fn with_snapshot_keys(
+        mut self,
+        public: Option<cccgate_loader::VerifyingKey>,
+        sign: Option<cccgate_loader::SigningKey>,
+    ) -> Self {
+        self.snapshot_key = public;
+        self.sign_key = sign;
+        self
+    }
+
+    /// Loads a snapshot file and checks it: the sequence its name says, and the signature
+    /// (over the bytes loaded, not the file) when a public key is configured.
+    fn open_checked(&self, path: &Path, sequence: u64) -> Result<Snapshot, String> {
+        // Copied into private memory: never a mapping another process can truncate.
+        let s = Snapshot::load(path).map_err(|e| e.to_string())?;
+        if s.sequence() != sequence {
+            return Err(format!(
+                "{}: the file name says sequence {sequence}, the snapshot says {}",
+                path.display(),
+                s.sequence()
+            ));
+        }
+        if let Some(key) = &self.snapshot_key {
+            let identity = cccgate_loader::SnapshotIdentity::of_snapshot(&s);
+            cccgate_loader::verify_snapshot_signature(path, &identity, key)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(s)
     }
 
     /// Reports health through `health`: NOT_SERVING until a snapshot is in force.
@@ -287,36 +325,22 @@ impl Reloader {
                     if in_force.is_some_and(|s| sequence <= s) {
                         break;
                     }
-                    let fp = fingerprint(&path);
+                    let fp = fingerprint(&path)
+                        ^ fingerprint(&cccgate_loader::snapshot_signature_path(&path));
                     if refused.get(&path) == Some(&fp) {
                         still_refused = true;
                         continue;
                     }
-                    // Copied into private memory: never a mapping another process can truncate.
-                    match Snapshot::load(&path) {
-                        Ok(s) if s.sequence() == sequence => {
+                    match self.open_checked(&path, sequence) {
+                        Ok(s) => {
                             let origin = path.display().to_string();
                             loaded = Some((self.swap(s, origin.clone()), origin));
                             break;
                         }
-                        Ok(s) => refuse(
-                            Refusal {
-                                reason: format!(
-                                    "{}: the file name says sequence {sequence}, the snapshot says {}",
-                                    path.display(),
-                                    s.sequence()
-                                ),
-                                path,
-                                at_unix_ms: now_unix_ms(),
-                                kind: RefusedKind::Snapshot,
-                            },
-                            fp,
-                            &mut refused,
-                        ),
-                        Err(e) => refuse(
+                        Err(reason) => refuse(
                             Refusal {
                                 path,
-                                reason: e.to_string(),
+                                reason,
                                 at_unix_ms: now_unix_ms(),
                                 kind: RefusedKind::Snapshot,
                             },
@@ -406,6 +430,11 @@ impl Reloader {
             );
         }
         let path = snapshot_dir.join(file_name(sequence));
+        if let Some(key) = &self.sign_key {
+            let identity = cccgate_loader::SnapshotIdentity::of_bytes(&bytes);
+            cccgate_loader::write_snapshot_signature(&path, &identity, key)
+                .map_err(|e| format!("{}: cannot write the signature: {e}", path.display()))?;
+        }
         write_atomic(&bytes, &path).map_err(|e| e.to_string())?;
         tracing::info!(
             drop = %dir.display(),
@@ -414,7 +443,7 @@ impl Reloader {
             elapsed_ms = report.elapsed.as_millis() as u64,
             "drop loaded"
         );
-        Snapshot::load(&path).map(Some).map_err(|e| e.to_string())
+        self.open_checked(&path, sequence).map(Some)
     }
 }
 
@@ -766,6 +795,94 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, [std::ffi::OsString::from(file_name(5))]);
+    }
+
+    fn sign_file(dir: &Path, sequence: u64, key: &cccgate_loader::SigningKey) {
+        let path = dir.join(file_name(sequence));
+        let s = Snapshot::open(&path).unwrap();
+        let id = cccgate_loader::SnapshotIdentity::of_snapshot(&s);
+        cccgate_loader::write_snapshot_signature(&path, &id, key).unwrap();
+    }
+
+    #[test]
+    fn with_a_snapshot_public_key_unsigned_and_badly_signed_snapshots_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = cccgate_loader::SigningKey::from_bytes(&[5; 32]);
+        let stranger = cccgate_loader::SigningKey::from_bytes(&[6; 32]);
+        write_snapshot(dir.path(), 3, 2);
+        sign_file(dir.path(), 3, &key);
+        write_snapshot(dir.path(), 5, 2); // unsigned
+        write_snapshot(dir.path(), 7, 2);
+        sign_file(dir.path(), 7, &stranger); // signed by another key
+        write_snapshot(dir.path(), 9, 2);
+        sign_file(dir.path(), 9, &key);
+        write_snapshot(dir.path(), 9, 3); // replaced after signing: the signature no longer fits
+        let (writer, _) = snapshot_store();
+        let r = Reloader::new(
+            writer,
+            Some(dir.path().to_path_buf()),
+            None,
+            Loader::default(),
+        )
+        .with_snapshot_keys(Some(key.verifying_key()), None);
+        let outcome = r.reload_blocking(Trigger::Start);
+        assert!(
+            matches!(outcome, ReloadOutcome::Loaded { sequence: 3, .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(r.state.refused.load(Ordering::Relaxed), 3);
+        let last = r.state.last_refusal().unwrap();
+        assert!(last.path.ends_with(file_name(5)), "{last:?}");
+        assert!(last.reason.contains("unsigned"), "{}", last.reason);
+        // Signing 5 afterwards makes it acceptable on the next pass (its fingerprint changed).
+        sign_file(dir.path(), 5, &key);
+        assert!(matches!(
+            r.reload_blocking(Trigger::Watch),
+            ReloadOutcome::Loaded { sequence: 5, .. }
+        ));
+    }
+
+    #[test]
+    fn a_drop_dir_gateway_signs_what_it_builds() {
+        use cccgate_loader::{DropHeader, DropWriter, FileKind};
+        let snaps = tempfile::tempdir().unwrap();
+        let drops = tempfile::tempdir().unwrap();
+        let mut w = DropWriter::create(&drops.path().join("d1"), DropHeader::full(1)).unwrap();
+        w.csv_file(
+            "catalogue.csv",
+            FileKind::Catalogue,
+            "产品类别代码,产品名称,大类代码,大类名称,认证方式,实施日期,截止日期\n0901,微型计算机,09,信息技术设备,证书,2002-05-01,\n",
+        )
+        .unwrap();
+        w.csv_file(
+            "certificates.csv",
+            FileKind::Certificates,
+            "证书编号,证书状态,产品类别代码,产品名称,型号规格,认证委托人名称,生产者名称,生产企业名称,发证日期,证书到期日期,状态变更日期,状态变更原因,认证机构\n2021010901000001,有效,0901,微型计算机,A1,甲,乙,丙,2021-03-01,2031-02-28,,,CQC\n",
+        )
+        .unwrap();
+        w.finish().unwrap();
+        let key = cccgate_loader::SigningKey::from_bytes(&[5; 32]);
+        let (writer, _) = snapshot_store();
+        let r = Reloader::new(
+            writer,
+            Some(snaps.path().to_path_buf()),
+            Some(drops.path().to_path_buf()),
+            Loader::default(),
+        )
+        .with_snapshot_keys(Some(key.verifying_key()), Some(key.clone()));
+        let outcome = r.reload_blocking(Trigger::Start);
+        assert!(
+            matches!(outcome, ReloadOutcome::Loaded { sequence: 1, .. }),
+            "{outcome:?}"
+        );
+        let path = snaps.path().join(file_name(1));
+        let s = Snapshot::open(&path).unwrap();
+        cccgate_loader::verify_snapshot_signature(
+            &path,
+            &cccgate_loader::SnapshotIdentity::of_snapshot(&s),
+            &key.verifying_key(),
+        )
+        .unwrap();
     }
 
     #[test]

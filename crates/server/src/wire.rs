@@ -80,6 +80,23 @@ pub(crate) enum WireError {
     Malformed(String),
 }
 
+/// For the fuzz targets (`fuzz/`): decodes `bytes` as both request shapes with a limit of
+/// `max_listings`; returns the listings decoded for each, or `None` where refused. Checks the
+/// one invariant a caller relies on: never more listings than the limit.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8], max_listings: usize) -> [Option<usize>; 2] {
+    [Shape::Request, Shape::Batch].map(|shape| {
+        decode(bytes, shape, max_listings).ok().map(|d| {
+            assert!(
+                d.len() <= max_listings.max(1),
+                "{} listings over {max_listings}",
+                d.len()
+            );
+            d.len()
+        })
+    })
+}
+
 /// Decodes `bytes` as `shape`, refusing more than `max_listings` listings before any exists.
 pub(crate) fn decode(
     bytes: &[u8],

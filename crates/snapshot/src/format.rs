@@ -125,6 +125,20 @@ impl SnapshotBytes {
         false
     }
 
+    /// The archive: every byte after the header, the bytes a gateway serves.
+    pub fn archive(&self) -> &[u8] {
+        &self.archive
+    }
+
+    /// The sequence and the content id (xxh3-128 of the archive, 32 hex digits) the header
+    /// holds, as [`crate::Snapshot::sequence`] and [`crate::Snapshot::content_id`] will say.
+    pub fn identity(&self) -> (u64, String) {
+        let h = &self.header;
+        let sequence = u64::from_le_bytes(h[40..48].try_into().unwrap_or_default());
+        let sum = u128::from_le_bytes(h[24..40].try_into().unwrap_or_default());
+        (sequence, format!("{sum:032x}"))
+    }
+
     /// The file's bytes, header then archive (copies; for tests and tools).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());

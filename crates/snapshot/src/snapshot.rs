@@ -244,6 +244,11 @@ impl Snapshot {
         self.sequence
     }
 
+    /// The archive: every byte after the header, verified at open (what is served).
+    pub fn archive(&self) -> &[u8] {
+        archive_of(&self.backing)
+    }
+
     /// The content id: the xxh3-128 checksum of the archive, 32 hex digits.
     pub fn content_id(&self) -> &str {
         &self.content_id
