@@ -423,6 +423,8 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
         snapshot_dir_listing(&out).len(),
         2,
         "good-delta wrote its snapshot"
+    );
+}
 
 #[test]
 fn build_with_a_sign_key_writes_a_signature_that_verify_checks() {
