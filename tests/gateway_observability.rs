@@ -89,6 +89,19 @@ async fn metrics_and_the_decision_log_record_what_was_decided() {
     ] {
         assert!(page.contains(series), "{series} missing from:\n{page}");
     }
+    // Counters exist from start-up at 0, so their presence proves nothing: what was decided
+    // above must have been counted (at least: the recorder is process-wide).
+    for counted in [
+        "cccgate_checks_total{decision=\"ALLOW\",reason=\"CERTIFICATE_VALID\"}",
+        "cccgate_checks_total{decision=\"BLOCK\",reason=\"CERTIFICATE_NOT_FOUND\"}",
+        "cccgate_invalid_listings_total",
+    ] {
+        let value = page
+            .lines()
+            .find_map(|l| l.strip_prefix(counted)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no value for {counted} in:\n{page}"));
+        assert!(value >= 1.0, "{counted} = {value}");
+    }
     let status = gw
         .admin_client()
         .await
