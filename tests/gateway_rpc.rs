@@ -58,6 +58,24 @@ fn outcome(r: &ListingResult) -> Got {
     }
 }
 
+/// Every file of `dir`: name, length and a hash of its bytes.
+fn dir_listing(dir: &std::path::Path) -> std::collections::BTreeMap<String, (usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    std::fs::read_dir(dir)
+        .expect("list")
+        .map(|e| {
+            let e = e.expect("entry");
+            let bytes = std::fs::read(e.path()).expect("read");
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (bytes.len(), h.finish()),
+            )
+        })
+        .collect()
+}
+
 async fn serving(dir: &std::path::Path) -> TestGateway {
     write_snapshot(dir, 10, &register());
     TestGateway::start(test_config(Some(dir)), false).await
@@ -382,7 +400,13 @@ async fn a_stream_message_over_the_batch_limit_gets_one_error_and_the_stream_goe
     let error = first.result.as_ref().expect("one error entry");
     assert_eq!(outcome(error), Err("listings".into()));
     let second = out.message().await.expect("ok").expect("a response");
-    assert!(second.results.iter().all(|r| outcome(r).is_ok()));
+    let got: Vec<(&str, Got)> = second
+        .results
+        .iter()
+        .map(|r| (r.listing_id.as_str(), outcome(r)))
+        .collect();
+    let not_ccc = Ok((v1::Decision::Allow, v1::Reason::NotInCatalogue));
+    assert_eq!(got, [("L0", not_ccc.clone()), ("L1", not_ccc)]);
     assert!(out.message().await.expect("clean end").is_none());
 }
 
@@ -622,7 +646,9 @@ async fn drops_in_the_drop_dir_are_loaded_in_process_and_a_bad_drop_is_refused()
         "the built snapshot is written for restarts"
     );
 
-    // A drop whose file does not match its manifest: refused, 20 keeps serving.
+    // A drop whose file does not match its manifest: refused, 20 keeps serving, and nothing
+    // is written beside the snapshot in force (no snapshot, reject or temporary file).
+    let before = dir_listing(snaps.path());
     let mut w =
         DropWriter::create(&drops.path().join("drop-000021"), DropHeader::full(21)).unwrap();
     w.csv_file(
@@ -650,6 +676,11 @@ async fn drops_in_the_drop_dir_are_loaded_in_process_and_a_bad_drop_is_refused()
         .into_inner();
     assert_eq!(r.outcome(), ReloadOutcome::Refused, "{}", r.message);
     assert_eq!(r.snapshot_sequence, 20);
+    assert_eq!(
+        dir_listing(snaps.path()),
+        before,
+        "a refused drop changed the snapshot directory"
+    );
     let st = status(&gw).await;
     let refusal = st.last_refusal.expect("reported");
     assert_eq!(refusal.kind, "drop");
@@ -732,11 +763,16 @@ async fn the_embedded_sample_serves_its_printed_examples() {
         .await
         .expect("watch")
         .into_inner();
-    while let Some(s) = watch.message().await.expect("health stream") {
-        if s.status() == ServingStatus::Serving {
-            break;
+    let serving = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(s) = watch.message().await.expect("health stream") {
+            if s.status() == ServingStatus::Serving {
+                return true;
+            }
         }
-    }
+        false
+    })
+    .await;
+    assert_eq!(serving, Ok(true), "health never turned SERVING within 60 s");
     for ex in examples {
         let r = client
             .check(CheckRequest {
