@@ -70,7 +70,18 @@ fn snapshots_swapped_in_under_load_change_no_answer() {
     assert!(r.checks > 0);
     assert_eq!(r.stats.errors(), 0, "{r}");
     assert_eq!(r.stats.mismatches, 0, "{r}");
-    assert!(r.latency_swap.is_some());
+    // No response mixed two snapshots, and the load saw the first snapshot and the last swap.
+    assert_eq!(r.stats.torn, 0, "{r}");
+    assert_eq!(r.stats.sequences, (1, 4), "{r}");
+    // Calls overlapped the swaps and were measured apart (the latency is always reported in
+    // swap mode; its sample count is what says calls landed there).
+    let during = r.latency_swap.expect("swap mode reports latency during swaps");
+    assert!(during.samples > 0, "no call overlapped a swap: {r}");
+    assert_eq!(
+        during.samples + r.latency.samples,
+        r.stats.calls,
+        "every call is measured once"
+    );
 }
 
 #[test]

@@ -12,8 +12,11 @@
 //!
 //! Listings come from the synthetic register the gateway serves; every verdict is checked
 //! against its expected reason. A swap publishes a snapshot with the same certificates and
-//! a higher sequence, so no verdict may change across a swap: a mismatch would be a mixed or
-//! wrong answer.
+//! a higher sequence, so no verdict's reason may change across a swap: a mismatch would be a
+//! wrong answer. Each verdict's own `snapshot_sequence` must also equal its response's (a
+//! response mixing two snapshots counts as `torn`), and the sequences the responses carried
+//! are reported. (That a verdict is decided by the snapshot it is labelled with, with
+//! registers that differ, is pinned by `tests/gateway_swap.rs`.)
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -94,7 +97,8 @@ pub struct GrpcConfig {
     pub profile: Profile,
     /// Seed of the listing stream.
     pub listing_seed: u64,
-    /// Listings to send (ignored when `seconds` is set).
+    /// Listings to send (ignored when `seconds` is set, and in `swap` mode, which runs until
+    /// every swap is done and one more interval has passed, unless `seconds` is set).
     pub checks: u64,
     /// Run for this long instead of a number of checks.
     pub seconds: Option<f64>,
@@ -286,11 +290,12 @@ impl fmt::Display for GrpcReport {
         let s = &self.stats;
         write!(
             f,
-            "  errors        {} ({} failed calls, {} error entries); mismatches {}{}",
+            "  errors        {} ({} failed calls, {} error entries); mismatches {}; torn {}{}",
             thousands(s.errors()),
             thousands(s.failed_calls),
             thousands(s.item_errors),
             thousands(s.mismatches),
+            thousands(s.torn),
             s.first_error
                 .as_ref()
                 .map_or(String::new(), |e| format!("; first: {e}"))
@@ -343,18 +348,17 @@ pub async fn run_grpc(
         }
         _ => Vec::new(),
     };
-    let duration = match (cfg.mode, cfg.seconds) {
-        (_, Some(s)) => Some(Duration::from_secs_f64(s)),
-        (GrpcMode::Swap, None) => Some(cfg.swap_every * (cfg.swaps + 1)),
-        _ => None,
-    };
+    // Swap mode without --seconds runs until the swap loop is done (every swap, then one more
+    // interval of load), however long publishing takes on a busy machine.
+    let duration = cfg.seconds.map(Duration::from_secs_f64);
+    let until_swaps_done = cfg.mode == GrpcMode::Swap && duration.is_none();
     let d = Drive {
         label: format!("grpc {}", cfg.mode),
         rpc: cfg.mode.rpc(),
         chunk: cfg.chunk,
         senders: cfg.concurrency,
         connections: cfg.connections,
-        planned: duration.is_none().then_some(cfg.checks),
+        planned: (duration.is_none() && !until_swaps_done).then_some(cfg.checks),
         duration,
         pacing: cfg.rate.map_or(Pacing::Max, Pacing::Rate),
         swaps: cfg.mode == GrpcMode::Swap,
@@ -371,7 +375,13 @@ pub async fn run_grpc(
         },
         memory,
     ) = drive(&su, &d, async |shared| match swapping {
-        Some(gw) => Ok(Some(swap_loop(gw, &staged, cfg.swap_every, shared).await?)),
+        Some(gw) => {
+            let memory = swap_loop(gw, &staged, cfg.swap_every, &shared).await?;
+            if until_swaps_done {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            Ok(Some(memory))
+        }
         None => Ok(None),
     })
     .await?;
@@ -430,7 +440,7 @@ async fn swap_loop(
     gw: &EmbeddedGateway,
     staged: &[(u64, PathBuf)],
     every: Duration,
-    shared: Arc<RunShared>,
+    shared: &RunShared,
 ) -> Result<SwapMemory, EmbeddedError> {
     let snapshot_bytes = staged
         .first()

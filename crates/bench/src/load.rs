@@ -163,6 +163,11 @@ pub struct LoadStats {
     pub verdicts: [[u64; 3]; Reason::COUNT],
     /// Verdicts whose reason is not the one the generator expected.
     pub mismatches: u64,
+    /// Verdicts labelled with another snapshot than the response that carried them (a
+    /// response mixing two snapshots, e.g. torn by a swap).
+    pub torn: u64,
+    /// The lowest and highest `snapshot_sequence` of the responses (0 and 0 before any).
+    pub sequences: (u64, u64),
     /// Listings answered with an error entry (bad request) or an unknown outcome.
     pub item_errors: u64,
     /// Listings in calls that failed.
@@ -193,6 +198,8 @@ impl Default for LoadStats {
         LoadStats {
             verdicts: [[0; 3]; Reason::COUNT],
             mismatches: 0,
+            torn: 0,
+            sequences: (0, 0),
             item_errors: 0,
             failed_checks: 0,
             failed_calls: 0,
@@ -234,6 +241,12 @@ impl LoadStats {
             }
         }
         self.mismatches += other.mismatches;
+        self.torn += other.torn;
+        self.sequences = match (self.sequences, other.sequences) {
+            ((0, 0), o) => o,
+            (s, (0, 0)) => s,
+            ((a, b), (c, d)) => (a.min(c), b.max(d)),
+        };
         self.item_errors += other.item_errors;
         self.failed_checks += other.failed_checks;
         self.failed_calls += other.failed_calls;
@@ -419,13 +432,21 @@ fn count(bytes: &[u8], rpc: Rpc, expected: &[u8], view: &mut ResponseView, stats
         });
         return;
     }
+    let sequence = view.sequence;
+    stats.sequences = match stats.sequences {
+        (0, 0) => (sequence, sequence),
+        (lo, hi) => (lo.min(sequence), hi.max(sequence)),
+    };
     for (i, &want) in expected.iter().enumerate() {
-        match ResultView::decision_and_reason(view.result(bytes, i)) {
-            Ok((d, r)) => match (decision_of(d), reason_of(r)) {
+        match ResultView::verdict_numbers(view.result(bytes, i)) {
+            Ok((d, r, s)) => match (decision_of(d), reason_of(r)) {
                 (Some(d), Some(r)) => {
                     stats.verdicts[r.index()][d as usize] += 1;
                     if r.index() != usize::from(want) {
                         stats.mismatches += 1;
+                    }
+                    if s != sequence {
+                        stats.torn += 1;
                     }
                 }
                 _ => stats.item_errors += 1,

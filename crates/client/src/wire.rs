@@ -412,22 +412,29 @@ impl<'a> ResultView<'a> {
     /// Only the decision and reason numbers (0 for an error or a missing outcome): the
     /// counting path of the benchmarks, which reads no string.
     pub fn decision_and_reason(bytes: &[u8]) -> Result<(i32, i32), WireError> {
+        Self::verdict_numbers(bytes).map(|(d, r, _)| (d, r))
+    }
+
+    /// The decision and reason numbers and the verdict's `snapshot_sequence` (all 0 for an
+    /// error or a missing outcome), reading no string.
+    pub fn verdict_numbers(bytes: &[u8]) -> Result<(i32, i32, u64), WireError> {
         let mut r = Reader { buf: bytes };
         while let Some((field, value)) = r.field()? {
             if let (2, Value::Bytes(b)) = (field, value) {
                 let mut v = Reader { buf: b };
-                let (mut d, mut reason) = (0, 0);
+                let (mut d, mut reason, mut sequence) = (0, 0, 0);
                 while let Some((f, val)) = v.field()? {
                     match (f, val) {
                         (1, Value::Varint(x)) => d = x as i32,
                         (2, Value::Varint(x)) => reason = x as i32,
+                        (3, Value::Varint(x)) => sequence = x,
                         _ => {}
                     }
                 }
-                return Ok((d, reason));
+                return Ok((d, reason, sequence));
             }
         }
-        Ok((0, 0))
+        Ok((0, 0, 0))
     }
 }
 
