@@ -75,7 +75,9 @@ fn snapshots_swapped_in_under_load_change_no_answer() {
     assert_eq!(r.stats.sequences, (1, 4), "{r}");
     // Calls overlapped the swaps and were measured apart (the latency is always reported in
     // swap mode; its sample count is what says calls landed there).
-    let during = r.latency_swap.expect("swap mode reports latency during swaps");
+    let during = r
+        .latency_swap
+        .expect("swap mode reports latency during swaps");
     assert!(during.samples > 0, "no call overlapped a swap: {r}");
     assert_eq!(
         during.samples + r.latency.samples,
