@@ -16,7 +16,9 @@ use cccgate_core::CertificateRecord;
 use cccgate_proto::v1::admin_client::AdminClient;
 use cccgate_proto::v1::{GetStatusRequest, ReloadOutcome, ReloadRequest};
 use cccgate_server::{Config, ServeError};
-use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotError, file_name};
+use cccgate_snapshot::{
+    BuildInfo, Snapshot, SnapshotBuilder, SnapshotDir, SnapshotError, file_name,
+};
 use cccgate_synth::{RegisterSpec, SyntheticRegister};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -109,22 +111,8 @@ pub fn register_snapshot(
     })?;
     // A directory served by a benchmark that swapped snapshots in holds newer ones: a new
     // run starts again from sequence 1.
-    remove_newer(&dir, 1)?;
+    SnapshotDir::new(&dir).remove_newer(1)?;
     Ok(dir)
-}
-
-/// Removes `snap-<n>.ccc` with `n > keep` from `dir`.
-pub fn remove_newer(dir: &Path, keep: u64) -> Result<(), EmbeddedError> {
-    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name();
-        if let Some(seq) = name.to_str().and_then(cccgate_snapshot::parse_file_name)
-            && seq > keep
-        {
-            std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
-        }
-    }
-    Ok(())
 }
 
 /// The gateway, running in-process.

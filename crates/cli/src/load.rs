@@ -5,7 +5,7 @@
 //! output directory), writes the results and prints what happened. A refused drop exits
 //! non-zero and writes nothing; a stale drop is skipped with a message and exits zero.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -15,10 +15,10 @@ use anyhow::{Context, bail};
 use cccgate_core::{Catalogue, CertNumber, CertificateRecord, Status};
 use cccgate_loader::{
     BuildReport, LoadOutcome, Loader, SignatureCheck, SnapshotIdentity, read_signing_key,
-    read_verifying_key, reject_file_name, snapshot_signature_path, verify_snapshot_signature,
-    write_reject_file, write_snapshot_signature,
+    read_verifying_key, reject_csv, snapshot_signature_path, verify_snapshot_signature,
+    write_snapshot_signature,
 };
-use cccgate_snapshot::{Counts, Snapshot, file_name, write_atomic};
+use cccgate_snapshot::{Change, Counts, OpenMode, Snapshot, SnapshotDir};
 
 /// `println!` that returns an error instead of panicking when stdout is closed (`| head`).
 macro_rules! out {
@@ -170,22 +170,30 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         force: args.force,
         limits: args.limits.limits(),
     };
-    let base_path = if args.no_base {
+    let snapshots = SnapshotDir::new(&args.out);
+    let base = if args.no_base {
         None
     } else if let Some(b) = &args.base {
-        Some(b.clone())
+        let s = Snapshot::open(b).context("the snapshot in force cannot be used")?;
+        Some((b.clone(), s))
     } else {
-        cccgate_loader::latest_snapshot_in(&args.out)
-            .with_context(|| format!("{}: cannot list snapshots", args.out.display()))?
-            .map(|(_, p)| p)
+        let latest = snapshots
+            .latest(OpenMode::Map)
+            .with_context(|| format!("{}: cannot list snapshots", args.out.display()))?;
+        match latest {
+            Some(l) => {
+                for e in &l.skipped {
+                    out!("skipped:     {e}");
+                }
+                Some((l.path, l.snapshot))
+            }
+            None => None,
+        }
     };
-    let base = match &base_path {
-        Some(p) => Some(Snapshot::open(p).context("the snapshot in force cannot be used")?),
-        None => None,
-    };
-    if let (Some(p), Some(s)) = (&base_path, &base) {
+    if let Some((p, s)) = &base {
         out!("in force:    {} (sequence {})", p.display(), s.sequence());
     }
+    let base = base.map(|(_, s)| s);
 
     let outcome = loader
         .load(&args.drop, base.as_ref())
@@ -201,23 +209,28 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         LoadOutcome::Built { bytes, report } => (bytes, report),
     };
 
-    fs::create_dir_all(&args.out)
-        .with_context(|| format!("{}: cannot create directory", args.out.display()))?;
     let sequence = report.manifest.sequence;
-    let reject_path = args.out.join(reject_file_name(sequence));
-    if !report.rejected.is_empty() {
-        write_reject_file(&reject_path, &report.rejected)
-            .with_context(|| format!("{}: cannot write reject file", reject_path.display()))?;
-    }
-    let path = args.out.join(file_name(sequence));
+    let rejects = if report.rejected.is_empty() {
+        None
+    } else {
+        Some(reject_csv(&report.rejected).context("cannot write the reject file")?)
+    };
     if let Some(key) = &sign_key {
+        // The signature goes first, so a gateway that checks signatures never finds the
+        // snapshot without it.
+        fs::create_dir_all(&args.out)
+            .with_context(|| format!("{}: cannot create directory", args.out.display()))?;
+        let path = snapshots.snapshot_path(sequence);
         let sig = write_snapshot_signature(&path, &SnapshotIdentity::of_bytes(&bytes), key)
             .with_context(|| format!("{}: cannot write the signature", path.display()))?;
         out!("signed:      {}", sig.display());
     }
-    write_atomic(&bytes, &path)?;
+    let published = snapshots
+        .publish(&bytes, rejects.as_deref(), OpenMode::Map)
+        .context("the snapshot cannot be published")?;
     drop(bytes);
-    let written = Snapshot::open(&path).context("the snapshot just written does not verify")?;
+    let (path, written) = (published.path, published.snapshot);
+    let reject_path = snapshots.reject_path(sequence);
     print_build(&path, &written, &report, &reject_path)?;
     out!(
         "time:        {:.2} s (drop to snapshot bytes {:.2} s)",
@@ -448,60 +461,34 @@ fn print_record(r: &CertificateRecord) -> anyhow::Result<()> {
 fn diff(old: &Path, new: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let a = Snapshot::open(old)?;
     let b = Snapshot::open(new)?;
-    let mut before: HashMap<u64, Status> = a.iter().map(|c| (c.number.get(), c.status)).collect();
-    let mut writer = match out {
-        Some(p) => {
-            Some(BufWriter::new(fs::File::create(p).with_context(|| {
-                format!("{}: cannot create", p.display())
-            })?))
-        }
-        None => None,
-    };
-    let (mut added, mut removed, mut changed) = (0u64, 0u64, 0u64);
-    let mut transitions: BTreeMap<(Status, Status), u64> = BTreeMap::new();
-    // In number order, so the output is the same for the same two snapshots.
-    let mut after: Vec<_> = b.iter().collect();
-    after.sort_unstable_by_key(|c| c.number);
-    for c in after {
-        let line = match before.remove(&c.number.get()) {
-            None => {
-                added += 1;
-                Some(serde_json::json!({
-                    "change": "added", "number": c.number.to_string(), "status": c.status.as_str(),
-                }))
-            }
-            Some(s) if s != c.status => {
-                changed += 1;
-                *transitions.entry((s, c.status)).or_default() += 1;
-                Some(serde_json::json!({
-                    "change": "status", "number": c.number.to_string(),
-                    "old_status": s.as_str(), "status": c.status.as_str(),
-                }))
-            }
-            Some(_) => None,
-        };
-        if let (Some(w), Some(line)) = (writer.as_mut(), line) {
+    let d = cccgate_snapshot::diff(&a, &b);
+    if let Some(p) = out {
+        let mut w = BufWriter::new(
+            fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
+        );
+        for c in &d.changes {
+            let line = match *c {
+                Change::Added { number, status } => serde_json::json!({
+                    "change": "added", "number": number.to_string(), "status": status.as_str(),
+                }),
+                Change::Status {
+                    number,
+                    old_status,
+                    status,
+                } => serde_json::json!({
+                    "change": "status", "number": number.to_string(),
+                    "old_status": old_status.as_str(), "status": status.as_str(),
+                }),
+                Change::Removed { number, old_status } => serde_json::json!({
+                    "change": "removed", "number": number.to_string(), "old_status": old_status.as_str(),
+                }),
+            };
             writeln!(w, "{line}")?;
         }
-    }
-    let mut gone: Vec<(u64, Status)> = before.into_iter().collect();
-    gone.sort_unstable();
-    for (number, status) in gone {
-        removed += 1;
-        if let Some(w) = writer.as_mut() {
-            let number = CertNumber::from_u64(number).map(|n| n.to_string());
-            writeln!(
-                w,
-                "{}",
-                serde_json::json!({
-                    "change": "removed", "number": number, "old_status": status.as_str(),
-                })
-            )?;
-        }
-    }
-    if let Some(mut w) = writer {
         w.flush()?;
     }
+    let (added, removed, changed) = (d.added, d.removed, d.changed);
+    let transitions = d.transitions;
     out!(
         "{} (sequence {}) -> {} (sequence {})",
         old.display(),

@@ -36,7 +36,7 @@ mod tests;
 
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +44,8 @@ use cccgate_core::{Catalogue, CertificateRecord, Status};
 use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotBytes};
 
 pub use catalogue::{CATALOGUE_COLUMNS, catalogue_csv};
+/// The reject file's name is part of the snapshot directory's layout (`cccgate_snapshot::SnapshotDir`).
+pub use cccgate_snapshot::reject_file_name;
 pub use certs::{CERTIFICATE_COLUMNS, RejectedRow, certificates_csv};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{DuplicateConflict, LoadError, MAX_LISTED, RowError};
@@ -554,14 +556,16 @@ fn now_unix_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The file name of the reject file for a drop's sequence: `reject-<sequence>.csv`.
-pub fn reject_file_name(sequence: u64) -> String {
-    format!("reject-{sequence}.csv")
+/// Writes rows set aside as CSV (see [`reject_csv`]) to `path`, atomically.
+pub fn write_reject_file(path: &Path, rows: &[RejectedRow]) -> io::Result<()> {
+    let bytes = reject_csv(rows)?;
+    cccgate_snapshot::write_file_atomic(path, &[&bytes]).map_err(io::Error::other)
 }
 
-/// Writes rows set aside as CSV: `file,line,field,reason,row`, where `row` is the original
-/// row as one CSV line. Written to a temporary file and renamed.
-pub fn write_reject_file(path: &Path, rows: &[RejectedRow]) -> io::Result<()> {
+/// Rows set aside as CSV: `file,line,field,reason,row`, where `row` is the original row as
+/// one CSV line. What a [`SnapshotDir::publish`](cccgate_snapshot::SnapshotDir::publish)
+/// writes beside the snapshot as `reject-<sequence>.csv`.
+pub fn reject_csv(rows: &[RejectedRow]) -> io::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["file", "line", "field", "reason", "row"])
         .map_err(io::Error::other)?;
@@ -581,29 +585,5 @@ pub fn write_reject_file(path: &Path, rows: &[RejectedRow]) -> io::Result<()> {
         ])
         .map_err(io::Error::other)?;
     }
-    let bytes = w.into_inner().map_err(io::Error::other)?;
-    let tmp = path.with_extension("csv.tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
-}
-
-/// The snapshot file with the highest sequence in `dir` (`snap-<sequence>.ccc`), if any.
-pub fn latest_snapshot_in(dir: &Path) -> io::Result<Option<(u64, PathBuf)>> {
-    let mut best: Option<(u64, PathBuf)> = None;
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(seq) = name.to_str().and_then(cccgate_snapshot::parse_file_name) else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(b, _)| seq > *b) {
-            best = Some((seq, entry.path()));
-        }
-    }
-    Ok(best)
+    w.into_inner().map_err(io::Error::other)
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cccgate_loader::{LoadOutcome, Loader};
-use cccgate_snapshot::{Snapshot, file_name, parse_file_name, write_atomic};
+use cccgate_snapshot::{OpenMode, Snapshot, SnapshotDir, file_name};
 
 use crate::metrics::{self, now_unix_ms};
 use crate::store::{Loaded, SnapshotReader, SnapshotWriter};
@@ -303,14 +303,14 @@ impl Reloader {
 
         // 1. The newest valid snapshot file above the one in force.
         let in_force = self.writer.current().map(|l| l.snapshot.sequence());
-        match list_snapshots(snapshot_dir) {
+        match SnapshotDir::new(snapshot_dir).list() {
             Err(e) => {
                 let path = snapshot_dir.clone();
                 let fp = fingerprint(&path);
                 if refused.get(&path) != Some(&fp) {
                     refuse(
                         Refusal {
-                            reason: format!("{}: cannot list: {e}", path.display()),
+                            reason: format!("cannot list: {e}"),
                             path,
                             at_unix_ms: now_unix_ms(),
                             kind: RefusedKind::Snapshot,
@@ -378,10 +378,10 @@ impl Reloader {
                         loaded = Some((self.swap(s, origin.clone()), origin));
                     }
                     Ok(None) => {}
-                    Err(reason) => refuse(
+                    Err(e) => refuse(
                         Refusal {
                             path: dir,
-                            reason,
+                            reason: e.to_string(),
                             at_unix_ms: now_unix_ms(),
                             kind: RefusedKind::Drop,
                         },
@@ -404,60 +404,88 @@ impl Reloader {
         }
     }
 
-    /// Loads one drop, writes its snapshot into the snapshot directory, and opens it from
+    /// Loads one drop, publishes its snapshot into the snapshot directory, and loads it from
     /// there. `Ok(None)`: stale, skipped.
     fn load_drop(
         &self,
         dir: &Path,
         in_force: Option<&Snapshot>,
         snapshot_dir: &Path,
-    ) -> Result<Option<Snapshot>, String> {
-        let (bytes, report) = match self.loader.load(dir, in_force) {
-            Ok(LoadOutcome::Built { bytes, report }) => (bytes, report),
-            Ok(LoadOutcome::Stale { .. }) => return Ok(None),
-            Err(e) => return Err(e.to_string()),
+    ) -> Result<Option<Snapshot>, DropError> {
+        let (bytes, report) = match self.loader.load(dir, in_force)? {
+            LoadOutcome::Built { bytes, report } => (bytes, report),
+            LoadOutcome::Stale { .. } => return Ok(None),
         };
-        let sequence = report.manifest.sequence;
-        if !report.rejected.is_empty() {
-            let path = snapshot_dir.join(cccgate_loader::reject_file_name(sequence));
-            if let Err(e) = cccgate_loader::write_reject_file(&path, &report.rejected) {
-                return Err(format!("{}: cannot write reject file: {e}", path.display()));
-            }
+        let rejects = if report.rejected.is_empty() {
+            None
+        } else {
+            Some(cccgate_loader::reject_csv(&report.rejected).map_err(DropError::Rejects)?)
+        };
+        let snapshots = SnapshotDir::new(snapshot_dir);
+        // The signature is written before the snapshot, so a gateway that checks signatures
+        // never finds the snapshot without it.
+        if let Some(key) = &self.sign_key {
+            let path = snapshots.snapshot_path(bytes.sequence());
+            let identity = cccgate_loader::SnapshotIdentity::of_bytes(&bytes);
+            cccgate_loader::write_snapshot_signature(&path, &identity, key)
+                .map_err(|source| DropError::SignatureWrite { path, source })?;
+        }
+        let published = snapshots.publish(&bytes, rejects.as_deref(), OpenMode::Load)?;
+        if let Some(key) = &self.snapshot_key {
+            let identity = cccgate_loader::SnapshotIdentity::of_snapshot(&published.snapshot);
+            cccgate_loader::verify_snapshot_signature(&published.path, &identity, key).map_err(
+                |source| DropError::Signature {
+                    path: published.path.clone(),
+                    source,
+                },
+            )?;
+        }
+        if let Some(path) = &published.reject_path {
             tracing::warn!(
                 rows = report.rejected.len(),
                 path = %path.display(),
                 "bad rows set aside"
             );
         }
-        let path = snapshot_dir.join(file_name(sequence));
-        if let Some(key) = &self.sign_key {
-            let identity = cccgate_loader::SnapshotIdentity::of_bytes(&bytes);
-            cccgate_loader::write_snapshot_signature(&path, &identity, key)
-                .map_err(|e| format!("{}: cannot write the signature: {e}", path.display()))?;
-        }
-        write_atomic(&bytes, &path).map_err(|e| e.to_string())?;
         tracing::info!(
             drop = %dir.display(),
-            sequence,
+            sequence = report.manifest.sequence,
             certificates = report.total_after,
             elapsed_ms = report.elapsed.as_millis() as u64,
             "drop loaded"
         );
-        self.open_checked(&path, sequence).map(Some)
+        Ok(Some(published.snapshot))
     }
 }
 
-/// `snap-<sequence>.ccc` files in `dir`, by ascending sequence.
-fn list_snapshots(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_file_name) {
-            files.push((seq, entry.path()));
-        }
-    }
-    files.sort();
-    Ok(files)
+/// Why a drop in the drop directory was not put in force.
+#[derive(Debug, thiserror::Error)]
+pub enum DropError {
+    /// The loader refused the drop.
+    #[error(transparent)]
+    Load(#[from] cccgate_loader::LoadError),
+    /// The rows set aside cannot be written out.
+    #[error("cannot write reject file: {0}")]
+    Rejects(std::io::Error),
+    /// The snapshot cannot be published or does not verify once written.
+    #[error(transparent)]
+    Publish(#[from] cccgate_snapshot::SnapshotError),
+    /// The snapshot's signature cannot be written (`serve --snapshot-sign-key`).
+    #[error("{}: cannot write the signature: {source}", path.display())]
+    SignatureWrite {
+        /// The snapshot whose signature it is.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The published snapshot's signature does not verify (`serve --snapshot-public-key`).
+    #[error("{}: {source}", path.display())]
+    Signature {
+        /// The snapshot.
+        path: PathBuf,
+        /// Why.
+        source: cccgate_loader::SnapshotSignatureError,
+    },
 }
 
 /// Drop directories in `dir` (those with a readable manifest), by ascending sequence. A
@@ -618,7 +646,7 @@ mod tests {
         Catalogue, CatalogueEntry, CertNumber, CertificateRecord, ConformityMode, Day, ProductCode,
         Status,
     };
-    use cccgate_snapshot::{BuildInfo, SnapshotBuilder};
+    use cccgate_snapshot::{BuildInfo, SnapshotBuilder, write_atomic};
 
     use super::*;
     use crate::store::snapshot_store;

@@ -1,8 +1,10 @@
 //! The file format: a 64-byte header followed by the rkyv archive; atomic writes.
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rkyv::util::AlignedVec;
 
@@ -139,6 +141,11 @@ impl SnapshotBytes {
         (sequence, format!("{sum:032x}"))
     }
 
+    /// The sequence the header carries.
+    pub fn sequence(&self) -> u64 {
+        self.identity().0
+    }
+
     /// The file's bytes, header then archive (copies; for tests and tools).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
@@ -153,6 +160,12 @@ pub fn file_name(sequence: u64) -> String {
     format!("snap-{sequence}.ccc")
 }
 
+/// The file name of the rows set aside while building the snapshot of a sequence:
+/// `reject-<sequence>.csv`.
+pub fn reject_file_name(sequence: u64) -> String {
+    format!("reject-{sequence}.csv")
+}
+
 /// The sequence in a snapshot file name, if it is one.
 pub fn parse_file_name(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("snap-")?.strip_suffix(".ccc")?;
@@ -162,10 +175,21 @@ pub fn parse_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Marks the temporary files [`write_file_atomic`] creates: `.<name>.tmp-<unique>`.
+pub(crate) const TEMP_MARK: &str = ".tmp-";
+
 /// Writes a snapshot to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`, then the directory synced. A reader never sees a partial file,
 /// and a file already mapped by a reader is replaced, never rewritten.
 pub fn write_atomic(bytes: &SnapshotBytes, path: &Path) -> Result<(), SnapshotError> {
+    write_file_atomic(path, &[&bytes.header, &bytes.archive])
+}
+
+/// Writes `parts`, one after the other, to `path` atomically (see [`write_atomic`]). The
+/// temporary file's name is unique to this write (process, a counter, the clock) and it is
+/// created exclusively, so two writers of the same file, in one process or several, never
+/// write into the same temporary file; the last rename wins whole.
+pub fn write_file_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), SnapshotError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| SnapshotError::Io { path: p, source }
@@ -174,15 +198,11 @@ pub fn write_atomic(bytes: &SnapshotBytes, path: &Path) -> Result<(), SnapshotEr
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp: PathBuf = dir.join(format!(".{file}.tmp-{}", std::process::id()));
+    let (tmp, mut f) = create_temp(dir, path).map_err(io(dir))?;
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(&bytes.header).map_err(io(&tmp))?;
-        f.write_all(&bytes.archive).map_err(io(&tmp))?;
+        for part in parts {
+            f.write_all(part).map_err(io(&tmp))?;
+        }
         f.sync_all().map_err(io(&tmp))?;
         drop(f);
         fs::rename(&tmp, path).map_err(io(path))?;
@@ -193,6 +213,33 @@ pub fn write_atomic(bytes: &SnapshotBytes, path: &Path) -> Result<(), SnapshotEr
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir/.<name of target>.tmp-<pid>-<counter>-<nanos>` exclusively (`O_EXCL`),
+/// trying other names if one exists.
+fn create_temp(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, File)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut last = None;
+    for _ in 0..16 {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let tmp = dir.join(format!(
+            ".{name}{TEMP_MARK}{}-{}-{nanos:09}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no unique temporary file name")))
 }
 
 #[cfg(test)]

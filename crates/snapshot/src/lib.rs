@@ -18,20 +18,27 @@
 //! texts) sits in a cold table read only by `inspect`, `diff` and deltas.
 //!
 //! A file on disk is never rewritten: [`write_atomic`] writes a temporary file, syncs it and
-//! renames it into place, so a mapped snapshot never changes under a reader.
+//! renames it into place, so a mapped snapshot never changes under a reader. The directory
+//! of snapshots (listing, the newest valid one, publishing, pruning, the high-water mark) is
+//! [`SnapshotDir`]'s.
 
 #![deny(missing_docs)]
 
 mod builder;
 mod data;
+mod diff;
+mod dir;
 mod error;
 mod format;
 mod snapshot;
 
 pub use builder::{BuildInfo, SnapshotBuilder};
+pub use diff::{Change, SnapshotDiff, diff};
+pub use dir::{HIGH_WATER_FILE, Latest, OpenMode, Published, SnapshotDir};
 pub use error::SnapshotError;
 pub use format::{
-    FORMAT_VERSION, HEADER_LEN, SnapshotBytes, file_name, parse_file_name, write_atomic,
+    FORMAT_VERSION, HEADER_LEN, SnapshotBytes, file_name, parse_file_name, reject_file_name,
+    write_atomic, write_file_atomic,
 };
 pub use snapshot::{CertSummary, Counts, Snapshot};
 

@@ -448,3 +448,211 @@ fn certificates_with_many_models_are_probed_in_the_overflow_run() {
         assert_eq!(snap.record(many.number).unwrap().models, many.models);
     }
 }
+
+mod dir {
+    //! `SnapshotDir`: each method on a real directory.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Change, HIGH_WATER_FILE, OpenMode, SnapshotDir, diff};
+
+    fn bytes(sequence: u64, n: u32) -> crate::SnapshotBytes {
+        let mut b = SnapshotBuilder::new(info(sequence), catalogue());
+        records(n).into_iter().for_each(|r| b.upsert(r));
+        b.build().unwrap()
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn list_orders_by_sequence_and_ignores_other_files() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path());
+        for seq in [10, 2, 9] {
+            write_atomic(&bytes(seq, 3), &d.snapshot_path(seq)).unwrap();
+        }
+        fs::write(t.path().join("snap-x.ccc"), b"").unwrap();
+        fs::write(t.path().join(".snap-11.ccc.tmp-1-2-3"), b"").unwrap();
+        fs::write(t.path().join("reject-9.csv"), b"").unwrap();
+        let seqs: Vec<u64> = d.list().unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, [2, 9, 10]);
+        let missing = SnapshotDir::new(t.path().join("nope"));
+        assert!(matches!(missing.list(), Err(SnapshotError::Io { .. })));
+        assert!(missing.list_or_empty().unwrap().is_empty());
+    }
+
+    #[test]
+    fn latest_is_the_newest_valid_file_and_says_what_it_skipped() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path());
+        assert!(d.latest(OpenMode::Map).unwrap().is_none());
+        write_atomic(&bytes(3, 3), &d.snapshot_path(3)).unwrap();
+        // A corrupt newer file, and a valid file under the wrong name.
+        fs::write(d.snapshot_path(5), b"not a snapshot").unwrap();
+        write_atomic(&bytes(4, 3), &d.snapshot_path(7)).unwrap();
+        let l = d.latest(OpenMode::Load).unwrap().unwrap();
+        assert_eq!(l.sequence, 3);
+        assert_eq!(l.snapshot.sequence(), 3);
+        assert_eq!(l.path, d.snapshot_path(3));
+        assert_eq!(l.skipped.len(), 2);
+        assert!(
+            l.skipped[0].to_string().contains("the snapshot says 4"),
+            "{}",
+            l.skipped[0]
+        );
+        assert!(matches!(l.skipped[1], SnapshotError::BadMagic { .. }));
+    }
+
+    #[test]
+    fn publish_writes_rejects_then_the_snapshot_and_verifies_it() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path().join("new"));
+        let p = d
+            .publish(&bytes(6, 4), Some(b"file,line\n"), OpenMode::Map)
+            .unwrap();
+        assert_eq!(p.path, d.snapshot_path(6));
+        assert_eq!(p.snapshot.sequence(), 6);
+        assert_eq!(p.snapshot.counts().total, 4);
+        assert_eq!(p.reject_path.as_deref(), Some(&*d.reject_path(6)));
+        assert_eq!(fs::read(d.reject_path(6)).unwrap(), b"file,line\n");
+        // No temporary file is left behind; without rejects, no reject file.
+        let p = d.publish(&bytes(7, 4), None, OpenMode::Load).unwrap();
+        assert!(p.reject_path.is_none());
+        assert_eq!(
+            names(d.path()),
+            ["reject-6.csv", "snap-6.ccc", "snap-7.ccc"]
+        );
+    }
+
+    #[test]
+    fn concurrent_writes_of_one_file_use_distinct_temporary_files() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path());
+        let b = bytes(8, 50);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| d.publish(&b, None, OpenMode::Map).unwrap());
+            }
+        });
+        assert_eq!(names(d.path()), ["snap-8.ccc"]);
+        Snapshot::open(&d.snapshot_path(8)).unwrap();
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_n_and_never_the_newest_or_the_one_in_force() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path());
+        for seq in 1..=5 {
+            write_atomic(&bytes(seq, 2), &d.snapshot_path(seq)).unwrap();
+        }
+        fs::write(d.reject_path(1), b"x").unwrap();
+        // Keep 2 with 1 in force: 1 stays (in force), 5 stays (newest), 2..4 go.
+        let removed = d.prune(2, Some(1)).unwrap();
+        assert_eq!(
+            removed,
+            [d.snapshot_path(2), d.snapshot_path(3), d.snapshot_path(4)]
+        );
+        assert_eq!(
+            names(d.path()),
+            ["reject-1.csv", "snap-1.ccc", "snap-5.ccc"]
+        );
+        // Keep 0 counts as 1: the newest is never removed.
+        let removed = d.prune(0, None).unwrap();
+        assert_eq!(removed, [d.snapshot_path(1)]);
+        assert_eq!(names(d.path()), ["snap-5.ccc"]);
+        assert!(d.prune(0, None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn remove_newer_keeps_up_to_the_sequence() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path());
+        for seq in 1..=3 {
+            write_atomic(&bytes(seq, 2), &d.snapshot_path(seq)).unwrap();
+        }
+        assert_eq!(
+            d.remove_newer(1).unwrap(),
+            [d.snapshot_path(2), d.snapshot_path(3)]
+        );
+        assert_eq!(names(d.path()), ["snap-1.ccc"]);
+    }
+
+    #[test]
+    fn the_high_water_mark_only_rises_and_a_bad_one_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path().join("hw"));
+        assert_eq!(d.high_water().unwrap(), None);
+        assert_eq!(d.raise_high_water(5).unwrap(), 5);
+        assert_eq!(d.high_water().unwrap(), Some(5));
+        assert_eq!(d.raise_high_water(3).unwrap(), 5);
+        assert_eq!(d.high_water().unwrap(), Some(5));
+        assert_eq!(d.raise_high_water(9).unwrap(), 9);
+        assert_eq!(
+            fs::read_to_string(d.path().join(HIGH_WATER_FILE)).unwrap(),
+            "9\n"
+        );
+        assert_eq!(names(d.path()), [HIGH_WATER_FILE]);
+        fs::write(d.path().join(HIGH_WATER_FILE), "nine").unwrap();
+        let e = d.high_water().unwrap_err();
+        assert!(e.to_string().contains("high-water"), "{e}");
+        assert!(d.raise_high_water(10).is_err());
+    }
+
+    #[test]
+    fn old_temporary_files_are_removed_and_young_ones_left() {
+        let t = tempfile::tempdir().unwrap();
+        let d = SnapshotDir::new(t.path());
+        fs::write(t.path().join(".snap-3.ccc.tmp-1-0-5"), b"partial").unwrap();
+        fs::write(t.path().join("snap-3.ccc.tmp"), b"not ours").unwrap();
+        assert!(
+            d.remove_temp_files(Duration::from_secs(3600))
+                .unwrap()
+                .is_empty()
+        );
+        let removed = d.remove_temp_files(Duration::ZERO).unwrap();
+        assert_eq!(removed, [t.path().join(".snap-3.ccc.tmp-1-0-5")]);
+        assert_eq!(names(d.path()), ["snap-3.ccc.tmp"]);
+    }
+
+    #[test]
+    fn diff_lists_added_removed_and_changed_in_number_order() {
+        let old = build(1, &records(4));
+        let mut recs = records(5);
+        recs.remove(0); // serial 1 removed
+        let before = recs[0].status;
+        let after = Status::ALL[(before as usize + 1) % Status::ALL.len()];
+        recs[0].status = after; // serial 2 changes status
+        let new = build(2, &recs);
+        let d = diff(&old, &new);
+        assert_eq!((d.added, d.removed, d.changed), (1, 1, 1));
+        let number = |serial: usize| records(5)[serial - 1].number;
+        assert_eq!(
+            d.changes,
+            [
+                Change::Status {
+                    number: number(2),
+                    old_status: before,
+                    status: after
+                },
+                Change::Added {
+                    number: number(5),
+                    status: records(5)[4].status
+                },
+                Change::Removed {
+                    number: number(1),
+                    old_status: records(1)[0].status
+                },
+            ]
+        );
+        assert_eq!(d.transitions[&(before, after)], 1);
+        assert!(diff(&old, &old).changes.is_empty());
+    }
+}
