@@ -261,10 +261,17 @@ async fn a_reload_storm_shares_passes_and_never_verifies_an_unchanged_refused_fi
     let after = status(&gw).await;
     assert_eq!(after.reloads_refused, before.reloads_refused + 1);
     // A valid newer file: put in force once, every call sees it.
-    write_snapshot(dir.path(), 12, &[record(1, CertStatus::Valid, 901, &["X1"])]);
+    write_snapshot(
+        dir.path(),
+        12,
+        &[record(1, CertStatus::Valid, 901, &["X1"])],
+    );
     for r in storm(40).await {
         assert!(
-            matches!(r.outcome(), ReloadOutcome::Loaded | ReloadOutcome::Unchanged),
+            matches!(
+                r.outcome(),
+                ReloadOutcome::Loaded | ReloadOutcome::Unchanged
+            ),
             "{}",
             r.message
         );

@@ -202,7 +202,8 @@ impl SnapshotDir {
         })
     }
 
-    /// Removes old snapshots (and their reject files) so that at most `keep` remain, oldest
+    /// Removes old snapshots (and their reject and `.sig` signature files) so that at most
+    /// `keep` remain, oldest
     /// first, never the newest nor `in_force`; `keep` below 1 counts as 1. Returns the
     /// snapshot files removed.
     pub fn prune(&self, keep: usize, in_force: Option<u64>) -> Result<Vec<PathBuf>, SnapshotError> {
@@ -218,12 +219,15 @@ impl SnapshotDir {
                 continue;
             }
             fs::remove_file(&path).map_err(self.io(&path))?;
-            let reject = self.reject_path(sequence);
-            match fs::remove_file(&reject) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(self.io(&reject)(e));
+            let mut signature = path.clone().into_os_string();
+            signature.push(".sig");
+            for beside in [self.reject_path(sequence), PathBuf::from(signature)] {
+                match fs::remove_file(&beside) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(self.io(&beside)(e));
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
             removed.push(path);
             excess -= 1;

@@ -554,6 +554,8 @@ mod dir {
             write_atomic(&bytes(seq, 2), &d.snapshot_path(seq)).unwrap();
         }
         fs::write(d.reject_path(1), b"x").unwrap();
+        fs::write(d.reject_path(2), b"x").unwrap();
+        fs::write(t.path().join("snap-3.ccc.sig"), b"x").unwrap();
         // Keep 2 with 1 in force: 1 stays (in force), 5 stays (newest), 2..4 go.
         let removed = d.prune(2, Some(1)).unwrap();
         assert_eq!(
