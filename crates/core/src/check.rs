@@ -565,4 +565,76 @@ mod tests {
             (Decision::Review, Reason::CertificateNotFound)
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn listing_fields() -> impl Strategy<Value = (String, String, String, String)> {
+            let codes = prop_oneof![
+                Just(String::new()),
+                Just("0901".to_owned()),
+                Just("1606".to_owned()),
+                Just("1101".to_owned()),
+                Just("1912".to_owned()),
+                Just("0402".to_owned()),
+                "[0-9]{4}",
+            ];
+            let certs = prop_oneof![
+                Just(String::new()),
+                prop::sample::select(vec![PC, PHONE, SUSPENDED, REVOKED, CANCELLED, EXPIRED])
+                    .prop_map(|n| n.to_string()),
+                "20[0-9]{14}",
+                "[0-9A-Za-z（）()\\- ]{0,24}",
+            ];
+            let models = prop_oneof![
+                Just(String::new()),
+                Just("X1-2026".to_owned()),
+                Just("x1 carbon".to_owned()),
+                Just("P60".to_owned()),
+                "[A-Za-z0-9 \\-]{0,12}",
+            ];
+            let times = prop_oneof![
+                Just(String::new()),
+                Just("2024-07-31T16:00:00Z".to_owned()),
+                Just("2026-11-28T00:00:00+08:00".to_owned()),
+                Just("2022-12-31T23:00:00+08:00".to_owned()),
+            ];
+            (codes, certs, models, times)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            #[test]
+            fn every_listing_gets_exactly_one_verdict_alone_or_in_a_batch(
+                fields in prop::collection::vec(listing_fields(), 0..40),
+                block_missing in any::<bool>(),
+            ) {
+                let mut policy = Policy::default();
+                if block_missing {
+                    policy.set(Reason::CertificateMissing, Decision::Review);
+                }
+                let listings: Vec<Listing<'_>> = fields
+                    .iter()
+                    .map(|(c, n, m, t)| {
+                        Listing::parse("L", "M", c, n, m, t, day(2026, 6, 1)).unwrap()
+                    })
+                    .collect();
+                let mut seen = vec![0u32; listings.len()];
+                let mut order = Vec::new();
+                check_all(register(), &listings, &policy, |i, v| {
+                    seen[i] += 1;
+                    order.push(i);
+                    // The batch decides each exactly as `check` does alone.
+                    assert_eq!(v, check(register(), &listings[i], &policy));
+                    assert_eq!(v.decision, policy.decision(v.reason));
+                    assert_eq!(v.snapshot_sequence, 42);
+                });
+                prop_assert!(seen.iter().all(|&n| n == 1), "{:?}", seen);
+                prop_assert_eq!(order, (0..listings.len()).collect::<Vec<_>>());
+            }
+        }
+    }
 }

@@ -20,6 +20,8 @@ mod date;
 mod event;
 mod listing;
 mod model;
+#[cfg(test)]
+mod proptests;
 mod record;
 mod status;
 mod verdict;

@@ -72,7 +72,7 @@ impl Hasher {
 }
 
 /// The key of a model's normalised text, or `None` when nothing is left after normalisation
-/// (a blank model counts as no model given). Allocation-free.
+/// (a blank model counts as no model given). Allocation-free for ASCII and full-width text.
 pub fn model_key(model: &str) -> Option<ModelKey> {
     let mut h = Hasher::new();
     if model.is_ascii() {
@@ -90,10 +90,8 @@ pub fn model_key(model: &str) -> Option<ModelKey> {
             }
         }
     } else {
-        for c in model.nfkc().flat_map(char::to_uppercase) {
-            if !c.is_whitespace() {
-                h.char(c);
-            }
+        for c in normalize_model(model).chars() {
+            h.char(c);
         }
     }
     h.finish()
@@ -102,11 +100,25 @@ pub fn model_key(model: &str) -> Option<ModelKey> {
 /// A model's normalised text (NFKC, upper case, no white space), for display and tests;
 /// its [`model_key`] is the key of this text.
 pub fn normalize_model(model: &str) -> String {
-    model
-        .nfkc()
-        .flat_map(char::to_uppercase)
-        .filter(|c| !c.is_whitespace())
-        .collect()
+    let pass = |t: &str| -> String {
+        t.nfkc()
+            .flat_map(char::to_uppercase)
+            .filter(|c| !c.is_whitespace())
+            .collect()
+    };
+    let mut text = pass(model);
+    // Dropping white space or upper-casing can leave text that is not in NFKC any more
+    // (`G¯` gives `G` + U+0304, which composes to `Ḡ`; found by the property tests): repeat
+    // until nothing changes, so the normal form is idempotent. Two passes suffice in
+    // practice; the bound keeps it total.
+    for _ in 0..4 {
+        let next = pass(&text);
+        if next == text {
+            break;
+        }
+        text = next;
+    }
+    text
 }
 
 /// Splits a `型号规格` field into its models: separated by `；` `;` `、` `，` `,` or line
@@ -171,5 +183,15 @@ mod tests {
         let field = "A1；A2;A3、A4，A5,A6\nA7\r\nA8 ; ;";
         let got: Vec<_> = split_models(field).collect();
         assert_eq!(got, ["A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8"]);
+    }
+
+    #[test]
+    fn normal_form_is_idempotent_when_white_space_splits_a_combining_mark() {
+        // Found by the property tests: NFKC turns U+00AF into a space and U+0304; once the
+        // space is dropped the mark composes with the letter before it.
+        assert_eq!(normalize_model("G¯"), "Ḡ");
+        assert_eq!(normalize_model("Ḡ"), "Ḡ");
+        assert_eq!(model_key("G¯"), model_key("Ḡ"));
+        assert_eq!(model_key("g ¯"), model_key("Ḡ"));
     }
 }
