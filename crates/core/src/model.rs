@@ -112,6 +112,10 @@ pub fn normalize_model(model: &str) -> String {
     // until nothing changes, so the normal form is idempotent. Two passes suffice in
     // practice; the bound keeps it total.
     for _ in 0..4 {
+        // Upper case and no white space already: only a text left out of NFKC can change.
+        if unicode_normalization::is_nfkc(&text) {
+            break;
+        }
         let next = pass(&text);
         if next == text {
             break;
