@@ -120,6 +120,11 @@ pub struct Args {
     /// Log filter, e.g. info or cccgate_server=debug [default: info].
     #[arg(long, env = "CCCGATE_LOG_FILTER", value_name = "FILTER")]
     log_filter: Option<String>,
+    /// Callers' tokens: one `NAME SHA256HEX` per line (hex SHA-256 of the token; `#` comments);
+    /// every ListingCheck call must then send `authorization: Bearer TOKEN` or gets
+    /// UNAUTHENTICATED. Re-read when it changes. Health and reflection stay open.
+    #[arg(long, env = "CCCGATE_AUTH_TOKENS", value_name = "FILE")]
+    auth_tokens: Option<PathBuf>,
     /// Append a JSON line per decision to this file [default: no decision log].
     #[arg(long, env = "CCCGATE_DECISION_LOG", value_name = "FILE")]
     decision_log: Option<PathBuf>,
@@ -208,6 +213,7 @@ impl Args {
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
             decision_log: self.decision_log.clone(),
+            auth_tokens: self.auth_tokens.clone(),
             decision_log_queue: self.decision_log_queue,
             drop_public_key: self.drop_public_key.clone(),
             drop_max_bad_rows: self.drop_max_bad_rows,

@@ -109,6 +109,8 @@ pub struct ConfigLayer {
     pub log_filter: Option<String>,
     /// File to append the decision log to (JSON lines); unset: no decision log.
     pub decision_log: Option<PathBuf>,
+    /// Callers' tokens, `NAME SHA256HEX` per line; set: every ListingCheck call needs one.
+    pub auth_tokens: Option<PathBuf>,
     /// Messages (requests or stream chunks) the decision log may queue before it drops.
     pub decision_log_queue: Option<usize>,
     /// Ed25519 public key file; when set, every drop must be signed by it.
@@ -208,6 +210,8 @@ pub struct Config {
     pub log_filter: String,
     /// Decision log file.
     pub decision_log: Option<PathBuf>,
+    /// Callers' tokens file.
+    pub auth_tokens: Option<PathBuf>,
     /// Decision log queue, in messages.
     pub decision_log_queue: usize,
     /// Public key file for drops.
@@ -497,6 +501,7 @@ impl Config {
             log_format: pick!(log_format).unwrap_or_default(),
             log_filter: pick!(log_filter).unwrap_or_else(|| "info".into()),
             decision_log: pick!(decision_log),
+            auth_tokens: pick!(auth_tokens),
             decision_log_queue: positive(
                 "decision_log_queue",
                 pick!(decision_log_queue).unwrap_or(4096),

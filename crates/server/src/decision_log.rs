@@ -53,6 +53,8 @@ pub(crate) enum Outcome {
 pub(crate) struct Batch {
     pub at_unix_ms: i64,
     pub snapshot_sequence: u64,
+    /// The caller: a token's name, an mTLS name, or `anonymous`.
+    pub client: Arc<str>,
     pub entries: Vec<Entry>,
 }
 
@@ -415,6 +417,7 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     snapshot_sequence: u64,
+    client: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     certificate_number: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -439,6 +442,7 @@ pub(crate) fn format_batch(batch: &Batch, merchant_key: Option<&[u8]>, out: &mut
                 decision: Some(decision.as_str()),
                 reason: Some(reason.as_str()),
                 snapshot_sequence: batch.snapshot_sequence,
+                client: &batch.client,
                 certificate_number: certificate.map(|c| c.to_string()),
                 error: None,
                 field: None,
@@ -450,6 +454,7 @@ pub(crate) fn format_batch(batch: &Batch, merchant_key: Option<&[u8]>, out: &mut
                 decision: None,
                 reason: None,
                 snapshot_sequence: batch.snapshot_sequence,
+                client: &batch.client,
                 certificate_number: None,
                 error: Some(message),
                 field: Some(field),
@@ -472,6 +477,7 @@ mod tests {
         let batch = Batch {
             at_unix_ms: 1_700_000_000_000,
             snapshot_sequence: 42,
+            client: "shop-a".into(),
             entries: vec![
                 Entry {
                     listing_id: "L1".into(),
@@ -504,6 +510,7 @@ mod tests {
         assert_eq!(lines[0]["decision"], "BLOCK");
         assert_eq!(lines[0]["reason"], "CERTIFICATE_REVOKED");
         assert_eq!(lines[0]["snapshot_sequence"], 42);
+        assert_eq!(lines[0]["client"], "shop-a");
         assert_eq!(lines[0]["certificate_number"], "2021010901000123");
         assert_eq!(lines[1]["listing_id"], "L2");
         assert_eq!(lines[1]["error"], "merchant_id is required");
@@ -523,6 +530,7 @@ mod tests {
         let batch = |n: usize| Batch {
             at_unix_ms: 0,
             snapshot_sequence: 1,
+            client: "anonymous".into(),
             entries: vec![
                 Entry {
                     listing_id: "L".into(),
@@ -552,6 +560,7 @@ mod tests {
             log.offer(Batch {
                 at_unix_ms: 0,
                 snapshot_sequence: 3,
+                client: "anonymous".into(),
                 entries: vec![Entry {
                     listing_id: format!("L{i}"),
                     merchant_id: "M".into(),

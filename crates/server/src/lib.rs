@@ -24,6 +24,7 @@
 
 mod admin;
 mod admission;
+mod auth;
 pub mod config;
 mod decision_log;
 mod metrics;
@@ -45,6 +46,7 @@ use cccgate_proto::v1::admin_server::AdminServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+pub use auth::AuthError;
 pub use config::{Config, ConfigError, ConfigLayer, Limits, LogFormat};
 pub use decision_log::{DecisionLogError, DecisionLogSettings};
 pub use reload::{Refusal, RefusedKind, ReloadOutcome, Reloader, Trigger};
@@ -68,6 +70,9 @@ pub enum ServeError {
     /// A key file (drop or snapshot) cannot be read.
     #[error("key: {0}")]
     PublicKey(#[from] cccgate_loader::KeyError),
+    /// The auth tokens file cannot be used.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
     /// The decision log cannot be opened.
     #[error(transparent)]
     DecisionLog(#[from] DecisionLogError),
@@ -271,7 +276,14 @@ pub async fn run_with(
     };
 
     let limits = config.limits;
-    let check = public::PublicCheck::new(Arc::clone(&ctx));
+    let auth = match &config.auth_tokens {
+        Some(path) => Some(auth::TokenAuth::open(path)?),
+        None => None,
+    };
+    let auth_task = auth
+        .clone()
+        .map(|a| tokio::spawn(a.watch(Duration::from_secs(1))));
+    let check = public::PublicCheck::new(Arc::clone(&ctx), auth);
     let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));
     drop(ctx);
 
@@ -363,6 +375,9 @@ pub async fn run_with(
     };
 
     background.abort();
+    if let Some(task) = auth_task {
+        task.abort();
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -3,7 +3,8 @@
 //!
 //! # What happens to a call, in order
 //!
-//! 1. The caller is identified ([`crate::auth`]); without a valid token: UNAUTHENTICATED.
+//! 1. The caller is identified ([`crate::auth`]): with `--auth-tokens`, a bearer token is
+//!    required (else UNAUTHENTICATED); otherwise the mTLS name, else `anonymous`.
 //! 2. A unary call takes a `--max-in-flight` permit; a stream takes a global, a per-caller and
 //!    a per-connection stream slot. Not available: RESOURCE_EXHAUSTED with a retry hint.
 //! 3. As each request message's 5-byte gRPC header arrives ([`BudgetBody`]), before its bytes
@@ -35,6 +36,7 @@ use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Admission, Caller, Held};
+use crate::auth::{self, TokenAuth};
 use crate::metrics::Rpc;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
 use crate::wire::{self, Decoded, Shape, WireError};
@@ -201,6 +203,7 @@ impl BudgetBody {
         let cost = admission::message_cost(len, self.max_listings);
         let a = &self.admission;
         let Some(global) = a.bytes.try_take(&(), cost) else {
+            client_shed(&self.caller);
             return Err(CheckError::Overloaded {
                 what: "bytes of requests in progress (--max-in-flight-bytes)",
                 limit: a.bytes.cap(),
@@ -208,6 +211,7 @@ impl BudgetBody {
             .into());
         };
         let Some(mine) = a.client_bytes.try_take(&self.caller, cost) else {
+            client_shed(&self.caller);
             return Err(CheckError::Overloaded {
                 what: "this caller's bytes of requests in progress (--client-max-in-flight-bytes)",
                 limit: a.client_bytes.cap(),
@@ -254,10 +258,17 @@ impl http_body::Body for BudgetBody {
 pub(crate) struct PublicCheck {
     ctx: Arc<CheckContext>,
     admission: Arc<Admission>,
+    auth: Option<Arc<TokenAuth>>,
+    anonymous: Caller,
 }
 
+/// The caller's name a transport established (the mTLS client certificate's), if any: put in
+/// each request's extensions by the listener.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerName(pub Caller);
+
 impl PublicCheck {
-    pub(crate) fn new(ctx: Arc<CheckContext>) -> Self {
+    pub(crate) fn new(ctx: Arc<CheckContext>, auth: Option<Arc<TokenAuth>>) -> Self {
         let l = ctx.limits;
         let admission = Arc::new(Admission {
             bytes: admission::Quota::new(l.max_in_flight_bytes),
@@ -265,7 +276,34 @@ impl PublicCheck {
             client_streams: admission::Quota::new(l.client_max_open_streams),
             connection_streams: admission::Quota::new(l.connection_max_open_streams),
         });
-        PublicCheck { ctx, admission }
+        PublicCheck {
+            ctx,
+            admission,
+            auth,
+            anonymous: Arc::from("anonymous"),
+        }
+    }
+
+    /// Who is calling: with `--auth-tokens`, the name of the bearer token (required);
+    /// otherwise the mTLS name, else `anonymous`.
+    fn identify(&self, req: &http::Request<Body>) -> Result<Caller, Status> {
+        if let Some(auth) = &self.auth {
+            let token = req
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(auth::bearer);
+            return token.and_then(|t| auth.caller(t)).ok_or_else(|| {
+                metrics::counter!("cccgate_unauthenticated_total").increment(1);
+                Status::unauthenticated(
+                    "a known token is required: send the metadata `authorization: Bearer TOKEN`",
+                )
+            });
+        }
+        Ok(req
+            .extensions()
+            .get::<PeerName>()
+            .map_or_else(|| Arc::clone(&self.anonymous), |p| Arc::clone(&p.0)))
     }
 
     fn codec<T>(&self, shape: Shape, charges: &Charges) -> GateCodec<T> {
@@ -302,11 +340,12 @@ impl PublicCheck {
         Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max))
     }
 
-    fn admit_call(&self, rpc: Rpc) -> Result<OwnedSemaphorePermit, Status> {
+    fn admit_call(&self, rpc: Rpc, caller: &Caller) -> Result<OwnedSemaphorePermit, Status> {
         Arc::clone(&self.ctx.in_flight)
             .try_acquire_owned()
             .map_err(|_| {
                 self.ctx.metrics.shed(rpc);
+                client_shed(caller);
                 CheckError::Overloaded {
                     what: "calls in progress (--max-in-flight)",
                     limit: self.ctx.limits.max_in_flight,
@@ -324,6 +363,7 @@ impl PublicCheck {
         let l = ctx.limits;
         let shed = |what, limit| {
             ctx.metrics.shed(Rpc::Stream);
+            client_shed(caller);
             Status::from(CheckError::Overloaded { what, limit })
         };
         let global = Arc::clone(&ctx.streams)
@@ -358,7 +398,10 @@ impl PublicCheck {
     }
 
     async fn route(self, req: http::Request<Body>) -> http::Response<Body> {
-        let caller: Caller = Arc::from("anonymous");
+        let caller = match self.identify(&req) {
+            Ok(c) => c,
+            Err(status) => return status.into_http(),
+        };
         let conn = req
             .extensions()
             .get::<TcpConnectInfo>()
@@ -379,7 +422,7 @@ impl PublicCheck {
                 } else {
                     Rpc::Check
                 };
-                let permit = match self.admit_call(rpc) {
+                let permit = match self.admit_call(rpc, &caller) {
                     Ok(p) => p,
                     Err(status) => return status.into_http(),
                 };
@@ -387,12 +430,16 @@ impl PublicCheck {
                     let mut codec = self.codec::<CheckBatchResponse>(shape, &charges);
                     codec.permit = Some(permit);
                     codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
-                    self.grpc(codec).unary(UnaryBatch(self.ctx), req).await
+                    self.grpc(codec)
+                        .unary(UnaryBatch(self.ctx, caller), req)
+                        .await
                 } else {
                     let mut codec = self.codec::<CheckResponse>(shape, &charges);
                     codec.permit = Some(permit);
                     codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
-                    self.grpc(codec).unary(UnaryCheck(self.ctx), req).await
+                    self.grpc(codec)
+                        .unary(UnaryCheck(self.ctx, caller), req)
+                        .await
                 }
             }
             "/cccgate.v1.ListingCheck/CheckStream" => {
@@ -403,6 +450,7 @@ impl PublicCheck {
                 let codec = self.codec::<CheckResponse>(Shape::Request, &charges);
                 let svc = Streams {
                     ctx: Arc::clone(&self.ctx),
+                    caller,
                     slot: Some(slot),
                 };
                 self.grpc(codec).streaming(svc, req).await
@@ -433,8 +481,20 @@ impl NamedService for PublicCheck {
     const NAME: &'static str = "cccgate.v1.ListingCheck";
 }
 
+/// Counts a call, stream or message of `caller` shed with RESOURCE_EXHAUSTED.
+fn client_shed(caller: &Caller) {
+    metrics::counter!("cccgate_client_shed_total", "client" => caller.to_string()).increment(1);
+}
+
+/// Counts the listings `caller` sent in one message.
+fn client_listings(caller: &Caller, msg: &Result<Decoded, WireError>) {
+    let n = msg.as_ref().map_or(0, Decoded::len);
+    metrics::counter!("cccgate_client_listings_total", "client" => caller.to_string())
+        .increment(n as u64);
+}
+
 /// Check.
-struct UnaryCheck(Arc<CheckContext>);
+struct UnaryCheck(Arc<CheckContext>, Caller);
 
 impl UnaryService<Inbound> for UnaryCheck {
     type Response = Answer<CheckResponse>;
@@ -442,16 +502,17 @@ impl UnaryService<Inbound> for UnaryCheck {
 
     fn call(&mut self, req: Request<Inbound>) -> Self::Future {
         let Inbound { msg, hold } = req.into_inner();
+        client_listings(&self.1, &msg);
         std::future::ready(
             msg.map_err(|e| Status::invalid_argument(e.to_string()))
-                .and_then(|m| self.0.check_one(&m).map_err(Status::from))
+                .and_then(|m| self.0.check_one(&m, &self.1).map_err(Status::from))
                 .map(|msg| Response::new(Answer { msg, _hold: hold })),
         )
     }
 }
 
 /// CheckBatch.
-struct UnaryBatch(Arc<CheckContext>);
+struct UnaryBatch(Arc<CheckContext>, Caller);
 
 impl UnaryService<Inbound> for UnaryBatch {
     type Response = Answer<CheckBatchResponse>;
@@ -459,9 +520,10 @@ impl UnaryService<Inbound> for UnaryBatch {
 
     fn call(&mut self, req: Request<Inbound>) -> Self::Future {
         let Inbound { msg, hold } = req.into_inner();
+        client_listings(&self.1, &msg);
         std::future::ready(
             msg.map_err(|e| Status::invalid_argument(e.to_string()))
-                .and_then(|m| self.0.check_batch(&m).map_err(Status::from))
+                .and_then(|m| self.0.check_batch(&m, &self.1).map_err(Status::from))
                 .map(|msg| Response::new(Answer { msg, _hold: hold })),
         )
     }
@@ -479,6 +541,7 @@ struct StreamSlot {
 /// CheckStream.
 struct Streams {
     ctx: Arc<CheckContext>,
+    caller: Caller,
     slot: Option<StreamSlot>,
 }
 
@@ -491,6 +554,7 @@ impl StreamingService<Inbound> for Streams {
 
     fn call(&mut self, req: Request<Streaming<Inbound>>) -> Self::Future {
         let ctx = Arc::clone(&self.ctx);
+        let caller = Arc::clone(&self.caller);
         let slot = self.slot.take();
         let idle = ctx.limits.stream_idle_timeout;
         let input = idle_limited(req.into_inner(), idle);
@@ -499,7 +563,8 @@ impl StreamingService<Inbound> for Streams {
         let out = input.map(move |msg| {
             let _held = &slot;
             let Inbound { msg, hold } = msg?;
-            let msg = ctx.answer_chunk(msg).map_err(Status::from)?;
+            client_listings(&caller, &msg);
+            let msg = ctx.answer_chunk(msg, &caller).map_err(Status::from)?;
             Ok(Answer { msg, _hold: hold })
         });
         std::future::ready(Ok(Response::new(Box::pin(out))))

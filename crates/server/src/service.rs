@@ -215,13 +215,14 @@ impl CheckContext {
         }
     }
 
-    fn log_batch(&self, loaded: &Loaded, entries: Option<Vec<decision_log::Entry>>) {
+    fn log_batch(&self, loaded: &Loaded, client: &str, entries: Option<Vec<decision_log::Entry>>) {
         if let (Some(log), Some(entries)) = (&self.log, entries)
             && !entries.is_empty()
         {
             log.offer(decision_log::Batch {
                 at_unix_ms: crate::metrics::now_unix_ms(),
                 snapshot_sequence: loaded.snapshot.sequence(),
+                client: client.into(),
                 entries,
             });
         }
@@ -251,6 +252,7 @@ impl CheckContext {
     pub(crate) fn answer_chunk(
         &self,
         req: Result<Decoded, WireError>,
+        client: &str,
     ) -> Result<CheckResponse, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
@@ -294,7 +296,7 @@ impl CheckContext {
                     &mut log,
                     &mut resp.results,
                 );
-                self.log_batch(loaded, log);
+                self.log_batch(loaded, client, log);
             }
         }
         self.metrics
@@ -303,7 +305,11 @@ impl CheckContext {
     }
 
     /// Answers a unary Check.
-    pub(crate) fn check_one(&self, req: &Decoded) -> Result<CheckResponse, CheckError> {
+    pub(crate) fn check_one(
+        &self,
+        req: &Decoded,
+        client: &str,
+    ) -> Result<CheckResponse, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
         self.require(guard.as_ref(), req.min_snapshot_sequence)?;
@@ -317,7 +323,7 @@ impl CheckContext {
         let mut tally = Tally::default();
         let mut log = self.log_entries(1);
         let result = self.decide_one(loaded, item, today_cn(), &mut tally, &mut log);
-        self.log_batch(loaded, log);
+        self.log_batch(loaded, client, log);
         self.metrics
             .record(Rpc::Check, &tally, started.elapsed().as_secs_f64());
         // Unary: a bad listing fails the call with INVALID_ARGUMENT naming the field.
@@ -331,7 +337,11 @@ impl CheckContext {
     }
 
     /// Answers a CheckBatch.
-    pub(crate) fn check_batch(&self, req: &Decoded) -> Result<CheckBatchResponse, CheckError> {
+    pub(crate) fn check_batch(
+        &self,
+        req: &Decoded,
+        client: &str,
+    ) -> Result<CheckBatchResponse, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
         self.require(guard.as_ref(), req.min_snapshot_sequence)?;
@@ -349,7 +359,7 @@ impl CheckContext {
             &mut log,
             &mut results,
         );
-        self.log_batch(loaded, log);
+        self.log_batch(loaded, client, log);
         self.metrics
             .record(Rpc::Batch, &tally, started.elapsed().as_secs_f64());
         Ok(CheckBatchResponse {
