@@ -595,6 +595,7 @@ mod tests {
         Batch {
             at_unix_ms: 0,
             snapshot_sequence: 1,
+            client: "anonymous".into(),
             entries: vec![entry(i, "M")],
         }
     }
@@ -719,6 +720,7 @@ mod tests {
         let big = |n: usize| Batch {
             at_unix_ms: 0,
             snapshot_sequence: 1,
+            client: "anonymous".into(),
             entries: vec![entry(0, &"m".repeat(1000)); n],
         };
         log.offer(big(4)); // about 8.8 KB: queued
@@ -740,6 +742,7 @@ mod tests {
             &Batch {
                 at_unix_ms: 0,
                 snapshot_sequence: 1,
+                client: "anonymous".into(),
                 entries: vec![entry(1, "merchant-42"), entry(2, "merchant-42")],
             },
             Some(key),
