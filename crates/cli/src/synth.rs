@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use cccgate_core::{Day, Reason, Status};
 use cccgate_snapshot::Snapshot;
 use cccgate_synth::{
-    DropOptions, DropSummary, Encoding, EventWindow, ListingFormat, ListingGenerator, Output,
-    Profile, RegisterSpec, SyntheticRegister, default_as_of, delta_changes, generated_at,
+    DropHeader, DropOptions, DropSummary, Encoding, EventWindow, ListingFormat, ListingGenerator,
+    Output, Profile, RegisterSpec, SyntheticRegister, default_as_of, delta_changes, generated_at,
     write_drop, write_listings,
 };
 
@@ -142,27 +142,31 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 }
 
 fn feed(args: FeedArgs) -> anyhow::Result<()> {
-    let encoding = match args.encoding.as_str() {
-        "gbk" => Encoding::Gbk,
-        "utf-8-bom" => Encoding::Utf8Bom,
-        _ => Encoding::Utf8,
+    let (encoding, bom) = match args.encoding.as_str() {
+        "gbk" => (Encoding::Gbk, false),
+        "utf-8-bom" => (Encoding::Utf8, true),
+        _ => (Encoding::Utf8, false),
     };
     let t = Instant::now();
     let summary = match &args.delta_of {
         None => {
             let reg = args.register.generate();
             let sequence = args.sequence.unwrap_or(1);
+            let d = DropOptions::full(sequence);
             let opts = DropOptions {
-                source: args.source.clone(),
-                generated_at: generated_at(reg.as_of, 2),
-                encoding,
+                header: DropHeader {
+                    source: args.source.clone(),
+                    generated_at: generated_at(reg.as_of, 2),
+                    encoding,
+                    ..d.header.clone()
+                },
+                bom,
                 gzip: args.gzip,
                 files: args.files,
                 shuffle_columns: args.shuffle_columns,
                 extra_column: args.extra_column,
                 varied: !args.canonical,
                 seed: args.register.seed ^ sequence,
-                ..DropOptions::full(sequence)
             };
             write_drop(&args.out, &opts, Some(&reg.catalogue), reg.records.iter())
                 .with_context(|| format!("writing the drop {}", args.out.display()))?
@@ -189,17 +193,21 @@ fn feed(args: FeedArgs) -> anyhow::Result<()> {
                     })?,
             };
             let changes = delta_changes(base.records(), args.changes, args.register.seed, as_of);
+            let d = DropOptions::delta(sequence, base_sequence);
             let opts = DropOptions {
-                source: args.source.clone(),
-                generated_at: generated_at(as_of, 2),
-                encoding,
+                header: DropHeader {
+                    source: args.source.clone(),
+                    generated_at: generated_at(as_of, 2),
+                    encoding,
+                    ..d.header.clone()
+                },
+                bom,
                 gzip: args.gzip,
                 files: args.files,
                 shuffle_columns: args.shuffle_columns,
                 extra_column: args.extra_column,
                 varied: !args.canonical,
                 seed: args.register.seed ^ sequence,
-                ..DropOptions::delta(sequence, base_sequence)
             };
             write_drop(&args.out, &opts, None, changes.iter())
                 .with_context(|| format!("writing the delta {}", args.out.display()))?

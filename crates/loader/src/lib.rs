@@ -57,7 +57,7 @@ pub use sign::{
     read_verifying_key, sign_drop, sign_manifest, sign_snapshot, snapshot_signature_path,
     verify_signature, verify_snapshot_signature, write_snapshot_signature,
 };
-pub use writer::{DropHeader, DropWriter, WrittenFile};
+pub use writer::{DropHeader, DropWriter, FileStream, WrittenFile};
 
 use read::{CsvFile, FileDigest};
 

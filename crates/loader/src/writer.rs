@@ -1,13 +1,16 @@
-//! Writing drops: the other half of the feed contract, for tests, fixtures and synthetic
-//! feeds.
+//! Writing drops: the other half of the feed contract, and the one drop writer of the
+//! project (tests, fixtures, and `cccgate-synth`'s synthetic feeds all write through it).
 //!
-//! [`DropWriter`] encodes each file in the drop's encoding, gzips it when its name ends in
-//! `.gz`, and records its SHA-256 and data row count, so the manifest it writes last is
-//! always right. To write a deliberately broken drop, write raw bytes with
+//! [`DropWriter`] streams each file through an optional gzip encoder (when its name ends in
+//! `.gz`) and a SHA-256 counter into the file ([`DropWriter::stream_file`]), records its
+//! checksum, size and data row count, and writes the manifest last, to a temporary name
+//! renamed into place, so the manifest is always right and a watcher never sees a manifest
+//! whose files are still being written. [`DropWriter::csv_file`] encodes UTF-8 text in the
+//! drop's encoding first. To write a deliberately broken drop, write raw bytes with
 //! [`DropWriter::raw_file`] and state whatever row count or checksum the test needs.
 
-use std::fs;
-use std::io::{self, Write};
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::Compression;
@@ -67,6 +70,8 @@ pub struct WrittenFile {
     pub sha256: String,
     /// Data rows, header excluded.
     pub rows: u64,
+    /// Bytes as stored.
+    pub bytes: u64,
 }
 
 /// Writes one drop directory.
@@ -127,24 +132,42 @@ impl DropWriter {
         content: &[u8],
         rows: u64,
     ) -> io::Result<()> {
-        let stored = if name.ends_with(".gz") {
-            let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
-            gz.write_all(content)?;
-            gz.finish()?
-        } else {
-            content.to_vec()
-        };
-        fs::write(self.dir.join(name), &stored)?;
-        self.files.push(WrittenFile {
-            name: name.to_owned(),
-            kind,
-            sha256: hex::encode(Sha256::digest(&stored)),
-            rows,
-        });
+        let mut f = self.stream_file(name, kind)?;
+        f.write_all(content)?;
+        let written = f.finish(rows)?;
+        self.files.push(written);
         Ok(())
     }
 
-    /// The manifest text for the files written so far.
+    /// Opens `name` for streaming: what is written goes through gzip (if `name` ends in
+    /// `.gz`) and a SHA-256 counter into the file. [`FileStream::finish`] gives the entry to
+    /// [`add_file`](Self::add_file).
+    pub fn stream_file(&self, name: &str, kind: FileKind) -> io::Result<FileStream> {
+        let path = self.dir.join(name);
+        let hashing = Hashing {
+            inner: BufWriter::with_capacity(1 << 20, File::create(&path)?),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let sink = if name.ends_with(".gz") {
+            Sink::Gzip(GzEncoder::new(hashing, Compression::fast()))
+        } else {
+            Sink::Plain(hashing)
+        };
+        Ok(FileStream {
+            name: name.to_owned(),
+            kind,
+            sink,
+        })
+    }
+
+    /// Lists a file written with [`stream_file`](Self::stream_file) in the manifest.
+    pub fn add_file(&mut self, file: WrittenFile) {
+        self.files.push(file);
+    }
+
+    /// The manifest text for the files written so far (pretty-printed, with a final line
+    /// break).
     pub fn manifest_json(&self) -> String {
         let h = &self.header;
         let mut m = serde_json::Map::new();
@@ -173,10 +196,90 @@ impl DropWriter {
         text
     }
 
-    /// Writes `manifest.json` and returns the drop directory.
+    /// Writes `manifest.json` (to a temporary name, then renamed) and returns the drop
+    /// directory.
     pub fn finish(self) -> io::Result<PathBuf> {
-        fs::write(self.dir.join(crate::MANIFEST_FILE), self.manifest_json())?;
+        let tmp = self.dir.join(".manifest.json.tmp");
+        fs::write(&tmp, self.manifest_json())?;
+        fs::rename(&tmp, self.dir.join(crate::MANIFEST_FILE))?;
         Ok(self.dir)
+    }
+}
+
+/// A drop file being written (see [`DropWriter::stream_file`]).
+#[derive(Debug)]
+pub struct FileStream {
+    name: String,
+    kind: FileKind,
+    sink: Sink,
+}
+
+impl FileStream {
+    /// Finishes the gzip stream if any, flushes and syncs the file, and returns its entry
+    /// with `rows` data rows.
+    pub fn finish(self, rows: u64) -> io::Result<WrittenFile> {
+        let mut hashing = match self.sink {
+            Sink::Plain(h) => h,
+            Sink::Gzip(g) => g.finish()?,
+        };
+        hashing.flush()?;
+        let file = hashing.inner.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Ok(WrittenFile {
+            name: self.name,
+            kind: self.kind,
+            sha256: hex::encode(hashing.hasher.finalize()),
+            rows,
+            bytes: hashing.bytes,
+        })
+    }
+}
+
+impl Write for FileStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.sink {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.sink {
+            Sink::Plain(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Sink {
+    Plain(Hashing),
+    Gzip(GzEncoder<Hashing>),
+}
+
+/// Counts and hashes the bytes on their way to the file.
+struct Hashing {
+    inner: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Hashing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hashing")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

@@ -54,6 +54,7 @@ fn gzip_drop(dir: &Path, head: &str, body: &[u8], times: usize, rows: u64) {
         kind: FileKind::Certificates,
         sha256: hex::encode(sha.finalize()),
         rows,
+        bytes: (first.len() + member.len() * times) as u64,
     });
     w.finish().unwrap();
 }

@@ -1,10 +1,11 @@
 //! Feed drops in the exact format of `spec/feed.md` (`ccc-feed/1`), written as a stream.
 //!
 //! Rows go straight from the record iterator through the `csv` writer (so quoting is the
-//! crate's), an optional GBK transcoder, an optional gzip encoder and a SHA-256 counter into
-//! the file: nothing holds a whole file in memory, and the manifest's checksums and row counts
-//! come from the bytes as written. The manifest is written last, to a temporary name renamed
-//! into place, so a watcher never sees a manifest whose files are still being written.
+//! crate's) and an optional GBK transcoder into the loader's one drop writer
+//! ([`cccgate_loader::DropWriter::stream_file`]: optional gzip, SHA-256 counter, the file):
+//! nothing holds a whole file in memory, and the manifest's checksums and row counts come from
+//! the bytes as written. The feed's vocabulary (drop kinds, encodings, file kinds, column
+//! lists, the manifest) is the loader's, so the generator and the reader cannot drift apart.
 //!
 //! With [`DropOptions::varied`] on (the default) the writer exercises everything the contract
 //! allows, deterministically from [`DropOptions::seed`]: the three date shapes (with and
@@ -12,97 +13,31 @@
 //! breaks inside quoted fields, some full-width numbers and models, CRLF or LF line ends. Column
 //! order shuffling and an extra ignored column are separate switches.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use cccgate_core::{Catalogue, CertificateRecord, Day};
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use serde::Serialize;
-use sha2::{Digest, Sha256};
+pub use cccgate_loader::{
+    CATALOGUE_COLUMNS, CERTIFICATE_COLUMNS, DropHeader, DropKind, Encoding, FileKind,
+    WrittenFile as FileSummary,
+};
+use cccgate_loader::{DropWriter, FileStream};
 
 use crate::error::SynthError;
 use crate::names::push_full_width;
 use crate::rng::{Rng, derive, mix64};
 
-/// The catalogue's columns, in the spec's order.
-pub const CATALOGUE_COLUMNS: [&str; 7] = [
-    "产品类别代码",
-    "产品名称",
-    "大类代码",
-    "大类名称",
-    "认证方式",
-    "实施日期",
-    "截止日期",
-];
-
-/// The certificate files' columns, in the spec's order.
-pub const CERTIFICATE_COLUMNS: [&str; 13] = [
-    "证书编号",
-    "证书状态",
-    "产品类别代码",
-    "产品名称",
-    "型号规格",
-    "认证委托人名称",
-    "生产者名称",
-    "生产企业名称",
-    "发证日期",
-    "证书到期日期",
-    "状态变更日期",
-    "状态变更原因",
-    "认证机构",
-];
-
 /// The extra column some drops carry; the loader must ignore it.
 pub const EXTRA_COLUMN: &str = "备注";
-
-/// Encoding of every CSV file of a drop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Encoding {
-    /// UTF-8.
-    Utf8,
-    /// UTF-8 with a byte-order mark at the start of each file.
-    Utf8Bom,
-    /// GBK (as encoding_rs encodes it).
-    Gbk,
-}
-
-impl Encoding {
-    /// The manifest's name for it.
-    pub const fn manifest_name(self) -> &'static str {
-        match self {
-            Encoding::Utf8 | Encoding::Utf8Bom => "utf-8",
-            Encoding::Gbk => "gbk",
-        }
-    }
-}
-
-/// Full or delta.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropKind {
-    /// The whole register.
-    Full,
-    /// Changes on top of the drop with sequence `base_sequence`.
-    Delta {
-        /// The sequence it applies on.
-        base_sequence: u64,
-    },
-}
 
 /// How to write a drop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DropOptions {
-    /// `sequence`.
-    pub sequence: u64,
-    /// `source` (default `cnca`).
-    pub source: String,
-    /// `kind` (and `base_sequence`).
-    pub kind: DropKind,
-    /// `generated_at`, RFC 3339 with `+08:00`.
-    pub generated_at: String,
-    /// Encoding of every CSV file.
-    pub encoding: Encoding,
+    /// What the manifest says: source, kind, sequence (and base), `generated_at` (RFC 3339
+    /// with `+08:00`), the encoding of every CSV file.
+    pub header: DropHeader,
+    /// UTF-8 files start with a byte-order mark.
+    pub bom: bool,
     /// Gzip the certificate files (names end in `.gz`).
     pub gzip: bool,
     /// Number of certificate files (at least 1); rows go round-robin.
@@ -121,11 +56,11 @@ impl DropOptions {
     /// A full drop with this sequence: UTF-8, one plain file, varied text, columns in order.
     pub fn full(sequence: u64) -> Self {
         DropOptions {
-            sequence,
-            source: "cnca".into(),
-            kind: DropKind::Full,
-            generated_at: generated_at(crate::register::default_as_of(), 2),
-            encoding: Encoding::Utf8,
+            header: DropHeader {
+                generated_at: generated_at(crate::register::default_as_of(), 2),
+                ..DropHeader::full(sequence)
+            },
+            bom: false,
             gzip: false,
             files: 1,
             shuffle_columns: false,
@@ -137,9 +72,14 @@ impl DropOptions {
 
     /// A delta drop with this sequence on top of `base_sequence`.
     pub fn delta(sequence: u64, base_sequence: u64) -> Self {
+        let full = DropOptions::full(sequence);
         DropOptions {
-            kind: DropKind::Delta { base_sequence },
-            ..DropOptions::full(sequence)
+            header: DropHeader {
+                kind: DropKind::Delta,
+                base_sequence: Some(base_sequence),
+                ..full.header.clone()
+            },
+            ..full
         }
     }
 }
@@ -153,31 +93,6 @@ impl Default for DropOptions {
 /// `generated_at` for `hour`:00 China time on `day`, e.g. `2026-11-27T02:00:00+08:00`.
 pub fn generated_at(day: Day, hour: u32) -> String {
     format!("{day}T{:02}:00:00+08:00", hour.min(23))
-}
-
-/// What kind of data a file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileKind {
-    /// `catalogue.csv`.
-    Catalogue,
-    /// A certificate file.
-    Certificates,
-}
-
-/// One file of a written drop.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileSummary {
-    /// File name inside the drop.
-    pub name: String,
-    /// What it holds.
-    pub kind: FileKind,
-    /// Data rows (header excluded).
-    pub rows: u64,
-    /// Bytes as stored.
-    pub bytes: u64,
-    /// SHA-256 of the bytes as stored, lower-case hex.
-    pub sha256: String,
 }
 
 /// What [`write_drop`] wrote.
@@ -195,27 +110,6 @@ pub struct DropSummary {
     pub bytes: u64,
 }
 
-#[derive(Serialize)]
-struct Manifest<'a> {
-    format: &'static str,
-    source: &'a str,
-    kind: &'static str,
-    sequence: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    base_sequence: Option<u64>,
-    generated_at: &'a str,
-    encoding: &'static str,
-    files: Vec<ManifestFile<'a>>,
-}
-
-#[derive(Serialize)]
-struct ManifestFile<'a> {
-    name: &'a str,
-    kind: FileKind,
-    sha256: &'a str,
-    rows: u64,
-}
-
 /// Writes a drop into `dir` (created if needed): `catalogue.csv` when `catalogue` is given
 /// (a full drop needs one), the certificate files, then `manifest.json`.
 pub fn write_drop<'a>(
@@ -229,13 +123,13 @@ pub fn write_drop<'a>(
             "a drop needs at least one certificate file".into(),
         ));
     }
-    if opts.kind == DropKind::Full && catalogue.is_none() {
+    if opts.header.kind == DropKind::Full && catalogue.is_none() {
         return Err(SynthError::Options("a full drop needs a catalogue".into()));
     }
-    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
-    let mut files = Vec::new();
+    let mut drop = DropWriter::create(dir, opts.header.clone()).map_err(|e| io_err(dir, e))?;
     if let Some(c) = catalogue {
-        files.push(write_catalogue(dir, opts, c)?);
+        let f = write_catalogue(&drop, opts, c)?;
+        drop.add_file(f);
     }
     let ext = if opts.gzip { "csv.gz" } else { "csv" };
     let names: Vec<String> = if opts.files == 1 {
@@ -248,7 +142,7 @@ pub fn write_drop<'a>(
     let mut writers = names
         .iter()
         .enumerate()
-        .map(|(i, name)| CertWriter::create(dir, name, opts, i as u64))
+        .map(|(i, name)| CertWriter::create(&drop, name, opts, i as u64))
         .collect::<Result<Vec<_>, _>>()?;
     let mut by_status = [0u64; 5];
     let mut rng = Rng::new(derive(opts.seed, 0xfeed));
@@ -258,43 +152,14 @@ pub fn write_drop<'a>(
         writers[i % n].write(r, &mut rng)?;
     }
     for w in writers {
-        files.push(w.finish()?);
+        drop.add_file(w.finish()?);
     }
-    let manifest = Manifest {
-        format: "ccc-feed/1",
-        source: &opts.source,
-        kind: match opts.kind {
-            DropKind::Full => "full",
-            DropKind::Delta { .. } => "delta",
-        },
-        sequence: opts.sequence,
-        base_sequence: match opts.kind {
-            DropKind::Full => None,
-            DropKind::Delta { base_sequence } => Some(base_sequence),
-        },
-        generated_at: &opts.generated_at,
-        encoding: opts.encoding.manifest_name(),
-        files: files
-            .iter()
-            .map(|f| ManifestFile {
-                name: &f.name,
-                kind: f.kind,
-                sha256: &f.sha256,
-                rows: f.rows,
-            })
-            .collect(),
-    };
-    let path = dir.join("manifest.json");
-    let tmp = dir.join(".manifest.json.tmp");
-    let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| SynthError::Json {
-        path: path.clone(),
-        source: e,
-    })?;
-    json.push(b'\n');
-    fs::write(&tmp, &json).map_err(|e| io_err(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    let files = drop.files_mut().clone();
+    let manifest_len = drop.manifest_json().len() as u64;
+    let path = dir.join(cccgate_loader::MANIFEST_FILE);
+    drop.finish().map_err(|e| io_err(&path, e))?;
     let certificates = by_status.iter().sum();
-    let bytes = files.iter().map(|f| f.bytes).sum::<u64>() + json.len() as u64;
+    let bytes = files.iter().map(|f| f.bytes).sum::<u64>() + manifest_len;
     Ok(DropSummary {
         dir: dir.to_owned(),
         files,
@@ -311,52 +176,11 @@ fn io_err(path: &Path, source: io::Error) -> SynthError {
     }
 }
 
-/// Counts and hashes the bytes on their way to the file.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-enum Sink {
-    Plain(Hashing<BufWriter<File>>),
-    Gzip(GzEncoder<Hashing<BufWriter<File>>>),
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Sink::Plain(w) => w.write(buf),
-            Sink::Gzip(w) => w.write(buf),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Plain(w) => w.flush(),
-            Sink::Gzip(w) => w.flush(),
-        }
-    }
-}
-
 /// A CSV file being written: the csv writer over the sink, the column order, and reusable
 /// buffers for the row's fields (UTF-8 text, then encoded bytes).
 struct CsvFile {
     path: PathBuf,
-    name: String,
-    kind: FileKind,
-    csv: csv::Writer<Sink>,
+    csv: csv::Writer<FileStream>,
     encoding: Encoding,
     gbk: GbkMemo,
     /// The spec's column names for this kind of file.
@@ -427,27 +251,16 @@ const EXTRA: usize = usize::MAX;
 
 impl CsvFile {
     fn create(
-        dir: &Path,
+        drop: &DropWriter,
         name: &str,
         kind: FileKind,
         columns: &'static [&'static str],
         opts: &DropOptions,
         stream: u64,
-        gzip: bool,
     ) -> Result<Self, SynthError> {
-        let path = dir.join(name);
-        let file = File::create(&path).map_err(|e| io_err(&path, e))?;
-        let hashing = Hashing {
-            inner: BufWriter::with_capacity(1 << 20, file),
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        let mut sink = if gzip {
-            Sink::Gzip(GzEncoder::new(hashing, Compression::fast()))
-        } else {
-            Sink::Plain(hashing)
-        };
-        if opts.encoding == Encoding::Utf8Bom {
+        let path = drop.dir().join(name);
+        let mut sink = drop.stream_file(name, kind).map_err(|e| io_err(&path, e))?;
+        if opts.bom && opts.header.encoding == Encoding::Utf8 {
             sink.write_all(b"\xEF\xBB\xBF")
                 .map_err(|e| io_err(&path, e))?;
         }
@@ -472,10 +285,8 @@ impl CsvFile {
         }
         let mut f = CsvFile {
             path,
-            name: name.to_owned(),
-            kind,
             csv,
-            encoding: opts.encoding,
+            encoding: opts.header.encoding,
             gbk: GbkMemo::new(),
             columns,
             text: vec![String::new(); order.len()],
@@ -543,39 +354,22 @@ impl CsvFile {
             .csv
             .into_inner()
             .map_err(|e| io_err(&path, e.into_error()))?;
-        let mut hashing = match sink {
-            Sink::Plain(h) => h,
-            Sink::Gzip(g) => g.finish().map_err(|e| io_err(&path, e))?,
-        };
-        hashing.flush().map_err(|e| io_err(&path, e))?;
-        let file = hashing
-            .inner
-            .into_inner()
-            .map_err(|e| io_err(&path, e.into_error()))?;
-        file.sync_all().map_err(|e| io_err(&path, e))?;
-        Ok(FileSummary {
-            name: self.name,
-            kind: self.kind,
-            rows: self.rows,
-            bytes: hashing.bytes,
-            sha256: hex::encode(hashing.hasher.finalize()),
-        })
+        sink.finish(self.rows).map_err(|e| io_err(&path, e))
     }
 }
 
 fn write_catalogue(
-    dir: &Path,
+    drop: &DropWriter,
     opts: &DropOptions,
     catalogue: &Catalogue,
 ) -> Result<FileSummary, SynthError> {
     let mut f = CsvFile::create(
-        dir,
+        drop,
         "catalogue.csv",
         FileKind::Catalogue,
         &CATALOGUE_COLUMNS,
         opts,
         0xca7,
-        false,
     )?;
     let mut rng = Rng::new(derive(opts.seed, 0xca7a));
     for e in catalogue.entries() {
@@ -604,16 +398,20 @@ struct CertWriter {
 }
 
 impl CertWriter {
-    fn create(dir: &Path, name: &str, opts: &DropOptions, index: u64) -> Result<Self, SynthError> {
+    fn create(
+        drop: &DropWriter,
+        name: &str,
+        opts: &DropOptions,
+        index: u64,
+    ) -> Result<Self, SynthError> {
         Ok(CertWriter {
             file: CsvFile::create(
-                dir,
+                drop,
                 name,
                 FileKind::Certificates,
                 &CERTIFICATE_COLUMNS,
                 opts,
                 index,
-                opts.gzip,
             )?,
             varied: opts.varied,
         })
@@ -787,11 +585,11 @@ mod tests {
         .generate();
         let mut records = reg.records.clone();
         records[3].producer = "Widget™ GmbH".into();
-        let opts = DropOptions {
-            encoding: Encoding::Gbk,
+        let mut opts = DropOptions {
             varied: false,
             ..DropOptions::full(1)
         };
+        opts.header.encoding = Encoding::Gbk;
         let err = write_drop(dir.path(), &opts, Some(&reg.catalogue), records.iter())
             .unwrap_err()
             .to_string();

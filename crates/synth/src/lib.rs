@@ -34,8 +34,8 @@ pub use catalogue::catalogue;
 pub use delta::delta_changes;
 pub use error::SynthError;
 pub use feed::{
-    CATALOGUE_COLUMNS, CERTIFICATE_COLUMNS, DropKind, DropOptions, DropSummary, EXTRA_COLUMN,
-    Encoding, FileKind, FileSummary, generated_at, write_drop,
+    CATALOGUE_COLUMNS, CERTIFICATE_COLUMNS, DropHeader, DropKind, DropOptions, DropSummary,
+    EXTRA_COLUMN, Encoding, FileKind, FileSummary, generated_at, write_drop,
 };
 pub use listings::{
     BLOCK_SPLIT_2021, BLOCK_SPLIT_2025, EventWindow, GeneratedListing, ListingGenerator, Profile,

@@ -265,7 +265,7 @@ fn bom_gzip_shuffled_multi_file_drop_with_an_extra_column_reads_back() {
     let reg = register();
     let dir = tempfile::tempdir().unwrap();
     let opts = DropOptions {
-        encoding: Encoding::Utf8Bom,
+        bom: true,
         gzip: true,
         files: 3,
         shuffle_columns: true,
@@ -301,12 +301,12 @@ fn bom_gzip_shuffled_multi_file_drop_with_an_extra_column_reads_back() {
 fn gbk_drop_reads_back_and_is_not_utf8() {
     let reg = register();
     let dir = tempfile::tempdir().unwrap();
-    let opts = DropOptions {
-        encoding: Encoding::Gbk,
+    let mut opts = DropOptions {
         gzip: true,
         files: 2,
         ..DropOptions::full(3)
     };
+    opts.header.encoding = Encoding::Gbk;
     write(dir.path(), &opts, &reg);
     let got = read_drop(dir.path());
     assert_eq!(got.manifest["encoding"], "gbk");
