@@ -106,6 +106,10 @@ pub struct BuildArgs {
     /// --snapshot-public-key`). Written before the snapshot.
     #[arg(long, env = "CCCGATE_SNAPSHOT_SIGN_KEY", value_name = "FILE")]
     sign_key: Option<PathBuf>,
+    /// After publishing, keep only the newest N snapshots in --out (their reject and .sig
+    /// files go with them; the new one is always kept) [default: keep all].
+    #[arg(long, env = "CCCGATE_KEEP_SNAPSHOTS", value_name = "N")]
+    keep_snapshots: Option<usize>,
 }
 
 /// Bounds on what a drop may make the loader read (`load build`; `serve` has the same as
@@ -159,6 +163,9 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
         Some(p) => Some(read_verifying_key(p)?),
         None => None,
     };
+    if args.keep_snapshots == Some(0) {
+        bail!("--keep-snapshots must be at least 1");
+    }
     let sign_key = match &args.sign_key {
         Some(p) => Some(read_signing_key(p)?),
         None => None,
@@ -232,6 +239,15 @@ fn build(args: BuildArgs) -> anyhow::Result<()> {
     let (path, written) = (published.path, published.snapshot);
     let reject_path = snapshots.reject_path(sequence);
     print_build(&path, &written, &report, &reject_path)?;
+    if let Some(keep) = args.keep_snapshots {
+        let removed = snapshots
+            .prune(keep, Some(sequence))
+            .context("the snapshot is published, but old ones cannot be pruned")?;
+        out!(
+            "pruned:      {} old snapshots (keeping {keep})",
+            removed.len()
+        );
+    }
     out!(
         "time:        {:.2} s (drop to snapshot bytes {:.2} s)",
         started.elapsed().as_secs_f64(),

@@ -172,6 +172,14 @@ pub struct Args {
     /// Key file (at least 16 bytes): write merchant ids as hmac-sha256:<hex> under it.
     #[arg(long, env = "CCCGATE_DECISION_LOG_MERCHANT_KEY", value_name = "FILE")]
     decision_log_merchant_key: Option<PathBuf>,
+    /// Serve a snapshot older than the highest ever put in force from --snapshot-dir (its
+    /// high-water mark) instead of refusing it; says so in logs, metrics and status.
+    #[arg(long, env = "CCCGATE_ALLOW_ROLLBACK", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    allow_rollback: Option<bool>,
+    /// After each snapshot built from --drop-dir, keep only the newest N snapshots (never the
+    /// one in force) [default: keep all].
+    #[arg(long, env = "CCCGATE_KEEP_SNAPSHOTS", value_name = "N")]
+    keep_snapshots: Option<usize>,
     /// Ed25519 public key file: every snapshot must carry a valid snap-<seq>.ccc.sig made
     /// with its secret key (`load build --sign-key`); unsigned or badly signed ones are refused.
     #[arg(long, env = "CCCGATE_SNAPSHOT_PUBLIC_KEY", value_name = "FILE")]
@@ -227,6 +235,8 @@ impl Args {
             decision_log_max_file_bytes: self.decision_log_max_file_bytes,
             decision_log_keep_files: self.decision_log_keep_files,
             decision_log_merchant_key: self.decision_log_merchant_key.clone(),
+            allow_rollback: self.allow_rollback,
+            keep_snapshots: self.keep_snapshots,
             snapshot_public_key: self.snapshot_public_key.clone(),
             snapshot_sign_key: self.snapshot_sign_key.clone(),
         }

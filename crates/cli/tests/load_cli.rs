@@ -476,3 +476,45 @@ fn build_with_a_sign_key_writes_a_signature_that_verify_checks() {
         text(&v.stderr)
     );
 }
+
+#[test]
+fn keep_snapshots_prunes_to_n_after_each_publish_keeping_the_newest() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("snaps");
+    for sequence in 1..=5 {
+        let drop = write_drop(
+            &t.path().join(format!("d{sequence}")),
+            DropHeader::full(sequence),
+            &rows(3),
+        );
+        let o = cccgate(&[
+            "load",
+            "build",
+            "--drop",
+            s(&drop),
+            "--out",
+            s(&out),
+            "--keep-snapshots",
+            "2",
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["snap-4.ccc", "snap-5.ccc"]);
+    let o = cccgate(&[
+        "load",
+        "build",
+        "--drop",
+        s(&t.path().join("d1")),
+        "--out",
+        s(&out),
+        "--keep-snapshots",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("--keep-snapshots must be at least 1"));
+}

@@ -137,6 +137,10 @@ pub struct ConfigLayer {
     pub decision_log_keep_files: Option<usize>,
     /// Key file: merchant ids are written as their HMAC-SHA256 under it.
     pub decision_log_merchant_key: Option<PathBuf>,
+    /// Serve a snapshot below the snapshot directory's high-water mark instead of refusing.
+    pub allow_rollback: Option<bool>,
+    /// Snapshots kept in the snapshot directory after each one built from a drop.
+    pub keep_snapshots: Option<usize>,
     /// Ed25519 public key file; when set, every snapshot must carry a valid `.sig`.
     pub snapshot_public_key: Option<PathBuf>,
     /// Ed25519 secret key file the gateway signs the snapshots it builds from drops with.
@@ -230,6 +234,10 @@ pub struct Config {
     pub decision_log_keep_files: usize,
     /// Merchant-id hashing key file.
     pub decision_log_merchant_key: Option<PathBuf>,
+    /// Serve a snapshot below the high-water mark.
+    pub allow_rollback: bool,
+    /// Snapshots kept after each one built from a drop; `None`: all.
+    pub keep_snapshots: Option<usize>,
     /// Public key file snapshots must be signed by.
     pub snapshot_public_key: Option<PathBuf>,
     /// Secret key file to sign built snapshots with.
@@ -525,6 +533,11 @@ impl Config {
             decision_log_max_file_bytes: pick!(decision_log_max_file_bytes).unwrap_or(256 << 20),
             decision_log_keep_files: pick!(decision_log_keep_files).unwrap_or(8),
             decision_log_merchant_key: pick!(decision_log_merchant_key),
+            allow_rollback: pick!(allow_rollback).unwrap_or(false),
+            keep_snapshots: match pick!(keep_snapshots) {
+                None => None,
+                Some(n) => Some(positive("keep_snapshots", n)?),
+            },
         })
     }
 

@@ -195,6 +195,7 @@ pub async fn run_with(
             loader,
         )
         .with_snapshot_keys(snapshot_public_key, snapshot_sign_key)
+        .with_housekeeping(config.allow_rollback, config.keep_snapshots)
         .with_health(health.clone()),
     );
 

@@ -152,7 +152,15 @@ pub struct Reloader {
     snapshot_key: Option<cccgate_loader::VerifyingKey>,
     /// Signs the snapshots built from drops.
     sign_key: Option<cccgate_loader::SigningKey>,
+    /// Serve a snapshot below the directory's high-water mark instead of refusing it.
+    allow_rollback: bool,
+    /// After publishing a snapshot built from a drop, keep at most this many.
+    keep_snapshots: Option<usize>,
 }
+
+/// Temporary files of atomic writes untouched this long are leftovers of a crashed writer and
+/// are removed when the gateway starts (a write in progress keeps its file's time fresh).
+const LEFTOVER_AGE: Duration = Duration::from_secs(60);
 
 impl Reloader {
     /// A reload path over these directories.
@@ -172,7 +180,64 @@ impl Reloader {
             health: None,
             snapshot_key: None,
             sign_key: None,
+            allow_rollback: false,
+            keep_snapshots: None,
         }
+    }
+
+    /// `allow_rollback`: serve a snapshot below the high-water mark (says so in logs, metrics
+    /// and the origin in status) instead of refusing it. `keep_snapshots`: prune the snapshot
+    /// directory to that many after each snapshot published from a drop.
+    pub fn with_housekeeping(
+        mut self,
+        allow_rollback: bool,
+        keep_snapshots: Option<usize>,
+    ) -> Self {
+        self.allow_rollback = allow_rollback;
+        self.keep_snapshots = keep_snapshots;
+        self
+    }
+
+    /// The directory's high-water mark; an unreadable mark is treated as a refusal reason by
+    /// the caller (never as "no mark", which would allow any rollback).
+    fn high_water(&self, dir: &Path) -> Result<Option<u64>, String> {
+        SnapshotDir::new(dir)
+            .high_water()
+            .map_err(|e| format!("high-water mark: {e}"))
+    }
+
+    /// Whether `sequence` may be put in force given the mark: `Err` with the refusal reason
+    /// when it is below and rollback is not allowed; `Ok(Some(mark))` when it is below and
+    /// allowed.
+    fn rollback_check(&self, sequence: u64, mark: Option<u64>) -> Result<Option<u64>, String> {
+        match mark {
+            Some(m) if sequence < m => {
+                if self.allow_rollback {
+                    tracing::warn!(
+                        sequence,
+                        high_water = m,
+                        "rollback allowed (--allow-rollback): putting in force a snapshot below the high-water mark"
+                    );
+                    Ok(Some(m))
+                } else {
+                    ::metrics::counter!("cccgate_rollback_refusals_total").increment(1);
+                    Err(format!(
+                        "rollback refused: sequence {sequence} is below the high-water mark {m} (the highest sequence ever put in force from this directory); a newer snapshot was removed or is unreadable. Restore it, load a newer drop, or start with --allow-rollback"
+                    ))
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Records a snapshot put in force from the directory: raises the mark and publishes it
+    /// (and whether a rollback is being served) as metrics.
+    fn record_in_force(&self, dir: &Path, sequence: u64, below: Option<u64>) {
+        match SnapshotDir::new(dir).raise_high_water(sequence) {
+            Ok(mark) => ::metrics::gauge!("cccgate_snapshot_high_water").set(mark as f64),
+            Err(e) => tracing::error!(error = %e, "cannot record the high-water mark"),
+        }
+        ::metrics::gauge!("cccgate_snapshot_rollback").set(if below.is_some() { 1.0 } else { 0.0 });
     }
 
     /// Serves only snapshots signed under `public` (when set); signs the snapshots built from
@@ -301,6 +366,17 @@ impl Reloader {
             new_refusal = Some(r);
         };
 
+        if trigger == Trigger::Start {
+            match SnapshotDir::new(snapshot_dir).remove_temp_files(LEFTOVER_AGE) {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(files = removed.len(), "removed leftover temporary files");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot remove leftover temporary files"),
+            }
+        }
+        let mark = self.high_water(snapshot_dir);
+
         // 1. The newest valid snapshot file above the one in force.
         let in_force = self.writer.current().map(|l| l.snapshot.sequence());
         match SnapshotDir::new(snapshot_dir).list() {
@@ -331,10 +407,20 @@ impl Reloader {
                         still_refused = true;
                         continue;
                     }
-                    match self.open_checked(&path, sequence) {
-                        Ok(s) => {
-                            let origin = path.display().to_string();
+                    let checked = mark
+                        .clone()
+                        .and_then(|m| self.rollback_check(sequence, m))
+                        .and_then(|below| Ok((self.open_checked(&path, sequence)?, below)));
+                    match checked {
+                        Ok((s, below)) => {
+                            let mut origin = path.display().to_string();
+                            if let Some(m) = below {
+                                origin.push_str(&format!(
+                                    " (ROLLBACK allowed: below the high-water mark {m})"
+                                ));
+                            }
                             loaded = Some((self.swap(s, origin.clone()), origin));
+                            self.record_in_force(snapshot_dir, sequence, below);
                             break;
                         }
                         Err(reason) => refuse(
@@ -367,15 +453,45 @@ impl Reloader {
                     still_refused = true;
                     continue;
                 }
+                // A drop below the mark would be a rollback too (the newer snapshots gone).
+                let below = match mark.clone().and_then(|m| self.rollback_check(sequence, m)) {
+                    Ok(below) => below,
+                    Err(reason) => {
+                        refuse(
+                            Refusal {
+                                path: dir,
+                                reason,
+                                at_unix_ms: now_unix_ms(),
+                                kind: RefusedKind::Drop,
+                            },
+                            fp,
+                            &mut refused,
+                        );
+                        continue;
+                    }
+                };
                 match self.load_drop(&dir, current.as_ref().map(|l| &l.snapshot), snapshot_dir) {
                     Ok(Some(s)) => {
+                        let sequence = s.sequence();
                         let origin = format!(
                             "{} (from drop {})",
-                            snapshot_dir.join(file_name(s.sequence())).display(),
+                            snapshot_dir.join(file_name(sequence)).display(),
                             dir.display()
                         );
                         metrics::reload("drop", "loaded");
                         loaded = Some((self.swap(s, origin.clone()), origin));
+                        self.record_in_force(snapshot_dir, sequence, below);
+                        if let Some(keep) = self.keep_snapshots {
+                            match SnapshotDir::new(snapshot_dir).prune(keep, Some(sequence)) {
+                                Ok(removed) if !removed.is_empty() => tracing::info!(
+                                    removed = removed.len(),
+                                    keep,
+                                    "pruned old snapshots"
+                                ),
+                                Ok(_) => {}
+                                Err(e) => tracing::warn!(error = %e, "cannot prune old snapshots"),
+                            }
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => refuse(
@@ -821,6 +937,7 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(snaps.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with("snap-"))
             .collect();
         assert_eq!(names, [std::ffi::OsString::from(file_name(5))]);
     }
@@ -911,6 +1028,139 @@ mod tests {
             &key.verifying_key(),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_restart_refuses_to_roll_back_below_the_high_water_mark_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), 3, 2);
+        write_snapshot(dir.path(), 5, 2);
+        let first = reloader(dir.path());
+        assert!(matches!(
+            first.reload_blocking(Trigger::Start),
+            ReloadOutcome::Loaded { sequence: 5, .. }
+        ));
+        let mark = std::fs::read_to_string(dir.path().join("high-water")).unwrap();
+        assert_eq!(mark.trim(), "5");
+        // The newest snapshot disappears; a restart must not silently serve 3.
+        std::fs::remove_file(dir.path().join(file_name(5))).unwrap();
+        let restarted = reloader(dir.path());
+        let outcome = restarted.reload_blocking(Trigger::Start);
+        let ReloadOutcome::Refused(refusal) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(
+            refusal.reason.contains("rollback refused")
+                && refusal.reason.contains("high-water mark 5")
+                && refusal.reason.contains("--allow-rollback"),
+            "{}",
+            refusal.reason
+        );
+        assert_eq!(restarted.reader().sequence(), None, "nothing served");
+        // Allowed: served, and the origin in status says so; the mark is never lowered.
+        let (writer, _) = snapshot_store();
+        let allowed = Reloader::new(
+            writer,
+            Some(dir.path().to_path_buf()),
+            None,
+            Loader::default(),
+        )
+        .with_housekeeping(true, None);
+        let outcome = allowed.reload_blocking(Trigger::Start);
+        let ReloadOutcome::Loaded {
+            sequence: 3,
+            origin,
+        } = outcome
+        else {
+            panic!("{outcome:?}");
+        };
+        assert!(origin.contains("ROLLBACK"), "{origin}");
+        let mark = std::fs::read_to_string(dir.path().join("high-water")).unwrap();
+        assert_eq!(mark.trim(), "5");
+        // A newer snapshot moves on past the mark as usual.
+        write_snapshot(dir.path(), 6, 2);
+        assert!(matches!(
+            restarted.reload_blocking(Trigger::Watch),
+            ReloadOutcome::Loaded { sequence: 6, .. }
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_high_water_mark_refuses_instead_of_allowing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        write_snapshot(dir.path(), 3, 2);
+        std::fs::write(dir.path().join("high-water"), "not a number").unwrap();
+        let r = reloader(dir.path());
+        let outcome = r.reload_blocking(Trigger::Start);
+        let ReloadOutcome::Refused(refusal) = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(refusal.reason.contains("high-water"), "{}", refusal.reason);
+        assert_eq!(r.reader().sequence(), None);
+    }
+
+    fn write_full_drop(dir: &Path, sequence: u64) {
+        use cccgate_loader::{DropHeader, DropWriter, FileKind};
+        let mut w = DropWriter::create(dir, DropHeader::full(sequence)).unwrap();
+        w.csv_file(
+            "catalogue.csv",
+            FileKind::Catalogue,
+            "产品类别代码,产品名称,大类代码,大类名称,认证方式,实施日期,截止日期\n0901,微型计算机,09,信息技术设备,证书,2002-05-01,\n",
+        )
+        .unwrap();
+        w.csv_file(
+            "certificates.csv",
+            FileKind::Certificates,
+            "证书编号,证书状态,产品类别代码,产品名称,型号规格,认证委托人名称,生产者名称,生产企业名称,发证日期,证书到期日期,状态变更日期,状态变更原因,认证机构\n2021010901000001,有效,0901,微型计算机,A1,甲,乙,丙,2021-03-01,2031-02-28,,,CQC\n",
+        )
+        .unwrap();
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn a_drop_dir_gateway_keeps_n_snapshots_and_removes_leftovers_at_start() {
+        let snaps = tempfile::tempdir().unwrap();
+        let drops = tempfile::tempdir().unwrap();
+        // A leftover of a crashed write, untouched for two hours; and a fresh one (a write in
+        // progress) that must stay.
+        let old = snaps.path().join(".snap-99.ccc.tmp-1-1-000000001");
+        let fresh = snaps.path().join(".snap-98.ccc.tmp-1-2-000000002");
+        std::fs::write(&old, b"partial").unwrap();
+        std::fs::write(&fresh, b"partial").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        let (writer, _) = snapshot_store();
+        let r = Reloader::new(
+            writer,
+            Some(snaps.path().to_path_buf()),
+            Some(drops.path().to_path_buf()),
+            Loader::default(),
+        )
+        .with_housekeeping(false, Some(2));
+        r.reload_blocking(Trigger::Start);
+        assert!(!old.exists(), "the leftover is removed at start");
+        assert!(fresh.exists(), "a write in progress is left alone");
+        for sequence in 1..=7 {
+            write_full_drop(&drops.path().join(format!("drop-{sequence}")), sequence);
+            assert!(matches!(
+                r.reload_blocking(Trigger::Watch),
+                ReloadOutcome::Loaded { sequence: s, .. } if s == sequence
+            ));
+        }
+        let mut names: Vec<String> = std::fs::read_dir(snaps.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("snap-"))
+            .collect();
+        names.sort();
+        assert_eq!(names, ["snap-6.ccc", "snap-7.ccc"]);
+        assert_eq!(r.reader().sequence(), Some(7));
+        let mark = std::fs::read_to_string(snaps.path().join("high-water")).unwrap();
+        assert_eq!(mark.trim(), "7");
     }
 
     #[test]
