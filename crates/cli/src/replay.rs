@@ -13,9 +13,11 @@ use cccgate_client::wire::Rpc;
 /// Options.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The gateway.
+    /// The gateway; give it several times for replicas serving the same register: chunks are
+    /// spread over them, and a chunk whose gateway fails goes to another, so every record is
+    /// answered exactly once, in input order.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
-    target: String,
+    target: Vec<String>,
     /// Listing events: JSON lines or CSV (with the spec's column names), plain or gzip; `-`
     /// reads stdin.
     #[arg(long, required_unless_present = "merge_summaries")]
@@ -36,7 +38,7 @@ pub struct Args {
     /// The input format, if neither the file name nor the first character tells.
     #[arg(long)]
     format: Option<Format>,
-    /// Calls in flight (streams, or CheckBatch calls).
+    /// Calls in flight per target (streams, or CheckBatch calls).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
     /// Listings per request message.
@@ -120,7 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timeout: seconds("--timeout", args.timeout)?,
         progress: progress_mode(&args.progress, args.progress_every)?,
         shard: args.shard,
-        ..ReplayConfig::new(&args.target, input, out)
+        targets: args.target.clone(),
+        ..ReplayConfig::new("", input, out)
     };
     let outcome = replay_blocking(&cfg)?;
     eprintln!("{}", outcome.summary);

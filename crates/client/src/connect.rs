@@ -120,6 +120,18 @@ impl Gateway {
         })
     }
 
+    /// Like [`Gateway::connect`], but connects on first use (and again after each loss),
+    /// so a gateway that is down now can serve later calls.
+    pub fn connect_lazy(target: &str, connections: usize) -> Result<Gateway, ConnectError> {
+        let endpoint = endpoint(target)?;
+        Ok(Gateway {
+            target: target.to_owned(),
+            channels: (0..connections.max(1))
+                .map(|_| endpoint.connect_lazy())
+                .collect(),
+        })
+    }
+
     /// The target URL.
     pub fn target(&self) -> &str {
         &self.target

@@ -48,15 +48,17 @@ use crate::wire::{ChunkEncoder, Outcome, ResponseView, ResultView, Rpc};
 /// What to replay, where, and how.
 #[derive(Clone, Debug)]
 pub struct ReplayConfig {
-    /// The gateway, `http://host:port`.
-    pub target: String,
+    /// The gateways, `http://host:port` (replicas serving the same register). Chunks are
+    /// spread over them; a chunk whose gateway fails is sent to another, so every record is
+    /// answered exactly once, in input order.
+    pub targets: Vec<String>,
     /// The input file; `-` is stdin.
     pub input: PathBuf,
     /// The input format; `None` guesses it (see [`ListingReader::open`]).
     pub format: Option<Format>,
     /// The verdict file; `-` is stdout. Truncated, unless `skip > 0` (then appended to).
     pub out: PathBuf,
-    /// Calls in flight.
+    /// Calls in flight per target.
     pub concurrency: usize,
     /// HTTP/2 connections.
     pub connections: usize,
@@ -88,7 +90,7 @@ impl ReplayConfig {
     /// chunk, 8 retries within 60 s, automatic progress.
     pub fn new(target: &str, input: &Path, out: &Path) -> Self {
         ReplayConfig {
-            target: target.to_owned(),
+            targets: vec![target.to_owned()],
             input: input.to_path_buf(),
             format: None,
             out: out.to_path_buf(),
@@ -213,6 +215,11 @@ struct Chunk {
     request: Bytes,
     listings: usize,
     merchants: Vec<u64>,
+    /// Failed calls of this chunk so far (on any target), when the first failed, and when it
+    /// may be tried again.
+    failures: u32,
+    first_failure: Option<Instant>,
+    not_before: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -288,6 +295,9 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     if cfg.concurrency == 0 {
         return Err(ReplayError::Zero("concurrency"));
     }
+    if cfg.targets.is_empty() {
+        return Err(ReplayError::Zero("the number of targets"));
+    }
     if let Some((i, n)) = cfg.shard {
         if i >= n {
             return Err(ReplayError::Shard(format!(
@@ -309,7 +319,8 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         check_resume(&cfg.out, cfg.skip)?;
     }
     let out = open_output(&cfg.out, cfg.skip > 0)?;
-    let gateway = Gateway::connect(&cfg.target, cfg.connections).await?;
+    let gateways = connect_all(&cfg.targets, cfg.connections).await?;
+    let callers = cfg.concurrency * gateways.len();
 
     let counters = Arc::new(Counters {
         done: Default::default(),
@@ -322,9 +333,9 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let start = Instant::now();
 
     // Chunks between the reader and the writer: queued, in flight and waiting to be written.
-    let ahead = cfg.concurrency * 3 + 2;
+    let ahead = callers * 3 + 2;
     let permits = Arc::new(Permits::new(ahead));
-    let (work_tx, work_rx) = mpsc::channel::<Chunk>(cfg.concurrency + 1);
+    let (work_tx, work_rx) = mpsc::channel::<Chunk>(callers + 1);
     let (done_tx, done_rx) = std_mpsc::channel::<Done>();
 
     let reader_thread = {
@@ -361,27 +372,37 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
             .map_err(ReplayError::Thread)?
     };
 
-    let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+    let queue = Arc::new(WorkQueue::new(work_rx));
+    let policy = RetryPolicy {
+        retries: cfg.retries,
+        retry_for: cfg.retry_for,
+        targets: gateways.len(),
+        // A replica behind the sequence asked for answers FAILED_PRECONDITION: it has not
+        // caught up yet, so the chunk waits or goes to another replica.
+        not_yet_is_retryable: cfg.min_snapshot_sequence > 0,
+    };
     let mut tasks = Vec::new();
     for i in 0..cfg.concurrency {
-        let caller = Caller {
-            client: gateway.client(i),
-            rpc: cfg.rpc,
-            stream: None,
-            retries: cfg.retries,
-            retry_for: cfg.retry_for,
-            timeout: cfg.timeout,
-            target: gateway.target().to_owned(),
-        };
-        tasks.push(tokio::spawn(call_loop(
-            caller,
-            work_rx.clone(),
-            done_tx.clone(),
-            stop.clone(),
-        )));
+        // Interleaved, so the first calls already spread over every target.
+        for gateway in &gateways {
+            let caller = Caller {
+                client: gateway.client(i),
+                rpc: cfg.rpc,
+                stream: None,
+                timeout: cfg.timeout,
+                target: gateway.target().to_owned(),
+            };
+            tasks.push(tokio::spawn(call_loop(
+                caller,
+                policy,
+                queue.clone(),
+                done_tx.clone(),
+                stop.clone(),
+            )));
+        }
     }
     drop(done_tx);
-    drop(work_rx);
+    drop(queue);
     for t in tasks {
         if let Err(e) = t.await {
             stop.set(format!("a call task failed: {e}"));
@@ -418,7 +439,7 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
     let mut summary = Summary::from_tally(
         &written.tally,
         input_name,
-        cfg.target.clone(),
+        cfg.targets.join(","),
         cfg.rpc.name(),
         cfg.chunk,
         cfg.concurrency,
@@ -584,6 +605,9 @@ fn read_chunks(
                 request,
                 listings,
                 merchants: std::mem::replace(&mut merchants, Vec::with_capacity(chunk)),
+                failures: 0,
+                first_failure: None,
+                not_before: None,
             };
             index += 1;
             if !permits.acquire(stop) {
@@ -650,13 +674,11 @@ impl Permits {
     }
 }
 
-/// One call slot: a client, and its open stream if it uses one.
+/// One call slot: a client of one target, and its open stream if it uses one.
 struct Caller {
     client: RawClient,
     rpc: Rpc,
     stream: Option<CheckStream>,
-    retries: u32,
-    retry_for: Duration,
     timeout: Duration,
     target: String,
 }
@@ -682,56 +704,36 @@ impl Caller {
         }
     }
 
-    /// Calls with retries; `Err` is the reason to stop the replay.
-    async fn call(&mut self, request: &Bytes, stop: &StopFlag) -> Result<(Bytes, u64), String> {
-        let first = Instant::now();
-        let mut attempt = 0u32;
-        loop {
-            let t = Instant::now();
-            let err =
-                match tokio::time::timeout(self.timeout, self.call_once(request.clone())).await {
-                    Ok(Ok(b)) => return Ok((b, t.elapsed().as_micros() as u64)),
-                    Ok(Err(e)) => e,
-                    Err(_) => {
-                        // The stream may still deliver the late answer: start afresh.
-                        self.stream = None;
-                        Status::deadline_exceeded(format!(
-                            "no answer within {:.1} s",
-                            self.timeout.as_secs_f64()
-                        ))
-                    }
-                };
-            if !is_retryable(&err) {
-                return Err(format!(
-                    "the gateway at {} refused a request: {} ({:?})",
-                    self.target,
-                    err.message(),
-                    err.code()
-                ));
-            }
-            attempt += 1;
-            let delay = backoff(attempt);
-            if attempt > self.retries || first.elapsed() + delay > self.retry_for {
-                return Err(format!(
-                    "the gateway at {} is unreachable: {} attempts over {:.1} s failed, the last \
-                     with {:?}: {}",
-                    self.target,
-                    attempt,
-                    first.elapsed().as_secs_f64(),
-                    err.code(),
-                    err.message()
-                ));
-            }
-            // Sleep in short steps so a stop elsewhere ends the wait.
-            let end = Instant::now() + delay;
-            while Instant::now() < end {
-                if stop.is_set() {
-                    return Err("stopping".to_owned());
-                }
-                tokio::time::sleep(Duration::from_millis(50).min(end - Instant::now())).await;
+    /// One call within the answer timeout: the response and its round trip in µs.
+    async fn call(&mut self, request: &Bytes) -> Result<(Bytes, u64), Status> {
+        let t = Instant::now();
+        match tokio::time::timeout(self.timeout, self.call_once(request.clone())).await {
+            Ok(Ok(b)) => Ok((b, t.elapsed().as_micros() as u64)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                // The stream may still deliver the late answer: start afresh. Dropping the
+                // call means its answer, if any, is never read: the chunk is answered once.
+                self.stream = None;
+                Err(Status::deadline_exceeded(format!(
+                    "no answer within {:.1} s",
+                    self.timeout.as_secs_f64()
+                )))
             }
         }
     }
+}
+
+/// When a failed chunk is tried again, and when the replay gives up.
+#[derive(Clone, Copy, Debug)]
+struct RetryPolicy {
+    /// Failed calls of one chunk, over all targets, before giving up.
+    retries: u32,
+    /// Longest time one chunk may keep failing.
+    retry_for: Duration,
+    /// How many targets share the work.
+    targets: usize,
+    /// FAILED_PRECONDITION (snapshot older than asked for) counts as "not yet".
+    not_yet_is_retryable: bool,
 }
 
 /// The pause before retry `attempt` (1-based): 100 ms doubling, at most 5 s.
@@ -740,34 +742,220 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms.min(5_000))
 }
 
+/// The chunks to call: new ones from the reader, and chunks whose call failed, which go first
+/// (the writer waits for them) to whichever caller is free, usually on another target.
+struct WorkQueue {
+    fresh: tokio::sync::Mutex<mpsc::Receiver<Chunk>>,
+    again: Mutex<std::collections::VecDeque<Chunk>>,
+    /// Chunks taken by a caller and not yet answered or put back.
+    in_call: std::sync::atomic::AtomicUsize,
+    /// The reader has no more chunks.
+    fresh_done: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl WorkQueue {
+    fn new(fresh: mpsc::Receiver<Chunk>) -> Self {
+        WorkQueue {
+            fresh: tokio::sync::Mutex::new(fresh),
+            again: Mutex::new(std::collections::VecDeque::new()),
+            in_call: std::sync::atomic::AtomicUsize::new(0),
+            fresh_done: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// A chunk to call again whose pause is over; else when the next one's pause ends.
+    fn pop_again(&self) -> Result<Chunk, Option<Instant>> {
+        let Ok(mut q) = self.again.lock() else {
+            return Err(None);
+        };
+        let now = Instant::now();
+        match q.iter().position(|c| c.not_before.is_none_or(|t| t <= now)) {
+            Some(i) => {
+                let c = q.remove(i).ok_or(None)?;
+                self.in_call.fetch_add(1, Ordering::SeqCst);
+                Ok(c)
+            }
+            None => Err(q.iter().filter_map(|c| c.not_before).min()),
+        }
+    }
+
+    /// The next chunk to call, or `None` when every chunk has been answered (or the replay
+    /// stops). A caller that is done must still wait while chunks are in calls elsewhere: one
+    /// of them may fail and need this caller's target.
+    async fn next(&self, stop: &StopFlag) -> Option<Chunk> {
+        loop {
+            if stop.is_set() {
+                return None;
+            }
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let again_at = match self.pop_again() {
+                Ok(c) => return Some(c),
+                Err(at) => at,
+            };
+            // Woken by a chunk answered or put back, or when a paused chunk may go again; a
+            // stop sets no notification, so look again now and then.
+            let nap = again_at.map_or(Duration::from_millis(100), |t| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            });
+            if self.fresh_done.load(Ordering::SeqCst) {
+                if self.in_call.load(Ordering::SeqCst) == 0 && again_at.is_none() {
+                    // Wake the others: they see the same and end too.
+                    self.changed.notify_waiters();
+                    return None;
+                }
+                let _ = tokio::time::timeout(nap, &mut changed).await;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = &mut changed => {}
+                () = tokio::time::sleep(nap), if again_at.is_some() => {}
+                c = async { self.fresh.lock().await.recv().await } => match c {
+                    Some(c) => {
+                        self.in_call.fetch_add(1, Ordering::SeqCst);
+                        return Some(c);
+                    }
+                    None => {
+                        self.fresh_done.store(true, Ordering::SeqCst);
+                        self.changed.notify_waiters();
+                    }
+                },
+            }
+        }
+    }
+
+    /// A chunk was answered (or given up).
+    fn finished(&self) {
+        self.in_call.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// A chunk's call failed: it goes back, first in line.
+    fn put_back(&self, chunk: Chunk) {
+        if let Ok(mut q) = self.again.lock() {
+            q.push_back(chunk);
+        }
+        self.in_call.fetch_sub(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
 async fn call_loop(
     mut caller: Caller,
-    work: Arc<tokio::sync::Mutex<mpsc::Receiver<Chunk>>>,
+    policy: RetryPolicy,
+    queue: Arc<WorkQueue>,
     done: std_mpsc::Sender<Done>,
     stop: Arc<StopFlag>,
 ) {
-    loop {
-        let next = { work.lock().await.recv().await };
-        let Some(chunk) = next else { return };
-        if stop.is_set() {
-            return;
-        }
+    // Consecutive failures of this caller's target: a target that is down is tried less and
+    // less often while the others take its chunks.
+    let mut failing = 0u32;
+    while let Some(mut chunk) = queue.next(&stop).await {
         if chunk.listings == 0 {
             let _ = done.send(Done::new(chunk, caller.rpc, None, 0));
+            queue.finished();
             continue;
         }
-        match caller.call(&chunk.request, &stop).await {
+        let err = match caller.call(&chunk.request).await {
             Ok((response, latency_us)) => {
+                failing = 0;
                 let d = Done::new(chunk, caller.rpc, Some(response), latency_us);
-                if done.send(d).is_err() {
+                let sent = done.send(d).is_ok();
+                queue.finished();
+                if !sent {
                     return;
                 }
+                continue;
             }
-            Err(reason) => {
-                stop.set(reason);
+            Err(e) => e,
+        };
+        let retryable = is_retryable(&err)
+            || (policy.not_yet_is_retryable && err.code() == tonic::Code::FailedPrecondition);
+        if !retryable {
+            stop.set(format!(
+                "the gateway at {} refused a request: {} ({:?})",
+                caller.target,
+                err.message(),
+                err.code()
+            ));
+            queue.finished();
+            return;
+        }
+        chunk.failures += 1;
+        let first = *chunk.first_failure.get_or_insert_with(Instant::now);
+        failing += 1;
+        // The chunk pauses as one call retried on one gateway would; any free caller, usually
+        // on another target, takes it after the pause.
+        let pause = backoff(chunk.failures);
+        if chunk.failures > policy.retries || first.elapsed() + pause > policy.retry_for {
+            stop.set(format!(
+                "{} unreachable: input line {} and the records after it failed {} times over \
+                 {:.1} s, the last at {} with {:?}: {}",
+                if policy.targets > 1 {
+                    "every gateway is"
+                } else {
+                    "the gateway is"
+                },
+                chunk_first_line(&chunk),
+                chunk.failures,
+                first.elapsed().as_secs_f64(),
+                caller.target,
+                err.code(),
+                err.message()
+            ));
+            queue.finished();
+            return;
+        }
+        chunk.not_before = Some(Instant::now() + pause);
+        queue.put_back(chunk);
+        // Sleep in short steps so a stop elsewhere ends the wait.
+        let end = Instant::now() + backoff(failing);
+        while Instant::now() < end {
+            if stop.is_set() {
                 return;
             }
+            tokio::time::sleep(Duration::from_millis(50).min(end - Instant::now())).await;
         }
+    }
+}
+
+fn chunk_first_line(chunk: &Chunk) -> u64 {
+    match chunk.slots.first() {
+        Some(Slot::Listing { line }) => *line,
+        Some(Slot::Bad(b)) => b.line,
+        None => 0,
+    }
+}
+
+/// Connects to every target. With one target, failing to connect is an error at once; with
+/// several, a target that is down now is connected when it comes back, as long as one is up.
+async fn connect_all(targets: &[String], connections: usize) -> Result<Vec<Gateway>, ReplayError> {
+    if let [one] = targets {
+        return Ok(vec![Gateway::connect(one, connections).await?]);
+    }
+    let mut gateways = Vec::with_capacity(targets.len());
+    let mut first_error = None;
+    let mut up = 0;
+    for t in targets {
+        match Gateway::connect(t, connections).await {
+            Ok(g) => {
+                up += 1;
+                gateways.push(g);
+            }
+            Err(e) => {
+                gateways.push(Gateway::connect_lazy(t, connections)?);
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) if up == 0 => Err(e.into()),
+        _ => Ok(gateways),
     }
 }
 
