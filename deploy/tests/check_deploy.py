@@ -228,22 +228,12 @@ def check_kustomization(name, text, objs):
         assert gsrc == lsrc, f"gateway reads volume {gsrc}, loader writes {lsrc}"
         assert gpath == lpath, f"gateway reads {gpath} of the volume, loader writes {lpath}"
         assert not lmount.get("readOnly"), "the loader's volume is read-only"
-        assert gmount.get("readOnly"), "the gateway mounts the snapshots read-write"
+        # The gateway keeps the folder's high-water mark (no silent rollback): it must write.
+        assert not gmount.get("readOnly"), "the gateway cannot write the high-water mark"
         _, dpath, _ = resolve(lspec, lc, posixpath.join(data, "drops"))
         assert dpath != lpath
         claim = json.loads(gsrc)["persistentVolumeClaim"]["claimName"]
         find(objs, "PersistentVolumeClaim", claim)
-        # The init container creates the folder the gateway serves, on the same volume.
-        init = gspec.get("initContainers", [])
-        made = [
-            resolve(gspec, c, p)[:2]
-            for c in init
-            for p in c.get("command", [])
-            if p.startswith("/")
-            and c["command"][0] == "mkdir"
-            and any(p.startswith(m["mountPath"]) for m in c.get("volumeMounts", []))
-        ]
-        assert (gsrc, gpath) in made, f"no init container creates {gpath}: {made}"
         # The script the CronJob runs is the ConfigMap kustomize generated.
         script = lc["command"][-1]
         ssrc, spath, _ = resolve(lspec, lc, script)

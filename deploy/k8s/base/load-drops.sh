@@ -29,7 +29,7 @@ refused=0
 built=0
 # `load build --keep-snapshots N` removes all but the newest N snapshots after a build.
 keep_flag=
-if "$cccgate" load build --help 2>/dev/null | grep -q -- --keep-snapshots; then
+if [ "$keep" -gt 0 ]; then
     keep_flag="--keep-snapshots $keep"
 fi
 # Numbers only, sorted as numbers; names that are not drop-<digits> are ignored.
@@ -41,7 +41,9 @@ for n in $numbers; do
         continue
     fi
     # shellcheck disable=SC2086 # $keep_flag is empty or two words on purpose
-    "$cccgate" load build --drop "$drop" --out "$snaps" $keep_flag >"$out" 2>&1
+    # The loader reads CCCGATE_KEEP_SNAPSHOTS itself: only the flag says what to keep.
+    env -u CCCGATE_KEEP_SNAPSHOTS "$cccgate" load build --drop "$drop" --out "$snaps" $keep_flag \
+        >"$out" 2>&1
     code=$?
     case $code in
     0)
@@ -64,12 +66,5 @@ for n in $numbers; do
         ;;
     esac
 done
-if [ -z "$keep_flag" ] && [ "$keep" -gt 0 ]; then
-    # A loader without --keep-snapshots: prune here, newest kept, never the one in force.
-    ls -1 "$snaps" | sed -n 's/^snap-\([0-9][0-9]*\)\.ccc$/\1/p' | sort -n -r |
-        tail -n +"$((keep + 1))" | while read -r old; do
-        rm -f "$snaps/snap-$old.ccc" && echo "removed old snapshot snap-$old.ccc"
-    done
-fi
 echo "loader run: $built drop(s) processed, $refused refused"
 if [ "$refused" -gt 0 ]; then exit 1; fi
