@@ -26,6 +26,7 @@
 
 mod builder;
 mod data;
+mod changes;
 mod diff;
 mod dir;
 mod error;
@@ -33,6 +34,7 @@ mod format;
 mod snapshot;
 
 pub use builder::{BuildInfo, SnapshotBuilder};
+pub use changes::{CertChange, lapsed, verdict_changes};
 pub use diff::{Change, SnapshotDiff, diff};
 pub use dir::{HIGH_WATER_FILE, Latest, OpenMode, Published, SnapshotDir};
 pub use error::SnapshotError;

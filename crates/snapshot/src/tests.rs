@@ -658,3 +658,58 @@ mod dir {
         assert!(diff(&old, &old).changes.is_empty());
     }
 }
+
+#[test]
+fn verdict_changes_list_exactly_the_certificates_whose_verdict_facts_changed() {
+    let old = records(40);
+    let mut new = old.clone();
+    // 3: status; 7: expiry; 9: product code; 12: models (one more); 15: removed; 41: added;
+    // 20: only producer and applicant changed (not verdict-relevant).
+    new[2].status = Status::Revoked;
+    new[6].expires = day(2027, 1, 1);
+    new[8].product_code = ProductCode::new(901).unwrap();
+    new[11].models.push("M-12 Max".into());
+    new[19].producer = "别的生产者".into();
+    new[19].applicant = "别的委托人".into();
+    new.remove(14);
+    new.push(record(41, Status::Valid, 901));
+    let a = build(1, &old);
+    let b = build(2, &new);
+    let changes = crate::verdict_changes(&a, &b);
+    assert!(changes.windows(2).all(|w| w[0].number < w[1].number));
+    let mut serials: Vec<u32> = changes.iter().map(|c| c.number.serial()).collect();
+    serials.sort_unstable();
+    assert_eq!(serials, [3, 7, 9, 12, 15, 41]);
+    let by = |s: u32| changes.iter().find(|c| c.number.serial() == s).unwrap();
+    assert_eq!(by(3).after.unwrap().status, Status::Revoked);
+    assert_eq!(by(3).before.unwrap().status, old[2].status);
+    assert!(by(15).after.is_none() && by(15).before.is_some());
+    assert!(by(41).before.is_none() && by(41).after.is_some());
+    // The same pair gives the same changes; a snapshot against itself gives none.
+    assert_eq!(crate::verdict_changes(&a, &b), changes);
+    assert!(crate::verdict_changes(&b, &b).is_empty());
+}
+
+#[test]
+fn lapsed_lists_valid_certificates_expiring_in_the_range_only() {
+    let mut recs = records(10);
+    recs[0].status = Status::Valid;
+    recs[0].expires = day(2026, 11, 28);
+    recs[1].status = Status::Suspended;
+    recs[1].expires = day(2026, 11, 28);
+    recs[5].status = Status::Valid;
+    recs[5].expires = day(2026, 11, 29);
+    recs[4].status = Status::Valid;
+    recs[4].expires = day(2026, 11, 27);
+    let s = build(1, &recs);
+    let got: Vec<u32> = crate::lapsed(&s, day(2026, 11, 28), day(2026, 11, 29))
+        .iter()
+        .map(|c| c.number.serial())
+        .collect();
+    assert_eq!(got, [1]);
+    let got: Vec<u32> = crate::lapsed(&s, day(2026, 11, 27), day(2026, 11, 29))
+        .iter()
+        .map(|c| c.number.serial())
+        .collect();
+    assert_eq!(got, [1, 5]);
+}

@@ -1,0 +1,116 @@
+//! What changed between two snapshots for verdicts, certificate by certificate: the facts a verdict reads
+//! (status, expiry date, product code, models). A pure function of the two snapshots, so every
+//! replica computes the same change set for the same pair, in the same order (by number).
+
+use cccgate_core::{CertFacts, CertNumber, Day, Register, Status};
+
+use crate::builder::overflow_run;
+use crate::data::{ArchivedHot, KEYS_OVERFLOW};
+use crate::snapshot::Snapshot;
+
+/// One certificate whose verdict-relevant facts differ between two snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertChange<'a> {
+    /// Its number.
+    pub number: CertNumber,
+    /// As in the older snapshot; `None` if it is new.
+    pub before: Option<CertFacts<'a>>,
+    /// As in the newer snapshot; `None` if it left the register.
+    pub after: Option<CertFacts<'a>>,
+}
+
+impl Snapshot {
+    /// The sorted model keys of a certificate.
+    fn model_keys<'a>(&'a self, h: &'a ArchivedHot) -> &'a [rkyv::rend::u64_le] {
+        if h.inline == KEYS_OVERFLOW {
+            let (start, len) = overflow_run(h.keys[0].to_native());
+            self.data()
+                .overflow_keys
+                .get(start..start + len)
+                .unwrap_or_default()
+        } else {
+            h.keys.get(..usize::from(h.inline)).unwrap_or_default()
+        }
+    }
+
+    fn hot_at(&self, slot: u32) -> &ArchivedHot {
+        &self.data().slots.as_slice()[slot as usize]
+    }
+}
+
+/// Every certificate whose status, expiry date, product code or models differ between `old`
+/// and `new` (including certificates only in one of them), sorted by number. Producer names
+/// and other descriptive fields are not compared: no verdict depends on them.
+pub fn verdict_changes<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<CertChange<'a>> {
+    let mut out = Vec::new();
+    for (slot, h) in old.data().slots.iter().enumerate() {
+        let n = h.number.to_native();
+        if n == 0 {
+            continue;
+        }
+        let Some(number) = CertNumber::from_u64(n) else {
+            continue;
+        };
+        let before = old.facts(slot as u32);
+        match new.find(number) {
+            None => out.push(CertChange {
+                number,
+                before: Some(before),
+                after: None,
+            }),
+            Some(ns) => {
+                let nh = new.hot_at(ns);
+                let same = h.status == nh.status
+                    && h.expires == nh.expires
+                    && h.product_code == nh.product_code
+                    && old.model_keys(h) == new.model_keys(nh);
+                if !same {
+                    out.push(CertChange {
+                        number,
+                        before: Some(before),
+                        after: Some(new.facts(ns)),
+                    });
+                }
+            }
+        }
+    }
+    for (slot, h) in new.data().slots.iter().enumerate() {
+        let n = h.number.to_native();
+        if n == 0 {
+            continue;
+        }
+        let Some(number) = CertNumber::from_u64(n) else {
+            continue;
+        };
+        if old.find(number).is_none() {
+            out.push(CertChange {
+                number,
+                before: None,
+                after: Some(new.facts(slot as u32)),
+            });
+        }
+    }
+    out.sort_unstable_by_key(|c| c.number);
+    out
+}
+
+/// The certificates of `snapshot` still marked valid whose expiry day is in `from..until`
+/// (the days that have just passed when China time reaches `until`), sorted by number.
+pub fn lapsed(snapshot: &Snapshot, from: Day, until: Day) -> Vec<CertFacts<'_>> {
+    let mut out: Vec<CertFacts<'_>> = snapshot
+        .data()
+        .slots
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| {
+            let e = h.expires.to_native();
+            h.number.to_native() != 0
+                && h.status == Status::Valid.code()
+                && e >= from.days()
+                && e < until.days()
+        })
+        .map(|(slot, _)| snapshot.facts(slot as u32))
+        .collect();
+    out.sort_unstable_by_key(|c| c.number);
+    out
+}
