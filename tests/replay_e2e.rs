@@ -318,6 +318,27 @@ impl ListingCheck for Flaky {
 
     type CheckStreamStream = ResponseStream;
 
+    type WatchChangesStream =
+        Pin<Box<dyn Stream<Item = Result<cccgate_proto::v1::ChangeBatch, Status>> + Send>>;
+
+    async fn watch_changes(
+        &self,
+        _: Request<cccgate_proto::v1::WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        Err(Status::unimplemented("checks only"))
+    }
+
+    type WatchListingsStream = Pin<
+        Box<dyn Stream<Item = Result<cccgate_proto::v1::WatchListingsResponse, Status>> + Send>,
+    >;
+
+    async fn watch_listings(
+        &self,
+        _: Request<Streaming<cccgate_proto::v1::WatchListingsRequest>>,
+    ) -> Result<Response<Self::WatchListingsStream>, Status> {
+        Err(Status::unimplemented("checks only"))
+    }
+
     async fn check_stream(
         &self,
         request: Request<Streaming<CheckRequest>>,

@@ -188,6 +188,14 @@ pub struct Args {
     /// --snapshot-public-key and --drop-dir; must be the pair of that public key).
     #[arg(long, env = "CCCGATE_SNAPSHOT_SIGN_KEY", value_name = "FILE")]
     snapshot_sign_key: Option<PathBuf>,
+    /// Snapshot swaps whose change batches WatchChanges keeps for callers that resume; older
+    /// `from_sequence`s are refused (FAILED_PRECONDITION: re-check everything) [default: 1000].
+    #[arg(long, env = "CCCGATE_WATCH_HISTORY", value_name = "SWAPS")]
+    watch_history: Option<usize>,
+    /// Listings one caller may watch at once with WatchListings, over all its streams
+    /// [default: 1000000].
+    #[arg(long, env = "CCCGATE_WATCH_MAX_LISTINGS", value_name = "N")]
+    watch_max_listings: Option<usize>,
 }
 
 impl Args {
@@ -239,6 +247,8 @@ impl Args {
             keep_snapshots: self.keep_snapshots,
             snapshot_public_key: self.snapshot_public_key.clone(),
             snapshot_sign_key: self.snapshot_sign_key.clone(),
+            watch_history: self.watch_history,
+            watch_max_listings: self.watch_max_listings,
         }
     }
 }

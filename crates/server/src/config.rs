@@ -145,6 +145,10 @@ pub struct ConfigLayer {
     pub snapshot_public_key: Option<PathBuf>,
     /// Ed25519 secret key file the gateway signs the snapshots it builds from drops with.
     pub snapshot_sign_key: Option<PathBuf>,
+    /// Snapshot swaps whose change batches are kept for `WatchChanges` callers that resume.
+    pub watch_history: Option<usize>,
+    /// Listings one caller may watch at once (`WatchListings`), over all its streams.
+    pub watch_max_listings: Option<usize>,
 }
 
 /// Why settings cannot be used.
@@ -242,6 +246,12 @@ pub struct Config {
     pub snapshot_public_key: Option<PathBuf>,
     /// Secret key file to sign built snapshots with.
     pub snapshot_sign_key: Option<PathBuf>,
+    /// Swaps kept in the change feed's history.
+    pub watch_history: usize,
+    /// Listings one caller may watch.
+    pub watch_max_listings: usize,
+    /// The clock of the change feed's days and of watched listings (tests set their own).
+    pub clock: crate::watch::SharedClock,
 }
 
 /// Request limits.
@@ -538,6 +548,13 @@ impl Config {
                 None => None,
                 Some(n) => Some(positive("keep_snapshots", n)?),
             },
+            watch_history: positive(
+                "watch_history",
+                pick!(watch_history).unwrap_or(crate::watch::DEFAULT_HISTORY),
+            )?,
+            watch_max_listings: pick!(watch_max_listings)
+                .unwrap_or(crate::watch::DEFAULT_MAX_LISTINGS),
+            clock: std::sync::Arc::new(crate::watch::SystemClock),
         })
     }
 

@@ -33,6 +33,7 @@ pub mod reload;
 pub mod sample;
 mod service;
 pub mod store;
+pub mod watch;
 mod wire;
 
 use std::future::Future;
@@ -52,6 +53,7 @@ pub use decision_log::{DecisionLogError, DecisionLogSettings};
 pub use reload::{Refusal, RefusedKind, ReloadOutcome, Reloader, Trigger};
 pub use service::CheckError;
 pub use store::{Loaded, SnapshotReader, SnapshotWriter, snapshot_store};
+pub use watch::{Clock, ManualClock, SharedClock, SystemClock};
 #[doc(hidden)]
 pub use wire::fuzz_decode;
 
@@ -186,7 +188,8 @@ pub async fn run_with(
     {
         return Err(ServeError::KeyPair);
     }
-    let (writer, reader) = snapshot_store();
+    let (mut writer, reader) = snapshot_store();
+    let swaps = writer.notify_swaps();
     let reloader = Arc::new(
         Reloader::new(
             writer,
@@ -284,7 +287,15 @@ pub async fn run_with(
     let auth_task = auth
         .clone()
         .map(|a| tokio::spawn(a.watch(Duration::from_secs(1))));
-    let check = public::PublicCheck::new(Arc::clone(&ctx), auth);
+    let watch_hub = watch::WatchHub::new(
+        Arc::clone(&config.clock),
+        config.watch_history,
+        config.policy,
+        config.watch_max_listings,
+        config.limits.max_batch,
+    );
+    let watch_task = tokio::spawn(watch::run(Arc::clone(&watch_hub), swaps));
+    let check = public::PublicCheck::new(Arc::clone(&ctx), auth).with_watch(Arc::clone(&watch_hub));
     let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));
     drop(ctx);
 
@@ -348,6 +359,8 @@ pub async fn run_with(
                     .set_service_status(name, tonic_health::ServingStatus::NotServing)
                     .await;
             }
+            // Watch streams never end by themselves: end them, so draining does not wait.
+            watch_hub.shutdown();
             let _ = stop_tx.send(true);
         }
     };
@@ -379,6 +392,7 @@ pub async fn run_with(
     if let Some(task) = auth_task {
         task.abort();
     }
+    watch_task.abort();
     if let Some(task) = metrics_task {
         task.abort();
     }

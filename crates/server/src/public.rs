@@ -64,7 +64,7 @@ pub(crate) struct Answer<T> {
 }
 
 /// Charges taken by [`BudgetBody`] per message header, in order, for the decoder to pick up.
-type Charges = Arc<Mutex<VecDeque<Option<(Held<()>, Held<Caller>)>>>>;
+pub(crate) type Charges = Arc<Mutex<VecDeque<Option<(Held<()>, Held<Caller>)>>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -260,6 +260,7 @@ pub(crate) struct PublicCheck {
     admission: Arc<Admission>,
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
+    watch: Option<Arc<crate::watch::WatchHub>>,
 }
 
 /// The caller's name a transport established (the mTLS client certificate's), if any: put in
@@ -281,6 +282,7 @@ impl PublicCheck {
             admission,
             auth,
             anonymous: Arc::from("anonymous"),
+            watch: None,
         }
     }
 
@@ -304,6 +306,12 @@ impl PublicCheck {
             .extensions()
             .get::<PeerName>()
             .map_or_else(|| Arc::clone(&self.anonymous), |p| Arc::clone(&p.0)))
+    }
+
+    /// Serves `WatchChanges` and `WatchListings` from `hub`.
+    pub(crate) fn with_watch(mut self, hub: Arc<crate::watch::WatchHub>) -> Self {
+        self.watch = Some(hub);
+        self
     }
 
     fn codec<T>(&self, shape: Shape, charges: &Charges) -> GateCodec<T> {
@@ -454,6 +462,37 @@ impl PublicCheck {
                     slot: Some(slot),
                 };
                 self.grpc(codec).streaming(svc, req).await
+            }
+            "/cccgate.v1.ListingCheck/WatchChanges" | "/cccgate.v1.ListingCheck/WatchListings" => {
+                let Some(hub) = self.watch.clone() else {
+                    return Status::unimplemented("watching is off on this gateway").into_http();
+                };
+                let slot = match self.admit_stream(&caller, conn) {
+                    Ok(s) => Box::new(s),
+                    Err(status) => return status.into_http(),
+                };
+                let l = self.ctx.limits;
+                if path.ends_with("/WatchChanges") {
+                    crate::watch::serve::watch_changes(
+                        hub,
+                        slot,
+                        &charges,
+                        l.max_message_bytes,
+                        req,
+                    )
+                    .await
+                } else {
+                    crate::watch::serve::watch_listings(
+                        hub,
+                        caller,
+                        slot,
+                        &charges,
+                        l.max_message_bytes,
+                        l.max_batch,
+                        req,
+                    )
+                    .await
+                }
             }
             _ => {
                 Status::unimplemented(format!("{path} is not a method of this service")).into_http()

@@ -29,27 +29,51 @@ pub struct Loaded {
 /// Creates an empty store: the writer for the reload path, a reader for the services.
 pub fn snapshot_store() -> (SnapshotWriter, SnapshotReader) {
     let cell = Arc::new(ArcSwapOption::empty());
-    (SnapshotWriter(Arc::clone(&cell)), SnapshotReader(cell))
+    (
+        SnapshotWriter {
+            cell: Arc::clone(&cell),
+            swaps: None,
+        },
+        SnapshotReader(cell),
+    )
 }
 
 /// The only handle that can swap the snapshot in force. Not `Clone`: one reload path.
 #[derive(Debug)]
-pub struct SnapshotWriter(Arc<ArcSwapOption<Loaded>>);
+pub struct SnapshotWriter {
+    cell: Arc<ArcSwapOption<Loaded>>,
+    /// Told of every snapshot put in force, in order (the change feed's input).
+    swaps: Option<tokio::sync::mpsc::UnboundedSender<Arc<Loaded>>>,
+}
 
 impl SnapshotWriter {
     /// Puts `loaded` in force and returns the snapshot it replaced.
     pub fn swap(&self, loaded: Loaded) -> Option<Arc<Loaded>> {
-        self.0.swap(Some(Arc::new(loaded)))
+        let loaded = Arc::new(loaded);
+        let old = self.cell.swap(Some(Arc::clone(&loaded)));
+        if let Some(tx) = &self.swaps {
+            // The receiver lives as long as the gateway; after it, nobody needs to know.
+            let _ = tx.send(loaded);
+        }
+        old
+    }
+
+    /// From now on, every snapshot put in force is also sent, in order, to the receiver
+    /// returned (the change feed and watched listings follow swaps with it).
+    pub fn notify_swaps(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Loaded>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.swaps = Some(tx);
+        rx
     }
 
     /// A reader of this store.
     pub fn reader(&self) -> SnapshotReader {
-        SnapshotReader(Arc::clone(&self.0))
+        SnapshotReader(Arc::clone(&self.cell))
     }
 
     /// The snapshot in force (for the reload path, which compares sequences).
     pub fn current(&self) -> Option<Arc<Loaded>> {
-        self.0.load_full()
+        self.cell.load_full()
     }
 }
 

@@ -25,8 +25,8 @@
 #![deny(missing_docs)]
 
 mod builder;
-mod data;
 mod changes;
+mod data;
 mod diff;
 mod dir;
 mod error;

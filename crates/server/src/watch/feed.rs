@@ -1,0 +1,332 @@
+//! The change feed's bounded history and the `WatchChanges` stream.
+//!
+//! The history holds the batches of the last `--watch-history` swaps, and the DAY batches that
+//! followed each. A caller resuming from sequence `S` gets every SNAPSHOT batch with a higher
+//! sequence and every DAY batch sent while `S` or later was in force (a DAY batch may come
+//! twice to a caller that saw it before it disconnected: it only repeats expiries). When a
+//! batch leaves the history, callers that would need it are refused with FAILED_PRECONDITION.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cccgate_proto::v1::{ChangeBatch, ChangeCause};
+use futures::Stream;
+use tonic::Status;
+
+/// A BOOKMARK is sent when a stream has sent nothing for this long (the contract: at least
+/// every 60 s).
+pub const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
+
+/// Largest number of certificate changes in one `ChangeBatch` message: a swap with more is
+/// sent as several messages with the same sequence, day and cause, one after the other.
+pub const MAX_CHANGES_PER_MESSAGE: usize = 10_000;
+
+/// One swap's or one midnight's batch, as the messages it is sent in.
+#[derive(Debug)]
+struct Entry {
+    index: u64,
+    sequence: u64,
+    cause: ChangeCause,
+    messages: Vec<Arc<ChangeBatch>>,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    entries: VecDeque<Entry>,
+    next_index: u64,
+    /// Snapshot entries held.
+    swaps: usize,
+    /// The oldest sequence a caller may resume from; `None` until a snapshot is in force.
+    floor: Option<u64>,
+    /// The snapshot in force and the China-time day of the last batch.
+    current: Option<(u64, String)>,
+}
+
+/// The change feed shared by all `WatchChanges` streams.
+#[derive(Debug)]
+pub struct Feed {
+    cap: usize,
+    history: Mutex<History>,
+    appended: tokio::sync::watch::Sender<u64>,
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Feed {
+    /// A feed keeping the batches of the last `cap` swaps (at least 1).
+    pub fn new(cap: usize) -> Feed {
+        Feed {
+            cap: cap.max(1),
+            history: Mutex::default(),
+            appended: tokio::sync::watch::Sender::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The gateway is stopping: every stream ends (OK) once it has sent what it holds.
+    pub fn shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.appended.send_modify(|_| {});
+    }
+
+    /// The first snapshot put in force: no batch (there is nothing to compare it with).
+    pub fn start(&self, sequence: u64, day: String) {
+        let mut h = lock(&self.history);
+        h.floor.get_or_insert(sequence);
+        h.current = Some((sequence, day));
+    }
+
+    /// Appends a batch (SNAPSHOT or DAY) for `sequence`, split into messages.
+    pub fn append(
+        &self,
+        sequence: u64,
+        day: String,
+        cause: ChangeCause,
+        changes: Vec<cccgate_proto::v1::CertificateChange>,
+    ) {
+        let mut messages = Vec::with_capacity(changes.len() / MAX_CHANGES_PER_MESSAGE + 1);
+        let mut changes = changes.into_iter().peekable();
+        loop {
+            let chunk: Vec<_> = changes.by_ref().take(MAX_CHANGES_PER_MESSAGE).collect();
+            messages.push(Arc::new(ChangeBatch {
+                sequence,
+                day: day.clone(),
+                cause: cause as i32,
+                changes: chunk,
+            }));
+            if changes.peek().is_none() {
+                break;
+            }
+        }
+        let index = {
+            let mut h = lock(&self.history);
+            let index = h.next_index;
+            h.next_index += 1;
+            if cause == ChangeCause::Snapshot {
+                h.swaps += 1;
+            }
+            h.entries.push_back(Entry {
+                index,
+                sequence,
+                cause,
+                messages,
+            });
+            h.current = Some((sequence, day));
+            while h.swaps > self.cap {
+                let Some(old) = h.entries.pop_front() else {
+                    break;
+                };
+                // A caller at `old.sequence` (DAY) or just before it (SNAPSHOT) would miss it.
+                let floor = match old.cause {
+                    ChangeCause::Snapshot => {
+                        h.swaps -= 1;
+                        old.sequence
+                    }
+                    _ => old.sequence + 1,
+                };
+                h.floor = Some(h.floor.map_or(floor, |f| f.max(floor)));
+            }
+            index
+        };
+        self.appended.send_replace(index + 1);
+    }
+
+    /// Where a stream from `from_sequence` starts: the index of its first entry.
+    fn start_index(&self, from_sequence: u64) -> Result<u64, Status> {
+        let h = lock(&self.history);
+        let (Some((current, _)), Some(floor)) = (&h.current, h.floor) else {
+            return Err(Status::unavailable(
+                "no snapshot is loaded yet: the change feed starts with the first one",
+            ));
+        };
+        if from_sequence == 0 {
+            return Ok(h.next_index);
+        }
+        if from_sequence > *current {
+            return Err(Status::failed_precondition(format!(
+                "from_sequence {from_sequence} is newer than the snapshot in force here ({current}): \
+                 this gateway has not loaded it yet; retry later or on another replica"
+            )));
+        }
+        if from_sequence < floor {
+            return Err(Status::failed_precondition(format!(
+                "from_sequence {from_sequence} is too old: this gateway's change history starts at \
+                 sequence {floor} (--watch-history); re-check everything (cccgate replay) and start \
+                 again from 0"
+            )));
+        }
+        Ok(h.entries
+            .iter()
+            .find(|e| match e.cause {
+                ChangeCause::Snapshot => e.sequence > from_sequence,
+                _ => e.sequence >= from_sequence,
+            })
+            .map_or(h.next_index, |e| e.index))
+    }
+
+    /// The messages of every entry from `index` on, and the index after them; `None` if the
+    /// entry at `index` already left the history (the stream fell too far behind).
+    fn since(&self, index: u64) -> Option<(Vec<Arc<ChangeBatch>>, u64)> {
+        let h = lock(&self.history);
+        let first = h.entries.front().map_or(h.next_index, |e| e.index);
+        if index < first {
+            return None;
+        }
+        let out = h
+            .entries
+            .iter()
+            .filter(|e| e.index >= index)
+            .flat_map(|e| e.messages.iter().cloned())
+            .collect();
+        Some((out, h.next_index))
+    }
+
+    fn bookmark(&self) -> Option<ChangeBatch> {
+        let h = lock(&self.history);
+        h.current.as_ref().map(|(sequence, day)| ChangeBatch {
+            sequence: *sequence,
+            day: day.clone(),
+            cause: ChangeCause::Bookmark as i32,
+            changes: Vec::new(),
+        })
+    }
+
+    /// Sets the day the next bookmark reports (at midnight, before any batch).
+    pub fn set_day(&self, day: String) {
+        if let Some((_, d)) = &mut lock(&self.history).current {
+            *d = day;
+        }
+    }
+
+    /// A `WatchChanges` stream from `from_sequence`: a BOOKMARK at once (the stream is live
+    /// and this is where the feed stands), then the batches, with BOOKMARKs when idle.
+    pub fn stream(
+        self: &Arc<Self>,
+        from_sequence: u64,
+    ) -> Result<impl Stream<Item = Result<ChangeBatch, Status>> + Send + 'static, Status> {
+        let mut rx = self.appended.subscribe();
+        let start = self.start_index(from_sequence)?;
+        let feed = Arc::clone(self);
+        let first = feed.bookmark();
+        let state = (feed, rx.clone(), start, VecDeque::from_iter(first), false);
+        rx.mark_unchanged();
+        Ok(futures::stream::unfold(
+            state,
+            |(feed, mut rx, mut next, mut queue, done)| async move {
+                if done || feed.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                    return None;
+                }
+                loop {
+                    if let Some(m) = queue.pop_front() {
+                        return Some((Ok(m), (feed, rx, next, queue, false)));
+                    }
+                    match feed.since(next) {
+                        None => {
+                            let status = Status::failed_precondition(
+                                "this stream fell behind the change history (--watch-history): \
+                                 re-check everything (cccgate replay) and start again from 0",
+                            );
+                            return Some((Err(status), (feed, rx, next, queue, true)));
+                        }
+                        Some((messages, after)) if !messages.is_empty() => {
+                            next = after;
+                            queue.extend(messages.iter().map(|m| (**m).clone()));
+                            continue;
+                        }
+                        Some(_) => {}
+                    }
+                    match tokio::time::timeout(BOOKMARK_EVERY, rx.changed()).await {
+                        Ok(Ok(())) => continue,
+                        // The gateway is stopping.
+                        Ok(Err(_)) => return None,
+                        Err(_) => queue.extend(feed.bookmark()),
+                    }
+                }
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(n: u64) -> cccgate_proto::v1::CertificateChange {
+        cccgate_proto::v1::CertificateChange {
+            number: format!("{n:016}"),
+            before: None,
+            after: None,
+        }
+    }
+
+    #[test]
+    fn resuming_starts_after_the_callers_sequence_and_refuses_what_left_the_history() {
+        let feed = Feed::new(2);
+        feed.start(10, "2026-11-28".into());
+        feed.append(
+            11,
+            "2026-11-28".into(),
+            ChangeCause::Snapshot,
+            vec![change(1)],
+        );
+        feed.append(11, "2026-11-29".into(), ChangeCause::Day, vec![change(2)]);
+        feed.append(
+            12,
+            "2026-11-29".into(),
+            ChangeCause::Snapshot,
+            vec![change(3)],
+        );
+        // From 10: everything; from 11: the DAY batch at 11 and the swap to 12.
+        assert_eq!(feed.start_index(10).unwrap(), 0);
+        assert_eq!(feed.start_index(11).unwrap(), 1);
+        assert_eq!(feed.start_index(12).unwrap(), 3);
+        assert_eq!(feed.start_index(0).unwrap(), 3);
+        assert_eq!(
+            feed.start_index(13).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+        // A third swap pushes out the first: 10 is too old; 11 still has its DAY batch.
+        feed.append(13, "2026-11-29".into(), ChangeCause::Snapshot, vec![]);
+        let e = feed.start_index(10).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.message().contains("re-check everything"),
+            "{}",
+            e.message()
+        );
+        assert_eq!(feed.start_index(11).unwrap(), 1);
+        // A fourth pushes out the DAY batch at 11 with the swap to 12: 11 is too old now.
+        feed.append(14, "2026-11-29".into(), ChangeCause::Snapshot, vec![]);
+        assert!(feed.start_index(11).is_err());
+        assert_eq!(feed.start_index(12).unwrap(), 3);
+        assert!(feed.since(0).is_none());
+        let (msgs, next) = feed.since(3).unwrap();
+        assert_eq!(
+            msgs.iter().map(|m| m.sequence).collect::<Vec<_>>(),
+            [13, 14]
+        );
+        assert_eq!(next, 5);
+    }
+
+    #[test]
+    fn a_large_batch_is_split_into_messages_of_the_same_sequence() {
+        let feed = Feed::new(4);
+        feed.start(1, "2026-11-28".into());
+        let n = MAX_CHANGES_PER_MESSAGE as u64 * 2 + 1;
+        feed.append(
+            2,
+            "2026-11-28".into(),
+            ChangeCause::Snapshot,
+            (0..n).map(change).collect(),
+        );
+        let (msgs, _) = feed.since(0).unwrap();
+        assert_eq!(msgs.len(), 3);
+        assert!(msgs.iter().all(|m| m.sequence == 2));
+        assert_eq!(msgs.iter().map(|m| m.changes.len() as u64).sum::<u64>(), n);
+    }
+}

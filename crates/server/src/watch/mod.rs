@@ -1,0 +1,191 @@
+//! Watching the register change (spec/watch.md): the change feed (`WatchChanges`) and
+//! watched listings (`WatchListings`).
+//!
+//! One task ([`run`]) follows the snapshot swaps (in order, from the store's writer) and the
+//! China-time midnights (from the [`Clock`]). For each swap it diffs the new snapshot against
+//! the previous one, once ([`cccgate_snapshot::verdict_changes`]: a pure function of the two snapshots,
+//! so every replica computes the same changes), appends the batch to the [`feed::Feed`] and
+//! re-decides the watched listings of the changed certificates ([`registry::Registry`]). At
+//! midnight it does the same for the certificates still marked valid whose expiry day has just
+//! passed.
+
+pub mod clock;
+pub(crate) mod feed;
+pub(crate) mod registry;
+pub(crate) mod serve;
+
+use std::sync::Arc;
+
+use cccgate_core::{CertFacts, Day, Policy, Status};
+use cccgate_proto::certificate_to_wire;
+use cccgate_proto::v1::{CertificateChange, ChangeCause};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+
+use crate::store::Loaded;
+use registry::{Affected, Registry};
+
+/// Default of `--watch-history`: swaps whose change batches are kept for resuming streams.
+pub const DEFAULT_HISTORY: usize = 1_000;
+/// Default of `--watch-max-listings`: listings one caller may watch at once.
+pub const DEFAULT_MAX_LISTINGS: usize = 1_000_000;
+
+/// The change feed and the registry of watched listings, shared by all streams.
+#[derive(Debug)]
+pub(crate) struct WatchHub {
+    pub feed: Arc<feed::Feed>,
+    pub registry: Arc<Registry>,
+    pub clock: SharedClock,
+}
+
+impl WatchHub {
+    pub(crate) fn new(
+        clock: SharedClock,
+        history: usize,
+        policy: Policy,
+        max_listings: usize,
+        max_batch: usize,
+    ) -> Arc<Self> {
+        Arc::new(WatchHub {
+            feed: Arc::new(feed::Feed::new(history)),
+            registry: Registry::new(policy, max_listings, max_batch),
+            clock,
+        })
+    }
+}
+
+impl WatchHub {
+    /// The gateway is stopping: ends every watch stream.
+    pub(crate) fn shutdown(&self) {
+        self.feed.shutdown();
+        self.registry.shutdown();
+    }
+}
+
+fn change(
+    before: Option<&CertFacts<'_>>,
+    after: Option<&CertFacts<'_>>,
+    number: u64,
+) -> CertificateChange {
+    CertificateChange {
+        number: format!("{number:016}"),
+        before: before.map(certificate_to_wire),
+        after: after.map(certificate_to_wire),
+    }
+}
+
+/// What one swap changed: the wire changes, the numbers, and whether the catalogue changed.
+fn swap_changes(old: &Loaded, new: &Loaded) -> (Vec<CertificateChange>, Affected) {
+    let changes = cccgate_snapshot::verdict_changes(&old.snapshot, &new.snapshot);
+    let wire = changes
+        .iter()
+        .map(|c| change(c.before.as_ref(), c.after.as_ref(), c.number.get()))
+        .collect();
+    let affected = if old.snapshot.catalogue().entries() != new.snapshot.catalogue().entries() {
+        Affected::All
+    } else {
+        Affected::Certificates(changes.iter().map(|c| c.number.get()).collect())
+    };
+    (wire, affected)
+}
+
+/// What crossing from day `from` into day `to` changed: the valid certificates that lapsed
+/// (reported with status EXPIRED after), and whether a catalogue period starts or ends.
+fn day_changes(loaded: &Loaded, from: Day, to: Day) -> (Vec<CertificateChange>, Affected) {
+    let lapsed = cccgate_snapshot::lapsed(&loaded.snapshot, from, to);
+    let wire = lapsed
+        .iter()
+        .map(|c| {
+            let expired = CertFacts {
+                status: Status::Expired,
+                ..*c
+            };
+            change(Some(c), Some(&expired), c.number.get())
+        })
+        .collect();
+    let boundary = loaded.snapshot.catalogue().entries().iter().any(|e| {
+        let within = |d: Day| d.days() > from.days() && d.days() <= to.days();
+        within(e.from) || e.until.is_some_and(within)
+    });
+    let affected = if boundary {
+        Affected::All
+    } else {
+        Affected::Certificates(lapsed.iter().map(|c| c.number.get()).collect())
+    };
+    (wire, affected)
+}
+
+/// Follows swaps and midnights until the gateway stops (the swap sender is dropped).
+pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: UnboundedReceiver<Arc<Loaded>>) {
+    let mut current: Option<Arc<Loaded>> = None;
+    let mut day = clock::today(&*hub.clock);
+    loop {
+        let midnight = hub
+            .clock
+            .sleep_until(clock::start_of(Day::from_days(day.days() + 1)));
+        tokio::select! {
+            next = swaps.recv() => {
+                let Some(new) = next else { return };
+                day = cross_days(&hub, current.as_ref(), day).await;
+                let sequence = new.snapshot.sequence();
+                match current.replace(Arc::clone(&new)) {
+                    None => {
+                        // The registry first: once the feed shows the snapshot, adds see it.
+                        let registry = Arc::clone(&hub.registry);
+                        let _ = tokio::task::spawn_blocking(move || {
+                            registry.apply(new, day, &Affected::Certificates(Vec::new()))
+                        })
+                        .await;
+                        hub.feed.start(sequence, day.to_string());
+                    }
+                    Some(old) => {
+                        let hub2 = Arc::clone(&hub);
+                        let r = tokio::task::spawn_blocking(move || {
+                            let (wire, affected) = swap_changes(&old, &new);
+                            let n = wire.len();
+                            hub2.feed.append(sequence, day.to_string(), ChangeCause::Snapshot, wire);
+                            let pushed = hub2.registry.apply(new, day, &affected);
+                            (n, pushed)
+                        })
+                        .await;
+                        if let Ok((n, pushed)) = r {
+                            tracing::info!(sequence, changes = n, changed_verdicts = pushed, "change feed: swap");
+                        }
+                    }
+                }
+            }
+            () = midnight => {
+                day = cross_days(&hub, current.as_ref(), day).await;
+            }
+        }
+    }
+}
+
+/// If the clock is past `day`, sends the DAY batch for the days crossed and re-decides the
+/// listings of the lapsed certificates; returns the clock's day.
+async fn cross_days(hub: &Arc<WatchHub>, current: Option<&Arc<Loaded>>, day: Day) -> Day {
+    let today = clock::today(&*hub.clock);
+    if today.days() <= day.days() {
+        return day;
+    }
+    let Some(loaded) = current.cloned() else {
+        return today;
+    };
+    let hub2 = Arc::clone(hub);
+    let r = tokio::task::spawn_blocking(move || {
+        let (wire, affected) = day_changes(&loaded, day, today);
+        let n = wire.len();
+        let sequence = loaded.snapshot.sequence();
+        hub2.feed.set_day(today.to_string());
+        hub2.feed
+            .append(sequence, today.to_string(), ChangeCause::Day, wire);
+        let pushed = hub2.registry.apply(loaded, today, &affected);
+        (n, pushed)
+    })
+    .await;
+    if let Ok((n, pushed)) = r {
+        tracing::info!(day = %today, lapsed = n, changed_verdicts = pushed, "change feed: midnight");
+    }
+    today
+}

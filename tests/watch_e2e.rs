@@ -1,0 +1,477 @@
+//! Watching the register change (spec/watch.md) on a real gateway: the change feed's batches
+//! for swaps and midnights, resuming and its refusal, watched listings' INITIAL and CHANGED
+//! results against fresh checks, the per-caller cap, and re-adding after a restart.
+//!
+//! Swaps go through `Admin.Reload` of a new snapshot file; midnight comes from a
+//! [`ManualClock`] the test sets. Every wait for a message is bounded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cccgate_core::{CertificateRecord, Day, Status};
+use cccgate_e2e::gateway::{
+    TestGateway, cert_number, day, record, test_config_with, write_snapshot,
+};
+use cccgate_proto::v1::listing_check_client::ListingCheckClient;
+use cccgate_proto::v1::listing_result::Outcome;
+use cccgate_proto::v1::{
+    ChangeBatch, ChangeCause, CheckBatchRequest, Listing, ListingResult, ReloadOutcome,
+    ReloadRequest, WatchChangesRequest, WatchEvent, WatchListingsRequest, WatchListingsResponse,
+};
+use cccgate_server::{ConfigLayer, ManualClock};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// 2026-11-29 12:00 China time.
+fn noon(d: Day) -> i64 {
+    i64::from(d.days()) * 86_400 - 8 * 3_600 + 12 * 3_600
+}
+
+fn today() -> Day {
+    day(2026, 11, 29)
+}
+
+fn register() -> Vec<CertificateRecord> {
+    (1..=8)
+        .map(|s| record(s, Status::Valid, 901, &["M-1", "M-2"]))
+        .collect()
+}
+
+async fn start(dir: &std::path::Path, clock: &Arc<ManualClock>, layer: ConfigLayer) -> TestGateway {
+    let mut config = test_config_with(Some(dir), layer);
+    config.clock = Arc::clone(clock) as _;
+    TestGateway::start(config, false).await
+}
+
+/// Puts the newest snapshot file in force (asserting that one was loaded).
+async fn reload(gw: &TestGateway) {
+    let r = gw
+        .admin_client()
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .expect("Reload")
+        .into_inner();
+    assert_eq!(r.outcome, ReloadOutcome::Loaded as i32, "{r:?}");
+}
+
+/// Waits (bounded) until the change feed stands at `sequence`: the watch machinery has taken
+/// in the snapshot the gateway loaded at start.
+async fn ensure_loaded(client: &mut ListingCheckClient<Channel>, sequence: u64) {
+    tokio::time::timeout(BOUND, async {
+        loop {
+            if let Ok(s) = client
+                .watch_changes(WatchChangesRequest { from_sequence: 0 })
+                .await
+            {
+                let b = next_batch(&mut s.into_inner()).await;
+                if b.cause == ChangeCause::Bookmark as i32 && b.sequence >= sequence {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the first snapshot reached the change feed");
+}
+
+async fn next_batch(s: &mut Streaming<ChangeBatch>) -> ChangeBatch {
+    tokio::time::timeout(BOUND, s.message())
+        .await
+        .expect("a batch in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+/// The next batch that is not a bookmark.
+async fn next_change(s: &mut Streaming<ChangeBatch>) -> ChangeBatch {
+    loop {
+        let b = next_batch(s).await;
+        if b.cause != ChangeCause::Bookmark as i32 {
+            return b;
+        }
+    }
+}
+
+async fn changes_from(
+    client: &mut ListingCheckClient<Channel>,
+    from: u64,
+) -> Streaming<ChangeBatch> {
+    client
+        .watch_changes(WatchChangesRequest {
+            from_sequence: from,
+        })
+        .await
+        .expect("WatchChanges")
+        .into_inner()
+}
+
+fn numbers(b: &ChangeBatch) -> Vec<String> {
+    b.changes.iter().map(|c| c.number.clone()).collect()
+}
+
+fn num(serial: u32) -> String {
+    format!("{:016}", cert_number(serial).get())
+}
+
+struct Watch {
+    tx: mpsc::Sender<WatchListingsRequest>,
+    rx: Streaming<WatchListingsResponse>,
+}
+
+impl Watch {
+    async fn open(client: &mut ListingCheckClient<Channel>) -> Watch {
+        let (tx, rx) = mpsc::channel(8);
+        let rx = client
+            .watch_listings(ReceiverStream::new(rx))
+            .await
+            .expect("WatchListings")
+            .into_inner();
+        Watch { tx, rx }
+    }
+
+    async fn send(&self, add: Vec<Listing>, remove: Vec<String>) {
+        self.tx
+            .send(WatchListingsRequest { add, remove })
+            .await
+            .expect("request sent");
+    }
+
+    async fn next(&mut self) -> WatchListingsResponse {
+        tokio::time::timeout(BOUND, self.rx.message())
+            .await
+            .expect("a response in time")
+            .expect("stream ok")
+            .expect("stream open")
+    }
+}
+
+fn listing(id: &str, serial: u32, model: &str) -> Listing {
+    Listing {
+        listing_id: id.into(),
+        merchant_id: "m1".into(),
+        product_code: "0901".into(),
+        certificate_number: format!("CCC:{}", cert_number(serial).get()),
+        model: model.into(),
+        // Watched listings are decided as of today whatever this says.
+        event_time: "2020-01-01T10:00:00+08:00".into(),
+    }
+}
+
+/// What a fresh CheckBatch says of `listings`, as of `d`, by listing id.
+async fn fresh(
+    client: &mut ListingCheckClient<Channel>,
+    listings: &[Listing],
+    d: Day,
+) -> BTreeMap<String, (i32, i32)> {
+    let listings = listings
+        .iter()
+        .map(|l| Listing {
+            event_time: format!("{d}T12:00:00+08:00"),
+            ..l.clone()
+        })
+        .collect();
+    let r = client
+        .check_batch(CheckBatchRequest {
+            listings,
+            min_snapshot_sequence: 0,
+        })
+        .await
+        .expect("CheckBatch")
+        .into_inner();
+    r.results
+        .iter()
+        .map(|r| (r.listing_id.clone(), verdict(r)))
+        .collect()
+}
+
+fn verdict(r: &ListingResult) -> (i32, i32) {
+    match &r.outcome {
+        Some(Outcome::Verdict(v)) => (v.decision, v.reason),
+        other => panic!("{}: no verdict: {other:?}", r.listing_id),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_gives_exactly_its_change_set_and_a_resume_gets_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recs = register();
+    write_snapshot(dir.path(), 1, &recs);
+    let clock = ManualClock::new(noon(today()));
+    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    let mut feed = changes_from(&mut client, 0).await;
+    let b = next_batch(&mut feed).await;
+    assert_eq!((b.cause, b.sequence), (ChangeCause::Bookmark as i32, 1));
+    assert_eq!(b.day, "2026-11-29");
+
+    // Known changes: 2 revoked, 3 expires earlier, 4 one more model, 5 leaves, 9 is new,
+    // 6 a new producer only (not verdict-relevant: not a change).
+    recs[1].status = Status::Revoked;
+    recs[2].expires = day(2030, 1, 1);
+    recs[3].models.push("M-3".into());
+    recs[5].producer = "新生产者".into();
+    recs.remove(4);
+    recs.push(record(9, Status::Valid, 901, &["M-9"]));
+    write_snapshot(dir.path(), 2, &recs);
+    reload(&gw).await;
+
+    let b = next_change(&mut feed).await;
+    assert_eq!(b.cause, ChangeCause::Snapshot as i32);
+    assert_eq!(b.sequence, 2);
+    let mut want = vec![num(2), num(3), num(4), num(5), num(9)];
+    want.sort();
+    assert_eq!(numbers(&b), want);
+    let c2 = &b.changes[0];
+    assert_eq!(c2.before.as_ref().unwrap().status, 1);
+    assert_eq!(c2.after.as_ref().unwrap().status, 3);
+    let c5 = b.changes.iter().find(|c| c.number == num(5)).unwrap();
+    assert!(c5.before.is_some() && c5.after.is_none());
+    let c9 = b.changes.iter().find(|c| c.number == num(9)).unwrap();
+    assert!(c9.before.is_none() && c9.after.is_some());
+
+    // A caller that saw sequence 1 resumes and gets the same batch; one at 2 gets nothing old.
+    let mut resumed = changes_from(&mut client, 1).await;
+    let again = next_change(&mut resumed).await;
+    assert_eq!(again, b);
+    let mut current = changes_from(&mut client, 2).await;
+    let first = next_batch(&mut current).await;
+    assert_eq!(
+        (first.cause, first.sequence),
+        (ChangeCause::Bookmark as i32, 2)
+    );
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_older_than_the_history_is_refused_with_re_check_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recs = register();
+    write_snapshot(dir.path(), 1, &recs);
+    let clock = ManualClock::new(noon(today()));
+    let layer = ConfigLayer {
+        watch_history: Some(1),
+        ..ConfigLayer::default()
+    };
+    let gw = start(dir.path(), &clock, layer).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    let mut feed = changes_from(&mut client, 0).await;
+    for seq in 2..=3 {
+        recs[seq as usize].status = Status::Suspended;
+        write_snapshot(dir.path(), seq, &recs);
+        reload(&gw).await;
+        assert_eq!(next_change(&mut feed).await.sequence, seq);
+    }
+    // One swap kept: 2 → 3. A caller at 1 missed 1 → 2.
+    let refused = client
+        .watch_changes(WatchChangesRequest { from_sequence: 1 })
+        .await
+        .expect_err("too old");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("re-check everything"),
+        "{}",
+        refused.message()
+    );
+    let mut ok = changes_from(&mut client, 2).await;
+    assert_eq!(next_change(&mut ok).await.sequence, 3);
+    // Ahead of this gateway: refused too, saying so.
+    let ahead = client
+        .watch_changes(WatchChangesRequest { from_sequence: 9 })
+        .await
+        .expect_err("ahead");
+    assert_eq!(ahead.code(), tonic::Code::FailedPrecondition);
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_listings_get_only_changed_verdicts_and_match_fresh_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recs = register();
+    write_snapshot(dir.path(), 1, &recs);
+    let clock = ManualClock::new(noon(today()));
+    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+
+    let listings = vec![
+        listing("L1", 1, "M-1"),  // stays valid
+        listing("L2", 2, "M-1"),  // revoked
+        listing("L3", 3, "M-3"),  // model not covered, then covered
+        listing("L4", 4, "M-1"),  // certificate leaves the register
+        listing("L5", 5, "M-2"),  // producer changes only: verdict unchanged
+        listing("L6", 99, "M-1"), // not found, then found
+    ];
+    let bad = Listing {
+        merchant_id: String::new(),
+        ..listing("BAD", 1, "M-1")
+    };
+    let mut w = Watch::open(&mut client).await;
+    let mut add = listings.clone();
+    add.push(bad);
+    w.send(add, vec![]).await;
+    let initial = w.next().await;
+    assert_eq!(initial.event, WatchEvent::Initial as i32);
+    assert_eq!(initial.snapshot_sequence, 1);
+    assert_eq!(initial.results.len(), 7);
+    match &initial.results[6].outcome {
+        Some(Outcome::Error(e)) => assert_eq!(e.field, "merchant_id"),
+        other => panic!("bad listing answered {other:?}"),
+    }
+    let mut state: BTreeMap<String, (i32, i32)> = initial.results[..6]
+        .iter()
+        .map(|r| (r.listing_id.clone(), verdict(r)))
+        .collect();
+    assert_eq!(state, fresh(&mut client, &listings, today()).await);
+
+    recs[1].status = Status::Revoked;
+    recs[2].models.push("M-3".into());
+    recs[4].producer = "新生产者".into();
+    recs.remove(3);
+    recs.push(record(99, Status::Valid, 901, &["M-1"]));
+    write_snapshot(dir.path(), 2, &recs);
+    reload(&gw).await;
+    let changed = w.next().await;
+    assert_eq!(changed.event, WatchEvent::Changed as i32);
+    assert_eq!(changed.snapshot_sequence, 2);
+    let ids: BTreeSet<&str> = changed
+        .results
+        .iter()
+        .map(|r| r.listing_id.as_str())
+        .collect();
+    assert_eq!(ids, BTreeSet::from(["L2", "L3", "L4", "L6"]));
+    for r in &changed.results {
+        state.insert(r.listing_id.clone(), verdict(r));
+    }
+    assert_eq!(state, fresh(&mut client, &listings, today()).await);
+
+    // Removed listings get nothing; re-adding an id replaces it (L1 now sells M-9).
+    w.send(vec![listing("L1", 1, "M-9")], vec!["L2".into()])
+        .await;
+    let replaced = w.next().await;
+    assert_eq!(replaced.event, WatchEvent::Initial as i32);
+    assert_eq!(replaced.results[0].listing_id, "L1");
+    recs[0].models.push("M-9".into()); // L1 (as replaced) becomes covered
+    recs[1].status = Status::Valid; // L2's certificate, no longer watched
+    write_snapshot(dir.path(), 3, &recs);
+    reload(&gw).await;
+    let changed = w.next().await;
+    let ids: Vec<&str> = changed
+        .results
+        .iter()
+        .map(|r| r.listing_id.as_str())
+        .collect();
+    assert_eq!(ids, ["L1"]);
+    assert_eq!(changed.snapshot_sequence, 3);
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn midnight_expires_the_valid_certificates_whose_day_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recs = register();
+    let d = today();
+    recs[0].expires = d; // valid through today: lapses at midnight
+    recs[1].expires = d;
+    recs[1].status = Status::Suspended; // not marked valid: not in the DAY batch
+    recs[2].expires = day(2026, 11, 30); // valid through tomorrow
+    write_snapshot(dir.path(), 1, &recs);
+    let clock = ManualClock::new(noon(d));
+    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    let mut feed = changes_from(&mut client, 0).await;
+    next_batch(&mut feed).await;
+    let mut w = Watch::open(&mut client).await;
+    let watched = vec![listing("E1", 1, "M-1"), listing("E3", 3, "M-1")];
+    w.send(watched.clone(), vec![]).await;
+    let initial = w.next().await;
+    assert!(
+        initial.results.iter().all(|r| verdict(r).1 == 12),
+        "{initial:?}"
+    );
+
+    // 00:00:01 the next day, China time.
+    clock.set(noon(d) + 12 * 3_600 + 1);
+    let b = next_change(&mut feed).await;
+    assert_eq!(b.cause, ChangeCause::Day as i32);
+    assert_eq!(b.day, "2026-11-30");
+    assert_eq!(b.sequence, 1);
+    assert_eq!(numbers(&b), [num(1)]);
+    assert_eq!(b.changes[0].after.as_ref().unwrap().status, 5);
+    let changed = w.next().await;
+    assert_eq!(changed.event, WatchEvent::Changed as i32);
+    assert_eq!(changed.results.len(), 1);
+    assert_eq!(changed.results[0].listing_id, "E1");
+    assert_eq!(verdict(&changed.results[0]).1, 9); // CERTIFICATE_EXPIRED
+    let now = fresh(&mut client, &watched, day(2026, 11, 30)).await;
+    assert_eq!(now["E1"], verdict(&changed.results[0]));
+    gw.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_watches_at_most_its_cap_and_re_adds_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let recs = register();
+    write_snapshot(dir.path(), 1, &recs);
+    let clock = ManualClock::new(noon(today()));
+    let layer = ConfigLayer {
+        watch_max_listings: Some(2),
+        ..ConfigLayer::default()
+    };
+    let gw = start(dir.path(), &clock, layer.clone()).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    let mut w = Watch::open(&mut client).await;
+    w.send(
+        vec![
+            listing("A", 1, "M-1"),
+            listing("B", 2, "M-1"),
+            listing("C", 3, "M-1"),
+        ],
+        vec![],
+    )
+    .await;
+    let r = w.next().await;
+    match &r.results[2].outcome {
+        Some(Outcome::Error(e)) => assert!(e.message.contains("--watch-max-listings"), "{e:?}"),
+        other => panic!("over the cap: {other:?}"),
+    }
+    // Replacing a watched id is not a new watch; after a remove there is room again.
+    w.send(vec![listing("A", 1, "M-2")], vec!["B".into()]).await;
+    assert!(matches!(
+        w.next().await.results[0].outcome,
+        Some(Outcome::Verdict(_))
+    ));
+    w.send(vec![listing("C", 3, "M-1")], vec![]).await;
+    assert!(matches!(
+        w.next().await.results[0].outcome,
+        Some(Outcome::Verdict(_))
+    ));
+
+    // The gateway restarts: the stream ends; the caller reconnects and adds again (INITIAL).
+    gw.stop().await.unwrap();
+    let ended = tokio::time::timeout(BOUND, w.rx.message())
+        .await
+        .expect("ends in time");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    let gw = start(dir.path(), &clock, layer).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    let mut w = Watch::open(&mut client).await;
+    w.send(vec![listing("A", 1, "M-2"), listing("C", 3, "M-1")], vec![])
+        .await;
+    let r = w.next().await;
+    assert_eq!(r.event, WatchEvent::Initial as i32);
+    assert_eq!(r.results.len(), 2);
+    assert!(r.results.iter().all(|r| verdict(r) == (1, 12)), "{r:?}");
+    gw.stop().await.unwrap();
+}
