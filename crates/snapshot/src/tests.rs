@@ -657,6 +657,61 @@ mod dir {
         assert_eq!(d.transitions[&(before, after)], 1);
         assert!(diff(&old, &old).changes.is_empty());
     }
+#[test]
+fn a_snapshot_under_another_sequence_holds_the_same_register() {
+    let recs = records(700);
+    let dir = tempfile::tempdir().unwrap();
+    let base_path = dir.path().join(file_name(3));
+    write_atomic(
+        &SnapshotBuilder::from_records(info(3), catalogue(), recs.clone())
+            .build()
+            .unwrap(),
+        &base_path,
+    )
+    .unwrap();
+    let base = Snapshot::open(&base_path).unwrap();
+    // From a mapped file (copied) and from memory (patched in place).
+    for (i, from) in [
+        Snapshot::open(&base_path).unwrap(),
+        Snapshot::read(&base_path).unwrap(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seq = 9 + i as u64;
+        let path = dir.path().join(file_name(seq));
+        write_atomic(&from.with_sequence(seq), &path).unwrap();
+        let s = Snapshot::open(&path).unwrap();
+        assert_eq!(s.sequence(), seq);
+        assert_ne!(s.content_id(), base.content_id());
+        assert_eq!(
+            (s.source(), s.generated_at(), s.built_at_unix_ms()),
+            (base.source(), base.generated_at(), base.built_at_unix_ms())
+        );
+        assert_eq!(s.counts(), base.counts());
+        assert_eq!(s.catalogue(), base.catalogue());
+        assert_eq!(s.byte_len(), base.byte_len());
+        for r in &recs {
+            assert_eq!(s.record(r.number).as_ref(), Some(r));
+        }
+        // Verdicts carry the new sequence.
+        let (code, number) = (recs[0].product_code.to_string(), recs[0].number.to_string());
+        let l = Listing::parse(
+            "L",
+            "M",
+            &code,
+            &number,
+            "",
+            "",
+            day(2026, 1, 1),
+        )
+        .unwrap();
+        let policy = Policy::default();
+        let (a, b) = (check(&base, &l, &policy), check(&s, &l, &policy));
+        assert_eq!((a.reason, b.snapshot_sequence), (b.reason, seq));
+    }
+    // The base file is untouched.
+    assert_eq!(Snapshot::open(&base_path).unwrap().sequence(), 3);
 }
 
 #[test]
