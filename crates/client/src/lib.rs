@@ -30,5 +30,6 @@ pub mod merge;
 pub mod output;
 pub mod progress;
 pub mod replay;
+pub mod soak;
 pub mod summary;
 pub mod wire;
