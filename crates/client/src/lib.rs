@@ -32,4 +32,5 @@ pub mod progress;
 pub mod replay;
 pub mod soak;
 pub mod summary;
+pub mod swap;
 pub mod wire;
