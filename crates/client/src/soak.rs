@@ -78,9 +78,36 @@ pub fn threads() -> Option<u64> {
 }
 
 /// Bytes of the regular files at or under `path` (down to `depth` levels of directories),
-/// and how many of them are snapshot files. Files that vanish while being read count as
-/// absent: the directory is live.
+/// and how many of them are snapshot files. A `path` that is not a directory also counts
+/// its rotated siblings (`<name>.1`, `<name>.2.gz` ...), so a rotating log is measured
+/// whole. Files that vanish while being read count as absent: the directory is live.
 pub fn disk_usage(path: &Path, depth: u32) -> (u64, u64) {
+    if !path.is_dir()
+        && let (Some(parent), Some(name)) = (path.parent(), path.file_name())
+    {
+        let prefix = format!("{}.", name.to_string_lossy());
+        let rotated = std::fs::read_dir(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        })
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum::<u64>()
+        })
+        .unwrap_or(0);
+        let (own, snaps) = usage_of(path, depth);
+        return (own + rotated, snaps);
+    }
+    usage_of(path, depth)
+}
+
+fn usage_of(path: &Path, depth: u32) -> (u64, u64) {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return (0, 0);
     };
@@ -100,7 +127,7 @@ pub fn disk_usage(path: &Path, depth: u32) -> (u64, u64) {
     };
     entries
         .flatten()
-        .map(|e| disk_usage(&e.path(), depth - 1))
+        .map(|e| usage_of(&e.path(), depth - 1))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
@@ -439,6 +466,12 @@ mod tests {
         assert!(open_fds().unwrap() > before);
         drop(held);
         assert_eq!(disk_usage(&dir.path().join("missing"), 2), (0, 0));
+        // A log and its rotated files.
+        let log = dir.path().join("decisions.jsonl");
+        std::fs::write(&log, vec![0u8; 10]).unwrap();
+        std::fs::write(dir.path().join("decisions.jsonl.1"), vec![0u8; 5]).unwrap();
+        std::fs::write(dir.path().join("decisions.jsonl.2.gz"), vec![0u8; 2]).unwrap();
+        assert_eq!(disk_usage(&log, 2), (17, 0));
     }
 
     #[test]
