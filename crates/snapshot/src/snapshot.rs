@@ -168,15 +168,28 @@ impl Snapshot {
         Self::verify(Backing::Anonymous(map), header, path)
     }
 
-    /// Reads a snapshot file fully into memory instead of mapping it.
+    /// Reads a snapshot file fully into memory instead of mapping it (one copy, straight
+    /// into the aligned buffer the archive needs).
     pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
-        let raw = std::fs::read(path).map_err(|source| SnapshotError::Io {
+        use std::io::Read;
+        let io = |source| SnapshotError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        let header = Header::decode(&raw, raw.len() as u64, path)?;
-        let mut archive = AlignedVec::<16>::with_capacity(raw.len() - HEADER_LEN);
-        archive.extend_from_slice(&raw[HEADER_LEN..]);
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let mut head = [0u8; HEADER_LEN];
+        let got = read_up_to(&mut file, &mut head).map_err(io)?;
+        let header = Header::decode(&head[..got], len, path)?;
+        let archive_len =
+            usize::try_from(header.archive_len).map_err(|_| SnapshotError::Length {
+                path: path.to_path_buf(),
+                expected: header.archive_len,
+                actual: len,
+            })?;
+        let mut archive = AlignedVec::<16>::with_capacity(archive_len);
+        archive.resize(archive_len, 0);
+        file.read_exact(&mut archive).map_err(io)?;
         Self::verify(Backing::Owned(archive), header, path)
     }
 
