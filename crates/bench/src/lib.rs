@@ -8,6 +8,8 @@
 //!   against the reason the generator expects.
 //! - [`drive`]: the one run driver both load benchmarks use: connect, start the senders
 //!   ([`load`]), sample the rate, join, count.
+//! - [`swap`]: the snapshots the swap benchmark swaps in, in the disk of three; [`soak`]:
+//!   the process's memory, descriptors, threads and disk sampled over a long run.
 //! - [`setup`]: the gateway to load (a URL, or [`embedded`]: the real gateway started
 //!   in-process over a cached synthetic snapshot) and the listing stream of its register.
 //!
@@ -22,6 +24,8 @@ pub mod grpc;
 pub mod load;
 pub mod pace;
 pub mod setup;
+pub mod soak;
+pub mod swap;
 pub mod year;
 
 pub use setup::{BenchError, GatewayChoice};

@@ -30,7 +30,5 @@ pub mod merge;
 pub mod output;
 pub mod progress;
 pub mod replay;
-pub mod soak;
 pub mod summary;
-pub mod swap;
 pub mod wire;
