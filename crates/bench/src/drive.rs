@@ -55,7 +55,9 @@ pub struct Drive {
     pub duration: Option<Duration>,
     /// When to send.
     pub pacing: Pacing,
-    /// Whether calls overlapping a snapshot swap are counted apart.
+    /// Whether snapshots are swapped during the run ([`crate::swap`]): calls overlapping a
+    /// swap are counted apart, and each verdict is checked against the register of the
+    /// snapshot that decided it.
     pub swaps: bool,
     /// Progress on stderr.
     pub progress: Mode,
@@ -143,6 +145,7 @@ pub async fn drive<T>(
             until,
             schedule: schedule.clone(),
             phase: i as f64 / senders as f64,
+            by_snapshot: d.swaps,
         };
         tasks.push(tokio::spawn(run_sender(
             gateway.client(i),

@@ -110,8 +110,14 @@ pub fn register_snapshot(
         SnapshotBuilder::from_records(bench_build_info(1), catalogue, records).build()
     })?;
     // A directory served by a benchmark that swapped snapshots in holds newer ones: a new
-    // run starts again from sequence 1.
+    // run starts again from sequence 1, and the gateway's high-water mark of the last run
+    // (this directory is the benchmark's own) must not refuse it as a rollback.
     SnapshotDir::new(&dir).remove_newer(1)?;
+    let mark = dir.join(cccgate_snapshot::HIGH_WATER_FILE);
+    match std::fs::remove_file(&mark) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&mark)(e)),
+        _ => {}
+    }
     Ok(dir)
 }
 
@@ -279,6 +285,12 @@ impl EmbeddedGateway {
             std::fs::copy(built, &tmp).map_err(io_err(&tmp))?;
         }
         std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        self.reload_to(sequence).await
+    }
+
+    /// Asks the gateway to reload (as `Admin.Reload` does) and checks that `snap-<sequence>.ccc`,
+    /// already in the served directory, is then in force.
+    pub async fn reload_to(&self, sequence: u64) -> Result<(), EmbeddedError> {
         let mut admin = self.admin().await?;
         let r = admin
             .reload(ReloadRequest {})
@@ -289,7 +301,7 @@ impl EmbeddedGateway {
             ReloadOutcome::Loaded if r.snapshot_sequence == sequence => Ok(()),
             _ => Err(EmbeddedError::NotReady(format!(
                 "reload of {} gave {:?} (sequence {}): {}",
-                dest.display(),
+                self.snapshot_dir.join(file_name(sequence)).display(),
                 r.outcome(),
                 r.snapshot_sequence,
                 r.message

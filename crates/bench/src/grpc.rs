@@ -7,25 +7,25 @@
 //!   calls are sent on a fixed schedule (open loop) and latency counts from when each call was
 //!   due, so a gateway that falls behind shows it.
 //! - `swap`: `CheckStream` at a steady rate while the embedded gateway swaps in a new snapshot
-//!   every few seconds; latency is split between calls that overlapped a swap and the rest,
-//!   and resident memory is sampled each second against the snapshot's size.
+//!   every few seconds; latency is split between calls that overlapped a swap and the rest;
+//!   resident memory, descriptors, threads and the disk of the snapshot directory are sampled
+//!   over the run ([`crate::soak`]).
 //!
 //! Listings come from the synthetic register the gateway serves; every verdict is checked
-//! against its expected reason. A swap publishes a snapshot with the same certificates and
-//! a higher sequence, so no verdict's reason may change across a swap: a mismatch would be a
-//! wrong answer. Each verdict's own `snapshot_sequence` must also equal its response's (a
-//! response mixing two snapshots counts as `torn`), and the sequences the responses carried
-//! are reported. (That a verdict is decided by the snapshot it is labelled with, with
-//! registers that differ, is pinned by `tests/gateway_swap.rs`.)
+//! against its expected reason. Swapped snapshots alternate between the base register and
+//! one that revokes one certificate in sixteen ([`crate::swap`]), prepared one at a time
+//! while the previous one serves, in the disk of three snapshots: a verdict must be the one
+//! of the register of the snapshot it names, so a stale swap shows as a mismatch; a verdict
+//! naming another snapshot than its response counts as `torn`, one older than a snapshot its
+//! stream had already seen as `went back`, and the sequences the responses carried are
+//! reported.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cccgate_snapshot::{Snapshot, SnapshotBuilder, file_name};
 use cccgate_synth::{Profile, RegisterSpec};
 
 use cccgate_client::progress::Mode;
@@ -33,8 +33,10 @@ use cccgate_client::summary::{Latency, micros, thousands};
 use cccgate_client::wire::Rpc;
 
 use crate::drive::{Drive, Driven, Pacing, drive};
-use crate::embedded::{EmbeddedError, EmbeddedGateway, bench_build_info};
+use crate::embedded::{EmbeddedError, EmbeddedGateway};
 use crate::load::{LoadStats, RunShared, resident_bytes};
+use crate::soak::{Soak, SoakRecorder};
+use crate::swap::SwapRing;
 use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
 
 /// What the benchmark exercises.
@@ -145,19 +147,34 @@ impl GrpcConfig {
     }
 }
 
-/// Memory around snapshot swaps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Memory, disk and timing around snapshot swaps.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SwapMemory {
     /// Swaps done.
     pub swaps: u32,
     /// Size of one snapshot file.
     pub snapshot_bytes: u64,
-    /// Resident memory before the first swap (under load).
+    /// Resident memory before the first swap (under load, once the first snapshot to swap
+    /// in is prepared).
     pub rss_before: u64,
     /// Largest resident memory sampled during the swaps.
     pub rss_max: u64,
-    /// Resident memory at the end.
+    /// Resident memory one interval after the last swap, still under load.
     pub rss_after: u64,
+    /// Most bytes the snapshot directory held (checked after every file written).
+    pub disk_peak: u64,
+    /// Most snapshot files it held, prepared ones included.
+    pub disk_peak_files: u64,
+    /// Certificates the alternate register revokes.
+    pub flipped_certs: u64,
+    /// Seconds from the first swap to one interval after the last.
+    pub seconds: f64,
+    /// Longest time preparing one snapshot took.
+    pub prepare_max: Duration,
+    /// Longest time a reload took (from asking to the snapshot in force).
+    pub reload_max: Duration,
+    /// Swaps that happened later than their schedule (the next snapshot was not ready).
+    pub late: u32,
 }
 
 /// What a gRPC run measured.
@@ -183,8 +200,10 @@ pub struct GrpcReport {
     pub rate: Option<f64>,
     /// Everything counted.
     pub stats: LoadStats,
-    /// Memory (`swap` mode).
+    /// Memory, disk and timing of the swaps (`swap` mode).
     pub memory: Option<SwapMemory>,
+    /// The soak samples (`swap` mode).
+    pub soak: Option<Soak>,
     /// Listings per call.
     pub chunk: usize,
     /// Calls in flight.
@@ -278,13 +297,40 @@ impl fmt::Display for GrpcReport {
         if let Some(m) = &self.memory {
             writeln!(
                 f,
-                "  memory        {} swaps of a {} snapshot: resident {} before, {} at most, {} after (peak - before = {})",
+                "  swaps         {} in {:.1} s ({:.2} s apart on average; {} late); preparing a snapshot took at most {:.2} s, a reload {:.2} s",
+                m.swaps,
+                m.seconds,
+                m.seconds / f64::from(m.swaps.max(1)),
+                m.late,
+                m.prepare_max.as_secs_f64(),
+                m.reload_max.as_secs_f64()
+            )?;
+            writeln!(
+                f,
+                "  memory        {} swaps of a {} snapshot: resident {} before, {} at most, {} after (after/before {:.3}; peak - before = {})",
                 m.swaps,
                 mib(m.snapshot_bytes),
                 mib(m.rss_before),
                 mib(m.rss_max),
                 mib(m.rss_after),
+                m.rss_after as f64 / m.rss_before.max(1) as f64,
                 mib(m.rss_max.saturating_sub(m.rss_before))
+            )?;
+            writeln!(
+                f,
+                "  disk          at most {} snapshot files, {} in the snapshot directory ({:.2} snapshots)",
+                m.disk_peak_files,
+                mib(m.disk_peak),
+                m.disk_peak as f64 / m.snapshot_bytes.max(1) as f64
+            )?;
+            writeln!(
+                f,
+                "  verdicts      {} answered by the alternate register differ from the base's ({} certificates revoked in it), each the right one; snapshots {} to {} answered; {} went back to an older snapshot",
+                thousands(self.stats.changed_by_swap),
+                thousands(m.flipped_certs),
+                self.stats.sequences.0,
+                self.stats.sequences.1,
+                thousands(self.stats.went_back)
             )?;
         }
         let s = &self.stats;
@@ -337,34 +383,42 @@ pub async fn run_grpc(
         gateway_rt,
     )
     .await?;
-    // Swap mode: the snapshots to swap in, built before the load starts.
-    let staged = match (&su.embedded, cfg.mode) {
+    // Swap mode: the first snapshot to swap in (the alternate register) is built before the
+    // load starts; the others are prepared one at a time while the previous one serves.
+    let ring = match (&su.embedded, cfg.mode) {
         (Some(gw), GrpcMode::Swap) => {
             let dir = gw.snapshot_dir().to_path_buf();
-            let swaps = cfg.swaps;
-            tokio::task::spawn_blocking(move || stage_swaps(&dir, swaps))
-                .await
-                .map_err(|e| BenchError::Runtime(std::io::Error::other(e)))??
+            let prepared = tokio::task::spawn_blocking(move || {
+                let mut ring = SwapRing::new(&dir)?;
+                let started = Instant::now();
+                let bytes = ring.prepare(FIRST_SWAP)?;
+                Ok::<_, EmbeddedError>((ring, bytes, started.elapsed()))
+            })
+            .await
+            .map_err(|e| BenchError::Runtime(std::io::Error::other(e)))??;
+            Some(prepared)
         }
-        _ => Vec::new(),
+        _ => None,
     };
     // Swap mode without --seconds runs until the swap loop is done (every swap, then one more
-    // interval of load), however long publishing takes on a busy machine.
-    let duration = cfg.seconds.map(Duration::from_secs_f64);
-    let until_swaps_done = cfg.mode == GrpcMode::Swap && duration.is_none();
+    // interval of load), however long preparing and publishing take on a busy machine.
+    let duration = match (cfg.mode, cfg.seconds) {
+        (_, Some(s)) => Some(Duration::from_secs_f64(s)),
+        _ => None,
+    };
     let d = Drive {
         label: format!("grpc {}", cfg.mode),
         rpc: cfg.mode.rpc(),
         chunk: cfg.chunk,
         senders: cfg.concurrency,
         connections: cfg.connections,
-        planned: (duration.is_none() && !until_swaps_done).then_some(cfg.checks),
+        planned: (duration.is_none() && cfg.mode != GrpcMode::Swap).then_some(cfg.checks),
         duration,
         pacing: cfg.rate.map_or(Pacing::Max, Pacing::Rate),
         swaps: cfg.mode == GrpcMode::Swap,
         progress: cfg.progress,
     };
-    let swapping = su.embedded.as_ref().filter(|_| cfg.mode == GrpcMode::Swap);
+    let swapping = su.embedded.as_ref().zip(ring);
     let (
         Driven {
             stats,
@@ -373,22 +427,16 @@ pub async fn run_grpc(
             senders,
             ..
         },
-        memory,
+        swapped,
     ) = drive(&su, &d, async |shared| match swapping {
-        Some(gw) => {
-            let memory = swap_loop(gw, &staged, cfg.swap_every, &shared).await?;
-            if until_swaps_done {
-                shared.stop.store(true, Ordering::Relaxed);
-            }
-            Ok(Some(memory))
-        }
+        Some((gw, ring)) => Ok(Some(swap_loop(gw, ring, cfg, shared).await?)),
         None => Ok(None),
     })
     .await?;
-    let memory = memory.map(|mut m| {
-        m.rss_after = resident_bytes().unwrap_or(0);
-        m
-    });
+    let (memory, soak) = match swapped {
+        Some((m, rec)) => (Some(m), Some(rec.finish())),
+        None => (None, None),
+    };
     if let Some(gw) = su.embedded {
         let _ = gw.stop().await;
     }
@@ -404,6 +452,7 @@ pub async fn run_grpc(
         latency_swap: (cfg.mode == GrpcMode::Swap).then(|| Latency::of(&stats.latency_swap_us)),
         rate: cfg.rate,
         memory,
+        soak,
         chunk: if cfg.mode == GrpcMode::Unary {
             1
         } else {
@@ -415,41 +464,51 @@ pub async fn run_grpc(
     })
 }
 
-/// Builds `swaps` snapshots with the certificates of `dir/snap-1.ccc` and sequences
-/// `2..=swaps + 1` under `dir/staging/` (kept between runs); returns their paths in order.
-fn stage_swaps(dir: &Path, swaps: u32) -> Result<Vec<(u64, PathBuf)>, EmbeddedError> {
-    let staging = dir.join("staging");
-    std::fs::create_dir_all(&staging).map_err(|source| EmbeddedError::Io {
-        path: staging.clone(),
-        source,
-    })?;
-    let base = Snapshot::open(&dir.join(file_name(1)))?;
-    let mut out = Vec::new();
-    for seq in 2..=u64::from(swaps) + 1 {
-        let path = staging.join(file_name(seq));
-        Snapshot::open_or_build(&path, || {
-            SnapshotBuilder::from_snapshot(&base, bench_build_info(seq), None).build()
-        })?;
-        out.push((seq, path));
-    }
-    Ok(out)
-}
+/// The sequence of the first snapshot swapped in (the base is 1).
+const FIRST_SWAP: u64 = 2;
 
-/// Swaps the staged snapshots in, one every `every`, recording the swap windows and memory.
+/// Swaps the ring's snapshots in, one every `cfg.swap_every`, each prepared while the
+/// previous one serves; records the swap windows, memory, disk and the soak samples (a tenth
+/// sample just before the swap that follows each tenth of the swaps, when the next snapshot
+/// is prepared and the previous one released: the steady state). Stops the senders one
+/// interval after the last swap. Returns the figures and the recorder, to be finished once
+/// the load has stopped.
 async fn swap_loop(
     gw: &EmbeddedGateway,
-    staged: &[(u64, PathBuf)],
-    every: Duration,
+    (ring, snapshot_bytes, first_prepare): (SwapRing, u64, Duration),
+    cfg: &GrpcConfig,
+    shared: Arc<RunShared>,
+) -> Result<(SwapMemory, SoakRecorder), BenchError> {
+    let dir = ring.dir().to_path_buf();
+    let soak = SoakRecorder::start(vec![dir], None);
+    soak.set_snapshot_bytes(snapshot_bytes);
+    let flipped_certs = ring.flipped_certs;
+    let ring = Arc::new(std::sync::Mutex::new(ring));
+    let result = swap_rounds(gw, &ring, cfg, &shared, &soak).await;
+    // Without --seconds the run ends with the swaps; an error ends it in any case.
+    if cfg.seconds.is_none() || result.is_err() {
+        shared.stop.store(true, Ordering::Relaxed);
+    }
+    let mut m = result?;
+    m.snapshot_bytes = snapshot_bytes;
+    m.flipped_certs = flipped_certs;
+    m.prepare_max = m.prepare_max.max(first_prepare);
+    Ok((m, soak))
+}
+
+async fn swap_rounds(
+    gw: &EmbeddedGateway,
+    ring: &Arc<std::sync::Mutex<SwapRing>>,
+    cfg: &GrpcConfig,
     shared: &RunShared,
-) -> Result<SwapMemory, EmbeddedError> {
-    let snapshot_bytes = staged
-        .first()
-        .and_then(|(_, p)| std::fs::metadata(p).ok())
-        .map_or(0, |m| m.len());
+    soak: &SoakRecorder,
+) -> Result<SwapMemory, BenchError> {
+    let every = cfg.swap_every;
+    let swaps = cfg.swaps;
+    let join = |e: tokio::task::JoinError| BenchError::Runtime(std::io::Error::other(e));
+    // The first interval: the load warms up on the base register.
     tokio::time::sleep(every).await;
     let rss_before = resident_bytes().unwrap_or(0);
-    let mut rss_max = rss_before;
-    let mut swaps = 0;
     let watch_stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn({
         let stop = watch_stop.clone();
@@ -462,31 +521,96 @@ async fn swap_loop(
             max
         }
     });
-    for (seq, path) in staged {
-        if shared.stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if let Some(w) = &shared.swaps {
-            let now = w.epoch.elapsed().as_micros() as u64;
-            w.until_us.store(u64::MAX, Ordering::Release);
-            w.from_us.store(now, Ordering::Release);
-        }
-        gw.publish(path, *seq).await?;
-        swaps += 1;
-        if let Some(w) = &shared.swaps {
-            // Calls up to a second after the new snapshot is in force count as "during".
-            let end = w.epoch.elapsed() + Duration::from_secs(1);
-            w.until_us.store(end.as_micros() as u64, Ordering::Release);
-        }
-        tokio::time::sleep(every).await;
-    }
-    watch_stop.store(true, Ordering::Relaxed);
-    rss_max = rss_max.max(watcher.await.unwrap_or(0));
-    Ok(SwapMemory {
-        swaps,
-        snapshot_bytes,
+    let mut m = SwapMemory {
+        swaps: 0,
+        snapshot_bytes: 0,
         rss_before,
-        rss_max,
+        rss_max: rss_before,
         rss_after: 0,
-    })
+        disk_peak: 0,
+        disk_peak_files: 0,
+        flipped_certs: 0,
+        seconds: 0.0,
+        prepare_max: Duration::ZERO,
+        reload_max: Duration::ZERO,
+        late: 0,
+    };
+    let observe_disk = |m: &mut SwapMemory| {
+        let (bytes, files) = crate::soak::disk_usage(gw.snapshot_dir(), 2);
+        m.disk_peak = m.disk_peak.max(bytes);
+        m.disk_peak_files = m.disk_peak_files.max(files);
+        soak.observe();
+    };
+    observe_disk(&mut m);
+    let first = Instant::now();
+    let mut preparing: Option<tokio::task::JoinHandle<Result<Duration, EmbeddedError>>> = None;
+    let outcome: Result<(), BenchError> = async {
+        for k in 0..swaps {
+            let seq = FIRST_SWAP + u64::from(k);
+            let due = first + every * k;
+            if shared.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Some(p) = preparing.take() {
+                let took = p.await.map_err(join)??;
+                m.prepare_max = m.prepare_max.max(took);
+            }
+            observe_disk(&mut m);
+            if Instant::now() > due + Duration::from_millis(50) {
+                m.late += 1;
+            }
+            // The steady state after each tenth of the swaps.
+            soak.take(k * 10 / swaps.max(1));
+            if let Some(w) = &shared.swaps {
+                let now = w.epoch.elapsed().as_micros() as u64;
+                w.until_us.store(u64::MAX, Ordering::Release);
+                w.from_us.store(now, Ordering::Release);
+            }
+            let asked = Instant::now();
+            ring.lock()
+                .map_err(|_| BenchError::Invalid("swap ring poisoned".into()))?
+                .place(seq)?;
+            gw.reload_to(seq).await?;
+            m.reload_max = m.reload_max.max(asked.elapsed());
+            m.swaps += 1;
+            if let Some(w) = &shared.swaps {
+                // Calls up to a quarter of the interval (at most a second) after the new
+                // snapshot is in force count as "during": the swap's after-effects (the old
+                // snapshot released, the new one's pages first touched) are in them.
+                let end = w.epoch.elapsed() + (every / 4).min(Duration::from_secs(1));
+                w.until_us.store(end.as_micros() as u64, Ordering::Release);
+            }
+            ring.lock()
+                .map_err(|_| BenchError::Invalid("swap ring poisoned".into()))?
+                .retire(seq)?;
+            observe_disk(&mut m);
+            if k + 1 < swaps {
+                let ring = ring.clone();
+                preparing = Some(tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    ring.lock()
+                        .map_err(|_| EmbeddedError::NotReady("swap ring poisoned".into()))?
+                        .prepare(seq + 1)?;
+                    Ok(started.elapsed())
+                }));
+            }
+            tokio::time::sleep_until((first + every * (k + 1)).into()).await;
+        }
+        Ok(())
+    }
+    .await;
+    if let Some(p) = preparing.take() {
+        let _ = p.await;
+    }
+    observe_disk(&mut m);
+    m.seconds = first.elapsed().as_secs_f64();
+    m.rss_after = resident_bytes().unwrap_or(0);
+    soak.take(10);
+    watch_stop.store(true, Ordering::Relaxed);
+    m.rss_max = m.rss_max.max(watcher.await.unwrap_or(0));
+    // Nothing is kept but the base register.
+    if let Ok(r) = ring.lock() {
+        r.clean()?;
+    }
+    outcome.map(|()| m)
 }

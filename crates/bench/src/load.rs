@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cccgate_core::{Decision, Reason};
+use cccgate_core::{CertNumber, Decision, Reason};
 use cccgate_synth::{GeneratedListing, ListingGenerator};
 use hdrhistogram::Histogram;
 use tonic::Status;
 
 use crate::pace::YearCurve;
+use crate::swap::{Kind, expected_on, kind_of};
 use cccgate_client::connect::{CheckStream, RawClient};
 use cccgate_client::output::{decision_of, reason_of};
 use cccgate_client::summary::new_histogram;
@@ -111,6 +112,11 @@ pub struct SenderPlan {
     /// (sender `i` of `n`: `i / n`). Without it every sender's call `k` is due at the same
     /// instant and a paced run arrives in bursts of one call per sender.
     pub phase: f64,
+    /// Check each verdict against the register of the snapshot that decided it, as the swap
+    /// benchmark alternates them ([`crate::swap`]), not against the base register alone;
+    /// and check that every verdict names its message's snapshot and that a sender never
+    /// sees an older snapshot after a newer one.
+    pub by_snapshot: bool,
 }
 
 /// When a snapshot swap happened (microseconds since `epoch`), for telling the latency of
@@ -191,6 +197,13 @@ pub struct LoadStats {
     pub generate_time: Duration,
     /// Time senders spent reading and counting responses.
     pub count_time: Duration,
+    /// Verdicts decided by an alternate snapshot of the swap benchmark whose reason differs
+    /// from the base register's, and was right: how many answers a torn or stale swap would
+    /// have got wrong.
+    pub changed_by_swap: u64,
+    /// Verdicts of an older snapshot than one their sender had already seen (a rollback,
+    /// checked when verdicts are checked by snapshot).
+    pub went_back: u64,
 }
 
 impl Default for LoadStats {
@@ -211,6 +224,8 @@ impl Default for LoadStats {
             expected_blocked: 0,
             generate_time: Duration::ZERO,
             count_time: Duration::ZERO,
+            changed_by_swap: 0,
+            went_back: 0,
         }
     }
 }
@@ -260,6 +275,8 @@ impl LoadStats {
         self.expected_blocked += other.expected_blocked;
         self.generate_time += other.generate_time;
         self.count_time += other.count_time;
+        self.changed_by_swap += other.changed_by_swap;
+        self.went_back += other.went_back;
     }
 
     /// Verdicts received.
@@ -339,6 +356,8 @@ pub async fn run_sender(
     let mut enc = ChunkEncoder::new(plan.rpc);
     let mut listing = GeneratedListing::default();
     let mut expected: Vec<u8> = Vec::with_capacity(chunk);
+    let mut expected_alt: Vec<u8> = Vec::with_capacity(if plan.by_snapshot { chunk } else { 0 });
+    let mut last_sequence = 0u64;
     let mut view = ResponseView::default();
     let mut sent = 0u64;
     let mut failures = 0u32;
@@ -360,10 +379,17 @@ pub async fn run_sender(
         let n = (plan.quota - sent).min(chunk as u64) as usize;
         let generating = Instant::now();
         expected.clear();
+        expected_alt.clear();
         for _ in 0..n {
             generator.fill(&mut listing);
             enc.push(fields(&listing));
             expected.push(listing.expected as u8);
+            if plan.by_snapshot {
+                let number = CertNumber::normalize(&listing.event.certificate_number)
+                    .ok()
+                    .map(|p| p.number);
+                expected_alt.push(expected_on(Kind::Alternate, listing.expected, number) as u8);
+            }
             if listing.expected.table_decision() == Decision::Block {
                 stats.expected_blocked += 1;
             }
@@ -396,7 +422,18 @@ pub async fn run_sender(
                     }
                     _ => stats.latency_us.saturating_record(us.max(1)),
                 }
-                count(&bytes, plan.rpc, &expected, &mut view, &mut stats);
+                let by_snapshot = plan.by_snapshot.then_some(BySnapshot {
+                    alternate: &expected_alt,
+                    last_sequence: &mut last_sequence,
+                });
+                count(
+                    &bytes,
+                    plan.rpc,
+                    &expected,
+                    by_snapshot,
+                    &mut view,
+                    &mut stats,
+                );
                 stats.count_time += end.elapsed();
                 shared.done.fetch_add(n as u64, Ordering::Relaxed);
             }
@@ -418,8 +455,24 @@ pub async fn run_sender(
     stats
 }
 
-/// Counts the verdicts of one response against the expected reasons.
-fn count(bytes: &[u8], rpc: Rpc, expected: &[u8], view: &mut ResponseView, stats: &mut LoadStats) {
+/// What checking verdicts by their snapshot needs of a sender.
+struct BySnapshot<'a> {
+    /// Expected reasons on an alternate snapshot, one a listing.
+    alternate: &'a [u8],
+    /// The newest sequence this sender has seen.
+    last_sequence: &'a mut u64,
+}
+
+/// Counts the verdicts of one response against the expected reasons (with `by_snapshot`,
+/// those of the register of the snapshot each verdict names).
+fn count(
+    bytes: &[u8],
+    rpc: Rpc,
+    expected: &[u8],
+    mut by_snapshot: Option<BySnapshot<'_>>,
+    view: &mut ResponseView,
+    stats: &mut LoadStats,
+) {
     if let Err(e) = view.parse(rpc, bytes) {
         stats.item_errors += expected.len() as u64;
         stats.first_error.get_or_insert_with(|| e.to_string());
@@ -437,16 +490,34 @@ fn count(bytes: &[u8], rpc: Rpc, expected: &[u8], view: &mut ResponseView, stats
         (0, 0) => (sequence, sequence),
         (lo, hi) => (lo.min(sequence), hi.max(sequence)),
     };
-    for (i, &want) in expected.iter().enumerate() {
+    for (i, &base) in expected.iter().enumerate() {
         match ResultView::verdict_numbers(view.result(bytes, i)) {
-            Ok((d, r, s)) => match (decision_of(d), reason_of(r)) {
+            Ok((d, r, seq)) => match (decision_of(d), reason_of(r)) {
                 (Some(d), Some(r)) => {
                     stats.verdicts[r.index()][d as usize] += 1;
+                    if seq != sequence {
+                        stats.torn += 1;
+                    }
+                    let mut want = base;
+                    if let Some(b) = by_snapshot.as_mut() {
+                        if kind_of(seq) == Kind::Alternate {
+                            want = b.alternate[i];
+                        }
+                        if seq < *b.last_sequence {
+                            stats.went_back += 1;
+                            stats.first_error.get_or_insert_with(|| {
+                                format!(
+                                    "a verdict of snapshot {seq} after snapshot {} was seen",
+                                    b.last_sequence
+                                )
+                            });
+                        }
+                        *b.last_sequence = (*b.last_sequence).max(seq);
+                    }
                     if r.index() != usize::from(want) {
                         stats.mismatches += 1;
-                    }
-                    if s != sequence {
-                        stats.torn += 1;
+                    } else if want != base {
+                        stats.changed_by_swap += 1;
                     }
                 }
                 _ => stats.item_errors += 1,
@@ -584,6 +655,83 @@ mod tests {
         let b = process_cpu().unwrap();
         assert!(b >= a);
         assert!(resident_bytes().unwrap() > 0);
+    }
+
+    /// A stream response of batch-style results: `(reason, sequence)` each.
+    fn stream_response(message_seq: u64, verdicts: &[(Reason, u64)]) -> Vec<u8> {
+        use cccgate_proto::v1;
+        use prost::Message;
+        v1::CheckResponse {
+            result: None,
+            results: verdicts
+                .iter()
+                .map(|&(r, seq)| v1::ListingResult {
+                    listing_id: "L".into(),
+                    outcome: Some(v1::listing_result::Outcome::Verdict(v1::Verdict {
+                        decision: r.table_decision() as i32 + 1,
+                        reason: r.index() as i32 + 1,
+                        snapshot_sequence: seq,
+                        certificate: None,
+                    })),
+                })
+                .collect(),
+            snapshot_sequence: message_seq,
+            snapshot_content_id: String::new(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn by_snapshot_every_verdict_must_be_the_one_of_its_own_register() {
+        let valid = Reason::CertificateValid;
+        let revoked = Reason::CertificateRevoked;
+        // One listing the alternate register revokes, one it does not change.
+        let expected = [valid as u8, valid as u8];
+        let alternate = [revoked as u8, valid as u8];
+        let run = |message_seq: u64, verdicts: &[(Reason, u64)], last: u64| {
+            let mut stats = LoadStats::default();
+            let mut last_sequence = last;
+            let mut view = ResponseView::default();
+            count(
+                &stream_response(message_seq, verdicts),
+                Rpc::Stream,
+                &expected,
+                Some(BySnapshot {
+                    alternate: &alternate,
+                    last_sequence: &mut last_sequence,
+                }),
+                &mut view,
+                &mut stats,
+            );
+            (stats, last_sequence)
+        };
+        // The base register (odd), then the alternate (even): both right.
+        let (s, last) = run(3, &[(valid, 3), (valid, 3)], 2);
+        assert_eq!((s.mismatches, s.changed_by_swap, last), (0, 0, 3));
+        let (s, last) = run(4, &[(revoked, 4), (valid, 4)], 3);
+        assert_eq!((s.mismatches, s.changed_by_swap, last), (0, 1, 4));
+        // A stale answer: the alternate snapshot named, the base's verdict given.
+        let (s, _) = run(4, &[(valid, 4), (valid, 4)], 3);
+        assert_eq!((s.mismatches, s.torn, s.went_back), (1, 0, 0));
+        // A torn message: one verdict names another snapshot than its message (and an older
+        // one than its neighbour).
+        let (s, _) = run(4, &[(revoked, 4), (valid, 3)], 3);
+        assert_eq!((s.mismatches, s.torn, s.went_back), (0, 1, 1));
+        // Going back: an older snapshot after a newer one was seen.
+        let (s, last) = run(3, &[(valid, 3), (valid, 3)], 4);
+        assert_eq!((s.mismatches, s.went_back, last), (0, 2, 4));
+        assert!(s.first_error.unwrap().contains("after snapshot 4"));
+        // Without the check, the alternate's right answer is a mismatch against the base.
+        let mut stats = LoadStats::default();
+        count(
+            &stream_response(4, &[(revoked, 4), (valid, 4)]),
+            Rpc::Stream,
+            &expected,
+            None,
+            &mut ResponseView::default(),
+            &mut stats,
+        );
+        assert_eq!(stats.mismatches, 1);
     }
 
     #[test]

@@ -115,8 +115,7 @@ fn usage_of(path: &Path, depth: u32) -> (u64, u64) {
         let snap = path
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(cccgate_snapshot::parse_file_name)
-            .is_some();
+            .is_some_and(is_snapshot_file);
         return (meta.len(), u64::from(snap));
     }
     if !meta.is_dir() || depth == 0 {
@@ -129,6 +128,16 @@ fn usage_of(path: &Path, depth: u32) -> (u64, u64) {
         .flatten()
         .map(|e| usage_of(&e.path(), depth - 1))
         .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Whether a file name is a snapshot's: `snap-N.ccc`, or one being written or prepared
+/// under a hidden name (`.snap-N.ccc.tmp-...`, `.snap-N.ccc.next`).
+fn is_snapshot_file(name: &str) -> bool {
+    let name = name.strip_prefix('.').unwrap_or(name);
+    match name.find(".ccc") {
+        Some(end) => cccgate_snapshot::parse_file_name(&name[..end + 4]).is_some(),
+        None => false,
+    }
 }
 
 /// One sample of a run.
@@ -466,6 +475,16 @@ mod tests {
         assert!(open_fds().unwrap() > before);
         drop(held);
         assert_eq!(disk_usage(&dir.path().join("missing"), 2), (0, 0));
+        for (name, snap) in [
+            ("snap-12.ccc", true),
+            (".snap-12.ccc.next", true),
+            (".snap-3.ccc.tmp-77", true),
+            ("snap-x.ccc", false),
+            ("snap-1.cc", false),
+            ("high-water", false),
+        ] {
+            assert_eq!(is_snapshot_file(name), snap, "{name}");
+        }
         // A log and its rotated files.
         let log = dir.path().join("decisions.jsonl");
         std::fs::write(&log, vec![0u8; 10]).unwrap();

@@ -28,9 +28,9 @@
 use std::path::{Path, PathBuf};
 
 use cccgate_core::{CertNumber, Reason, Status};
-use cccgate_snapshot::{Snapshot, SnapshotBuilder, SnapshotBytes, file_name};
+use cccgate_snapshot::{Snapshot, SnapshotBuilder, SnapshotBytes, SnapshotDir, file_name};
 
-use crate::embedded::{EmbeddedError, bench_build_info, remove_newer};
+use crate::embedded::{EmbeddedError, bench_build_info};
 
 /// One certificate in this many is revoked in the alternate register.
 pub const FLIP_ONE_IN: u64 = 16;
@@ -163,7 +163,7 @@ impl SwapRing {
 
     /// Removes every file but the base.
     pub fn clean(&self) -> Result<(), EmbeddedError> {
-        remove_newer(&self.dir, BASE_SEQUENCE)?;
+        SnapshotDir::new(&self.dir).remove_newer(BASE_SEQUENCE)?;
         for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let entry = entry.map_err(io_err(&self.dir))?;
             let name = entry.file_name();

@@ -1,6 +1,8 @@
 //! `cccgate bench grpc`: the gateway's gRPC throughput and latency per RPC, and under snapshot
 //! swaps (see `cccgate_bench::grpc`). The report goes to stderr; its last line, to stdout, is
-//! `grpc mode=M checks=N seconds=S checks_per_sec=R p50_us=A p99_us=B p999_us=C`.
+//! `grpc mode=M checks=N seconds=S checks_per_sec=R p50_us=A p99_us=B p999_us=C`; with
+//! `--soak` (swap mode) the soak table goes to stderr and the `soak ...` line to stdout
+//! before it.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,9 +49,15 @@ pub struct Args {
     /// Snapshot swaps (swap mode).
     #[arg(long, default_value_t = 10)]
     swaps: u32,
-    /// Seconds between swaps.
+    /// Seconds between swaps. Each snapshot is prepared while the previous one serves; a
+    /// swap whose snapshot is not ready yet waits for it (the report counts it late).
     #[arg(long, default_value_t = 3.0)]
     swap_every: f64,
+    /// Swap mode: report resident memory, open descriptors, threads and the snapshot
+    /// directory's disk at the start, after each tenth of the swaps and at the end, and
+    /// print the `soak ...` summary line (format in benches/README.md).
+    #[arg(long)]
+    soak: bool,
     /// Listing mix: 2021 or 2025.
     #[arg(long, default_value = "2021")]
     profile: Profile,
@@ -111,8 +119,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         (None, GrpcMode::Unary) => Some(2),
         (None, _) => None,
     };
+    if args.soak && args.mode != GrpcMode::Swap {
+        anyhow::bail!("--soak goes with --mode swap (and `bench year`)");
+    }
     let report = run_grpc_blocking(&cfg, args.client_threads, gateway_threads)?;
     eprintln!("{report}");
+    if let Some(soak) = report.soak.as_ref().filter(|_| args.soak) {
+        eprintln!("{soak}");
+        println!("{}", soak.summary_line());
+    }
     println!("{}", report.last_line());
     if report.stats.errors() > 0 || report.stats.mismatches > 0 {
         anyhow::bail!(
