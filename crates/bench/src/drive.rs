@@ -24,12 +24,15 @@ use crate::setup::{BenchError, Setup};
 pub enum Pacing {
     /// As fast as the gateway answers (closed loop).
     Max,
-    /// Along the year's curve, `speedup` times faster than real time.
+    /// Along the year's curve, `speedup` times faster than real time, over the part of the
+    /// year from fraction `window.0` of its checks to `window.1` ((0, 1): all of it).
     Year {
         /// The curve.
         curve: Arc<YearCurve>,
         /// The speed-up.
         speedup: f64,
+        /// The window, as fractions of the year's checks.
+        window: (f64, f64),
     },
     /// At a fixed rate in listings per second over all senders (open loop, one shared
     /// schedule: see [`Schedule::Shared`]).
@@ -114,10 +117,15 @@ pub async fn drive<T>(
     let per_call = if d.rpc == Rpc::Unary { 1 } else { d.chunk };
     let schedule = match &d.pacing {
         Pacing::Max => Schedule::Max,
-        Pacing::Year { curve, speedup } => Schedule::Year {
+        Pacing::Year {
+            curve,
+            speedup,
+            window,
+        } => Schedule::Year {
             curve: curve.clone(),
             speedup: *speedup,
             start,
+            window: *window,
         },
         Pacing::Rate(rate) => Schedule::Shared(Arc::new(SharedRate {
             next: AtomicU64::new(0),

@@ -36,14 +36,18 @@ const MAX_CONSECUTIVE_FAILURES: u32 = 3;
 pub enum Schedule {
     /// As soon as the previous answer is in.
     Max,
-    /// Along the year's curve, `speedup` times faster than real time, from `start`.
+    /// Along the year's curve, `speedup` times faster than real time, from `start`: the
+    /// part of the year from fraction `window.0` of its checks to `window.1` ((0, 1): the
+    /// whole year), its first listing due at `start`.
     Year {
         /// The curve.
         curve: Arc<YearCurve>,
         /// The speed-up.
         speedup: f64,
-        /// When the year starts.
+        /// When the window starts.
         start: Instant,
+        /// The window, as fractions of the year's checks.
+        window: (f64, f64),
     },
     /// At a fixed rate (listings per second for this sender), from `start`.
     Rate {
@@ -83,9 +87,11 @@ impl Schedule {
                 curve,
                 speedup,
                 start,
+                window: (from, to),
             } => {
-                let f = sent / quota.max(1) as f64;
-                Some(*start + Duration::from_secs_f64(curve.time_of_fraction(f) / speedup))
+                let f = from + (to - from) * sent / quota.max(1) as f64;
+                let t = curve.time_of_fraction(f) - curve.time_of_fraction(*from);
+                Some(*start + Duration::from_secs_f64(t.max(0.0) / speedup))
             }
             Schedule::Rate { per_sec, start } => {
                 Some(*start + Duration::from_secs_f64(sent / per_sec))
@@ -624,10 +630,28 @@ mod tests {
             curve: curve.clone(),
             speedup: 1e5,
             start,
+            window: (0.0, 1.0),
         };
         let end = s.due(100.0, 100).unwrap() - start;
         assert!((end.as_secs_f64() - curve.seconds() / 1e5).abs() < 1e-3);
         assert!(s.due(50.0, 100).unwrap() > start);
+        // A window of the year: its first listing at the start, its last after the window's
+        // length at the speed-up, the middle one when half of the window's checks are due.
+        let day = 86_400.0;
+        let (t0, t1) = (314.0 * day, 316.0 * day);
+        let window = (curve.fraction_at(t0), curve.fraction_at(t1));
+        let w = Schedule::Year {
+            curve: curve.clone(),
+            speedup: 1e3,
+            start,
+            window,
+        };
+        assert_eq!(w.due(0.0, 100), Some(start));
+        let end = (w.due(100.0, 100).unwrap() - start).as_secs_f64();
+        assert!((end - (t1 - t0) / 1e3).abs() < 1e-3, "{end}");
+        let mid = (w.due(50.0, 100).unwrap() - start).as_secs_f64() * 1e3 + t0;
+        let half = (window.0 + window.1) / 2.0;
+        assert!((curve.fraction_at(mid) - half).abs() < 1e-9);
     }
 
     #[test]

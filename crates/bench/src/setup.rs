@@ -78,6 +78,19 @@ pub async fn setup(
     listing_seed: u64,
     gateway_rt: &tokio::runtime::Handle,
 ) -> Result<Setup, BenchError> {
+    setup_with(choice, spec, profile, listing_seed, gateway_rt, |_| {}).await
+}
+
+/// [`setup`], with `configure` applied to the embedded gateway's settings (a decision log,
+/// for instance) before it starts.
+pub async fn setup_with(
+    choice: &GatewayChoice,
+    spec: RegisterSpec,
+    profile: Profile,
+    listing_seed: u64,
+    gateway_rt: &tokio::runtime::Handle,
+    configure: impl FnOnce(&mut cccgate_server::Config),
+) -> Result<Setup, BenchError> {
     let start = Instant::now();
     let for_build = choice.clone();
     let (generator, dir) = tokio::task::spawn_blocking(move || {
@@ -95,8 +108,10 @@ pub async fn setup(
     .map_err(|e| BenchError::Runtime(std::io::Error::other(e)))?;
     let (target, embedded) = match (choice, dir) {
         (_, Some(dir)) => {
+            let mut config = embedded_config(&dir?);
+            configure(&mut config);
             let gw = EmbeddedGateway::start(
-                embedded_config(&dir?),
+                config,
                 gateway_rt,
                 Duration::from_secs(300),
             )

@@ -11,9 +11,19 @@
 //! Event times are the generator's (the 30 days either side of the register's date), so
 //! every expected reason holds; the year is the shape of the traffic, not the event dates.
 //! Errors (failed calls, error entries, unreadable answers) must be zero.
+//!
+//! # Windows and soaks
+//!
+//! A paced year at a modest speed-up lasts hours (2021 at `realtime-x1000`: 8.8 h); `window`
+//! plays only some days of it, along the same curve: the checks are the year's checks due in
+//! those days (times `scale`), the first one due when the run starts. Every run samples the
+//! process's memory, descriptors and threads and the disk of the embedded gateway's snapshot
+//! directory and decision log after each tenth of its checks ([`crate::soak`]).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cccgate_core::{Decision, Reason};
@@ -26,7 +36,8 @@ use cccgate_client::wire::Rpc;
 use crate::drive::{Drive, Driven, Pacing, drive};
 use crate::load::LoadStats;
 use crate::pace::{Pace, YearCurve};
-use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
+use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup_with};
+use crate::soak::{Soak, SoakRecorder};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -51,7 +62,15 @@ pub struct YearConfig {
     pub connections: usize,
     /// Progress on stderr.
     pub progress: Mode,
+    /// Only these days of the year (days since 1 January 00:00 China time, fractional
+    /// allowed), along the year's curve; `None`: the whole year.
+    pub window: Option<(f64, f64)>,
+    /// The embedded gateway's decision log (one JSON line per verdict), if any.
+    pub decision_log: Option<PathBuf>,
 }
+
+/// Seconds in a day.
+const DAY: f64 = 86_400.0;
 
 impl YearConfig {
     /// The defaults: the whole year at full speed against the embedded gateway over the
@@ -70,12 +89,28 @@ impl YearConfig {
             concurrency: 8,
             connections: 2,
             progress: Mode::auto(Duration::from_secs(10)),
+            window: None,
+            decision_log: None,
         }
     }
 
-    /// Checks this run sends.
+    /// The year's checks at this scale.
+    pub fn year_checks(&self) -> f64 {
+        self.profile.checks() as f64 * self.scale
+    }
+
+    /// The window as fractions of the year's checks ((0, 1) without one).
+    pub fn window_fractions(&self, curve: &YearCurve) -> (f64, f64) {
+        match self.window {
+            Some((a, b)) => (curve.fraction_at(a * DAY), curve.fraction_at(b * DAY)),
+            None => (0.0, 1.0),
+        }
+    }
+
+    /// Checks this run sends: the year's at this scale, or those of the window.
     pub fn checks(&self) -> u64 {
-        ((self.profile.checks() as f64 * self.scale).round() as u64).max(1)
+        let (a, b) = self.window_fractions(&YearCurve::new(self.profile.year()));
+        ((self.year_checks() * (b - a)).round() as u64).max(1)
     }
 }
 
@@ -124,6 +159,10 @@ pub struct YearReport {
     pub target: String,
     /// Whether the gateway was started in-process.
     pub embedded: bool,
+    /// The days of the year played, if not all of it.
+    pub window: Option<(f64, f64)>,
+    /// The soak samples: after each tenth of the checks.
+    pub soak: Soak,
 }
 
 impl YearReport {
@@ -164,9 +203,12 @@ impl fmt::Display for YearReport {
         let s = &self.stats;
         writeln!(
             f,
-            "year {} at scale {} ({} checks planned for {} merchants), pace {}, against {}{}",
+            "year {} at scale {}{} ({} checks planned for {} merchants), pace {}, against {}{}",
             self.profile,
             self.scale,
+            self.window.map_or(String::new(), |(a, b)| format!(
+                ", days {a} to {b} of the year"
+            )),
             thousands(self.planned),
             thousands(self.profile.merchants()),
             self.pace,
@@ -313,16 +355,39 @@ pub async fn run_year(
             "--chunk and --concurrency must be at least 1".into(),
         ));
     }
-    let su = setup(
+    let curve = Arc::new(YearCurve::new(cfg.profile.year()));
+    if let Some((a, b)) = cfg.window {
+        let days = curve.seconds() / DAY;
+        if !(a.is_finite() && b.is_finite() && 0.0 <= a && a < b && b <= days) {
+            return Err(BenchError::Invalid(format!(
+                "window of days {a} to {b}: must be within 0 to {days} and not empty"
+            )));
+        }
+    }
+    if cfg.decision_log.is_some() && !matches!(cfg.gateway, GatewayChoice::Embedded { .. }) {
+        return Err(BenchError::Invalid(
+            "--decision-log is the embedded gateway's (a gateway at --target has its own)".into(),
+        ));
+    }
+    let log = cfg.decision_log.clone();
+    let su = setup_with(
         &cfg.gateway,
         cfg.register,
         cfg.profile,
         cfg.listing_seed,
         gateway_rt,
+        |c| c.decision_log = log,
     )
     .await?;
     let planned = cfg.checks();
-    let curve = Arc::new(YearCurve::new(cfg.profile.year()));
+    let window = cfg.window_fractions(&curve);
+    let mut watched: Vec<PathBuf> = su
+        .embedded
+        .as_ref()
+        .map(|g| g.snapshot_dir().to_path_buf())
+        .into_iter()
+        .collect();
+    watched.extend(cfg.decision_log.clone());
     let d = Drive {
         label: format!("year {}", cfg.profile),
         rpc: Rpc::Stream,
@@ -336,6 +401,7 @@ pub async fn run_year(
             Pace::Realtime(k) => Pacing::Year {
                 curve: curve.clone(),
                 speedup: k,
+                window,
             },
         },
         swaps: false,
@@ -349,8 +415,19 @@ pub async fn run_year(
             rates,
             senders,
         },
-        (),
-    ) = drive(&su, &d, async |_| Ok(())).await?;
+        recorder,
+    ) = drive(&su, &d, async |shared| {
+        // Tenths of the checks answered.
+        let done = shared.done.clone();
+        Ok(SoakRecorder::start(
+            watched,
+            Some(Box::new(move || {
+                done.load(Ordering::Relaxed) as f64 / planned as f64
+            })),
+        ))
+    })
+    .await?;
+    let soak = recorder.finish();
     if let Some(gw) = su.embedded {
         let _ = gw.stop().await;
     }
@@ -362,9 +439,10 @@ pub async fn run_year(
         Pace::Realtime(k) => {
             let mut from = 0.0;
             let mut best: Option<(f64, f64)> = None;
+            let t0 = curve.time_of_fraction(window.0);
             for &(to, achieved, _) in &rates.samples {
-                let due = planned as f64
-                    * (curve.fraction_at(to * k) - curve.fraction_at(from * k))
+                let due = cfg.year_checks()
+                    * (curve.fraction_at(t0 + to * k) - curve.fraction_at(t0 + from * k))
                     / (to - from).max(1e-9);
                 if best.is_none_or(|(d, _)| due > d) {
                     best = Some((due, achieved));
@@ -399,6 +477,8 @@ pub async fn run_year(
         achieved_at_peak,
         curve_peak_rate: match cfg.pace {
             Pace::Max => None,
+            // The year's busiest second: only meaningful for the whole year.
+            Pace::Realtime(_) if cfg.window.is_some() => None,
             Pace::Realtime(k) => Some(curve.peak_window_fraction(k) * planned as f64),
         },
         max_lag: stats.max_lag,
@@ -406,6 +486,8 @@ pub async fn run_year(
         concurrency: senders,
         target: su.target,
         embedded: matches!(cfg.gateway, GatewayChoice::Embedded { .. }),
+        window: cfg.window,
+        soak,
         stats,
     })
 }

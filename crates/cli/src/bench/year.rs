@@ -1,6 +1,7 @@
 //! `cccgate bench year`: a profile's year of listing checks through a gateway (see
 //! `cccgate_bench::year`). The report goes to stderr; its last line, to stdout, is
-//! `year profile=P scale=F checks=N seconds=S checks_per_sec=R p99_us=B blocked=K errors=E`.
+//! `year profile=P scale=F checks=N seconds=S checks_per_sec=R p99_us=B blocked=K errors=E`;
+//! with `--soak` the soak table goes to stderr and the `soak ...` line to stdout before it.
 
 use std::path::PathBuf;
 
@@ -65,6 +66,33 @@ pub struct Args {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 10.0)]
     progress_every: f64,
+    /// Play only these days of the year, `FROM..TO` in days since 1 January (fractions
+    /// allowed; `313..315` is 10-11 November), along the year's curve: the checks due in
+    /// them, the first due at once. A paced year lasts a year divided by the speed-up (8.8 h
+    /// at realtime-x1000); a window of it is a soak of bounded length.
+    #[arg(long, value_parser = parse_days)]
+    days: Option<(f64, f64)>,
+    /// The embedded gateway's decision log: one JSON line per verdict to this file.
+    #[arg(long)]
+    decision_log: Option<PathBuf>,
+    /// Report resident memory, open descriptors, threads and the disk of the embedded
+    /// gateway's snapshot directory and decision log at the start, after each tenth of the
+    /// checks and at the end, and print the `soak ...` summary line (format in
+    /// benches/README.md).
+    #[arg(long)]
+    soak: bool,
+}
+
+fn parse_days(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?}: expected FROM..TO in days, e.g. 313..315"))?;
+    let day = |x: &str| {
+        x.trim()
+            .parse::<f64>()
+            .map_err(|e| format!("{s:?}: {x:?} is not a number of days: {e}"))
+    };
+    Ok((day(a)?, day(b)?))
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -87,11 +115,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         connections: args.connections,
         progress: progress_mode(&args.progress, args.progress_every)?,
+        window: args.days,
+        decision_log: args.decision_log,
         ..YearConfig::new(args.profile)
     };
     let gateway_threads = args.gateway_threads.filter(|&n| n > 0);
     let report = run_year_blocking(&cfg, args.client_threads, gateway_threads)?;
     eprintln!("{report}");
+    if args.soak {
+        eprintln!("{}", report.soak);
+        println!("{}", report.soak.summary_line());
+    }
     println!("{}", report.last_line());
     if report.errors() > 0 || report.stats.mismatches > 0 {
         anyhow::bail!(
