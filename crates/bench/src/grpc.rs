@@ -35,9 +35,9 @@ use cccgate_client::wire::Rpc;
 use crate::drive::{Drive, Driven, Pacing, drive};
 use crate::embedded::{EmbeddedError, EmbeddedGateway};
 use crate::load::{LoadStats, RunShared, resident_bytes};
+use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
 use crate::soak::{Soak, SoakRecorder};
 use crate::swap::SwapRing;
-use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
 
 /// What the benchmark exercises.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -110,12 +110,7 @@ pub async fn setup_with(
         (_, Some(dir)) => {
             let mut config = embedded_config(&dir?);
             configure(&mut config);
-            let gw = EmbeddedGateway::start(
-                config,
-                gateway_rt,
-                Duration::from_secs(300),
-            )
-            .await?;
+            let gw = EmbeddedGateway::start(config, gateway_rt, Duration::from_secs(300)).await?;
             (gw.target().to_owned(), Some(gw))
         }
         (GatewayChoice::Target(t), None) => (t.clone(), None),

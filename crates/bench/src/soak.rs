@@ -513,7 +513,11 @@ mod tests {
         assert_eq!(ats[0], 0.0);
         assert!((ats[10] - 1.0).abs() < 1e-9 && ats[11] == 1.0);
         assert_eq!(soak.tenths().count(), 10);
-        assert!(soak.samples.windows(2).all(|w| w[0].seconds <= w[1].seconds));
+        assert!(
+            soak.samples
+                .windows(2)
+                .all(|w| w[0].seconds <= w[1].seconds)
+        );
         assert_eq!((soak.peak.disk, soak.peak.snapshots), (300, 1));
         assert_eq!(soak.end().unwrap().figures.disk, 0);
         let line = soak.summary_line();
@@ -532,7 +536,13 @@ mod tests {
             assert!(line.contains(key), "{key} in {line}");
         }
         // Twelve values in each series.
-        let rss = line.split(" rss_mib=").nth(1).unwrap().split(' ').next().unwrap();
+        let rss = line
+            .split(" rss_mib=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
         assert_eq!(rss.split(',').count(), 12);
     }
 

@@ -66,7 +66,7 @@ pub fn flipped(number: CertNumber) -> bool {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
-    h % FLIP_ONE_IN == 0
+    h.is_multiple_of(FLIP_ONE_IN)
 }
 
 /// The reason a snapshot of `kind` gives a listing that the base gives `base`, naming
@@ -183,8 +183,9 @@ impl SwapRing {
     /// its size. Blocking: run it on the blocking pool.
     pub fn prepare(&mut self, sequence: u64) -> Result<u64, EmbeddedError> {
         let bytes = match kind_of(sequence) {
-            Kind::Base => Snapshot::read(&self.dir.join(file_name(BASE_SEQUENCE)))?
-                .with_sequence(sequence),
+            Kind::Base => {
+                Snapshot::read(&self.dir.join(file_name(BASE_SEQUENCE)))?.with_sequence(sequence)
+            }
             Kind::Alternate if sequence <= BASE_SEQUENCE + 1 => {
                 let base = Snapshot::open(&self.dir.join(file_name(BASE_SEQUENCE)))?;
                 let (bytes, changed) = build_alternate(&base, sequence)?;

@@ -657,6 +657,8 @@ mod dir {
         assert_eq!(d.transitions[&(before, after)], 1);
         assert!(diff(&old, &old).changes.is_empty());
     }
+}
+
 #[test]
 fn a_snapshot_under_another_sequence_holds_the_same_register() {
     let recs = records(700);
@@ -696,16 +698,7 @@ fn a_snapshot_under_another_sequence_holds_the_same_register() {
         }
         // Verdicts carry the new sequence.
         let (code, number) = (recs[0].product_code.to_string(), recs[0].number.to_string());
-        let l = Listing::parse(
-            "L",
-            "M",
-            &code,
-            &number,
-            "",
-            "",
-            day(2026, 1, 1),
-        )
-        .unwrap();
+        let l = Listing::parse("L", "M", &code, &number, "", "", day(2026, 1, 1)).unwrap();
         let policy = Policy::default();
         let (a, b) = (check(&base, &l, &policy), check(&s, &l, &policy));
         assert_eq!((a.reason, b.snapshot_sequence), (b.reason, seq));
