@@ -475,3 +475,111 @@ async fn a_caller_watches_at_most_its_cap_and_re_adds_after_a_restart() {
     assert!(r.results.iter().all(|r| verdict(r) == (1, 12)), "{r:?}");
     gw.stop().await.unwrap();
 }
+
+/// A `Write` that hands each line to a channel, so the test reads what the CLI prints as it
+/// prints it.
+struct Lines(mpsc::UnboundedSender<String>, Vec<u8>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(buf);
+        while let Some(i) = self.1.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.1.drain(..=i).collect();
+            let _ = self
+                .0
+                .send(String::from_utf8_lossy(&line).trim_end().to_owned());
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn line(rx: &mut mpsc::UnboundedReceiver<String>) -> serde_json::Value {
+    let l = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .expect("a line in time")
+        .expect("still printing");
+    serde_json::from_str(&l).unwrap_or_else(|e| panic!("{l:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_feed_and_the_changed_verdicts_as_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut recs = register();
+    write_snapshot(dir.path(), 1, &recs);
+    let clock = ManualClock::new(noon(today()));
+    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    let target = format!("http://{}", gw.addr);
+    let input = dir.path().join("listings.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"listing_id\":\"L1\",\"merchant_id\":\"m\",\"product_code\":\"0901\",\"certificate_number\":\"{}\",\"model\":\"M-1\"}}\n\
+             {{\"listing_id\":\"L2\",\"merchant_id\":\"m\",\"product_code\":\"0901\",\"certificate_number\":\"{}\",\"model\":\"M-1\"}}\n",
+            cert_number(1).get(),
+            cert_number(2).get()
+        ),
+    )
+    .unwrap();
+
+    let (feed_tx, mut feed) = mpsc::unbounded_channel();
+    let (stop_feed, stopped) = tokio::sync::oneshot::channel::<()>();
+    let t = target.clone();
+    let feed_task = tokio::spawn(async move {
+        let mut out = Lines(feed_tx, Vec::new());
+        cccgate_client::watch::follow_changes(&t, 0, &mut out, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let (watch_tx, mut watched) = mpsc::unbounded_channel();
+    let (stop_watch, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (t, i) = (target.clone(), input.clone());
+    let watch_task = tokio::spawn(async move {
+        let mut out = Lines(watch_tx, Vec::new());
+        cccgate_client::watch::watch_listings(&t, &i, None, 1, true, &mut out, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let first = line(&mut feed).await;
+    assert_eq!(
+        (first["cause"].as_str(), first["sequence"].as_u64()),
+        (Some("BOOKMARK"), Some(1))
+    );
+    for id in ["L1", "L2"] {
+        let l = line(&mut watched).await;
+        assert_eq!(
+            (l["listing_id"].as_str(), l["event"].as_str()),
+            (Some(id), Some("INITIAL"))
+        );
+        assert_eq!(l["decision"], "ALLOW");
+    }
+
+    recs[1].status = Status::Revoked;
+    write_snapshot(dir.path(), 2, &recs);
+    reload(&gw).await;
+    let b = line(&mut feed).await;
+    assert_eq!(b["cause"], "SNAPSHOT");
+    assert_eq!(b["sequence"], 2);
+    assert_eq!(b["changes"][0]["number"], num(2));
+    assert_eq!(b["changes"][0]["before"]["status"], "VALID");
+    assert_eq!(b["changes"][0]["after"]["status"], "REVOKED");
+    assert_eq!(b["changes"].as_array().map(Vec::len), Some(1));
+    let c = line(&mut watched).await;
+    assert_eq!(c["listing_id"], "L2");
+    assert_eq!(c["event"], "CHANGED");
+    assert_eq!(c["decision"], "BLOCK");
+    assert_eq!(c["reason"], "CERTIFICATE_REVOKED");
+
+    stop_feed.send(()).unwrap();
+    stop_watch.send(()).unwrap();
+    assert_eq!(feed_task.await.unwrap().unwrap(), 2);
+    assert_eq!(watch_task.await.unwrap().unwrap(), 1);
+    gw.stop().await.unwrap();
+}

@@ -7,6 +7,7 @@ mod load;
 mod replay;
 mod serve;
 mod synth;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     Synth(synth::Command),
     /// Replay a file of listing events against a gateway and summarise the verdicts.
     Replay(Box<replay::Args>),
+    /// Print the gateway's change feed (which certificates changed, per swap and at China-time
+    /// midnight) as JSON lines, until stopped.
+    Watch(watch::Args),
     /// Benchmarks: the check engine, the gRPC service, a year of load.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Feed(cmd) => feed::run(cmd),
         Command::Synth(cmd) => synth::run(cmd),
         Command::Replay(args) => replay::run(*args),
+        Command::Watch(args) => watch::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {

@@ -75,6 +75,13 @@ pub struct Args {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 10.0)]
     progress_every: f64,
+    /// After the replay, keep its listings watched on the (first) target and append a line
+    /// to --out for every CHANGED verdict (`"event":"CHANGED"`), until Ctrl-C or --watch-for.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: stop watching after this many seconds.
+    #[arg(long, value_name = "SECONDS", requires = "watch")]
+    watch_for: Option<f64>,
 }
 
 pub fn parse_rpc(s: &str) -> Result<Rpc, String> {
@@ -128,10 +135,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let outcome = replay_blocking(&cfg)?;
     eprintln!("{}", outcome.summary);
     write_summary(args.summary_json.as_deref(), &outcome.summary)?;
-    match outcome.stopped {
-        Some(stopped) => anyhow::bail!("{stopped}"),
-        None => Ok(()),
+    if let Some(stopped) = outcome.stopped {
+        anyhow::bail!("{stopped}");
     }
+    if args.watch {
+        watch_after(&args, input, out)?;
+    }
+    Ok(())
+}
+
+/// `--watch`: the replayed listings stay watched; CHANGED verdicts are appended to `out`.
+fn watch_after(args: &Args, input: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    if input.as_os_str() == "-" {
+        anyhow::bail!("--watch reads the input a second time: give a file, not stdin");
+    }
+    let target = args.target.first().context("--target")?;
+    let limit = crate::watch::watch_for(args.watch_for)?;
+    let mut sink: Box<dyn std::io::Write + Send> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(out)
+                .with_context(|| format!("cannot append to {}", out.display()))?,
+        )
+    };
+    eprintln!(
+        "watching the replayed listings on {target}; CHANGED verdicts go to {}",
+        out.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let n = rt.block_on(cccgate_client::watch::watch_listings(
+        target,
+        input,
+        args.format,
+        args.chunk,
+        false,
+        &mut *sink,
+        crate::watch::stop_signal(limit),
+    ))?;
+    eprintln!("{n} CHANGED verdicts appended");
+    Ok(())
 }
 
 fn write_summary(

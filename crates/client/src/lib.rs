@@ -31,4 +31,5 @@ pub mod output;
 pub mod progress;
 pub mod replay;
 pub mod summary;
+pub mod watch;
 pub mod wire;
