@@ -18,7 +18,7 @@ TARGETS="snapshot_open manifest csv_reader normalise listing request_decode"
 
 build() {
     local profile=${1:-release}
-    cargo build --locked --profile "$profile" --target "$TRIPLE" --bins
+    cargo build --profile "$profile" --target "$TRIPLE" --bins
 }
 
 bin_dir() {

@@ -888,21 +888,11 @@ mod tests {
 
     #[test]
     fn a_hostile_drop_is_refused_at_once_and_the_snapshot_in_force_keeps_serving() {
-        use cccgate_loader::{DropHeader, DropWriter, FileKind};
         let snaps = tempfile::tempdir().unwrap();
         let drops = tempfile::tempdir().unwrap();
         write_snapshot(snaps.path(), 5, 3);
         let drop = drops.path().join("drop-9");
-        let mut w = DropWriter::create(&drop, DropHeader::full(9)).unwrap();
-        w.csv_file(
-            "catalogue.csv",
-            FileKind::Catalogue,
-            "产品类别代码,产品名称,大类代码,大类名称,认证方式,实施日期,截止日期\n0901,微型计算机,09,信息技术设备,证书,2002-05-01,\n",
-        )
-        .unwrap();
-        w.csv_file("certificates.csv", FileKind::Certificates, "证书编号\n")
-            .unwrap();
-        w.finish().unwrap();
+        write_full_drop(&drop, 9);
         // certificates.csv becomes a named pipe no one writes to: opening it must not wait
         // (the reload lock would be held for ever).
         std::fs::remove_file(drop.join("certificates.csv")).unwrap();
@@ -989,23 +979,9 @@ mod tests {
 
     #[test]
     fn a_drop_dir_gateway_signs_what_it_builds() {
-        use cccgate_loader::{DropHeader, DropWriter, FileKind};
         let snaps = tempfile::tempdir().unwrap();
         let drops = tempfile::tempdir().unwrap();
-        let mut w = DropWriter::create(&drops.path().join("d1"), DropHeader::full(1)).unwrap();
-        w.csv_file(
-            "catalogue.csv",
-            FileKind::Catalogue,
-            "产品类别代码,产品名称,大类代码,大类名称,认证方式,实施日期,截止日期\n0901,微型计算机,09,信息技术设备,证书,2002-05-01,\n",
-        )
-        .unwrap();
-        w.csv_file(
-            "certificates.csv",
-            FileKind::Certificates,
-            "证书编号,证书状态,产品类别代码,产品名称,型号规格,认证委托人名称,生产者名称,生产企业名称,发证日期,证书到期日期,状态变更日期,状态变更原因,认证机构\n2021010901000001,有效,0901,微型计算机,A1,甲,乙,丙,2021-03-01,2031-02-28,,,CQC\n",
-        )
-        .unwrap();
-        w.finish().unwrap();
+        write_full_drop(&drops.path().join("d1"), 1);
         let key = cccgate_loader::SigningKey::from_bytes(&[5; 32]);
         let (writer, _) = snapshot_store();
         let r = Reloader::new(
