@@ -7,7 +7,8 @@
 
 use cccgate_core::Status as CertStatus;
 use cccgate_e2e::gateway::{
-    TestGateway, cert_number, record, test_catalogue, test_config, test_config_with, write_snapshot,
+    Serving, TestGateway, cert_number, record, test_catalogue, test_config, test_config_with,
+    write_snapshot,
 };
 use cccgate_proto::v1::{
     self, CheckBatchRequest, CheckRequest, CheckResponse, GetStatusRequest, Listing, ListingResult,
@@ -76,11 +77,6 @@ fn dir_listing(dir: &std::path::Path) -> std::collections::BTreeMap<String, (usi
         .collect()
 }
 
-async fn serving(dir: &std::path::Path) -> TestGateway {
-    write_snapshot(dir, 10, &register());
-    TestGateway::start(test_config(Some(dir)), false).await
-}
-
 async fn status(gw: &TestGateway) -> v1::GetStatusResponse {
     gw.admin_client()
         .await
@@ -115,9 +111,7 @@ fn assert_put_in_force(r: &v1::ReloadResponse, sequence: u64) {
 
 #[tokio::test]
 async fn check_answers_a_verdict_with_its_certificate_and_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let gw = Serving::start(10, &register()).await;
     let mut client = gw.check_client().await;
     let resp = client
         .check(CheckRequest {
@@ -152,9 +146,7 @@ async fn check_answers_a_verdict_with_its_certificate_and_snapshot() {
 
 #[tokio::test]
 async fn check_refuses_a_bad_listing_with_invalid_argument_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let gw = Serving::start(10, &register()).await;
     let mut client = gw.check_client().await;
     let mut bad = listing("L9", "0901", &number(1), "");
     bad.merchant_id.clear();
@@ -185,9 +177,7 @@ async fn check_refuses_a_bad_listing_with_invalid_argument_naming_the_field() {
 
 #[tokio::test]
 async fn check_batch_decides_every_listing_and_reports_bad_ones_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let gw = Serving::start(10, &register()).await;
     let mut client = gw.check_client().await;
     let mut bad_code = listing("bad-code", "09x1", &number(1), "");
     bad_code.merchant_id = "M2".into();
@@ -243,17 +233,15 @@ async fn check_batch_decides_every_listing_and_reports_bad_ones_in_place() {
 
 #[tokio::test]
 async fn check_batch_over_the_limit_is_invalid_argument() {
-    let dir = tempfile::tempdir().unwrap();
-    write_snapshot(dir.path(), 10, &register());
-    let config = test_config_with(
-        Some(dir.path()),
+    let gw = Serving::start_with(
+        10,
+        &register(),
         ConfigLayer {
             max_batch: Some(3),
             ..Default::default()
         },
-    );
-    let gw = TestGateway::start(config, false).await;
-    wait_loaded(&gw).await;
+    )
+    .await;
     let mut client = gw.check_client().await;
     let four = (0..4)
         .map(|i| listing(&format!("L{i}"), "", "", ""))
@@ -280,9 +268,7 @@ async fn check_batch_over_the_limit_is_invalid_argument() {
 
 #[tokio::test]
 async fn check_stream_answers_each_message_in_order_and_goes_on_after_bad_listings() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let gw = Serving::start(10, &register()).await;
     let mut client = gw.check_client().await;
     let (tx, rx) = mpsc::channel(8);
     let mut responses = client
@@ -367,17 +353,15 @@ async fn check_stream_answers_each_message_in_order_and_goes_on_after_bad_listin
 
 #[tokio::test]
 async fn a_stream_message_over_the_batch_limit_gets_one_error_and_the_stream_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    write_snapshot(dir.path(), 10, &register());
-    let config = test_config_with(
-        Some(dir.path()),
+    let gw = Serving::start_with(
+        10,
+        &register(),
         ConfigLayer {
             max_batch: Some(2),
             ..Default::default()
         },
-    );
-    let gw = TestGateway::start(config, false).await;
-    wait_loaded(&gw).await;
+    )
+    .await;
     let mut client = gw.check_client().await;
     let three = CheckRequest {
         listings: (0..3)
@@ -412,9 +396,7 @@ async fn a_stream_message_over_the_batch_limit_gets_one_error_and_the_stream_goe
 
 #[tokio::test]
 async fn a_newer_min_snapshot_sequence_is_failed_precondition_everywhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let gw = Serving::start(10, &register()).await;
     let mut client = gw.check_client().await;
     let err = client
         .check(CheckRequest {
@@ -527,9 +509,7 @@ async fn health_is_not_serving_and_checks_unavailable_until_a_snapshot_loads() {
 
 #[tokio::test]
 async fn reload_puts_a_newer_snapshot_in_force_and_a_refused_file_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let gw = Serving::start(10, &register()).await;
     let mut admin = gw.admin_client().await;
     let mut client = gw.check_client().await;
     let revoked = || CheckRequest {
@@ -540,7 +520,7 @@ async fn reload_puts_a_newer_snapshot_in_force_and_a_refused_file_changes_nothin
     // A newer register where certificate 3 is valid again.
     let mut newer = register();
     newer[2] = record(3, CertStatus::Valid, 901, &["R1"]);
-    write_snapshot(dir.path(), 11, &newer);
+    write_snapshot(gw.dir(), 11, &newer);
     let r = admin
         .reload(ReloadRequest {})
         .await
@@ -555,7 +535,7 @@ async fn reload_puts_a_newer_snapshot_in_force_and_a_refused_file_changes_nothin
     );
 
     // A newer file that is corrupt: refused, reported, and 11 keeps serving.
-    let path = write_snapshot(dir.path(), 12, &register());
+    let path = write_snapshot(gw.dir(), 12, &register());
     let mut bytes = std::fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xFF;
@@ -806,17 +786,15 @@ async fn the_embedded_sample_serves_its_printed_examples() {
 
 #[tokio::test]
 async fn a_stream_over_the_open_stream_limit_is_resource_exhausted() {
-    let dir = tempfile::tempdir().unwrap();
-    write_snapshot(dir.path(), 10, &register());
-    let config = test_config_with(
-        Some(dir.path()),
+    let gw = Serving::start_with(
+        10,
+        &register(),
         ConfigLayer {
             max_open_streams: Some(1),
             ..Default::default()
         },
-    );
-    let gw = TestGateway::start(config, false).await;
-    wait_loaded(&gw).await;
+    )
+    .await;
     let mut client = gw.check_client().await;
     let (tx, rx) = mpsc::channel(1);
     let mut first = client
@@ -861,9 +839,7 @@ async fn a_stream_over_the_open_stream_limit_is_resource_exhausted() {
 
 #[tokio::test]
 async fn shutdown_lets_an_open_stream_finish_then_stops() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut gw = serving(dir.path()).await;
-    wait_loaded(&gw).await;
+    let mut gw = Serving::start(10, &register()).await;
     let mut client = gw.check_client().await;
     let (tx, rx) = mpsc::channel(1);
     let mut out = client

@@ -4,6 +4,9 @@
 //! at once (the kernel queues the connection): no test sleeps waiting for a port. Settings
 //! default to what makes tests deterministic: no file-system watching and a polling interval
 //! of an hour, so a snapshot changes only when the test calls `Admin.Reload`.
+//!
+//! [`Serving::start`] is the one-line version: a gateway serving a register from its own
+//! temporary snapshot directory, the snapshot in force when it returns.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +16,7 @@ use cccgate_core::{
     Catalogue, CatalogueEntry, CertNumber, CertificateRecord, ConformityMode, Day, ProductCode,
     Status,
 };
+use cccgate_proto::v1::ReloadRequest;
 use cccgate_proto::v1::admin_client::AdminClient;
 use cccgate_proto::v1::listing_check_client::ListingCheckClient;
 use cccgate_server::{Config, ConfigLayer, Listeners, ServeError};
@@ -33,6 +37,67 @@ pub struct TestGateway {
     pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+/// A gateway serving a register from its own temporary snapshot directory (removed when
+/// dropped). It derefs to its [`TestGateway`].
+#[derive(Debug)]
+pub struct Serving {
+    gateway: TestGateway,
+    dir: tempfile::TempDir,
+}
+
+impl Serving {
+    /// Writes `records` as snapshot `sequence` into a new temporary directory, starts a
+    /// gateway over it and returns once that snapshot is in force.
+    pub async fn start(sequence: u64, records: &[CertificateRecord]) -> Serving {
+        Serving::start_with(sequence, records, ConfigLayer::default()).await
+    }
+
+    /// Like [`Serving::start`], with `layer`'s settings on top of [`test_config`]'s.
+    pub async fn start_with(
+        sequence: u64,
+        records: &[CertificateRecord],
+        layer: ConfigLayer,
+    ) -> Serving {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        write_snapshot(dir.path(), sequence, records);
+        let gateway = TestGateway::start(test_config_with(Some(dir.path()), layer), false).await;
+        // The start-up load runs in the background; a reload runs the same serialised pass,
+        // so once it returns the snapshot is in force.
+        let r = gateway
+            .admin_client()
+            .await
+            .reload(ReloadRequest {})
+            .await
+            .expect("Reload")
+            .into_inner();
+        assert_eq!(r.snapshot_sequence, sequence, "{}", r.message);
+        Serving { gateway, dir }
+    }
+
+    /// The snapshot directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops the gateway (see [`TestGateway::stop`]).
+    pub async fn stop(self) -> Result<(), ServeError> {
+        self.gateway.stop().await
+    }
+}
+
+impl std::ops::Deref for Serving {
+    type Target = TestGateway;
+    fn deref(&self) -> &TestGateway {
+        &self.gateway
+    }
+}
+
+impl std::ops::DerefMut for Serving {
+    fn deref_mut(&mut self) -> &mut TestGateway {
+        &mut self.gateway
+    }
 }
 
 /// Settings for a test gateway serving `snapshot_dir` (or the embedded sample when `None`):

@@ -83,26 +83,19 @@ fn str_field(out: &mut Vec<u8>, k: &str, v: &str) {
     put_json_str(out, v);
 }
 
-/// The decision of a wire decision number.
+/// The decision of a wire decision number (`cccgate_proto`'s mapping).
 pub fn decision_of(n: i32) -> Option<Decision> {
-    Decision::ALL
-        .get(usize::try_from(n).ok()?.checked_sub(1)?)
-        .copied()
+    cccgate_proto::decision_from_wire(n)
 }
 
-/// The reason of a wire reason number (the table's rule number).
+/// The reason of a wire reason number (the table's rule number; `cccgate_proto`'s mapping).
 pub fn reason_of(n: i32) -> Option<Reason> {
-    Reason::ALL
-        .get(usize::try_from(n).ok()?.checked_sub(1)?)
-        .copied()
+    cccgate_proto::reason_from_wire(n)
 }
 
 /// The status name of a wire status number (`VALID`, ... ; `UNSPECIFIED` otherwise).
 fn status_name(n: i32) -> &'static str {
-    u8::try_from(n)
-        .ok()
-        .and_then(Status::from_code)
-        .map_or("UNSPECIFIED", Status::as_str)
+    cccgate_proto::status_from_wire(n).map_or("UNSPECIFIED", Status::as_str)
 }
 
 /// Appends the line of one result of a response; `line` is the input line of its record.

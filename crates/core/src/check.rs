@@ -11,22 +11,7 @@ use crate::date::Day;
 use crate::listing::Listing;
 use crate::model::{ModelKey, model_key};
 use crate::status::Status;
-use crate::verdict::{Policy, Reason, Verdict};
-
-/// What a verdict reports of the certificate it found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CertFacts<'a> {
-    /// The certificate number.
-    pub number: CertNumber,
-    /// Its status.
-    pub status: Status,
-    /// The product code it covers.
-    pub product_code: ProductCode,
-    /// Its producer (`生产者名称`).
-    pub producer: &'a str,
-    /// Its expiry date: valid through that day, China time.
-    pub expires: Day,
-}
+use crate::verdict::{CertFacts, Policy, Reason, Verdict};
 
 /// A read-only certificate register the decision table can consult.
 pub trait Register {

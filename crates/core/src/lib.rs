@@ -29,7 +29,7 @@ mod width;
 
 pub use catalogue::{Catalogue, CatalogueEntry, CatalogueError, ConformityMode, ProductCode};
 pub use cert::{CertNumber, CertNumberError, ParsedCertNumber};
-pub use check::{CertFacts, Register, check, check_all};
+pub use check::{Register, check, check_all};
 pub use date::{DateError, Day};
 pub use event::ListingEvent;
 pub use listing::{
@@ -38,4 +38,4 @@ pub use listing::{
 pub use model::{ModelKey, model_key, normalize_model, split_models};
 pub use record::CertificateRecord;
 pub use status::{Status, StatusError};
-pub use verdict::{Decision, Policy, PolicyError, Reason, Verdict};
+pub use verdict::{CertFacts, Decision, Policy, PolicyError, Reason, Verdict};

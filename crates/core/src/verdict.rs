@@ -3,7 +3,25 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::check::CertFacts;
+use crate::catalogue::ProductCode;
+use crate::cert::CertNumber;
+use crate::date::Day;
+use crate::status::Status;
+
+/// What a verdict reports of the certificate it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertFacts<'a> {
+    /// The certificate number.
+    pub number: CertNumber,
+    /// Its status.
+    pub status: Status,
+    /// The product code it covers.
+    pub product_code: ProductCode,
+    /// Its producer (`生产者名称`).
+    pub producer: &'a str,
+    /// Its expiry date: valid through that day, China time.
+    pub expires: Day,
+}
 
 /// What the marketplace should do with the listing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -206,6 +206,23 @@ impl v1::CertificateStatus {
     }
 }
 
+/// The core decision of a wire decision number (`None`: unspecified or unknown). Readers
+/// that see raw numbers (a client reading responses in place) map them here, so the wire
+/// numbering lives in one place.
+pub fn decision_from_wire(n: i32) -> Option<Decision> {
+    v1::Decision::try_from(n).ok()?.to_core()
+}
+
+/// The core reason of a wire reason number (the table's rule number).
+pub fn reason_from_wire(n: i32) -> Option<Reason> {
+    v1::Reason::try_from(n).ok()?.to_core()
+}
+
+/// The core status of a wire certificate status number (the feed's code).
+pub fn status_from_wire(n: i32) -> Option<Status> {
+    v1::CertificateStatus::try_from(n).ok()?.to_core()
+}
+
 #[cfg(test)]
 mod tests {
     use cccgate_core::{CertNumber, Day, ProductCode};
@@ -297,6 +314,24 @@ mod tests {
             certificate: None,
         };
         assert_eq!(verdict_to_wire(&v).certificate, None);
+    }
+
+    #[test]
+    fn raw_wire_numbers_map_to_core_enums_and_unknown_ones_to_none() {
+        for d in Decision::ALL {
+            assert_eq!(decision_from_wire(v1::Decision::from(d) as i32), Some(d));
+        }
+        for r in Reason::ALL {
+            assert_eq!(reason_from_wire(r.index() as i32 + 1), Some(r));
+        }
+        for st in Status::ALL {
+            assert_eq!(status_from_wire(i32::from(st.code())), Some(st));
+        }
+        for n in [0, -1, 99, i32::MAX] {
+            assert_eq!(decision_from_wire(n), None);
+            assert_eq!(reason_from_wire(n), None);
+            assert_eq!(status_from_wire(n), None);
+        }
     }
 
     #[test]

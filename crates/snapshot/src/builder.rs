@@ -11,7 +11,8 @@ use xxhash_rust::xxh3::Xxh3;
 use rkyv::string::ArchivedString;
 
 use crate::data::{
-    CatalogueRow, Cold, Data, Hot, INLINE_KEYS, KEYS_OVERFLOW, NO_DAY, home_slot, table_len,
+    CatalogueRow, Cold, Data, Hot, INLINE_KEYS, KEYS_OVERFLOW, NO_DAY, home_slot, overflow_run,
+    table_len,
 };
 use crate::error::SnapshotError;
 use crate::format::{FORMAT_VERSION, Header, SnapshotBytes, checksum};
@@ -337,9 +338,4 @@ impl SnapshotBuilder {
             archive,
         })
     }
-}
-
-/// The `(start, len)` of an overflow run, packed into `keys[0]` of its hot record.
-pub(crate) fn overflow_run(packed: u64) -> (usize, usize) {
-    ((packed & 0xffff_ffff) as usize, (packed >> 32) as usize)
 }

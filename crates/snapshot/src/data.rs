@@ -108,3 +108,8 @@ pub(crate) fn home_slot(number: u64, len: usize) -> usize {
 pub(crate) fn table_len(n: usize) -> usize {
     (n * 5 / 4 + 1).max(8)
 }
+
+/// The `(start, len)` of an overflow run, packed into `keys[0]` of its hot record.
+pub(crate) fn overflow_run(packed: u64) -> (usize, usize) {
+    ((packed & 0xffff_ffff) as usize, (packed >> 32) as usize)
+}

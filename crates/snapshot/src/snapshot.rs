@@ -11,8 +11,9 @@ use memmap2::Mmap;
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
-use crate::builder::overflow_run;
-use crate::data::{ArchivedData, ArchivedHot, Cold, KEYS_OVERFLOW, NO_DAY, home_slot};
+use crate::data::{
+    ArchivedData, ArchivedHot, Cold, KEYS_OVERFLOW, NO_DAY, home_slot, overflow_run,
+};
 use crate::error::SnapshotError;
 use crate::format::{HEADER_LEN, Header, SnapshotBytes, checksum};
 
