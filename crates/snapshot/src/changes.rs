@@ -4,8 +4,7 @@
 
 use cccgate_core::{CertFacts, CertNumber, Day, Register, Status};
 
-use crate::builder::overflow_run;
-use crate::data::{ArchivedHot, KEYS_OVERFLOW};
+use crate::data::{ArchivedHot, KEYS_OVERFLOW, overflow_run};
 use crate::snapshot::Snapshot;
 
 /// One certificate whose verdict-relevant facts differ between two snapshots.
