@@ -346,15 +346,13 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
     let key = read_signing_key(&corpus.join("keys/feed.key")).unwrap();
     let t = tempfile::tempdir().unwrap();
     let out = t.path().join("snaps");
+    let build = |drop: &Path, key: &[&str]| {
+        let mut args = vec!["load", "build", "--drop", s(drop), "--out", s(&out)];
+        args.extend_from_slice(key);
+        cccgate(&args)
+    };
     // The base drop is unsigned: built without a key, as the snapshot in force.
-    let base = cccgate(&[
-        "load",
-        "build",
-        "--drop",
-        s(&corpus.join("base")),
-        "--out",
-        s(&out),
-    ]);
+    let base = build(&corpus.join("base"), &[]);
     assert!(base.status.success(), "{}", text(&base.stderr));
     let before = snapshot_dir_listing(&out);
     assert_eq!(before.len(), 1, "{:?}", before.keys());
@@ -385,16 +383,7 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
             .load(&copy, Some(&in_force))
             .expect_err("a bad corpus drop")
             .to_string();
-        let o = cccgate(&[
-            "load",
-            "build",
-            "--drop",
-            s(&copy),
-            "--out",
-            s(&out),
-            "--public-key",
-            s(&public),
-        ]);
+        let o = build(&copy, &["--public-key", s(&public)]);
         let stderr = text(&o.stderr);
         assert!(!o.status.success(), "{name}: exit 0\n{}", text(&o.stdout));
         assert!(
@@ -410,14 +399,7 @@ fn every_bad_corpus_drop_is_refused_by_load_build_and_writes_nothing() {
         refused += 1;
     }
     assert!(refused >= 20, "only {refused} bad drops in the corpus");
-    let delta = cccgate(&[
-        "load",
-        "build",
-        "--drop",
-        s(&corpus.join("good-delta")),
-        "--out",
-        s(&out),
-    ]);
+    let delta = build(&corpus.join("good-delta"), &[]);
     assert!(delta.status.success(), "{}", text(&delta.stderr));
     assert_eq!(
         snapshot_dir_listing(&out).len(),
