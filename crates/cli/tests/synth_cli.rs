@@ -76,14 +76,15 @@ fn feed_then_load_then_delta_on_the_snapshot() {
         "--delta-of",
         base.to_str().unwrap(),
         "--changes",
-        "150",
+        // Within the loader's delta guard (validity of at most 5% of the valid certificates).
+        "30",
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrote delta"));
     let m = manifest(&delta);
     assert_eq!(m["kind"], "delta");
     assert_eq!(m["sequence"], 2);
     assert_eq!(m["base_sequence"], 1);
-    assert_eq!(rows(&m, "certificates"), 150);
+    assert_eq!(rows(&m, "certificates"), 30);
     assert_eq!(rows(&m, "catalogue"), 0);
     cccgate(&["load", "build", "--drop", dd, "--out", s]);
     assert!(snaps.join("snap-2.ccc").exists());
