@@ -125,6 +125,26 @@ pub struct Args {
     /// UNAUTHENTICATED. Re-read when it changes. Health and reflection stay open.
     #[arg(long, env = "CCCGATE_AUTH_TOKENS", value_name = "FILE")]
     auth_tokens: Option<PathBuf>,
+    /// TLS on the public listener: certificate chain (PEM; with --tls-key). Re-read when it
+    /// changes (rotation without restart); a plaintext client then fails.
+    #[arg(long, env = "CCCGATE_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// TLS on the public listener: private key (PEM).
+    #[arg(long, env = "CCCGATE_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
+    /// mTLS: client certificates must chain to this CA (PEM); the caller's name is the
+    /// certificate's first DNS subject-alternative name, else its CN.
+    #[arg(long, env = "CCCGATE_TLS_CLIENT_CA", value_name = "PEM")]
+    tls_client_ca: Option<PathBuf>,
+    /// TLS on the admin listener: certificate chain (PEM).
+    #[arg(long, env = "CCCGATE_ADMIN_TLS_CERT", value_name = "PEM")]
+    admin_tls_cert: Option<PathBuf>,
+    /// TLS on the admin listener: private key (PEM).
+    #[arg(long, env = "CCCGATE_ADMIN_TLS_KEY", value_name = "PEM")]
+    admin_tls_key: Option<PathBuf>,
+    /// mTLS on the admin listener: the operators' CA (PEM).
+    #[arg(long, env = "CCCGATE_ADMIN_TLS_CLIENT_CA", value_name = "PEM")]
+    admin_tls_client_ca: Option<PathBuf>,
     /// Append a JSON line per decision to this file [default: no decision log].
     #[arg(long, env = "CCCGATE_DECISION_LOG", value_name = "FILE")]
     decision_log: Option<PathBuf>,
@@ -230,6 +250,12 @@ impl Args {
             log_filter: self.log_filter.clone(),
             decision_log: self.decision_log.clone(),
             auth_tokens: self.auth_tokens.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            admin_tls_cert: self.admin_tls_cert.clone(),
+            admin_tls_key: self.admin_tls_key.clone(),
+            admin_tls_client_ca: self.admin_tls_client_ca.clone(),
             decision_log_queue: self.decision_log_queue,
             drop_public_key: self.drop_public_key.clone(),
             drop_max_bad_rows: self.drop_max_bad_rows,

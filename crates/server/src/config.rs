@@ -111,6 +111,18 @@ pub struct ConfigLayer {
     pub decision_log: Option<PathBuf>,
     /// Callers' tokens, `NAME SHA256HEX` per line; set: every ListingCheck call needs one.
     pub auth_tokens: Option<PathBuf>,
+    /// Public listener's certificate chain (PEM); with `tls_key`, TLS on.
+    pub tls_cert: Option<PathBuf>,
+    /// Public listener's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) client certificates must chain to (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Admin listener's certificate chain (PEM).
+    pub admin_tls_cert: Option<PathBuf>,
+    /// Admin listener's private key (PEM).
+    pub admin_tls_key: Option<PathBuf>,
+    /// CA (PEM) admin client certificates must chain to.
+    pub admin_tls_client_ca: Option<PathBuf>,
     /// Messages (requests or stream chunks) the decision log may queue before it drops.
     pub decision_log_queue: Option<usize>,
     /// Ed25519 public key file; when set, every drop must be signed by it.
@@ -220,6 +232,10 @@ pub struct Config {
     pub decision_log: Option<PathBuf>,
     /// Callers' tokens file.
     pub auth_tokens: Option<PathBuf>,
+    /// TLS of the public listener; `None`: plaintext.
+    pub tls: Option<crate::TlsFiles>,
+    /// TLS of the admin listener; `None`: plaintext.
+    pub admin_tls: Option<crate::TlsFiles>,
     /// Decision log queue, in messages.
     pub decision_log_queue: usize,
     /// Public key file for drops.
@@ -520,6 +536,13 @@ impl Config {
             log_filter: pick!(log_filter).unwrap_or_else(|| "info".into()),
             decision_log: pick!(decision_log),
             auth_tokens: pick!(auth_tokens),
+            tls: tls_files("tls", pick!(tls_cert), pick!(tls_key), pick!(tls_client_ca))?,
+            admin_tls: tls_files(
+                "admin_tls",
+                pick!(admin_tls_cert),
+                pick!(admin_tls_key),
+                pick!(admin_tls_client_ca),
+            )?,
             decision_log_queue: positive(
                 "decision_log_queue",
                 pick!(decision_log_queue).unwrap_or(4096),
@@ -564,6 +587,34 @@ impl Config {
             .overrides()
             .map(|(r, d): (Reason, Decision)| format!("{r}={d}"))
             .collect()
+    }
+}
+
+/// TLS files from their three settings: certificate and key together, the client CA only
+/// with them.
+fn tls_files(
+    prefix: &'static str,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<crate::TlsFiles>, ConfigError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(crate::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        _ => Err(ConfigError::Invalid {
+            key: if prefix == "tls" {
+                "tls_cert"
+            } else {
+                "admin_tls_cert"
+            },
+            message: format!(
+                "{prefix}_cert and {prefix}_key go together ({prefix}_client_ca needs both)"
+            ),
+        }),
     }
 }
 

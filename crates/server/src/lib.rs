@@ -33,6 +33,7 @@ pub mod reload;
 pub mod sample;
 mod service;
 pub mod store;
+mod tls;
 pub mod watch;
 mod wire;
 
@@ -45,7 +46,6 @@ use std::time::Duration;
 use cccgate_loader::Loader;
 use cccgate_proto::v1::admin_server::AdminServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use auth::AuthError;
 pub use config::{Config, ConfigError, ConfigLayer, Limits, LogFormat};
@@ -53,6 +53,7 @@ pub use decision_log::{DecisionLogError, DecisionLogSettings};
 pub use reload::{Refusal, RefusedKind, ReloadOutcome, Reloader, Trigger};
 pub use service::CheckError;
 pub use store::{Loaded, SnapshotReader, SnapshotWriter, snapshot_store};
+pub use tls::{TlsError, TlsFiles};
 pub use watch::{Clock, ManualClock, SharedClock, SystemClock};
 #[doc(hidden)]
 pub use wire::fuzz_decode;
@@ -72,6 +73,9 @@ pub enum ServeError {
     /// A key file (drop or snapshot) cannot be read.
     #[error("key: {0}")]
     PublicKey(#[from] cccgate_loader::KeyError),
+    /// The TLS files cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The auth tokens file cannot be used.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
@@ -280,6 +284,8 @@ pub async fn run_with(
     };
 
     let limits = config.limits;
+    let public_tls = config.tls.clone().map(tls::Tls::open).transpose()?;
+    let admin_tls = config.admin_tls.clone().map(tls::Tls::open).transpose()?;
     let auth = match &config.auth_tokens {
         Some(path) => Some(auth::TokenAuth::open(path)?),
         None => None,
@@ -335,7 +341,7 @@ pub async fn run_with(
                 .add_service(a1alpha)
                 .add_service(admin);
             let mut stop = stop_rx.clone();
-            let incoming = nodelay(TcpListenerStream::new(listener));
+            let incoming = tls::accept(listener, admin_tls);
             futures::future::Either::Left(router.serve_with_incoming_shutdown(
                 incoming,
                 async move {
@@ -364,7 +370,7 @@ pub async fn run_with(
             let _ = stop_tx.send(true);
         }
     };
-    let incoming = nodelay(TcpListenerStream::new(listeners.grpc));
+    let incoming = tls::accept(listeners.grpc, public_tls);
     let public_serve = router.serve_with_incoming_shutdown(incoming, signal);
     // The public plane's end ends the gateway; the admin plane stops with it.
     let serve = async move {
@@ -407,19 +413,4 @@ pub async fn run_with(
     }
     tracing::info!("gateway stopped");
     result
-}
-
-/// Accepted connections with TCP_NODELAY set: small responses must leave at once (without it,
-/// Nagle's algorithm and delayed ACKs hold them for up to 40 ms; a unary call's p99 on
-/// loopback was 20-40 ms).
-fn nodelay(
-    listener: TcpListenerStream,
-) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    futures::StreamExt::map(listener, |conn| {
-        conn.inspect(|stream| {
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");
-            }
-        })
-    })
 }

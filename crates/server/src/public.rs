@@ -32,13 +32,13 @@ use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http;
 use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Admission, Caller, Held};
 use crate::auth::{self, TokenAuth};
 use crate::metrics::Rpc;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
+use crate::tls::ConnInfo;
 use crate::wire::{self, Decoded, Shape, WireError};
 
 /// What a message holds while it is in progress: given back when the answer is encoded.
@@ -263,11 +263,6 @@ pub(crate) struct PublicCheck {
     watch: Option<Arc<crate::watch::WatchHub>>,
 }
 
-/// The caller's name a transport established (the mTLS client certificate's), if any: put in
-/// each request's extensions by the listener.
-#[derive(Debug, Clone)]
-pub(crate) struct PeerName(pub Caller);
-
 impl PublicCheck {
     pub(crate) fn new(ctx: Arc<CheckContext>, auth: Option<Arc<TokenAuth>>) -> Self {
         let l = ctx.limits;
@@ -304,8 +299,9 @@ impl PublicCheck {
         }
         Ok(req
             .extensions()
-            .get::<PeerName>()
-            .map_or_else(|| Arc::clone(&self.anonymous), |p| Arc::clone(&p.0)))
+            .get::<ConnInfo>()
+            .and_then(|c| c.peer_name.clone())
+            .unwrap_or_else(|| Arc::clone(&self.anonymous)))
     }
 
     /// Serves `WatchChanges` and `WatchListings` from `hub`.
@@ -410,10 +406,7 @@ impl PublicCheck {
             Ok(c) => c,
             Err(status) => return status.into_http(),
         };
-        let conn = req
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
+        let conn = req.extensions().get::<ConnInfo>().and_then(|c| c.remote);
         let charges: Charges = Arc::default();
         let path = req.uri().path().to_owned();
         let shape = if path.ends_with("/CheckBatch") {

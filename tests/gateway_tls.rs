@@ -1,0 +1,211 @@
+//! TLS and mTLS on the public and admin listeners, with certificates made at test time
+//! (rcgen), and their rotation on disk without a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cccgate_core::Status as CertStatus;
+use cccgate_e2e::gateway::{TestGateway, record, test_config_with, write_snapshot};
+use cccgate_proto::v1::admin_client::AdminClient;
+use cccgate_proto::v1::listing_check_client::ListingCheckClient;
+use cccgate_proto::v1::{CheckRequest, GetStatusRequest, Listing, ReloadRequest};
+use cccgate_server::ConfigLayer;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// A CA that signs certificates.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A certificate and key signed by `ca`, for `dns` names (none: only a CN).
+fn leaf(ca: &Ca, cn: &str, dns: &[&str]) -> (String, String) {
+    let mut params =
+        CertificateParams::new(dns.iter().map(|d| (*d).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if dns.contains(&"localhost") {
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    }
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    // Write and rename, as a certificate manager does, so a reader never sees half a file.
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+async fn tls_channel(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    identity: Option<&(String, String)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+async fn check(channel: Channel) -> Result<(), tonic::Status> {
+    ListingCheckClient::new(channel)
+        .check(CheckRequest {
+            listing: Some(Listing {
+                listing_id: "L1".into(),
+                merchant_id: "M1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_names_the_caller_plaintext_fails_and_rotated_files_are_served_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    write_snapshot(&snaps, 10, &[record(1, CertStatus::Valid, 901, &["X1"])]);
+    let server_ca = ca("server CA 1");
+    let client_ca = ca("marketplaces");
+    let (cert, key) = leaf(&server_ca, "gateway", &["localhost"]);
+    let cert_path = write(dir.path(), "tls.crt", &cert);
+    let key_path = write(dir.path(), "tls.key", &key);
+    let client_ca_path = write(dir.path(), "clients.crt", &client_ca.pem);
+    let log = dir.path().join("decisions.jsonl");
+    let config = test_config_with(
+        Some(&snaps),
+        ConfigLayer {
+            tls_cert: Some(cert_path.clone()),
+            tls_key: Some(key_path.clone()),
+            tls_client_ca: Some(client_ca_path),
+            admin_tls_cert: Some(cert_path.clone()),
+            admin_tls_key: Some(key_path.clone()),
+            decision_log: Some(log.clone()),
+            ..Default::default()
+        },
+    );
+    let gw = TestGateway::start(config, false).await;
+    // The admin plane is TLS (no client certificate needed there).
+    let admin = tls_channel(gw.admin_addr, &server_ca.pem, None)
+        .await
+        .expect("admin over TLS");
+    AdminClient::new(admin.clone())
+        .reload(ReloadRequest {})
+        .await
+        .expect("Reload over TLS");
+
+    // A caller with a certificate from the marketplaces' CA: named by its first DNS name.
+    let shop_a = leaf(&client_ca, "Shop A Ltd", &["shop-a.example", "b.example"]);
+    let ch = tls_channel(gw.addr, &server_ca.pem, Some(&shop_a))
+        .await
+        .expect("mTLS connects");
+    check(ch).await.expect("Check over mTLS");
+    // Named by its CN when it has no DNS name.
+    let shop_c = leaf(&client_ca, "shop-c", &[]);
+    check(
+        tls_channel(gw.addr, &server_ca.pem, Some(&shop_c))
+            .await
+            .unwrap(),
+    )
+    .await
+    .expect("Check over mTLS");
+    // No client certificate, or one from another CA: refused.
+    let no_cert = async {
+        check(tls_channel(gw.addr, &server_ca.pem, None).await?)
+            .await
+            .map_err(|s| s.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    assert!(
+        no_cert.await.is_err(),
+        "a caller without a certificate got in"
+    );
+    let stranger = leaf(&ca("elsewhere"), "stranger", &["stranger.example"]);
+    let other_ca = async {
+        check(tls_channel(gw.addr, &server_ca.pem, Some(&stranger)).await?)
+            .await
+            .map_err(|s| s.to_string())?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    assert!(
+        other_ca.await.is_err(),
+        "a certificate from another CA got in"
+    );
+    // Plaintext: fails.
+    let plain = Endpoint::from_shared(format!("http://{}", gw.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        assert!(check(plain).await.is_err(), "a plaintext call succeeded");
+    }
+
+    // Rotation: a certificate from a new server CA is written over the old files. New
+    // connections get it at once: a client trusting only the new CA gets in.
+    let server_ca_2 = ca("server CA 2");
+    let (cert2, key2) = leaf(&server_ca_2, "gateway", &["localhost"]);
+    write(dir.path(), "tls.key", &key2);
+    write(dir.path(), "tls.crt", &cert2);
+    check(
+        tls_channel(gw.addr, &server_ca_2.pem, Some(&shop_a))
+            .await
+            .expect("the rotated certificate is served"),
+    )
+    .await
+    .expect("Check after rotation");
+    AdminClient::new(
+        tls_channel(gw.admin_addr, &server_ca_2.pem, None)
+            .await
+            .expect("the admin plane's rotated certificate is served"),
+    )
+    .get_status(GetStatusRequest {})
+    .await
+    .expect("GetStatus after rotation");
+
+    gw.stop().await.expect("stops");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let clients: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["client"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        clients,
+        ["shop-a.example", "shop-c", "shop-a.example"],
+        "{text}"
+    );
+}
