@@ -144,13 +144,16 @@ impl Drop for Replica {
     }
 }
 
-/// A register of `certs` certificates: drop 1 built into `dir/snaps`.
-fn register(dir: &Path, certs: &str) -> PathBuf {
+/// A register of `certs` certificates (drop 1 built into `dir/snaps`) and `listings` listing
+/// events of it (`dir/listings.jsonl`).
+fn register(dir: &Path, certs: &str, listings: &str) -> (PathBuf, PathBuf) {
     let drop1 = dir.join("drops/1");
     let snaps = dir.join("snaps");
+    let input = dir.join("listings.jsonl");
     run(&["synth", "feed", "--out", p(&drop1), "--certs", certs]);
     run(&["load", "build", "--drop", p(&drop1), "--out", p(&snaps)]);
-    snaps
+    run(&["synth", "listings", "--out", p(&input), "--count", listings, "--certs", certs]);
+    (snaps, input)
 }
 
 fn replay(targets: &[&Replica], input: &Path, out: &Path, extra: &[&str]) -> Command {
@@ -171,18 +174,7 @@ fn file_len(path: &Path) -> u64 {
 #[test]
 fn a_replay_over_three_replicas_with_one_killed_and_restarted_matches_one_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let snaps = register(dir.path(), "5000");
-    let input = dir.path().join("listings.jsonl");
-    run(&[
-        "synth",
-        "listings",
-        "--out",
-        p(&input),
-        "--count",
-        "60000",
-        "--certs",
-        "5000",
-    ]);
+    let (snaps, input) = register(dir.path(), "5000", "60000");
     let a = Replica::start(&snaps, "127.0.0.1:0");
     let mut b = Replica::start(&snaps, "127.0.0.1:0");
     let c = Replica::start(&snaps, "127.0.0.1:0");
@@ -258,18 +250,7 @@ fn a_replay_over_three_replicas_with_one_killed_and_restarted_matches_one_gatewa
 #[test]
 fn replicas_follow_the_loader_and_min_sequence_reads_its_writes_on_any_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let snaps = register(dir.path(), "5000");
-    let input = dir.path().join("listings.jsonl");
-    run(&[
-        "synth",
-        "listings",
-        "--out",
-        p(&input),
-        "--count",
-        "3000",
-        "--certs",
-        "5000",
-    ]);
+    let (snaps, input) = register(dir.path(), "5000", "3000");
     let replicas: Vec<Replica> = (0..3)
         .map(|_| Replica::start(&snaps, "127.0.0.1:0"))
         .collect();
@@ -329,18 +310,7 @@ fn replicas_follow_the_loader_and_min_sequence_reads_its_writes_on_any_replica()
 #[test]
 fn a_target_that_is_down_from_the_start_leaves_its_chunks_to_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let snaps = register(dir.path(), "2000");
-    let input = dir.path().join("listings.jsonl");
-    run(&[
-        "synth",
-        "listings",
-        "--out",
-        p(&input),
-        "--count",
-        "5000",
-        "--certs",
-        "2000",
-    ]);
+    let (snaps, input) = register(dir.path(), "2000", "5000");
     let a = Replica::start(&snaps, "127.0.0.1:0");
     a.wait_for(1);
     // A port nothing listens on: bind one, note it, let it go.
