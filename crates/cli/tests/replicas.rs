@@ -152,7 +152,16 @@ fn register(dir: &Path, certs: &str, listings: &str) -> (PathBuf, PathBuf) {
     let input = dir.join("listings.jsonl");
     run(&["synth", "feed", "--out", p(&drop1), "--certs", certs]);
     run(&["load", "build", "--drop", p(&drop1), "--out", p(&snaps)]);
-    run(&["synth", "listings", "--out", p(&input), "--count", listings, "--certs", certs]);
+    run(&[
+        "synth",
+        "listings",
+        "--out",
+        p(&input),
+        "--count",
+        listings,
+        "--certs",
+        certs,
+    ]);
     (snaps, input)
 }
 
