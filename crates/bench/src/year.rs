@@ -67,6 +67,9 @@ pub struct YearConfig {
     pub window: Option<(f64, f64)>,
     /// The embedded gateway's decision log (one JSON line per verdict), if any.
     pub decision_log: Option<PathBuf>,
+    /// Its rotation: bytes a file may reach and rotated files kept (`None`: the gateway's
+    /// defaults).
+    pub decision_log_rotation: Option<(u64, usize)>,
 }
 
 /// Seconds in a day.
@@ -91,6 +94,7 @@ impl YearConfig {
             progress: Mode::auto(Duration::from_secs(10)),
             window: None,
             decision_log: None,
+            decision_log_rotation: None,
         }
     }
 
@@ -376,7 +380,13 @@ pub async fn run_year(
         cfg.profile,
         cfg.listing_seed,
         gateway_rt,
-        |c| c.decision_log = log,
+        |c| {
+            c.decision_log = log;
+            if let Some((bytes, keep)) = cfg.decision_log_rotation {
+                c.decision_log_max_file_bytes = bytes;
+                c.decision_log_keep_files = keep;
+            }
+        },
     )
     .await?;
     let planned = cfg.checks();

@@ -75,6 +75,12 @@ pub struct Args {
     /// The embedded gateway's decision log: one JSON line per verdict to this file.
     #[arg(long)]
     decision_log: Option<PathBuf>,
+    /// Rotate the decision log when a file reaches this many MiB (default: the gateway's).
+    #[arg(long, requires = "decision_log")]
+    decision_log_file_mib: Option<u64>,
+    /// Rotated decision log files kept (default: the gateway's).
+    #[arg(long, requires = "decision_log")]
+    decision_log_keep: Option<usize>,
     /// Report resident memory, open descriptors, threads and the disk of the embedded
     /// gateway's snapshot directory and decision log at the start, after each tenth of the
     /// checks and at the end, and print the `soak ...` summary line (format in
@@ -117,6 +123,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: progress_mode(&args.progress, args.progress_every)?,
         window: args.days,
         decision_log: args.decision_log,
+        decision_log_rotation: (args.decision_log_file_mib.is_some()
+            || args.decision_log_keep.is_some())
+        .then(|| {
+            let d = cccgate_server::Config::default();
+            (
+                args.decision_log_file_mib
+                    .map_or(d.decision_log_max_file_bytes, |m| m << 20),
+                args.decision_log_keep.unwrap_or(d.decision_log_keep_files),
+            )
+        }),
         ..YearConfig::new(args.profile)
     };
     let gateway_threads = args.gateway_threads.filter(|&n| n > 0);
