@@ -81,6 +81,30 @@ async fn ensure_loaded(client: &mut ListingCheckClient<Channel>, sequence: u64) 
     .expect("the first snapshot reached the change feed");
 }
 
+/// A gateway serving `recs` as snapshot 1 from a temporary directory, its clock at noon
+/// today (China time), with the change feed standing at sequence 1.
+struct Serving {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    gw: TestGateway,
+    client: ListingCheckClient<Channel>,
+}
+
+async fn serving(recs: &[CertificateRecord], layer: ConfigLayer) -> Serving {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 1, recs);
+    let clock = ManualClock::new(noon(today()));
+    let gw = start(dir.path(), &clock, layer).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 1).await;
+    Serving {
+        dir,
+        clock,
+        gw,
+        client,
+    }
+}
+
 async fn next_batch(s: &mut Streaming<ChangeBatch>) -> ChangeBatch {
     tokio::time::timeout(BOUND, s.message())
         .await
@@ -200,13 +224,13 @@ fn verdict(r: &ListingResult) -> (i32, i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_swap_gives_exactly_its_change_set_and_a_resume_gets_it_again() {
-    let dir = tempfile::tempdir().unwrap();
     let mut recs = register();
-    write_snapshot(dir.path(), 1, &recs);
-    let clock = ManualClock::new(noon(today()));
-    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
-    let mut client = gw.check_client().await;
-    ensure_loaded(&mut client, 1).await;
+    let Serving {
+        dir,
+        gw,
+        mut client,
+        ..
+    } = serving(&recs, ConfigLayer::default()).await;
     let mut feed = changes_from(&mut client, 0).await;
     let b = next_batch(&mut feed).await;
     assert_eq!((b.cause, b.sequence), (ChangeCause::Bookmark as i32, 1));
@@ -252,17 +276,17 @@ async fn a_swap_gives_exactly_its_change_set_and_a_resume_gets_it_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_older_than_the_history_is_refused_with_re_check_everything() {
-    let dir = tempfile::tempdir().unwrap();
     let mut recs = register();
-    write_snapshot(dir.path(), 1, &recs);
-    let clock = ManualClock::new(noon(today()));
     let layer = ConfigLayer {
         watch_history: Some(1),
         ..ConfigLayer::default()
     };
-    let gw = start(dir.path(), &clock, layer).await;
-    let mut client = gw.check_client().await;
-    ensure_loaded(&mut client, 1).await;
+    let Serving {
+        dir,
+        gw,
+        mut client,
+        ..
+    } = serving(&recs, layer).await;
     let mut feed = changes_from(&mut client, 0).await;
     for seq in 2..=3 {
         recs[seq as usize].status = Status::Suspended;
@@ -294,13 +318,13 @@ async fn a_resume_older_than_the_history_is_refused_with_re_check_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_listings_get_only_changed_verdicts_and_match_fresh_checks() {
-    let dir = tempfile::tempdir().unwrap();
     let mut recs = register();
-    write_snapshot(dir.path(), 1, &recs);
-    let clock = ManualClock::new(noon(today()));
-    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
-    let mut client = gw.check_client().await;
-    ensure_loaded(&mut client, 1).await;
+    let Serving {
+        dir,
+        gw,
+        mut client,
+        ..
+    } = serving(&recs, ConfigLayer::default()).await;
 
     let listings = vec![
         listing("L1", 1, "M-1"),  // stays valid
@@ -376,18 +400,18 @@ async fn watched_listings_get_only_changed_verdicts_and_match_fresh_checks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn midnight_expires_the_valid_certificates_whose_day_passed() {
-    let dir = tempfile::tempdir().unwrap();
     let mut recs = register();
     let d = today();
     recs[0].expires = d; // valid through today: lapses at midnight
     recs[1].expires = d;
     recs[1].status = Status::Suspended; // not marked valid: not in the DAY batch
     recs[2].expires = day(2026, 11, 30); // valid through tomorrow
-    write_snapshot(dir.path(), 1, &recs);
-    let clock = ManualClock::new(noon(d));
-    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
-    let mut client = gw.check_client().await;
-    ensure_loaded(&mut client, 1).await;
+    let Serving {
+        clock,
+        gw,
+        mut client,
+        ..
+    } = serving(&recs, ConfigLayer::default()).await;
     let mut feed = changes_from(&mut client, 0).await;
     next_batch(&mut feed).await;
     let mut w = Watch::open(&mut client).await;
@@ -419,17 +443,16 @@ async fn midnight_expires_the_valid_certificates_whose_day_passed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_watches_at_most_its_cap_and_re_adds_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let recs = register();
-    write_snapshot(dir.path(), 1, &recs);
-    let clock = ManualClock::new(noon(today()));
     let layer = ConfigLayer {
         watch_max_listings: Some(2),
         ..ConfigLayer::default()
     };
-    let gw = start(dir.path(), &clock, layer.clone()).await;
-    let mut client = gw.check_client().await;
-    ensure_loaded(&mut client, 1).await;
+    let Serving {
+        dir,
+        clock,
+        gw,
+        mut client,
+    } = serving(&register(), layer.clone()).await;
     let mut w = Watch::open(&mut client).await;
     w.send(
         vec![
@@ -507,13 +530,8 @@ async fn line(rx: &mut mpsc::UnboundedReceiver<String>) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_the_feed_and_the_changed_verdicts_as_json_lines() {
-    let dir = tempfile::tempdir().unwrap();
     let mut recs = register();
-    write_snapshot(dir.path(), 1, &recs);
-    let clock = ManualClock::new(noon(today()));
-    let gw = start(dir.path(), &clock, ConfigLayer::default()).await;
-    let mut client = gw.check_client().await;
-    ensure_loaded(&mut client, 1).await;
+    let Serving { dir, gw, .. } = serving(&recs, ConfigLayer::default()).await;
     let target = format!("http://{}", gw.addr);
     let input = dir.path().join("listings.jsonl");
     std::fs::write(
