@@ -1,7 +1,9 @@
 //! The change feed's bounded history and the `WatchChanges` stream.
 //!
 //! The history holds the batches of the last `--watch-history` swaps, and the DAY batches that
-//! followed each. A caller resuming from sequence `S` gets every SNAPSHOT batch with a higher
+//! followed each, and never more than [`MAX_HISTORY_CHANGES`] certificate changes in all: a
+//! soak of full-register swaps (75k changes each) grew the gateway by 38 MiB a swap when the
+//! history was bounded by swaps alone. A caller resuming from sequence `S` gets every SNAPSHOT batch with a higher
 //! sequence and every DAY batch sent while `S` or later was in force (a DAY batch may come
 //! twice to a caller that saw it before it disconnected: it only repeats expiries). When a
 //! batch leaves the history, callers that would need it are refused with FAILED_PRECONDITION.
@@ -22,6 +24,11 @@ pub const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 /// sent as several messages with the same sequence, day and cause, one after the other.
 pub const MAX_CHANGES_PER_MESSAGE: usize = 10_000;
 
+/// Most certificate changes the history holds, all batches together (about 0.5 KB each on the
+/// heap, so ~100 MB): 40 days of the largest daily deltas the feed contract describes. The
+/// newest batch is always kept, whatever its size; older ones leave the history first.
+pub const MAX_HISTORY_CHANGES: usize = 200_000;
+
 /// One swap's or one midnight's batch, as the messages it is sent in.
 #[derive(Debug)]
 struct Entry {
@@ -29,6 +36,8 @@ struct Entry {
     sequence: u64,
     cause: ChangeCause,
     messages: Vec<Arc<ChangeBatch>>,
+    /// Certificate changes in `messages`.
+    changes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +46,8 @@ struct History {
     next_index: u64,
     /// Snapshot entries held.
     swaps: usize,
+    /// Certificate changes held, all entries together.
+    changes: usize,
     /// The oldest sequence a caller may resume from; `None` until a snapshot is in force.
     floor: Option<u64>,
     /// The snapshot in force and the China-time day of the last batch.
@@ -47,6 +58,7 @@ struct History {
 #[derive(Debug)]
 pub struct Feed {
     cap: usize,
+    max_changes: usize,
     history: Mutex<History>,
     appended: tokio::sync::watch::Sender<u64>,
     stopping: std::sync::atomic::AtomicBool,
@@ -57,10 +69,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Feed {
-    /// A feed keeping the batches of the last `cap` swaps (at least 1).
+    /// A feed keeping the batches of the last `cap` swaps (at least 1), and at most
+    /// [`MAX_HISTORY_CHANGES`] certificate changes.
     pub fn new(cap: usize) -> Feed {
+        Feed::with_max_changes(cap, MAX_HISTORY_CHANGES)
+    }
+
+    /// A feed keeping the batches of the last `cap` swaps and at most `max_changes`
+    /// certificate changes (the newest batch always).
+    pub fn with_max_changes(cap: usize, max_changes: usize) -> Feed {
         Feed {
             cap: cap.max(1),
+            max_changes,
             history: Mutex::default(),
             appended: tokio::sync::watch::Sender::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -89,7 +109,8 @@ impl Feed {
         cause: ChangeCause,
         changes: Vec<cccgate_proto::v1::CertificateChange>,
     ) {
-        let mut messages = Vec::with_capacity(changes.len() / MAX_CHANGES_PER_MESSAGE + 1);
+        let count = changes.len();
+        let mut messages = Vec::with_capacity(count / MAX_CHANGES_PER_MESSAGE + 1);
         let mut changes = changes.into_iter().peekable();
         loop {
             let chunk: Vec<_> = changes.by_ref().take(MAX_CHANGES_PER_MESSAGE).collect();
@@ -115,12 +136,15 @@ impl Feed {
                 sequence,
                 cause,
                 messages,
+                changes: count,
             });
+            h.changes += count;
             h.current = Some((sequence, day));
-            while h.swaps > self.cap {
+            while h.swaps > self.cap || (h.changes > self.max_changes && h.entries.len() > 1) {
                 let Some(old) = h.entries.pop_front() else {
                     break;
                 };
+                h.changes -= old.changes;
                 // A caller at `old.sequence` (DAY) or just before it (SNAPSHOT) would miss it.
                 let floor = match old.cause {
                     ChangeCause::Snapshot => {
@@ -328,5 +352,42 @@ mod tests {
         assert_eq!(msgs.len(), 3);
         assert!(msgs.iter().all(|m| m.sequence == 2));
         assert_eq!(msgs.iter().map(|m| m.changes.len() as u64).sum::<u64>(), n);
+    }
+
+    #[test]
+    fn the_history_holds_a_bounded_number_of_changes_and_always_the_newest_batch() {
+        let feed = Feed::with_max_changes(1_000, 5);
+        feed.start(1, "2026-11-28".into());
+        feed.append(
+            2,
+            "2026-11-28".into(),
+            ChangeCause::Snapshot,
+            (0..3).map(change).collect(),
+        );
+        feed.append(
+            3,
+            "2026-11-28".into(),
+            ChangeCause::Snapshot,
+            (3..6).map(change).collect(),
+        );
+        // 6 changes held > 5: the swap to 2 left; a caller at 1 must re-check everything.
+        assert_eq!(lock(&feed.history).changes, 3);
+        assert_eq!(
+            feed.start_index(1).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert!(feed.start_index(2).is_ok());
+        // A batch larger than the whole bound is still kept (the newest always is).
+        feed.append(
+            4,
+            "2026-11-28".into(),
+            ChangeCause::Snapshot,
+            (6..20).map(change).collect(),
+        );
+        assert_eq!(lock(&feed.history).changes, 14);
+        assert_eq!(lock(&feed.history).entries.len(), 1);
+        assert!(feed.start_index(2).is_err());
+        let (msgs, _) = feed.since(feed.start_index(3).unwrap()).unwrap();
+        assert_eq!(msgs.iter().map(|m| m.changes.len()).sum::<usize>(), 14);
     }
 }
