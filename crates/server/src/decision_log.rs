@@ -154,6 +154,15 @@ impl DecisionLog {
             failures: 0,
             lost: 0,
         };
+        // Registered at zero now: alerts and panels see the series before the first write.
+        for name in [
+            "cccgate_decision_log_written_total",
+            "cccgate_decision_log_write_failures_total",
+            "cccgate_decision_log_lost_total",
+            "cccgate_decision_log_rotations_total",
+        ] {
+            metrics::counter!(name).increment(0);
+        }
         let task = tokio::task::spawn_blocking(move || writer.run(rx));
         Ok((
             DecisionLog {
