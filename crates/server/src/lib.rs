@@ -156,6 +156,11 @@ pub async fn run_with(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    if listeners.metrics.is_some() {
+        // The recorder first: a counter registered before it exists (the decision log's, at
+        // open) would go to the no-op recorder and never appear on /metrics.
+        metrics::prometheus();
+    }
     let loader = Loader {
         public_key: match &config.drop_public_key {
             Some(path) => Some(cccgate_loader::read_verifying_key(path)?),
