@@ -146,17 +146,7 @@ impl Snapshot {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let mut head = [0u8; HEADER_LEN];
-        let got = read_up_to(&mut file, &mut head).map_err(io)?;
-        let header = Header::decode(&head[..got], len, path)?;
-        let archive_len =
-            usize::try_from(header.archive_len).map_err(|_| SnapshotError::Length {
-                path: path.to_path_buf(),
-                expected: header.archive_len,
-                actual: len,
-            })?;
+        let (mut file, header, archive_len) = Self::open_header(path)?;
         let mut anon = memmap2::MmapOptions::new()
             .len(archive_len.max(1))
             .map_anon()
@@ -169,10 +159,9 @@ impl Snapshot {
         Self::verify(Backing::Anonymous(map), header, path)
     }
 
-    /// Reads a snapshot file fully into memory instead of mapping it (one copy, straight
-    /// into the aligned buffer the archive needs).
-    pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
-        use std::io::Read;
+    /// Opens `path` and decodes its header, leaving the file at the archive's first byte;
+    /// returns the file, the header and the archive's length (for the copying loads).
+    fn open_header(path: &Path) -> Result<(File, Header, usize), SnapshotError> {
         let io = |source| SnapshotError::Io {
             path: path.to_path_buf(),
             source,
@@ -188,6 +177,18 @@ impl Snapshot {
                 expected: header.archive_len,
                 actual: len,
             })?;
+        Ok((file, header, archive_len))
+    }
+
+    /// Reads a snapshot file fully into memory instead of mapping it (one copy, straight
+    /// into the aligned buffer the archive needs).
+    pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
+        use std::io::Read;
+        let io = |source| SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (mut file, header, archive_len) = Self::open_header(path)?;
         let mut archive = AlignedVec::<16>::with_capacity(archive_len);
         archive.resize(archive_len, 0);
         file.read_exact(&mut archive).map_err(io)?;
