@@ -1,75 +1,219 @@
-//! Benchmarks of watching (#13), printed as medians:
+//! Benchmarks of watching (#13), over the synthetic register (1.2M certificates) and a delta
+//! of 5,000 rows (5,000 valid certificates revoked), printed as medians or single runs:
 //!
-//! 1. the change set of a swap: `verdict_changes` between two snapshots of N certificates that
-//!    differ in 5,000, against building... (the diff alone, in ms);
-//! 2. memory per watched listing: resident memory of a real gateway (in this process) before
-//!    and after W listings are added over WatchListings, divided by W;
-//! 3. time from a swap of a 5,000-certificate change to the last CHANGED message received, as
-//!    a ratio to the time of the swap itself (Admin.Reload of the new file).
+//! 1. the change set of the delta: `verdict_changes` between the two snapshots (median of 5);
+//! 2. memory per watched listing: resident memory of this process (the gateway runs in it)
+//!    before and after W listings (the synthetic 2021 listing mix, ids made unique) are added
+//!    over one `WatchListings` stream, divided by W;
+//! 3. the delta swapped in with W watched: time until `Admin.Reload` returned (the swap
+//!    itself: read, verify, swap) and until the last CHANGED message arrived, and the ratio;
+//! 4. `CheckStream` throughput with the `bench grpc --mode stream` driver (8 streams over 2
+//!    connections, chunks of 1,000, as fast as answered) for S seconds with the delta
+//!    swapped in halfway: with no watches, with W watched (their CHANGED messages read as
+//!    they come), and with none again once the watch stream ended; the ratios.
 //!
-//! `cargo run --release --example watch_bench -- [N] [W]` (defaults 1,200,000 and 1,000,000).
+//! `cargo run --release -p cccgate-e2e --example watch_bench -- [W] [S] [DIR]` (defaults
+//! 1,000,000, 10 and /tmp/cccgate-watch-bench; DIR holds two snapshots and is removed at
+//! the end).
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cccgate_bench::BenchError;
+use cccgate_bench::drive::{Drive, Pacing, drive};
+use cccgate_bench::embedded::{EmbeddedGateway, bench_build_info, embedded_config};
+use cccgate_bench::setup::{Setup, block_on_runtimes};
+use cccgate_client::progress::Mode;
+use cccgate_client::wire::Rpc;
 use cccgate_core::Status;
-use cccgate_e2e::gateway::{
-    TestGateway, build_snapshot, cert_number, record, test_config, write_snapshot,
-};
 use cccgate_e2e::raw::rss;
+use cccgate_proto::v1::listing_check_client::ListingCheckClient;
 use cccgate_proto::v1::{
-    Listing, ReloadRequest, WatchChangesRequest, WatchEvent, WatchListingsRequest,
+    Listing, WatchChangesRequest, WatchEvent, WatchListingsRequest, WatchListingsResponse,
 };
+use cccgate_snapshot::{Snapshot, SnapshotBuilder, file_name, write_atomic};
+use cccgate_synth::{GeneratedListing, ListingGenerator, Profile, RegisterSpec, SyntheticRegister};
 use tokio_stream::wrappers::ReceiverStream;
+
+/// Rows of the delta.
+const DELTA: usize = 5_000;
+/// Listings per `WatchListings` add message.
+const ADD_CHUNK: usize = 10_000;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let n = args.first().copied().unwrap_or(1_200_000) as u32;
-    let w = args.get(1).copied().unwrap_or(1_000_000) as u32;
-    let changed = 5_000u32.min(n);
+fn mib(b: u64) -> f64 {
+    b as f64 / f64::from(1 << 20)
+}
 
-    let mut recs: Vec<_> = (1..=n)
-        .map(|s| record(s, Status::Valid, 901, &["M-1", "M-2"]))
-        .collect();
-    let a = build_snapshot(1, &recs);
-    for r in recs
+fn bench_err(e: impl std::fmt::Display) -> BenchError {
+    BenchError::Invalid(e.to_string())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let w: usize = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let secs: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10.0);
+    let root = PathBuf::from(
+        args.get(2)
+            .map_or("/tmp/cccgate-watch-bench", String::as_str),
+    );
+    let out = block_on_runtimes("watch-bench", 2, None, async |gw_rt| {
+        run(w, secs, &root, gw_rt).await
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    if let Err(e) = out {
+        eprintln!("watch_bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The base register's and the delta's snapshot files (sequences 1 and 2), and the load's
+/// listing generator.
+fn prepare(built: &Path) -> Result<(PathBuf, PathBuf, ListingGenerator), BenchError> {
+    let spec = RegisterSpec::default();
+    let register = SyntheticRegister::generate(&spec);
+    let generator = ListingGenerator::new(&register, Profile::Y2021, 7);
+    let SyntheticRegister {
+        catalogue,
+        mut records,
+        ..
+    } = register;
+    let base = built.join(file_name(1));
+    let bytes =
+        SnapshotBuilder::from_records(bench_build_info(1), catalogue.clone(), records.clone())
+            .build()
+            .map_err(bench_err)?;
+    write_atomic(&bytes, &base).map_err(bench_err)?;
+    drop(bytes);
+    let valid = records.iter().filter(|r| r.status == Status::Valid).count();
+    let step = (valid / DELTA).max(1);
+    for r in records
         .iter_mut()
-        .step_by((n / changed).max(1) as usize)
-        .take(changed as usize)
+        .filter(|r| r.status == Status::Valid)
+        .step_by(step)
+        .take(DELTA)
     {
         r.status = Status::Revoked;
     }
-    let b = build_snapshot(2, &recs);
-    let mut times = Vec::new();
-    let mut found = 0;
-    for _ in 0..5 {
-        let t = Instant::now();
-        found = cccgate_snapshot::verdict_changes(&a, &b).len();
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    println!(
-        "verdict_changes: {n} certificates, {found} changed: median {:.1} ms (5 runs)",
-        median(times)
-    );
-    drop((a, b));
+    let delta = built.join(file_name(2));
+    let bytes = SnapshotBuilder::from_records(bench_build_info(2), catalogue, records)
+        .build()
+        .map_err(bench_err)?;
+    write_atomic(&bytes, &delta).map_err(bench_err)?;
+    Ok((base, delta, generator))
+}
 
-    // A gateway serving snapshot 1 (the original register), in this process.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let orig: Vec<_> = (1..=n)
-        .map(|s| record(s, Status::Valid, 901, &["M-1", "M-2"]))
-        .collect();
-    write_snapshot(dir.path(), 1, &orig);
-    let gw = TestGateway::start(test_config(Some(dir.path())), false).await;
-    let mut client = gw.check_client().await;
-    // Wait (bounded) for the feed to take in snapshot 1.
+/// Writes `from` (a snapshot file) again under `sequence` into `dir`; returns the path.
+fn resequence(from: &Path, sequence: u64, dir: &Path) -> Result<PathBuf, BenchError> {
+    let path = dir.join(file_name(sequence));
+    let bytes = Snapshot::read(from)
+        .map_err(bench_err)?
+        .with_sequence(sequence);
+    write_atomic(&bytes, &path).map_err(bench_err)?;
+    Ok(path)
+}
+
+/// One `CheckStream` run of `secs` seconds with `swap` published halfway; checks per second.
+async fn stream_load(
+    su: &Setup,
+    gw: &EmbeddedGateway,
+    secs: f64,
+    swap: (&Path, u64),
+) -> Result<f64, BenchError> {
+    let d = Drive {
+        label: "grpc stream".into(),
+        rpc: Rpc::Stream,
+        chunk: 1_000,
+        senders: 8,
+        connections: 2,
+        planned: None,
+        duration: Some(Duration::from_secs_f64(secs)),
+        pacing: Pacing::Max,
+        swaps: false,
+        progress: Mode::Off,
+    };
+    let (driven, ()) = drive(su, &d, async |_| {
+        tokio::time::sleep(Duration::from_secs_f64(secs / 2.0)).await;
+        gw.publish(swap.0, swap.1).await.map_err(bench_err)
+    })
+    .await?;
+    if driven.stats.errors() > 0 {
+        return Err(bench_err(format!(
+            "{} errors in the stream load",
+            driven.stats.errors()
+        )));
+    }
+    Ok(driven.stats.checks() as f64 / driven.seconds)
+}
+
+async fn run(
+    w: usize,
+    secs: f64,
+    root: &Path,
+    gw_rt: &tokio::runtime::Handle,
+) -> Result<(), BenchError> {
+    let (built, served) = (root.join("built"), root.join("served"));
+    let _ = std::fs::remove_dir_all(root);
+    std::fs::create_dir_all(&built).map_err(bench_err)?;
+    std::fs::create_dir_all(&served).map_err(bench_err)?;
+    let t = Instant::now();
+    let (base, delta, generator) = tokio::task::spawn_blocking({
+        let built = built.clone();
+        move || prepare(&built)
+    })
+    .await
+    .map_err(bench_err)??;
+    eprintln!(
+        "prepared the register and the delta in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // 1. The diff.
+    {
+        let (a, b) = (
+            Snapshot::read(&base).map_err(bench_err)?,
+            Snapshot::read(&delta).map_err(bench_err)?,
+        );
+        let mut times = Vec::new();
+        let mut found = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            found = cccgate_snapshot::verdict_changes(&a, &b).len();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "verdict_changes: {} certificates, {found} changed: median {:.1} ms (5 runs)",
+            RegisterSpec::default().certs,
+            median(times)
+        );
+    }
+
+    std::fs::hard_link(&base, served.join(file_name(1))).map_err(bench_err)?;
+    let mut config = embedded_config(&served);
+    config.watch_max_listings = w.max(1);
+    let gw = EmbeddedGateway::start(config, gw_rt, Duration::from_secs(300))
+        .await
+        .map_err(bench_err)?;
+    let su = Setup {
+        target: gw.target().to_owned(),
+        embedded: None,
+        generator,
+        setup_seconds: 0.0,
+    };
+    let mut client = ListingCheckClient::connect(su.target.clone())
+        .await
+        .map_err(bench_err)?
+        .max_decoding_message_size(64 << 20);
+    // The change feed takes snapshot 1 in (bounded wait).
     let t0 = Instant::now();
     loop {
         if let Ok(s) = client
@@ -79,31 +223,36 @@ async fn main() {
         {
             break;
         }
-        assert!(
-            t0.elapsed() < Duration::from_secs(120),
-            "snapshot 1 never loaded"
-        );
+        if t0.elapsed() > Duration::from_secs(120) {
+            return Err(bench_err("the change feed never took snapshot 1 in"));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // 4a. Stream load, no watches: the delta (sequence 2) swaps in halfway.
+    let none_before = stream_load(&su, &gw, secs, (&delta, 2)).await?;
+    println!("CheckStream, no watches, delta swapped in: {none_before:.0} checks/s");
+
+    // 2. W watched listings over one stream.
     let before = rss().0;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut stream = client
         .watch_listings(ReceiverStream::new(rx))
         .await
-        .expect("WatchListings")
+        .map_err(bench_err)?
         .into_inner();
-    let chunk = 10_000u32;
+    let mut gen_w = su.generator.shard(0);
     let sender = tokio::spawn(async move {
-        let mut i = 0;
-        while i < w {
-            let add = (i..(i + chunk).min(w))
-                .map(|k| Listing {
-                    listing_id: format!("listing-{k:010}"),
-                    merchant_id: format!("merchant-{:06}", k % 100_000),
-                    product_code: "0901".into(),
-                    certificate_number: cert_number(k % n + 1).get().to_string(),
-                    model: "M-1".into(),
-                    event_time: String::new(),
+        let mut g = GeneratedListing::default();
+        let mut k = 0usize;
+        while k < w {
+            let n = ADD_CHUNK.min(w - k);
+            let add = (0..n)
+                .map(|i| {
+                    gen_w.fill(&mut g);
+                    let mut l = Listing::from(g.event.clone());
+                    l.listing_id = format!("w{:010}", k + i);
+                    l
                 })
                 .collect();
             if tx
@@ -114,49 +263,100 @@ async fn main() {
                 .await
                 .is_err()
             {
-                return tx;
+                break;
             }
-            i += chunk;
+            k += n;
         }
         tx
     });
-    let mut initial = 0u64;
-    while initial < u64::from(w) {
-        let m = stream.message().await.expect("ok").expect("open");
-        initial += m.results.len() as u64;
-    }
-    let _tx = sender.await.expect("sender");
-    let after = rss().0;
-    println!(
-        "watched: {w} listings, resident memory +{:.0} MiB, {:.0} bytes per watched listing",
-        (after.saturating_sub(before)) as f64 / (1 << 20) as f64,
-        after.saturating_sub(before) as f64 / f64::from(w)
-    );
-
-    // Swap in the register with `changed` revoked certificates.
-    write_snapshot(dir.path(), 2, &recs);
-    let mut admin = gw.admin_client().await;
     let t = Instant::now();
-    admin.reload(ReloadRequest {}).await.expect("Reload");
-    let swap = t.elapsed().as_secs_f64();
-    // Listings citing the changed certificates (listing k cites certificate k % n + 1).
-    let expect: u64 = (0..w)
-        .filter(|k| recs[(k % n) as usize].status == Status::Revoked)
-        .count() as u64;
-    let mut got = 0u64;
-    while got < expect {
-        let m = stream.message().await.expect("ok").expect("open");
-        if m.event == WatchEvent::Changed as i32 {
-            got += m.results.len() as u64;
+    let (mut initial, mut refused) = (0usize, 0usize);
+    while initial < w {
+        let m = stream
+            .message()
+            .await
+            .map_err(bench_err)?
+            .ok_or_else(|| bench_err("ended"))?;
+        for r in &m.results {
+            initial += 1;
+            if matches!(
+                r.outcome,
+                Some(cccgate_proto::v1::listing_result::Outcome::Error(_))
+            ) {
+                refused += 1;
+            }
         }
     }
-    let last = t.elapsed().as_secs_f64();
+    let add_secs = t.elapsed().as_secs_f64();
+    let tx = sender.await.map_err(bench_err)?;
+    let after = rss().0;
+    let watched = w - refused;
     println!(
-        "swap of {changed} changed certificates with {w} watched: Reload {:.1} ms, last CHANGED \
-         ({got} verdicts) at {:.1} ms: ratio {:.2}",
+        "watched: {watched} listings ({refused} refused as bad) added in {add_secs:.1} s \
+         ({:.0}/s); resident memory {:.0} -> {:.0} MiB: +{:.0} MiB, {:.0} bytes per watched listing",
+        watched as f64 / add_secs,
+        mib(before),
+        mib(after),
+        mib(after.saturating_sub(before)),
+        after.saturating_sub(before) as f64 / watched.max(1) as f64
+    );
+
+    // 3. The delta swapped out again (sequence 3 = the base register): 5,000 certificates
+    // change; time to Reload returned and to the last CHANGED message.
+    let seq3 = resequence(&base, 3, &built)?;
+    let t = Instant::now();
+    gw.publish(&seq3, 3).await.map_err(bench_err)?;
+    let swap = t.elapsed().as_secs_f64();
+    let (mut changed, mut last) = (0usize, None);
+    // The CHANGED messages of one swap are sent in one pass: 3 s of silence ends it.
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
+        let m: WatchListingsResponse = m.map_err(bench_err)?.ok_or_else(|| bench_err("ended"))?;
+        if m.event == WatchEvent::Changed as i32 {
+            changed += m.results.len();
+            last = Some(t.elapsed().as_secs_f64());
+        }
+    }
+    let last = last.ok_or_else(|| bench_err("no CHANGED verdict after the swap"))?;
+    println!(
+        "delta of {DELTA} rows swapped in with {watched} watched: Reload returned {:.1} ms, last \
+         CHANGED ({changed} verdicts) {:.1} ms: {:.1} ms after the swap, ratio to the swap {:.2}",
         swap * 1e3,
         last * 1e3,
+        (last - swap) * 1e3,
         last / swap
     );
-    drop(gw);
+
+    // 4b. Stream load with W watched; the CHANGED messages are read as they come.
+    let seq4 = resequence(&delta, 4, &built)?;
+    let counted = Arc::new(AtomicU64::new(0));
+    let reader = tokio::spawn({
+        let counted = Arc::clone(&counted);
+        async move {
+            while let Ok(Some(m)) = stream.message().await {
+                counted.fetch_add(m.results.len() as u64, Ordering::Relaxed);
+            }
+        }
+    });
+    let watching = stream_load(&su, &gw, secs, (&seq4, 4)).await?;
+    println!(
+        "CheckStream, {watched} watched, delta swapped in ({} CHANGED verdicts): {watching:.0} checks/s",
+        counted.load(Ordering::Relaxed)
+    );
+    drop(tx);
+    reader.abort();
+    let _ = reader.await;
+
+    // 4c. No watches again (the stream ended, its listings are dropped).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seq5 = resequence(&base, 5, &built)?;
+    let none_after = stream_load(&su, &gw, secs, (&seq5, 5)).await?;
+    println!("CheckStream, no watches again, delta swapped out: {none_after:.0} checks/s");
+    println!(
+        "ratio with {watched} watched: {:.3} to the run before, {:.3} to the run after, {:.3} to their mean",
+        watching / none_before,
+        watching / none_after,
+        watching / ((none_before + none_after) / 2.0)
+    );
+    gw.stop().await.map_err(bench_err)?;
+    Ok(())
 }

@@ -180,3 +180,152 @@ async fn policy_overrides_change_the_decision_but_not_the_reason() {
         ]
     );
 }
+
+async fn next(s: &mut tonic::Streaming<v1::WatchListingsResponse>) -> v1::WatchListingsResponse {
+    tokio::time::timeout(std::time::Duration::from_secs(30), s.message())
+        .await
+        .expect("an answer in time")
+        .expect("ok")
+        .expect("open")
+}
+
+/// The value of the series `name` (with its labels, exactly as rendered) on a `/metrics` page.
+fn value(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn watch_metrics_count_watched_listings_changes_changed_verdicts_and_resyncs() {
+    use cccgate_proto::v1::{WatchChangesRequest, WatchListingsRequest};
+    use std::time::Duration;
+
+    // Only this test of this binary watches: the watch series are its own.
+    let dir = tempfile::tempdir().unwrap();
+    let mut recs: Vec<_> = (1..=4)
+        .map(|s| record(s, Status::Valid, 901, &["X1"]))
+        .collect();
+    write_snapshot(dir.path(), 1, &recs);
+    let config = test_config_with(
+        Some(dir.path()),
+        ConfigLayer {
+            watch_history: Some(1),
+            ..Default::default()
+        },
+    );
+    let gw = TestGateway::start(config, true).await;
+    let metrics = gw.metrics_addr.expect("a metrics endpoint");
+    let mut client = gw.check_client().await;
+    // Bounded wait for the change feed to take in snapshot 1.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(s) = client
+                .watch_changes(WatchChangesRequest { from_sequence: 0 })
+                .await
+                && s.into_inner().message().await.ok().flatten().is_some()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("snapshot 1 reached the change feed");
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut watch = client
+        .watch_listings(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("WatchListings")
+        .into_inner();
+    let add = ["W1", "W2", "W3"]
+        .iter()
+        .zip(1..)
+        .map(|(id, cert)| listing(id, cert, "x1"))
+        .collect();
+    tx.send(WatchListingsRequest {
+        add,
+        remove: vec![],
+    })
+    .await
+    .unwrap();
+    assert_eq!(next(&mut watch).await.results.len(), 3);
+    let page = http_get(metrics, "/metrics").await;
+    assert_eq!(
+        value(&page, "cccgate_watched_listings{caller=\"anonymous\"}"),
+        Some(3.0),
+        "{page}"
+    );
+    assert_eq!(value(&page, "cccgate_watch_streams_open"), Some(1.0));
+
+    // Swap 2: certificates 2 (watched by W2) and 4 (not watched) revoked.
+    recs[1].status = Status::Revoked;
+    recs[3].status = Status::Revoked;
+    write_snapshot(dir.path(), 2, &recs);
+    let mut admin = gw.admin_client().await;
+    admin.reload(ReloadRequest {}).await.expect("Reload");
+    let changed = next(&mut watch).await;
+    assert_eq!(changed.results.len(), 1);
+    assert_eq!(changed.results[0].listing_id, "W2");
+    let page = http_get(metrics, "/metrics").await;
+    for (series, want) in [
+        ("cccgate_watch_changed_verdicts_total", 1.0),
+        (
+            "cccgate_watch_certificate_changes_total{cause=\"snapshot\"}",
+            2.0,
+        ),
+        ("cccgate_watch_batches_total{cause=\"snapshot\"}", 1.0),
+        ("cccgate_watch_diff_duration_seconds_count", 1.0),
+        (
+            "cccgate_watch_changes_per_batch_bucket{cause=\"snapshot\",le=\"0\"}",
+            0.0,
+        ),
+        (
+            "cccgate_watch_changes_per_batch_bucket{cause=\"snapshot\",le=\"10\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(value(&page, series), Some(want), "{series} in:\n{page}");
+    }
+
+    // Swap 3 pushes swap 2's batch out of a one-swap history: resuming from 1 is refused.
+    recs[0].status = Status::Revoked;
+    write_snapshot(dir.path(), 3, &recs);
+    admin.reload(ReloadRequest {}).await.expect("Reload");
+    assert_eq!(next(&mut watch).await.results[0].listing_id, "W1");
+    let refused = client
+        .watch_changes(WatchChangesRequest { from_sequence: 1 })
+        .await
+        .expect_err("too old");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    let page = http_get(metrics, "/metrics").await;
+    assert_eq!(
+        value(&page, "cccgate_watch_resyncs_total{rpc=\"WatchChanges\"}"),
+        Some(1.0),
+        "{page}"
+    );
+    assert_eq!(
+        value(&page, "cccgate_watch_changed_verdicts_total"),
+        Some(2.0)
+    );
+
+    // The stream ends: its listings are no longer counted (bounded wait for the server side).
+    drop((tx, watch));
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let page = http_get(metrics, "/metrics").await;
+            if value(&page, "cccgate_watched_listings{caller=\"anonymous\"}") == Some(0.0)
+                && value(&page, "cccgate_watch_streams_open") == Some(0.0)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the ended stream's listings are still counted"
+    );
+    gw.stop().await.expect("clean stop");
+}

@@ -236,9 +236,12 @@ pub fn test_catalogue() -> Catalogue {
     .expect("a consistent catalogue")
 }
 
-/// The number of test certificate `serial` under `0901`.
+/// The number of test certificate `serial` under `0901`. A number holds a 6-digit serial, so
+/// each million serials moves to the next year of issue (2021, 2022, ...): numbers still
+/// ascend with `serial`, for any `u32`.
 pub fn cert_number(serial: u32) -> CertNumber {
-    CertNumber::from_parts(2021, 1, pc_code(), serial).expect("in range")
+    let year = 2021 + u16::try_from(serial / 1_000_000).expect("at most 4,294 millions");
+    CertNumber::from_parts(year, 1, pc_code(), serial % 1_000_000).expect("in range")
 }
 
 /// A certificate record: `serial` under `0901`, with this status, product code and models.
@@ -297,4 +300,30 @@ async fn connect(addr: SocketAddr) -> Channel {
         .connect()
         .await
         .expect("connect to the gateway")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_numbers_ascend_and_read_back_past_a_million_serials() {
+        let serials = [
+            1,
+            999_999,
+            1_000_000,
+            1_000_001,
+            9_999_999,
+            10_000_000,
+            u32::MAX,
+        ];
+        let numbers: Vec<CertNumber> = serials.iter().map(|&s| cert_number(s)).collect();
+        assert!(numbers.windows(2).all(|w| w[0].get() < w[1].get()));
+        for n in numbers {
+            let parsed = CertNumber::normalize(&n.to_string()).expect("a valid number");
+            assert_eq!(parsed.number, n);
+            assert_eq!(n.product_code(), pc_code());
+        }
+        assert_eq!(cert_number(1_000_000).get(), 2_022_010_901_000_000);
+    }
 }

@@ -30,16 +30,36 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.05, 0.1, 1.0,
 ];
 
+/// Seconds buckets of the change feed's diff time per swap: 1 ms to 10 s.
+const DIFF_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0];
+
+/// Buckets of certificate changes per change-feed batch.
+const CHANGES_BUCKETS: [f64; 8] = [
+    0.0,
+    10.0,
+    100.0,
+    1_000.0,
+    10_000.0,
+    100_000.0,
+    1_000_000.0,
+    10_000_000.0,
+];
+
 /// The process-wide Prometheus handle, installing the recorder on first call.
 pub(crate) fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = || {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("cccgate_check_duration_seconds".into()),
-                    &LATENCY_BUCKETS,
-                )
+            let buckets = [
+                ("cccgate_check_duration_seconds", &LATENCY_BUCKETS[..]),
+                ("cccgate_watch_diff_duration_seconds", &DIFF_BUCKETS[..]),
+                ("cccgate_watch_changes_per_batch", &CHANGES_BUCKETS[..]),
+            ];
+            buckets
+                .iter()
+                .try_fold(PrometheusBuilder::new(), |b, (name, buckets)| {
+                    b.set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new())
         };
         match builder().install_recorder() {
@@ -100,6 +120,37 @@ fn describe() {
     describe_counter!(
         "cccgate_reloads_total",
         "Snapshot files and drops put in force or refused, by kind and outcome"
+    );
+    describe_gauge!(
+        "cccgate_watched_listings",
+        "Listings watched over WatchListings, by caller"
+    );
+    describe_gauge!("cccgate_watch_streams_open", "WatchListings streams open");
+    describe_counter!(
+        "cccgate_watch_batches_total",
+        "Change feed batches computed, by cause (snapshot: a swap; day: a China-time midnight)"
+    );
+    describe_counter!(
+        "cccgate_watch_certificate_changes_total",
+        "Certificate changes in the change feed's batches, by cause"
+    );
+    describe_histogram!(
+        "cccgate_watch_changes_per_batch",
+        "Certificate changes per change feed batch, by cause"
+    );
+    describe_histogram!(
+        "cccgate_watch_diff_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to compute one swap's changes (the diff of two snapshots)"
+    );
+    describe_counter!(
+        "cccgate_watch_changed_verdicts_total",
+        "CHANGED verdicts sent to WatchListings streams"
+    );
+    describe_counter!(
+        "cccgate_watch_resyncs_total",
+        "Callers told to re-check everything, by rpc (WatchChanges: from_sequence older than \
+         the history; WatchListings: a stream ended because it left its answers unread)"
     );
     describe_counter!(
         "cccgate_decision_log_written_total",

@@ -42,8 +42,28 @@ pub fn snapshot_store() -> (SnapshotWriter, SnapshotReader) {
 #[derive(Debug)]
 pub struct SnapshotWriter {
     cell: Arc<ArcSwapOption<Loaded>>,
-    /// Told of every snapshot put in force, in order (the change feed's input).
-    swaps: Option<tokio::sync::mpsc::UnboundedSender<Arc<Loaded>>>,
+    /// Holds the newest snapshot put in force for the change feed's input ([`Swaps`]).
+    swaps: Option<tokio::sync::watch::Sender<Option<Arc<Loaded>>>>,
+}
+
+/// The snapshots put in force, as the change feed follows them: bounded to one. A swap that
+/// lands before the follower took the previous one replaces it (coalesces), so swaps that
+/// outpace the diffs never queue whole snapshots; the follower diffs what it last took
+/// against the newest, and the batch it sends covers every swap in between.
+#[derive(Debug)]
+pub struct Swaps(tokio::sync::watch::Receiver<Option<Arc<Loaded>>>);
+
+impl Swaps {
+    /// The newest snapshot put in force since the last call, waiting for one; `None` once the
+    /// writer is gone (and nothing new is left to take).
+    pub async fn recv(&mut self) -> Option<Arc<Loaded>> {
+        loop {
+            self.0.changed().await.ok()?;
+            if let Some(l) = self.0.borrow_and_update().clone() {
+                return Some(l);
+            }
+        }
+    }
 }
 
 impl SnapshotWriter {
@@ -52,18 +72,19 @@ impl SnapshotWriter {
         let loaded = Arc::new(loaded);
         let old = self.cell.swap(Some(Arc::clone(&loaded)));
         if let Some(tx) = &self.swaps {
-            // The receiver lives as long as the gateway; after it, nobody needs to know.
-            let _ = tx.send(loaded);
+            // Replaces a snapshot the follower has not taken yet (it is dropped here, unless
+            // the follower or a request still holds it). No receiver: nobody needs to know.
+            tx.send_replace(Some(loaded));
         }
         old
     }
 
-    /// From now on, every snapshot put in force is also sent, in order, to the receiver
-    /// returned (the change feed and watched listings follow swaps with it).
-    pub fn notify_swaps(&mut self) -> tokio::sync::mpsc::UnboundedReceiver<Arc<Loaded>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    /// From now on, every snapshot put in force is also given to the [`Swaps`] returned,
+    /// newest first (the change feed and watched listings follow swaps with it).
+    pub fn notify_swaps(&mut self) -> Swaps {
+        let (tx, rx) = tokio::sync::watch::channel(None);
         self.swaps = Some(tx);
-        rx
+        Swaps(rx)
     }
 
     /// A reader of this store.
@@ -185,6 +206,39 @@ mod tests {
         assert_eq!(writer.swap(loaded(1)).map(|l| l.snapshot.sequence()), None);
         assert_eq!(reader.sequence(), Some(1));
         assert_eq!(writer.reader().sequence(), Some(1));
+    }
+
+    #[tokio::test]
+    async fn swaps_the_follower_has_not_taken_coalesce_into_the_newest() {
+        let (mut writer, _reader) = snapshot_store();
+        let mut swaps = writer.notify_swaps();
+        writer.swap(loaded(1));
+        assert_eq!(swaps.recv().await.map(|l| l.snapshot.sequence()), Some(1));
+        // 100 swaps while the follower is busy: it is left holding only the newest.
+        let mut replaced = Vec::new();
+        for s in 2..=101 {
+            if let Some(old) = writer.swap(loaded(s)) {
+                replaced.push(Arc::downgrade(&old));
+            }
+        }
+        assert_eq!(replaced.len(), 100);
+        // Every replaced snapshot is freed: none is queued for the follower.
+        assert!(replaced.iter().all(|w| w.upgrade().is_none()));
+        let next = swaps.recv().await.expect("the newest");
+        assert_eq!(next.snapshot.sequence(), 101);
+        // Nothing else is pending; once the writer goes, the follower ends.
+        drop(writer);
+        assert!(swaps.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_swap_made_just_before_the_writer_goes_is_still_taken() {
+        let (mut writer, _reader) = snapshot_store();
+        let mut swaps = writer.notify_swaps();
+        writer.swap(loaded(7));
+        drop(writer);
+        assert_eq!(swaps.recv().await.map(|l| l.snapshot.sequence()), Some(7));
+        assert!(swaps.recv().await.is_none());
     }
 
     #[test]

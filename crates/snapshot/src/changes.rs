@@ -41,8 +41,14 @@ impl Snapshot {
 /// and `new` (including certificates only in one of them), sorted by number. Producer names
 /// and other descriptive fields are not compared: no verdict depends on them.
 pub fn verdict_changes<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<CertChange<'a>> {
+    let (old_slots, new_slots) = (old.data().slots.as_slice(), new.data().slots.as_slice());
+    // Two registers that differ in a delta's rows mostly keep each number in the same slot:
+    // the same slot is tried before the hash lookup, and facts are read only for a change.
+    let same_slot = |other: &[ArchivedHot], slot: usize, h: &ArchivedHot| {
+        other.get(slot).is_some_and(|o| o.number == h.number)
+    };
     let mut out = Vec::new();
-    for (slot, h) in old.data().slots.iter().enumerate() {
+    for (slot, h) in old_slots.iter().enumerate() {
         let n = h.number.to_native();
         if n == 0 {
             continue;
@@ -50,11 +56,15 @@ pub fn verdict_changes<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<CertChan
         let Some(number) = CertNumber::from_u64(n) else {
             continue;
         };
-        let before = old.facts(slot as u32);
-        match new.find(number) {
+        let found = if same_slot(new_slots, slot, h) {
+            Some(slot as u32)
+        } else {
+            new.find(number)
+        };
+        match found {
             None => out.push(CertChange {
                 number,
-                before: Some(before),
+                before: Some(old.facts(slot as u32)),
                 after: None,
             }),
             Some(ns) => {
@@ -66,16 +76,16 @@ pub fn verdict_changes<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<CertChan
                 if !same {
                     out.push(CertChange {
                         number,
-                        before: Some(before),
+                        before: Some(old.facts(slot as u32)),
                         after: Some(new.facts(ns)),
                     });
                 }
             }
         }
     }
-    for (slot, h) in new.data().slots.iter().enumerate() {
+    for (slot, h) in new_slots.iter().enumerate() {
         let n = h.number.to_native();
-        if n == 0 {
+        if n == 0 || same_slot(old_slots, slot, h) {
             continue;
         }
         let Some(number) = CertNumber::from_u64(n) else {

@@ -178,6 +178,7 @@ impl Feed {
             )));
         }
         if from_sequence < floor {
+            metrics::counter!("cccgate_watch_resyncs_total", "rpc" => "WatchChanges").increment(1);
             return Err(Status::failed_precondition(format!(
                 "from_sequence {from_sequence} is too old: this gateway's change history starts at \
                  sequence {floor} (--watch-history); re-check everything (cccgate replay) and start \
@@ -251,6 +252,8 @@ impl Feed {
                     }
                     match feed.since(next) {
                         None => {
+                            metrics::counter!("cccgate_watch_resyncs_total", "rpc" => "WatchChanges")
+                                .increment(1);
                             let status = Status::failed_precondition(
                                 "this stream fell behind the change history (--watch-history): \
                                  re-check everything (cccgate replay) and start again from 0",

@@ -1,9 +1,10 @@
 //! Watching the register change (spec/watch.md): the change feed (`WatchChanges`) and
 //! watched listings (`WatchListings`).
 //!
-//! One task ([`run`]) follows the snapshot swaps (in order, from the store's writer) and the
-//! China-time midnights (from the [`Clock`]). For each swap it diffs the new snapshot against
-//! the previous one, once ([`cccgate_snapshot::verdict_changes`]: a pure function of the two snapshots,
+//! One task ([`run`]) follows the snapshot swaps (in order, from the store's writer; swaps
+//! that land while it is still busy with an earlier one coalesce into the newest, see
+//! [`Swaps`]) and the China-time midnights (from the [`Clock`]). For each swap it diffs the
+//! new snapshot against the previous one it took, once ([`cccgate_snapshot::verdict_changes`]: a pure function of the two snapshots,
 //! so every replica computes the same changes), appends the batch to the [`feed::Feed`] and
 //! re-decides the watched listings of the changed certificates ([`registry::Registry`]). At
 //! midnight it does the same for the certificates still marked valid whose expiry day has just
@@ -11,6 +12,7 @@
 
 pub mod clock;
 pub(crate) mod feed;
+pub(crate) mod listings;
 pub(crate) mod registry;
 pub(crate) mod serve;
 
@@ -19,11 +21,10 @@ use std::sync::Arc;
 use cccgate_core::{CertFacts, Day, Policy, Status};
 use cccgate_proto::certificate_to_wire;
 use cccgate_proto::v1::{CertificateChange, ChangeCause};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 
-use crate::store::Loaded;
+use crate::store::{Loaded, Swaps};
 use registry::{Affected, Registry};
 
 /// Default of `--watch-history`: swaps whose change batches are kept for resuming streams.
@@ -116,8 +117,16 @@ fn day_changes(loaded: &Loaded, from: Day, to: Day) -> (Vec<CertificateChange>, 
     (wire, affected)
 }
 
+/// Counts a batch of `n` certificate changes of this cause.
+fn batch_metrics(cause: &'static str, n: usize) {
+    metrics::counter!("cccgate_watch_batches_total", "cause" => cause).increment(1);
+    metrics::counter!("cccgate_watch_certificate_changes_total", "cause" => cause)
+        .increment(n as u64);
+    metrics::histogram!("cccgate_watch_changes_per_batch", "cause" => cause).record(n as f64);
+}
+
 /// Follows swaps and midnights until the gateway stops (the swap sender is dropped).
-pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: UnboundedReceiver<Arc<Loaded>>) {
+pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
     let mut current: Option<Arc<Loaded>> = None;
     let mut day = clock::today(&*hub.clock);
     loop {
@@ -142,8 +151,12 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: UnboundedReceiver<Arc<Loa
                     Some(old) => {
                         let hub2 = Arc::clone(&hub);
                         let r = tokio::task::spawn_blocking(move || {
+                            let t = std::time::Instant::now();
                             let (wire, affected) = swap_changes(&old, &new);
                             let n = wire.len();
+                            metrics::histogram!("cccgate_watch_diff_duration_seconds")
+                                .record(t.elapsed().as_secs_f64());
+                            batch_metrics("snapshot", n);
                             hub2.feed.append(sequence, day.to_string(), ChangeCause::Snapshot, wire);
                             let pushed = hub2.registry.apply(new, day, &affected);
                             (n, pushed)
@@ -176,6 +189,7 @@ async fn cross_days(hub: &Arc<WatchHub>, current: Option<&Arc<Loaded>>, day: Day
     let r = tokio::task::spawn_blocking(move || {
         let (wire, affected) = day_changes(&loaded, day, today);
         let n = wire.len();
+        batch_metrics("day", n);
         let sequence = loaded.snapshot.sequence();
         hub2.feed.set_day(today.to_string());
         hub2.feed

@@ -1,22 +1,22 @@
 //! Watched listings: one registry shared by every `WatchListings` stream.
 //!
-//! - `streams` (dashmap): per stream, its watched listings by `listing_id`, its caller and
-//!   the sender of its responses. A stream's listings go when the stream ends.
-//! - `by_cert` (dashmap): certificate number → the (stream, listing id) pairs that cite it, so
-//!   a swap re-decides only the listings of the certificates that changed.
+//! - `streams` (dashmap: streams open and end concurrently): per stream, its caller, the
+//!   sender of its responses and its listings, packed ([`Listings`]: a 32-byte slot, the text
+//!   in an arena, an id index and a certificate index of `u32` slots) behind the stream's own
+//!   mutex. Adds and removes of one stream are answered in order by one task, so that mutex
+//!   is contended only by a swap's pass; streams do not contend with each other.
 //! - `state` (a read-write lock around the snapshot and day the registry decides with): adds
 //!   and removes take it shared, a swap or a midnight takes it exclusively, so an INITIAL
 //!   answer is never decided by a snapshot a CHANGED pass has already left behind.
 //!
-//! A watched listing keeps only what a decision needs (see [`Watched`]): 40 bytes plus its
-//! text, its id (shared by the two maps) and its slot in each map. Measured in
-//! `benches/README.md`.
+//! A swap re-decides, in each stream, only the listings citing a changed certificate. Memory
+//! per watched listing is measured in `benches/README.md`.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use cccgate_core::{CertNumber, Day, Decision, Listing, Policy, ProductCode, Reason, check};
+use cccgate_core::{Day, Listing, Policy, check};
 use cccgate_proto::v1::listing_result::Outcome;
 use cccgate_proto::v1::{
     Listing as WireListing, ListingError, ListingResult, WatchEvent, WatchListingsResponse,
@@ -26,37 +26,9 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
+use super::listings::{Inserted, Listings, verdict_code};
 use crate::admission::Caller;
 use crate::store::Loaded;
-
-/// What a watched listing keeps: its text, its parsed product code and its last verdict.
-#[derive(Debug)]
-pub(crate) struct Watched {
-    /// `merchant_id`, `certificate_number` and `model`, one after the other.
-    text: Box<str>,
-    merchant_len: u8,
-    number_len: u8,
-    product_code: Option<ProductCode>,
-    decision: Decision,
-    reason: Reason,
-    /// The normalised certificate number it is indexed under, if it has one.
-    cert: Option<u64>,
-}
-
-impl Watched {
-    fn listing<'a>(&'a self, id: &'a str, day: Day) -> Listing<'a> {
-        let (m, rest) = self.text.split_at(usize::from(self.merchant_len));
-        let (c, model) = rest.split_at(usize::from(self.number_len));
-        Listing {
-            listing_id: id,
-            merchant_id: m,
-            product_code: self.product_code,
-            certificate_number: c,
-            model,
-            event_day: day,
-        }
-    }
-}
 
 /// A stream's responses: bounded; a stream that does not read its CHANGED results is ended.
 pub(crate) type Responses = mpsc::Sender<Result<WatchListingsResponse, Status>>;
@@ -68,7 +40,7 @@ pub(crate) const STREAM_QUEUE: usize = 64;
 #[derive(Debug)]
 struct Stream {
     caller: Caller,
-    listings: HashMap<Arc<str>, Watched>,
+    listings: Mutex<Listings>,
     tx: Responses,
     /// Set when the stream fell behind; the stream ends with `kill`.
     overflowed: Arc<AtomicBool>,
@@ -94,8 +66,7 @@ pub(crate) enum Affected {
 #[derive(Debug)]
 pub(crate) struct Registry {
     state: RwLock<State>,
-    streams: DashMap<u64, Stream>,
-    by_cert: DashMap<u64, Vec<(u64, Arc<str>)>>,
+    streams: DashMap<u64, Arc<Stream>>,
     per_caller: DashMap<Caller, usize>,
     next_stream: AtomicU64,
     policy: Policy,
@@ -141,7 +112,6 @@ impl Registry {
         Arc::new(Registry {
             state: RwLock::default(),
             streams: DashMap::new(),
-            by_cert: DashMap::new(),
             per_caller: DashMap::new(),
             next_stream: AtomicU64::new(1),
             policy,
@@ -157,14 +127,15 @@ impl Registry {
         let overflowed = Arc::new(AtomicBool::new(false));
         self.streams.insert(
             id,
-            Stream {
+            Arc::new(Stream {
                 caller,
-                listings: HashMap::new(),
+                listings: Mutex::default(),
                 tx,
                 overflowed: Arc::clone(&overflowed),
                 kill: Arc::clone(&kill),
-            },
+            }),
         );
+        metrics::gauge!("cccgate_watch_streams_open").increment(1.0);
         StreamHandle {
             registry: Arc::clone(self),
             id,
@@ -181,14 +152,14 @@ impl Registry {
     }
 
     fn end_stream(&self, id: u64) {
-        let _state = read(&self.state);
         if let Some((_, stream)) = self.streams.remove(&id) {
-            for w in stream.listings.values() {
-                if let Some(n) = w.cert {
-                    self.unindex(n, id, None);
-                }
+            metrics::gauge!("cccgate_watch_streams_open").decrement(1.0);
+            if stream.overflowed.load(Ordering::Acquire) {
+                metrics::counter!("cccgate_watch_resyncs_total", "rpc" => "WatchListings")
+                    .increment(1);
             }
-            self.uncount(&stream.caller, stream.listings.len());
+            let n = lock(&stream.listings).len();
+            self.uncount(&stream.caller, n);
         }
     }
 
@@ -196,6 +167,7 @@ impl Registry {
         if n == 0 {
             return;
         }
+        watched_gauge(caller).decrement(n as f64);
         let gone = match self.per_caller.get_mut(caller) {
             Some(mut c) => {
                 *c = c.saturating_sub(n);
@@ -208,18 +180,8 @@ impl Registry {
         }
     }
 
-    /// Removes `(stream, id)` from certificate `n`'s list (every id of the stream if `None`).
-    fn unindex(&self, n: u64, stream: u64, id: Option<&str>) {
-        let empty = match self.by_cert.get_mut(&n) {
-            Some(mut v) => {
-                v.retain(|(s, l)| !(*s == stream && id.is_none_or(|id| &**l == id)));
-                v.is_empty()
-            }
-            None => false,
-        };
-        if empty {
-            self.by_cert.remove_if(&n, |_, v| v.is_empty());
-        }
+    fn stream(&self, id: u64) -> Option<Arc<Stream>> {
+        self.streams.get(&id).map(|s| Arc::clone(&s))
     }
 
     /// Adds (or replaces) listings of a stream and answers each: its verdict (event INITIAL),
@@ -244,10 +206,11 @@ impl Registry {
         };
         let snapshot = &loaded.snapshot;
         let mut results = Vec::with_capacity(add.len());
-        let Some(mut s) = self.streams.get_mut(&stream) else {
+        let Some(s) = self.stream(stream) else {
             return WatchListingsResponse::default();
         };
-        let caller = s.caller.clone();
+        let mut listings = lock(&s.listings);
+        let mut added = 0usize;
         for wire in add {
             let listing = match wire.validate(day) {
                 Ok(l) => l,
@@ -260,9 +223,8 @@ impl Registry {
                 event_day: day,
                 ..listing
             };
-            let replacing = s.listings.contains_key(listing.listing_id);
-            if !replacing {
-                let mut count = self.per_caller.entry(caller.clone()).or_insert(0);
+            if !listings.contains(listing.listing_id) {
+                let mut count = self.per_caller.entry(s.caller.clone()).or_insert(0);
                 if *count >= self.max_per_caller {
                     results.push(error_result(
                         listing.listing_id,
@@ -278,42 +240,17 @@ impl Registry {
                 *count += 1;
             }
             let v = check(snapshot, &listing, &self.policy);
-            let cert = CertNumber::normalize(listing.certificate_number)
-                .ok()
-                .map(|p| p.number.get());
-            let text = [
-                listing.merchant_id,
-                listing.certificate_number,
-                listing.model,
-            ]
-            .concat()
-            .into_boxed_str();
-            let watched = Watched {
-                text,
-                // Validated: both at most 128 bytes.
-                merchant_len: listing.merchant_id.len() as u8,
-                number_len: listing.certificate_number.len() as u8,
-                product_code: listing.product_code,
-                decision: v.decision,
-                reason: v.reason,
-                cert,
-            };
-            let id: Arc<str> = Arc::from(listing.listing_id);
-            if let Some(old) = s.listings.insert(Arc::clone(&id), watched)
-                && let Some(n) = old.cert
-            {
-                self.unindex(n, stream, Some(&id));
-            }
-            if let Some(n) = cert {
-                self.by_cert
-                    .entry(n)
-                    .or_default()
-                    .push((stream, Arc::clone(&id)));
+            if listings.insert(&listing, verdict_code(v.decision, v.reason)) == Inserted::New {
+                added += 1;
             }
             results.push(ListingResult {
-                listing_id: id.to_string(),
+                listing_id: listing.listing_id.to_owned(),
                 outcome: Some(Outcome::Verdict(verdict_to_wire(&v))),
             });
+        }
+        drop(listings);
+        if added > 0 {
+            watched_gauge(&s.caller).increment(added as f64);
         }
         WatchListingsResponse {
             results,
@@ -325,21 +262,13 @@ impl Registry {
     /// Stops watching these ids of a stream (ids not watched are ignored).
     pub(crate) fn remove(&self, stream: u64, ids: &[String]) {
         let _state = read(&self.state);
-        let Some(mut s) = self.streams.get_mut(&stream) else {
+        let Some(s) = self.stream(stream) else {
             return;
         };
-        let mut removed = 0;
-        for id in ids {
-            if let Some(w) = s.listings.remove(id.as_str()) {
-                removed += 1;
-                if let Some(n) = w.cert {
-                    self.unindex(n, stream, Some(id));
-                }
-            }
-        }
-        let caller = s.caller.clone();
-        drop(s);
-        self.uncount(&caller, removed);
+        let mut listings = lock(&s.listings);
+        let removed = ids.iter().filter(|id| listings.remove(id)).count();
+        drop(listings);
+        self.uncount(&s.caller, removed);
     }
 
     /// Puts `loaded` and `day` in force for the registry and re-decides the `affected`
@@ -350,48 +279,38 @@ impl Registry {
         state.loaded = Some(Arc::clone(&loaded));
         state.day = Some(day);
         let snapshot = &loaded.snapshot;
-        let mut changed: HashMap<u64, Vec<ListingResult>> = HashMap::new();
-        let mut redecide = |stream: u64, id: &str, w: &mut Watched| {
-            let v = check(snapshot, &w.listing(id, day), &self.policy);
-            if v.decision != w.decision || v.reason != w.reason {
-                w.decision = v.decision;
-                w.reason = v.reason;
-                changed.entry(stream).or_default().push(ListingResult {
-                    listing_id: id.to_owned(),
-                    outcome: Some(Outcome::Verdict(verdict_to_wire(&v))),
-                });
-            }
-        };
-        match affected {
-            Affected::All => {
-                for mut s in self.streams.iter_mut() {
-                    let id = *s.key();
-                    for (l, w) in s.listings.iter_mut() {
-                        redecide(id, l, w);
-                    }
-                }
-            }
-            Affected::Certificates(numbers) => {
-                for n in numbers {
-                    let Some(keys) = self.by_cert.get(n) else {
-                        continue;
-                    };
-                    for (stream, l) in keys.iter() {
-                        if let Some(mut s) = self.streams.get_mut(stream)
-                            && let Some(w) = s.listings.get_mut(l)
-                        {
-                            redecide(*stream, l, w);
-                        }
-                    }
-                }
-            }
+        if matches!(affected, Affected::Certificates(n) if n.is_empty()) {
+            return 0;
         }
+        let streams: Vec<Arc<Stream>> = self.streams.iter().map(|s| Arc::clone(&s)).collect();
+        let mut set: Option<Arc<HashSet<u64>>> = None;
         let mut total = 0;
-        for (stream, results) in changed {
-            total += results.len();
-            let Some(s) = self.streams.get(&stream) else {
-                continue;
+        for s in streams {
+            let mut listings = lock(&s.listings);
+            let slots = match affected {
+                Affected::All => listings.all(),
+                Affected::Certificates(numbers) => listings.citing(numbers, &mut || {
+                    Arc::clone(
+                        set.get_or_insert_with(|| Arc::new(numbers.iter().copied().collect())),
+                    )
+                }),
             };
+            let mut results = Vec::new();
+            for at in slots {
+                let mut digits = [0u8; 16];
+                let r = listings.listing(at, day, &mut digits);
+                let v = check(snapshot, &r.listing, &self.policy);
+                let code = verdict_code(v.decision, v.reason);
+                if code != r.verdict {
+                    results.push(ListingResult {
+                        listing_id: r.listing.listing_id.to_owned(),
+                        outcome: Some(Outcome::Verdict(verdict_to_wire(&v))),
+                    });
+                    listings.set_verdict(at, code);
+                }
+            }
+            drop(listings);
+            total += results.len();
             for chunk in results.chunks(self.max_results_per_message) {
                 let msg = WatchListingsResponse {
                     results: chunk.to_vec(),
@@ -406,6 +325,16 @@ impl Registry {
                 }
             }
         }
+        metrics::counter!("cccgate_watch_changed_verdicts_total").increment(total as u64);
         total
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Listings watched by a caller, all streams and (in tests) all gateways of the process.
+fn watched_gauge(caller: &Caller) -> metrics::Gauge {
+    metrics::gauge!("cccgate_watched_listings", "caller" => caller.to_string())
 }

@@ -1,0 +1,493 @@
+//! One stream's watched listings, packed: what a 10-million-listing watch costs in memory.
+//!
+//! A watched listing is one 32-byte [`Slot`] in a `Vec` plus its text in one byte arena:
+//! `listing_id`, `merchant_id`, the certificate number as typed (left out when it is the
+//! canonical 16 digits, which the slot's `cert` gives back) and `model`, one after the other.
+//! Two indexes point at slots by their `u32` position, never by a copy of the text:
+//!
+//! - `ids`: a [`hashbrown::HashTable`] of slot positions, hashed and compared through the
+//!   arena's `listing_id` (about 4 bytes and a control byte per listing);
+//! - `by_cert`: certificate number → the first slot citing it; the slots citing one
+//!   certificate are chained through `next`/`prev`, so removing one is O(1).
+//!
+//! Removed slots are reused (a free list through `next`); removed text is garbage in the
+//! arena until it is more than half of it, when the arena is compacted (amortised O(1)).
+//! Measured in `benches/README.md` (memory per watched listing at 1M and 10M).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+
+use cccgate_core::{CertNumber, Day, Decision, Listing, ProductCode, Reason};
+use hashbrown::HashTable;
+
+/// No slot (end of a chain, empty free list).
+const NONE: u32 = u32::MAX;
+/// `Slot::cert` of a listing whose certificate number does not parse: never indexed.
+const NO_CERT: u64 = u64::MAX;
+/// `Slot::number_len` when the number as typed is the canonical 16 digits of `cert`.
+const CANONICAL: u8 = u8::MAX;
+/// `Slot::product` of a listing without a product code.
+const NO_PRODUCT: u16 = u16::MAX;
+/// Arena garbage below this is never compacted away.
+const COMPACT_FLOOR: usize = 1 << 20;
+
+/// One watched listing: 32 bytes.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Where its text starts in the arena.
+    off: u64,
+    /// Its normalised certificate number, or [`NO_CERT`].
+    cert: u64,
+    /// The next slot citing the same certificate (or the next free slot).
+    next: u32,
+    /// The previous slot citing the same certificate.
+    prev: u32,
+    model_len: u16,
+    /// The product code, or [`NO_PRODUCT`].
+    product: u16,
+    /// 0 for a free slot (a `listing_id` is never empty).
+    id_len: u8,
+    merchant_len: u8,
+    /// Bytes of the number as typed in the arena, or [`CANONICAL`] (none).
+    number_len: u8,
+    /// The last decision and reason, packed by [`verdict_code`].
+    verdict: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 32);
+
+impl Slot {
+    fn text_len(&self) -> usize {
+        let number = if self.number_len == CANONICAL {
+            0
+        } else {
+            usize::from(self.number_len)
+        };
+        usize::from(self.id_len)
+            + usize::from(self.merchant_len)
+            + number
+            + usize::from(self.model_len)
+    }
+}
+
+/// The decision and reason of a verdict in one byte: only ever compared.
+pub(crate) fn verdict_code(decision: Decision, reason: Reason) -> u8 {
+    ((decision as u8) << 6) | (reason as u8 & 0x3f)
+}
+
+/// The listings one stream watches.
+#[derive(Debug)]
+pub(crate) struct Listings {
+    slots: Vec<Slot>,
+    free: u32,
+    text: Vec<u8>,
+    garbage: usize,
+    ids: HashTable<u32>,
+    hasher: RandomState,
+    by_cert: HashMap<u64, u32>,
+    live: usize,
+}
+
+impl Default for Listings {
+    fn default() -> Self {
+        Listings {
+            slots: Vec::new(),
+            free: NONE,
+            text: Vec::new(),
+            garbage: 0,
+            ids: HashTable::new(),
+            hasher: RandomState::new(),
+            by_cert: HashMap::new(),
+            live: 0,
+        }
+    }
+}
+
+/// A watched listing, as [`Listings::listing`] rebuilds it for a decision.
+pub(crate) struct Rebuilt<'a> {
+    pub(crate) listing: Listing<'a>,
+    pub(crate) verdict: u8,
+}
+
+/// What an insert did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inserted {
+    /// The id was not watched.
+    New,
+    /// The id was watched: replaced.
+    Replaced,
+}
+
+fn id_of<'t>(text: &'t [u8], s: &Slot) -> &'t [u8] {
+    let at = s.off as usize;
+    &text[at..at + usize::from(s.id_len)]
+}
+
+impl Listings {
+    /// Listings watched.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id.as_bytes());
+        let (slots, text) = (&self.slots, &self.text);
+        self.ids
+            .find(h, |&i| id_of(text, &slots[i as usize]) == id.as_bytes())
+            .copied()
+    }
+
+    /// Whether `id` is watched.
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.find(id).is_some()
+    }
+
+    /// Watches `listing` (validated, so every field is within its limit) with the verdict
+    /// `verdict` (from [`verdict_code`]), replacing the listing of the same id if any.
+    pub(crate) fn insert(&mut self, listing: &Listing<'_>, verdict: u8) -> Inserted {
+        let replaced = self.remove(listing.listing_id);
+        let cert = CertNumber::normalize(listing.certificate_number)
+            .ok()
+            .map_or(NO_CERT, |p| p.number.get());
+        let canonical = cert != NO_CERT && {
+            let mut digits = [0u8; 16];
+            put_digits(&mut digits, cert);
+            digits == listing.certificate_number.as_bytes()
+        };
+        let off = self.text.len() as u64;
+        self.text.extend_from_slice(listing.listing_id.as_bytes());
+        self.text.extend_from_slice(listing.merchant_id.as_bytes());
+        if !canonical {
+            self.text
+                .extend_from_slice(listing.certificate_number.as_bytes());
+        }
+        self.text.extend_from_slice(listing.model.as_bytes());
+        // Validated: ids and numbers at most 128 bytes, a model at most 256.
+        let slot = Slot {
+            off,
+            cert,
+            next: NONE,
+            prev: NONE,
+            model_len: listing.model.len() as u16,
+            product: listing.product_code.map_or(NO_PRODUCT, ProductCode::get),
+            id_len: listing.listing_id.len() as u8,
+            merchant_len: listing.merchant_id.len() as u8,
+            number_len: if canonical {
+                CANONICAL
+            } else {
+                listing.certificate_number.len() as u8
+            },
+            verdict,
+        };
+        let at = if self.free == NONE {
+            let at = u32::try_from(self.slots.len()).expect("fewer than 2^32 - 1 listings");
+            self.slots.push(slot);
+            at
+        } else {
+            let at = self.free;
+            self.free = self.slots[at as usize].next;
+            self.slots[at as usize] = slot;
+            at
+        };
+        if cert != NO_CERT {
+            let head = self.by_cert.entry(cert).or_insert(NONE);
+            let old = *head;
+            *head = at;
+            self.slots[at as usize].next = old;
+            if old != NONE {
+                self.slots[old as usize].prev = at;
+            }
+        }
+        let h = self.hasher.hash_one(listing.listing_id.as_bytes());
+        let (slots, text, hasher) = (&self.slots, &self.text, &self.hasher);
+        self.ids
+            .insert_unique(h, at, |&i| hasher.hash_one(id_of(text, &slots[i as usize])));
+        self.live += 1;
+        if replaced {
+            Inserted::Replaced
+        } else {
+            Inserted::New
+        }
+    }
+
+    /// Stops watching `id`; whether it was watched.
+    pub(crate) fn remove(&mut self, id: &str) -> bool {
+        let h = self.hasher.hash_one(id.as_bytes());
+        let (slots, text) = (&self.slots, &self.text);
+        let Ok(entry) = self
+            .ids
+            .find_entry(h, |&i| id_of(text, &slots[i as usize]) == id.as_bytes())
+        else {
+            return false;
+        };
+        let (at, _) = entry.remove();
+        let s = self.slots[at as usize];
+        if s.cert != NO_CERT {
+            if s.prev == NONE {
+                if s.next == NONE {
+                    self.by_cert.remove(&s.cert);
+                } else {
+                    self.by_cert.insert(s.cert, s.next);
+                }
+            } else {
+                self.slots[s.prev as usize].next = s.next;
+            }
+            if s.next != NONE {
+                self.slots[s.next as usize].prev = s.prev;
+            }
+        }
+        self.garbage += s.text_len();
+        self.slots[at as usize] = Slot {
+            off: 0,
+            cert: NO_CERT,
+            next: self.free,
+            prev: NONE,
+            model_len: 0,
+            product: NO_PRODUCT,
+            id_len: 0,
+            merchant_len: 0,
+            number_len: 0,
+            verdict: 0,
+        };
+        self.free = at;
+        self.live -= 1;
+        if self.garbage > COMPACT_FLOOR && self.garbage > self.text.len() / 2 {
+            self.compact();
+        }
+        true
+    }
+
+    /// Rewrites the arena with the live text only.
+    fn compact(&mut self) {
+        let mut text = Vec::with_capacity(self.text.len() - self.garbage);
+        for s in self.slots.iter_mut().filter(|s| s.id_len != 0) {
+            let at = s.off as usize;
+            s.off = text.len() as u64;
+            text.extend_from_slice(&self.text[at..at + s.text_len()]);
+        }
+        self.text = text;
+        self.garbage = 0;
+    }
+
+    /// The slots to re-decide when these certificates changed (`numbers` without repeats):
+    /// the numbers are looked up one by one, or, when this stream cites fewer certificates
+    /// than changed, its own certificates are looked up in `set` (built once by the caller's
+    /// closure and shared by every stream).
+    pub(crate) fn citing(
+        &self,
+        numbers: &[u64],
+        set: &mut dyn FnMut() -> std::sync::Arc<HashSet<u64>>,
+    ) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut walk = |mut at: u32| {
+            while at != NONE {
+                out.push(at);
+                at = self.slots[at as usize].next;
+            }
+        };
+        if numbers.len() <= self.by_cert.len() {
+            for n in numbers {
+                if let Some(&head) = self.by_cert.get(n) {
+                    walk(head);
+                }
+            }
+        } else {
+            let set = set();
+            for (n, &head) in &self.by_cert {
+                if set.contains(n) {
+                    walk(head);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every watched slot.
+    pub(crate) fn all(&self) -> Vec<u32> {
+        (0..self.slots.len() as u32)
+            .filter(|&i| self.slots[i as usize].id_len != 0)
+            .collect()
+    }
+
+    /// Slot `at` as a listing decided on `day`; `digits` holds the canonical number if the
+    /// text left it out.
+    pub(crate) fn listing<'a>(
+        &'a self,
+        at: u32,
+        day: Day,
+        digits: &'a mut [u8; 16],
+    ) -> Rebuilt<'a> {
+        let s = &self.slots[at as usize];
+        let mut p = s.off as usize;
+        let mut take = |n: usize| {
+            let b = &self.text[p..p + n];
+            p += n;
+            // The arena holds only whole `str`s, cut where they were joined.
+            std::str::from_utf8(b).unwrap_or_default()
+        };
+        let listing_id = take(usize::from(s.id_len));
+        let merchant_id = take(usize::from(s.merchant_len));
+        let certificate_number = if s.number_len == CANONICAL {
+            put_digits(digits, s.cert);
+            std::str::from_utf8(&digits[..]).unwrap_or_default()
+        } else {
+            take(usize::from(s.number_len))
+        };
+        let model = take(usize::from(s.model_len));
+        Rebuilt {
+            listing: Listing {
+                listing_id,
+                merchant_id,
+                product_code: if s.product == NO_PRODUCT {
+                    None
+                } else {
+                    ProductCode::new(s.product)
+                },
+                certificate_number,
+                model,
+                event_day: day,
+            },
+            verdict: s.verdict,
+        }
+    }
+
+    /// Records slot `at`'s new verdict.
+    pub(crate) fn set_verdict(&mut self, at: u32, verdict: u8) {
+        self.slots[at as usize].verdict = verdict;
+    }
+}
+
+fn put_digits(out: &mut [u8; 16], mut n: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day() -> Day {
+        Day::from_ymd(2026, 11, 27).unwrap()
+    }
+
+    fn listing<'a>(id: &'a str, number: &'a str, model: &'a str) -> Listing<'a> {
+        Listing {
+            listing_id: id,
+            merchant_id: "m-1",
+            product_code: ProductCode::new(901),
+            certificate_number: number,
+            model,
+            event_day: day(),
+        }
+    }
+
+    fn back(l: &Listings, at: u32) -> (String, String, String, String, Option<ProductCode>) {
+        let mut d = [0; 16];
+        let r = l.listing(at, day(), &mut d).listing;
+        (
+            r.listing_id.into(),
+            r.merchant_id.into(),
+            r.certificate_number.into(),
+            r.model.into(),
+            r.product_code,
+        )
+    }
+
+    fn ids(l: &Listings, slots: Vec<u32>) -> Vec<String> {
+        let mut v: Vec<String> = slots.into_iter().map(|s| back(l, s).0).collect();
+        v.sort();
+        v
+    }
+
+    const A: &str = "2021010901000001";
+    const B: &str = "2021010901000002";
+
+    #[test]
+    fn a_listing_comes_back_as_typed_whether_its_number_is_canonical_or_not() {
+        let mut l = Listings::default();
+        l.insert(&listing("x", A, "M-1"), 7);
+        l.insert(&listing("y", "CCC 2021-010901-000001", "型号 Ü"), 9);
+        l.insert(&listing("z", "no number here", ""), 1);
+        let all = l.all();
+        assert_eq!(all.len(), 3);
+        assert_eq!(back(&l, all[0]).2, A);
+        assert_eq!(back(&l, all[1]).2, "CCC 2021-010901-000001");
+        assert_eq!(back(&l, all[1]).3, "型号 Ü");
+        assert_eq!(back(&l, all[2]).2, "no number here");
+        assert_eq!(back(&l, all[0]).4, ProductCode::new(901));
+        let mut d = [0; 16];
+        assert_eq!(l.listing(all[1], day(), &mut d).verdict, 9);
+        // Both typings of A are indexed under it; the bad number under nothing.
+        let num = A.parse::<u64>().unwrap();
+        assert_eq!(
+            ids(&l, l.citing(&[num], &mut || unreachable!())),
+            ["x", "y"]
+        );
+    }
+
+    #[test]
+    fn replace_and_remove_keep_the_certificate_chains_right() {
+        let mut l = Listings::default();
+        let (a, b) = (A.parse::<u64>().unwrap(), B.parse::<u64>().unwrap());
+        for id in ["1", "2", "3", "4"] {
+            assert_eq!(l.insert(&listing(id, A, ""), 0), Inserted::New);
+        }
+        // Replacing moves "2" from A to B.
+        assert_eq!(l.insert(&listing("2", B, ""), 0), Inserted::Replaced);
+        assert_eq!(l.len(), 4);
+        let none = &mut || unreachable!();
+        assert_eq!(ids(&l, l.citing(&[a], none)), ["1", "3", "4"]);
+        assert_eq!(ids(&l, l.citing(&[b], none)), ["2"]);
+        // Middle, head and tail of A's chain.
+        assert!(l.remove("3"));
+        assert!(l.remove("4"));
+        assert!(!l.remove("4"));
+        assert_eq!(ids(&l, l.citing(&[a], none)), ["1"]);
+        assert!(l.remove("1"));
+        assert!(l.citing(&[a], none).is_empty());
+        assert!(!l.by_cert.contains_key(&a));
+        // Freed slots are reused.
+        l.insert(&listing("5", A, ""), 0);
+        assert_eq!(l.slots.len(), 4);
+        assert!(l.contains("5") && l.contains("2") && !l.contains("1"));
+    }
+
+    #[test]
+    fn many_changed_numbers_are_matched_through_the_set() {
+        let mut l = Listings::default();
+        l.insert(&listing("x", A, ""), 0);
+        let numbers: Vec<u64> = (0..10).map(|i| A.parse::<u64>().unwrap() + i).collect();
+        let mut built = 0;
+        let set: HashSet<u64> = numbers.iter().copied().collect();
+        let set = std::sync::Arc::new(set);
+        let got = l.citing(&numbers, &mut || {
+            built += 1;
+            std::sync::Arc::clone(&set)
+        });
+        assert_eq!(ids(&l, got), ["x"]);
+        assert_eq!(built, 1);
+    }
+
+    #[test]
+    fn removed_text_is_compacted_away_and_what_stays_reads_the_same() {
+        let mut l = Listings::default();
+        let model = "M".repeat(200);
+        let n = 2 * COMPACT_FLOOR / 200 + 100;
+        let names: Vec<String> = (0..n).map(|i| format!("listing-{i}")).collect();
+        for id in &names {
+            l.insert(&listing(id, A, &model), 0);
+        }
+        let full = l.text.len();
+        for id in names.iter().skip(1) {
+            assert!(l.remove(id));
+        }
+        assert!(l.text.len() < full / 2, "{} of {full}", l.text.len());
+        assert!(l.garbage <= COMPACT_FLOOR.max(l.text.len() / 2));
+        assert_eq!(l.len(), 1);
+        let at = l.find("listing-0").unwrap();
+        assert_eq!(back(&l, at).3, model);
+        assert_eq!(back(&l, at).2, A);
+    }
+}
