@@ -16,14 +16,16 @@ pub struct Args {
     /// TOML file of settings (keys as the flags, with underscores; `[policy]` table).
     #[arg(long, env = "CCCGATE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// gRPC address [default: 127.0.0.1:50051].
+    /// Public-plane address: gRPC, and HTTP/JSON at POST /v1/check and /v1/check:batch
+    /// [default: 127.0.0.1:50051].
     #[arg(long, env = "CCCGATE_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Admin-plane gRPC address (cccgate.v1.Admin, health, reflection), or `off`; the public
     /// --listen answers UNIMPLEMENTED for Admin [default: 127.0.0.1:50052].
     #[arg(long, env = "CCCGATE_ADMIN_LISTEN", value_name = "ADDR|off")]
     admin_listen: Option<String>,
-    /// Prometheus /metrics address, or `off` [default: 127.0.0.1:9464].
+    /// Admin-plane HTTP address: Prometheus /metrics, /livez, /readyz and the operators' web
+    /// console at /; or `off` [default: 127.0.0.1:9464].
     #[arg(long, env = "CCCGATE_METRICS_LISTEN", value_name = "ADDR|off")]
     metrics_listen: Option<String>,
     /// Serve the newest valid snap-<sequence>.ccc here and watch for newer ones
@@ -409,8 +411,12 @@ fn print_sample_help(addr: SocketAddr, admin: Option<SocketAddr>, metrics: Optio
         println!("  grpcurl -plaintext {admin} cccgate.v1.Admin/GetStatus   # the admin plane");
     }
     println!("  grpc_health_probe -addr={addr}");
+    println!(
+        "  curl http://{addr}/v1/check -H 'content-type: application/json' -d '{{\"listing\": {{\"listingId\": \"L1\", \"merchantId\": \"M1\", \"productCode\": \"0901\"}}}}'   # HTTP/JSON"
+    );
     if let Some(m) = metrics {
         println!("  curl http://{m}/metrics");
+        println!("  open http://{m}/ in a browser: the operators' console");
     }
     println!();
     println!("Serve a real register with --snapshot-dir DIR (and --drop-dir DIR); Ctrl-C stops.");

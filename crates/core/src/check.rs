@@ -108,7 +108,7 @@ pub fn check_all<'r, R: Register>(
 
 /// The table, given the listing's certificate number already normalised.
 #[inline]
-fn decide<'r, R: Register>(
+pub(crate) fn decide<'r, R: Register>(
     register: &'r R,
     listing: &Listing<'_>,
     number: Result<CertNumber, CertNumberError>,
@@ -294,6 +294,51 @@ mod tests {
             (Decision::Allow, Reason::NotInCatalogue)
         );
         assert!(v.certificate.is_none());
+    }
+
+    #[test]
+    fn explain_gives_the_verdict_of_check_with_the_rule_and_the_facts_it_read() {
+        use crate::explain::explain;
+        let cases = [
+            ("", "", "", Reason::NotInCatalogue),
+            ("1101", "", "", Reason::SelfDeclarationProduct),
+            ("0901", "", "", Reason::CertificateMissing),
+            ("0901", "12-34", "", Reason::CertificateMalformed),
+            ("0901", "2021010901999999", "", Reason::CertificateNotFound),
+            ("0901", "2021010901000003", "", Reason::CertificateSuspended),
+            ("0901", "2021011606000002", "", Reason::ProductMismatch),
+            ("0901", "2021010901000001", "Z9", Reason::ModelNotCovered),
+            ("0901", "CCC:2021-0109-0100-0001", "x1 carbon", Reason::CertificateValid),
+            ("0901", "2021010901000001", "", Reason::CertificateValid),
+        ];
+        for (code, cert, model, want) in cases {
+            let l = listing(code, cert, model, "");
+            let e = explain(register(), &l, &Policy::default());
+            assert_eq!(e.verdict, check(register(), &l, &Policy::default()), "{cert}");
+            assert_eq!(e.verdict.reason, want, "{code} {cert} {model}");
+            assert_eq!(e.rule, want.index() + 1);
+            assert_eq!(e.event_day, day(2026, 6, 1));
+            assert_eq!(e.certificate, e.verdict.certificate);
+        }
+        let e = explain(
+            register(),
+            &listing("0901", "CCC:2021-0109-0100-0001", "x1 carbon", ""),
+            &Policy::default(),
+        );
+        assert_eq!(e.catalogue_mode, Some(ConformityMode::Certificate));
+        assert_eq!(e.number.map(|n| n.get()), Ok(PC));
+        assert_eq!(e.model_covered, Some(true));
+        assert_eq!(e.certificate.map(|c| c.expires), Some(day(2026, 11, 27)));
+        let e = explain(
+            register(),
+            &listing("0901", "2021010901000001", "Z9", ""),
+            &Policy::default(),
+        );
+        assert_eq!(e.model_covered, Some(false));
+        let e = explain(register(), &listing("1101", "", "", ""), &Policy::default());
+        assert_eq!(e.catalogue_mode, Some(ConformityMode::SelfDeclaration));
+        assert_eq!(e.number, Err(CertNumberError::Empty));
+        assert_eq!(e.model_covered, None);
     }
 
     #[test]

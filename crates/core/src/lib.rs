@@ -18,6 +18,7 @@ mod cert;
 mod check;
 mod date;
 mod event;
+mod explain;
 mod listing;
 mod model;
 #[cfg(test)]
@@ -32,6 +33,7 @@ pub use cert::{CertNumber, CertNumberError, ParsedCertNumber};
 pub use check::{Register, check, check_all};
 pub use date::{DateError, Day};
 pub use event::ListingEvent;
+pub use explain::{Explanation, explain};
 pub use listing::{
     CERTIFICATE_NUMBER_MAX_BYTES, ID_MAX_BYTES, Listing, ListingError, MODEL_MAX_BYTES,
 };

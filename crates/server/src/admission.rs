@@ -91,6 +91,33 @@ pub(crate) struct Admission {
     pub connection_streams: Arc<Quota<Option<SocketAddr>>>,
 }
 
+impl Admission {
+    /// Takes `cost` bytes from the global budget and from `caller`'s share, before the
+    /// request they stand for is buffered. Over either: RESOURCE_EXHAUSTED (counted as shed).
+    pub(crate) fn charge(
+        &self,
+        caller: &Caller,
+        cost: usize,
+    ) -> Result<(Held<()>, Held<Caller>), crate::service::CheckError> {
+        use crate::service::CheckError;
+        let Some(global) = self.bytes.try_take(&(), cost) else {
+            crate::public::client_shed(caller);
+            return Err(CheckError::Overloaded {
+                what: "bytes of requests in progress (--max-in-flight-bytes)",
+                limit: self.bytes.cap(),
+            });
+        };
+        let Some(mine) = self.client_bytes.try_take(caller, cost) else {
+            crate::public::client_shed(caller);
+            return Err(CheckError::Overloaded {
+                what: "this caller's bytes of requests in progress (--client-max-in-flight-bytes)",
+                limit: self.client_bytes.cap(),
+            });
+        };
+        Ok((global, mine))
+    }
+}
+
 /// Bytes a request message may cost while it is in progress, charged when its length is
 /// known and before it is buffered or decoded: its bytes, plus what its listings may become
 /// (decoded strings, results, the encoded answer) at most `PER_LISTING_BYTES` each. A message

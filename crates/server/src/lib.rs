@@ -26,7 +26,9 @@ mod admin;
 mod admission;
 mod auth;
 pub mod config;
+mod console;
 mod decision_log;
+mod http_json;
 mod metrics;
 mod public;
 pub mod reload;
@@ -263,15 +265,6 @@ pub async fn run_with(
     });
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let metrics_task = listeners.metrics.map(|listener| {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "metrics on http://{addr}/metrics");
-        }
-        let mut stop = stop_rx.clone();
-        tokio::spawn(metrics::serve(listener, reader.clone(), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }))
-    });
 
     // Each plane's reflection lists what that plane serves.
     let reflection = |services: &[&str]| -> Result<_, ServeError> {
@@ -306,6 +299,20 @@ pub async fn run_with(
         config.limits.max_batch,
     );
     let watch_task = tokio::spawn(watch::run(Arc::clone(&watch_hub), swaps));
+    let metrics_task = listeners.metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics on http://{addr}/metrics, console on http://{addr}/");
+        }
+        let console = console::Console::new(
+            Arc::clone(&reloader),
+            Arc::clone(&watch_hub.feed),
+            config.policy,
+        );
+        let mut stop = stop_rx.clone();
+        tokio::spawn(metrics::serve(listener, reader.clone(), console, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
     let check = public::PublicCheck::new(Arc::clone(&ctx), auth).with_watch(Arc::clone(&watch_hub));
     let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));
     drop(ctx);
@@ -326,12 +333,15 @@ pub async fn run_with(
     }
     // The public plane: ListingCheck, health, reflection. Admin is not routed here, so it
     // answers UNIMPLEMENTED.
+    // HTTP/JSON (`/v1/check`, `/v1/check:batch`) shares the port, so HTTP/1.1 is accepted too.
     let (r1, r1alpha) = reflection(&["cccgate.v1.ListingCheck"])?;
     let router = builder
         .clone()
+        .accept_http1(true)
         .add_service(health_service.clone())
         .add_service(r1)
         .add_service(r1alpha)
+        .add_service(http_json::HttpJson::new(check.clone()))
         .add_service(check);
     // The admin plane, on its own listener.
     let admin_serve = match listeners.admin {

@@ -301,19 +301,25 @@ pub(crate) fn now_unix_ms() -> i64 {
 /// yet (a fresh install, or every drop refused) is alive and must not be restarted, which
 /// would not bring a snapshot. `/readyz` answers 200 only while a snapshot is in force, else
 /// 503, so no traffic reaches a replica that would answer UNAVAILABLE.
+///
+/// The operators' console ([`crate::console`]) is served beside them, at `/`.
 pub(crate) async fn serve(
     listener: TcpListener,
     reader: SnapshotReader,
+    console: crate::console::Console,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/livez", get(|| async { "alive\n" }))
         .route("/readyz", get(ready))
-        .with_state(reader);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(reader)
+        .merge(console.clone().router());
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+    tokio::select! {
+        r = async move { serve.await } => r,
+        () = console.sample_forever() => Ok(()),
+    }
 }
 
 async fn ready(State(reader): State<SnapshotReader>) -> (StatusCode, String) {

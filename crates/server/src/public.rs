@@ -201,24 +201,7 @@ impl BudgetBody {
 
     fn charge(&self, len: usize) -> Result<(Held<()>, Held<Caller>), Status> {
         let cost = admission::message_cost(len, self.max_listings);
-        let a = &self.admission;
-        let Some(global) = a.bytes.try_take(&(), cost) else {
-            client_shed(&self.caller);
-            return Err(CheckError::Overloaded {
-                what: "bytes of requests in progress (--max-in-flight-bytes)",
-                limit: a.bytes.cap(),
-            }
-            .into());
-        };
-        let Some(mine) = a.client_bytes.try_take(&self.caller, cost) else {
-            client_shed(&self.caller);
-            return Err(CheckError::Overloaded {
-                what: "this caller's bytes of requests in progress (--client-max-in-flight-bytes)",
-                limit: a.client_bytes.cap(),
-            }
-            .into());
-        };
-        Ok((global, mine))
+        Ok(self.admission.charge(&self.caller, cost)?)
     }
 }
 
@@ -256,8 +239,8 @@ impl http_body::Body for BudgetBody {
 /// The public `cccgate.v1.ListingCheck` service.
 #[derive(Debug, Clone)]
 pub(crate) struct PublicCheck {
-    ctx: Arc<CheckContext>,
-    admission: Arc<Admission>,
+    pub(crate) ctx: Arc<CheckContext>,
+    pub(crate) admission: Arc<Admission>,
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
     watch: Option<Arc<crate::watch::WatchHub>>,
@@ -283,7 +266,7 @@ impl PublicCheck {
 
     /// Who is calling: with `--auth-tokens`, the name of the bearer token (required);
     /// otherwise the mTLS name, else `anonymous`.
-    fn identify(&self, req: &http::Request<Body>) -> Result<Caller, Status> {
+    pub(crate) fn identify(&self, req: &http::Request<Body>) -> Result<Caller, Status> {
         if let Some(auth) = &self.auth {
             let token = req
                 .headers()
@@ -344,7 +327,7 @@ impl PublicCheck {
         Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max))
     }
 
-    fn admit_call(&self, rpc: Rpc, caller: &Caller) -> Result<OwnedSemaphorePermit, Status> {
+    pub(crate) fn admit_call(&self, rpc: Rpc, caller: &Caller) -> Result<OwnedSemaphorePermit, Status> {
         Arc::clone(&self.ctx.in_flight)
             .try_acquire_owned()
             .map_err(|_| {
@@ -514,12 +497,12 @@ impl NamedService for PublicCheck {
 }
 
 /// Counts a call, stream or message of `caller` shed with RESOURCE_EXHAUSTED.
-fn client_shed(caller: &Caller) {
+pub(crate) fn client_shed(caller: &Caller) {
     metrics::counter!("cccgate_client_shed_total", "client" => caller.to_string()).increment(1);
 }
 
 /// Counts the listings `caller` sent in one message.
-fn client_listings(caller: &Caller, msg: &Result<Decoded, WireError>) {
+pub(crate) fn client_listings(caller: &Caller, msg: &Result<Decoded, WireError>) {
     let n = msg.as_ref().map_or(0, Decoded::len);
     metrics::counter!("cccgate_client_listings_total", "client" => caller.to_string())
         .increment(n as u64);

@@ -119,7 +119,8 @@ fn build(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Rustls(format!("certificate and key: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // h2 for gRPC; http/1.1 for the HTTP/JSON endpoints of the public plane.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

@@ -54,6 +54,21 @@ struct History {
     current: Option<(u64, String)>,
 }
 
+/// One batch of the history, as the console shows it.
+#[derive(Debug, Clone)]
+pub struct RecentBatch {
+    /// The snapshot in force after it.
+    pub sequence: u64,
+    /// The China-time day it is for.
+    pub day: String,
+    /// A swap or a midnight.
+    pub cause: ChangeCause,
+    /// Certificate changes in it.
+    pub changes: usize,
+    /// The first few of them.
+    pub sample: Vec<cccgate_proto::v1::CertificateChange>,
+}
+
 /// The change feed shared by all `WatchChanges` streams.
 #[derive(Debug)]
 pub struct Feed {
@@ -219,6 +234,30 @@ impl Feed {
             cause: ChangeCause::Bookmark as i32,
             changes: Vec::new(),
         })
+    }
+
+    /// The newest `n` batches still held, newest first, each with at most `sample` of its
+    /// changes (for the operators' console).
+    pub fn recent(&self, n: usize, sample: usize) -> Vec<RecentBatch> {
+        let h = lock(&self.history);
+        h.entries
+            .iter()
+            .rev()
+            .take(n)
+            .map(|e| RecentBatch {
+                sequence: e.sequence,
+                day: e.messages.first().map(|m| m.day.clone()).unwrap_or_default(),
+                cause: e.cause,
+                changes: e.changes,
+                sample: e
+                    .messages
+                    .iter()
+                    .flat_map(|m| m.changes.iter())
+                    .take(sample)
+                    .cloned()
+                    .collect(),
+            })
+            .collect()
     }
 
     /// Sets the day the next bookmark reports (at midnight, before any batch).

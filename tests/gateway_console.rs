@@ -1,0 +1,225 @@
+//! The operators' console on the admin plane's HTTP listener, end to end: the real gateway on
+//! `127.0.0.1:0`, its pages fetched with curl (what they show, escaping, bounded inputs), then
+//! driven in a real headless Chromium by `tests/node/console.mjs` (playwright-core): the page
+//! loads, a lookup answers, an explain answers, a screenshot is taken.
+//!
+//! The browser part needs Debian's `chromium` and `npm ci` in `tests/node` (see
+//! `cccgate_e2e::node`): without them it is skipped, unless `CI` is set.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cccgate_core::{CertificateRecord, Status};
+use cccgate_e2e::gateway::{TestGateway, cert_number, record, test_config, write_snapshot};
+use cccgate_e2e::node::{node_dir, run_bounded, run_node};
+use cccgate_proto::v1::ReloadRequest;
+use serde_json::Value;
+
+fn records(revoked: bool) -> Vec<CertificateRecord> {
+    vec![
+        record(1, Status::Valid, 901, &["X1-2026", "X1 Carbon"]),
+        record(
+            2,
+            if revoked {
+                Status::Revoked
+            } else {
+                Status::Valid
+            },
+            901,
+            &["Y2"],
+        ),
+        record(3, Status::Suspended, 901, &[]),
+    ]
+}
+
+/// GET `url` with curl: the status and the body.
+fn get(url: &str) -> (u16, String) {
+    let out = run_bounded(
+        Command::new("curl").args(["-sS", "--max-time", "10", "-w", "\n%{http_code}", url]),
+        Duration::from_secs(15),
+    );
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+async fn get_async(url: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || get(&url)).await.unwrap()
+}
+
+/// Fetches `url` until its body contains `needle` (the sampler and the change feed follow a
+/// swap asynchronously); bounded at 10 s.
+async fn eventually(url: &str, needle: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let (status, body) = get_async(url.to_owned()).await;
+        if status == 200 && body.contains(needle) {
+            return body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{url} never showed {needle:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(dir.path(), 7, &records(false));
+    let gw = TestGateway::start(test_config(Some(dir.path())), true).await;
+    let mut admin = gw.admin_client().await;
+    let r = admin.reload(ReloadRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.snapshot_sequence, 7);
+    let base = format!("http://{}", gw.metrics_addr.unwrap());
+
+    let (status, index) = get_async(format!("{base}/")).await;
+    assert_eq!(status, 200);
+    for needle in [
+        "Snapshot in force",
+        "<td id=\"sequence\">7</td>",
+        "Certificates by status",
+        "VALID 有效</th><td class=\"num\">2</td>",
+        "Reloads and refusals",
+        "Change history",
+        "Verdicts by reason",
+        "Certificate lookup",
+        "Explain a listing",
+    ] {
+        assert!(index.contains(needle), "{needle:?} not in {index}");
+    }
+    // Offline: nothing is fetched from another origin.
+    assert!(!index.contains("http://") && !index.contains("https://"));
+
+    // A new snapshot (certificate 2 revoked), then a refused file: both in the history.
+    write_snapshot(dir.path(), 8, &records(true));
+    let r = admin.reload(ReloadRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.snapshot_sequence, 8);
+    std::fs::write(dir.path().join("snap-9.ccc"), b"not a snapshot").unwrap();
+    let r = admin.reload(ReloadRequest {}).await.unwrap().into_inner();
+    assert_eq!(r.snapshot_sequence, 8, "the bad file changed nothing");
+    let page = eventually(&format!("{base}/"), "new snapshot").await;
+    let revoked = cert_number(2).to_string();
+    assert!(page.contains(&format!("<code>{revoked}</code> VALID → REVOKED")), "{page}");
+    assert!(page.contains("snap-9.ccc"), "{page}");
+    assert!(page.contains(">refused<"), "{page}");
+    assert!(page.contains("sequence 8 from"), "{page}");
+
+    // Lookups: typed as a merchant would; a malformed number; markup is shown as text.
+    let typed = format!("CCC:{}", cert_number(1)).replace("0109", "-0109-");
+    let (status, body) = get_async(format!("{base}/lookup?cert={}", urlencode(&typed))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("<code>{}</code>", cert_number(1))), "{body}");
+    assert!(body.contains("X1-2026; X1 Carbon"), "{body}");
+    assert!(body.contains("2035-12-31"), "{body}");
+    let (status, body) = get_async(format!(
+        "{base}/lookup?cert={}",
+        urlencode("<script>alert(1)</script>")
+    ))
+    .await;
+    assert_eq!(status, 400);
+    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{body}");
+    assert!(!body.contains("<script>alert"), "{body}");
+    let (status, _) = get_async(format!("{base}/lookup?cert={}", "9".repeat(17))).await;
+    assert_eq!(status, 400);
+    let (status, body) = get_async(format!("{base}/lookup?cert={}", cert_number(99))).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("CERTIFICATE_NOT_FOUND"), "{body}");
+    // Bounded inputs: a query over the limit is refused before it is parsed.
+    let (status, body) = get_async(format!("{base}/lookup?cert={}", "1".repeat(5000))).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("over the limit of 2048"), "{body}");
+
+    // Explain: the rule and the facts; a bad listing names its field.
+    let (status, body) = get_async(format!(
+        "{base}/explain?product_code=0901&certificate_number={}&model=&event_time=2026-11-27T10%3A00%3A00%2B08%3A00",
+        cert_number(2)
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<b>BLOCK</b>: <code>CERTIFICATE_REVOKED</code>, rule 7"), "{body}");
+    assert!(body.contains("2026-11-27"), "{body}");
+    let (status, body) = get_async(format!("{base}/explain?product_code=9x")).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("<code>product_code</code>"), "{body}");
+    // /metrics is still there.
+    let (status, body) = get_async(format!("{base}/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("cccgate_snapshot_sequence"));
+
+    // Headless Chromium.
+    let Some(node) = node_dir("tests/node") else {
+        gw.stop().await.unwrap();
+        return;
+    };
+    let shots = tempfile::tempdir().unwrap();
+    let shot = shots.path().join("console.png");
+    let blank = shots.path().join("blank.png");
+    let out = tokio::task::spawn_blocking({
+        let (shot, blank) = (shot.clone(), blank.clone());
+        move || {
+            run_node(
+                &node,
+                "console.mjs",
+                &[
+                    &base,
+                    &typed,
+                    "0901",
+                    shot.to_str().unwrap(),
+                    blank.to_str().unwrap(),
+                ],
+                Duration::from_secs(60),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "console.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["indexStatus"], 200);
+    assert_eq!(seen["sequence"], "8");
+    assert_eq!(seen["title"], "console · cccgate");
+    assert_eq!(seen["lookupNumber"], cert_number(1).to_string());
+    assert_eq!(seen["lookupStatus"], "VALID 有效");
+    assert_eq!(seen["lookupExpiry"], "2035-12-31");
+    assert_eq!(seen["lookupTyped"], typed);
+    let verdict = seen["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("REVIEW: MODEL_NOT_COVERED, rule 11"),
+        "{verdict}"
+    );
+    let facts = seen["facts"].to_string();
+    assert!(facts.contains("<b>NOT-A-MODEL</b> — not covered"), "{facts}");
+    assert_eq!(seen["injected"], 0, "markup in the input became elements");
+    assert_eq!(seen["errors"], Value::Array(vec![]), "{seen}");
+    // The screenshot is a real PNG with the page on it: several times an empty page's size.
+    let png = std::fs::read(&shot).unwrap();
+    let empty = std::fs::read(&blank).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        png.len() > 3 * empty.len(),
+        "screenshot {} bytes, an empty page {}",
+        png.len(),
+        empty.len()
+    );
+    gw.stop().await.unwrap();
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
