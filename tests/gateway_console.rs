@@ -162,7 +162,7 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     let shot = shots.path().join("console.png");
     let blank = shots.path().join("blank.png");
     let out = tokio::task::spawn_blocking({
-        let (shot, blank) = (shot.clone(), blank.clone());
+        let (shot, blank, typed) = (shot.clone(), blank.clone(), typed.clone());
         move || {
             run_node(
                 &node,
@@ -204,6 +204,10 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     assert_eq!(seen["errors"], Value::Array(vec![]), "{seen}");
     // The screenshot is a real PNG with the page on it: several times an empty page's size.
     let png = std::fs::read(&shot).unwrap();
+    // To look at it: CCCGATE_CONSOLE_SCREENSHOT=/tmp/console.png cargo test --test gateway_console
+    if let Some(keep) = std::env::var_os("CCCGATE_CONSOLE_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
     let empty = std::fs::read(&blank).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(

@@ -177,6 +177,14 @@ fn curl(url: &str, headers: &[&str], body: &str) -> (u16, Value) {
 
 const JSON: &str = "content-type: application/json";
 
+/// A gRPC request with the test token.
+fn auth<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    req
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_json_answers_as_grpc_does_with_curl_fetch_and_a_node_grpc_client() {
     let dir = tempfile::tempdir().unwrap();
@@ -192,18 +200,13 @@ async fn http_json_answers_as_grpc_does_with_curl_fetch_and_a_node_grpc_client()
 
     // The gRPC answers, the reference.
     let mut client = gw.check_client().await;
-    let auth = |mut req: tonic::Request<_>| {
-        req.metadata_mut()
-            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
-        req
-    };
     let mut grpc_one = Vec::new();
     for l in &listings {
         let r = client
-            .check(auth(tonic::Request::new(CheckRequest {
+            .check(auth(CheckRequest {
                 listing: Some(wire(l)),
                 ..Default::default()
-            })))
+            }))
             .await;
         grpc_one.push(match r {
             Ok(r) => grpc_result(r.get_ref().result.as_ref().unwrap()),
@@ -214,10 +217,10 @@ async fn http_json_answers_as_grpc_does_with_curl_fetch_and_a_node_grpc_client()
         });
     }
     let grpc_batch: Vec<Value> = client
-        .check_batch(auth(tonic::Request::new(CheckBatchRequest {
+        .check_batch(auth(CheckBatchRequest {
             listings: listings.iter().map(wire).collect(),
             min_snapshot_sequence: 0,
-        })))
+        }))
         .await
         .unwrap()
         .into_inner()
@@ -275,29 +278,27 @@ async fn http_json_answers_as_grpc_does_with_curl_fetch_and_a_node_grpc_client()
     };
     let file = dir.path().join("listings.json");
     std::fs::write(&file, serde_json::to_string(&listings).unwrap()).unwrap();
-    let file = file.to_str().unwrap();
-    let run = |script: &str, target: &str| {
-        let out = run_node(
-            &node,
-            script,
-            &[target, file, "--token", TOKEN],
-            Duration::from_secs(30),
-        );
-        assert!(
-            out.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
-    let (fetched, node_grpc) = tokio::task::spawn_blocking({
-        let (base, addr) = (base.clone(), gw.addr.to_string());
-        move || {
-            (
-                run("fetch_client.mjs", &base),
-                run("grpc_client.mjs", &addr),
-            )
-        }
+    let (base, addr) = (base.clone(), gw.addr.to_string());
+    let (fetched, node_grpc) = tokio::task::spawn_blocking(move || {
+        let file = file.to_str().unwrap();
+        let run = |script: &str, target: &str| {
+            let out = run_node(
+                &node,
+                script,
+                &[target, file, "--token", TOKEN],
+                Duration::from_secs(30),
+            );
+            assert!(
+                out.status.success(),
+                "{script}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        };
+        (
+            run("fetch_client.mjs", &base),
+            run("grpc_client.mjs", &addr),
+        )
     })
     .await
     .unwrap();
@@ -311,7 +312,10 @@ async fn http_json_answers_as_grpc_does_with_curl_fetch_and_a_node_grpc_client()
         }
         let got = &node_grpc["check"][i];
         match got.get("error") {
-            Some(e) => assert_eq!(e["code"], "INVALID_ARGUMENT", "{got}"),
+            Some(e) => {
+                assert_eq!(e["code"], "INVALID_ARGUMENT", "{got}");
+                assert_eq!(want["status"], 400, "{got}");
+            }
             None => assert_eq!(&json_result(&got["result"]), want, "{got}"),
         }
     }
@@ -376,6 +380,7 @@ async fn http_json_refuses_with_the_contracts_statuses_before_the_work_they_boun
     let check = format!("{base}/v1/check");
     let batch = format!("{base}/v1/check:batch");
     let bearer = format!("authorization: Bearer {TOKEN}");
+    let nope = format!("{base}/v1/nope");
     let one = json!({"listing": listings()[11]}).to_string();
     assert!(one.len() < 300, "{}", one.len());
 
@@ -447,7 +452,7 @@ async fn http_json_refuses_with_the_contracts_statuses_before_the_work_they_boun
             "",
         ),
         (
-            &format!("{base}/v1/nope"),
+            &nope,
             vec![JSON, &bearer],
             one.clone(),
             404,

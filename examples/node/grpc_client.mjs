@@ -37,7 +37,11 @@ const call = (method, request) =>
     });
   });
 
-const listings = JSON.parse(readFileSync(file, 'utf8'));
+// proto-loader objects take lowerCamelCase names: accept the .proto's names too, as the
+// gateway's HTTP/JSON does.
+const camel = (o) => Object.fromEntries(
+  Object.entries(o).map(([k, v]) => [k.replace(/_([a-z])/g, (_, c) => c.toUpperCase()), v]));
+const listings = JSON.parse(readFileSync(file, 'utf8')).map(camel);
 const check = [];
 for (const listing of listings) check.push(await call('check', { listing }));
 const batch = await call('checkBatch', { listings });
