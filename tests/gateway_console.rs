@@ -49,7 +49,9 @@ fn get(url: &str) -> (u16, String) {
 }
 
 async fn get_async(url: String) -> (u16, String) {
-    tokio::task::spawn_blocking(move || get(&url)).await.unwrap()
+    tokio::task::spawn_blocking(move || get(&url))
+        .await
+        .unwrap()
 }
 
 /// Fetches `url` until its body contains `needle` (the sampler and the change feed follow a
@@ -106,7 +108,10 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     assert_eq!(r.snapshot_sequence, 8, "the bad file changed nothing");
     let page = eventually(&format!("{base}/"), "new snapshot").await;
     let revoked = cert_number(2).to_string();
-    assert!(page.contains(&format!("<code>{revoked}</code> VALID → REVOKED")), "{page}");
+    assert!(
+        page.contains(&format!("<code>{revoked}</code> VALID → REVOKED")),
+        "{page}"
+    );
     assert!(page.contains("snap-9.ccc"), "{page}");
     assert!(page.contains(">refused<"), "{page}");
     assert!(page.contains("sequence 8 from"), "{page}");
@@ -115,7 +120,10 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     let typed = format!("CCC:{}", cert_number(1)).replace("0109", "-0109-");
     let (status, body) = get_async(format!("{base}/lookup?cert={}", urlencode(&typed))).await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains(&format!("<code>{}</code>", cert_number(1))), "{body}");
+    assert!(
+        body.contains(&format!("<code>{}</code>", cert_number(1))),
+        "{body}"
+    );
     assert!(body.contains("X1-2026; X1 Carbon"), "{body}");
     assert!(body.contains("2035-12-31"), "{body}");
     let (status, body) = get_async(format!(
@@ -124,7 +132,10 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     ))
     .await;
     assert_eq!(status, 400);
-    assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{body}");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
     assert!(!body.contains("<script>alert"), "{body}");
     let (status, _) = get_async(format!("{base}/lookup?cert={}", "9".repeat(17))).await;
     assert_eq!(status, 400);
@@ -143,7 +154,10 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     ))
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("<b>BLOCK</b>: <code>CERTIFICATE_REVOKED</code>, rule 7"), "{body}");
+    assert!(
+        body.contains("<b>BLOCK</b>: <code>CERTIFICATE_REVOKED</code>, rule 7"),
+        "{body}"
+    );
     assert!(body.contains("2026-11-27"), "{body}");
     let (status, body) = get_async(format!("{base}/explain?product_code=9x")).await;
     assert_eq!(status, 400);
@@ -199,7 +213,10 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
         "{verdict}"
     );
     let facts = seen["facts"].to_string();
-    assert!(facts.contains("<b>NOT-A-MODEL</b> — not covered"), "{facts}");
+    assert!(
+        facts.contains("<b>NOT-A-MODEL</b> — not covered"),
+        "{facts}"
+    );
     assert_eq!(seen["injected"], 0, "markup in the input became elements");
     assert_eq!(seen["errors"], Value::Array(vec![]), "{seen}");
     // The screenshot is a real PNG with the page on it: several times an empty page's size.

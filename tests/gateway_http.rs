@@ -156,7 +156,15 @@ async fn serving(dir: &Path, layer: ConfigLayer) -> TestGateway {
 /// `curl` POSTs `body` to `url` with `headers`; returns the status and the JSON answer.
 fn curl(url: &str, headers: &[&str], body: &str) -> (u16, Value) {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-X", "POST", "-w", "\n%{http_code}"]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-X",
+        "POST",
+        "-w",
+        "\n%{http_code}",
+    ]);
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -384,8 +392,9 @@ async fn http_json_refuses_with_the_contracts_statuses_before_the_work_they_boun
     let one = json!({"listing": listings()[11]}).to_string();
     assert!(one.len() < 300, "{}", one.len());
 
-    let cases: Vec<(&str, Vec<&str>, String, u16, &str, &str)> = vec![
-        // (url, headers, body, status, code, field)
+    // (url, headers, body, status, code, field)
+    type Case<'a> = (&'a str, Vec<&'a str>, String, u16, &'a str, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (&check, vec![JSON], one.clone(), 401, "UNAUTHENTICATED", ""),
         (
             &check,
@@ -494,7 +503,7 @@ async fn http_json_refuses_with_the_contracts_statuses_before_the_work_they_boun
     );
 
     let addr = gw.addr;
-    let (head, body_too_large, chunked, shed) = tokio::task::spawn_blocking(move || {
+    let (head, body_too_large, chunked) = tokio::task::spawn_blocking(move || {
         // A body declared at 1 GB is refused from its header: answered with nothing sent.
         let (status, head, body) = raw_http(
             addr,
@@ -514,11 +523,10 @@ async fn http_json_refuses_with_the_contracts_statuses_before_the_work_they_boun
             ),
             &[b"1000\r\n".as_slice(), &[b' '; 4096], b"\r\n0\r\n\r\n"].concat(),
         );
-        ((status, head), body, (chunked, chunked_body), ())
+        ((status, head), body, (chunked, chunked_body))
     })
     .await
     .unwrap();
-    let _ = shed;
     assert_eq!(head.0, 413, "{}", head.1);
     assert_eq!(body_too_large["code"], "OUT_OF_RANGE");
     assert!(
@@ -534,7 +542,10 @@ async fn http_json_refuses_with_the_contracts_statuses_before_the_work_they_boun
     // The refusals held nothing: a request that fits is answered at once.
     let (status, body) = curl(&check, &[JSON, &bearer], &one);
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["result"]["verdict"]["reason"], "REASON_CERTIFICATE_VALID");
+    assert_eq!(
+        body["result"]["verdict"]["reason"],
+        "REASON_CERTIFICATE_VALID"
+    );
     gw.stop().await.unwrap();
 }
 

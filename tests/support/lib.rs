@@ -1,5 +1,5 @@
 //! Shared helpers for the end-to-end tests in `tests/`.
 
 pub mod gateway;
-pub mod raw;
 pub mod node;
+pub mod raw;

@@ -39,7 +39,10 @@ pub fn node_dir(dir: &str) -> Option<PathBuf> {
 
 /// Runs `node SCRIPT ARGS...` in `dir`, killed after `limit`; returns its output.
 pub fn run_node(dir: &Path, script: &str, args: &[&str], limit: Duration) -> Output {
-    run_bounded(Command::new("node").current_dir(dir).arg(script).args(args), limit)
+    run_bounded(
+        Command::new("node").current_dir(dir).arg(script).args(args),
+        limit,
+    )
 }
 
 /// Runs `cmd`, killed after `limit`; returns its output.

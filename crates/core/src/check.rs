@@ -308,13 +308,22 @@ mod tests {
             ("0901", "2021010901000003", "", Reason::CertificateSuspended),
             ("0901", "2021011606000002", "", Reason::ProductMismatch),
             ("0901", "2021010901000001", "Z9", Reason::ModelNotCovered),
-            ("0901", "CCC:2021-0109-0100-0001", "x1 carbon", Reason::CertificateValid),
+            (
+                "0901",
+                "CCC:2021-0109-0100-0001",
+                "x1 carbon",
+                Reason::CertificateValid,
+            ),
             ("0901", "2021010901000001", "", Reason::CertificateValid),
         ];
         for (code, cert, model, want) in cases {
             let l = listing(code, cert, model, "");
             let e = explain(register(), &l, &Policy::default());
-            assert_eq!(e.verdict, check(register(), &l, &Policy::default()), "{cert}");
+            assert_eq!(
+                e.verdict,
+                check(register(), &l, &Policy::default()),
+                "{cert}"
+            );
             assert_eq!(e.verdict.reason, want, "{code} {cert} {model}");
             assert_eq!(e.rule, want.index() + 1);
             assert_eq!(e.event_day, day(2026, 6, 1));

@@ -297,9 +297,9 @@ async fn index(State(c): State<Console>) -> Html<String> {
     let mut b = String::new();
     b.push_str("<section id=\"snapshot\"><h2>Snapshot in force</h2>");
     match c.loaded() {
-        None => b.push_str(
-            "<p class=\"err\">No snapshot is in force: checks answer UNAVAILABLE.</p>",
-        ),
+        None => {
+            b.push_str("<p class=\"err\">No snapshot is in force: checks answer UNAVAILABLE.</p>")
+        }
         Some(l) => {
             let s = &l.snapshot;
             let counts = s.counts();
@@ -711,7 +711,11 @@ async fn explain_page(State(c): State<Console>, RawQuery(raw): RawQuery) -> Resp
             let _ = write!(b, "<tr><th>catalogue</th><td>{mode}</td></tr>");
             let number = match &e.number {
                 Ok(n) => format!("<code>{n}</code>"),
-                Err(err) => format!("{} ({})", esc(&input.certificate_number), esc(&err.to_string())),
+                Err(err) => format!(
+                    "{} ({})",
+                    esc(&input.certificate_number),
+                    esc(&err.to_string())
+                ),
             };
             let _ = write!(
                 b,

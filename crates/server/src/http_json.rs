@@ -86,10 +86,8 @@ impl HttpJson {
                 &format!("{} {}: only POST is served", req.method(), req.uri().path()),
                 "",
             );
-            resp.headers_mut().insert(
-                http::header::ALLOW,
-                http::HeaderValue::from_static("POST"),
-            );
+            resp.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
             return resp;
         }
         let json = req
@@ -618,7 +616,12 @@ const LISTING_FIELDS: [(&str, &str, &str, usize); 6] = [
         CERTIFICATE_NUMBER_MAX_BYTES,
     ),
     ("model", "model", "model", MODEL_MAX_BYTES),
-    ("eventTime", "event_time", "event_time", SHORT_FIELD_MAX_BYTES),
+    (
+        "eventTime",
+        "event_time",
+        "event_time",
+        SHORT_FIELD_MAX_BYTES,
+    ),
 ];
 
 impl<'de> Visitor<'de> for ListingSeed<'_> {
@@ -829,7 +832,8 @@ mod tests {
     #[test]
     fn a_field_over_its_limit_is_not_copied_and_names_itself() {
         let long = "x".repeat(ID_MAX_BYTES + 10);
-        let body = format!(r#"{{"listings": [{{"listingId": "{long}", "model": "{long}{long}"}}]}}"#);
+        let body =
+            format!(r#"{{"listings": [{{"listingId": "{long}", "model": "{long}{long}"}}]}}"#);
         let d = parse(body.as_bytes(), Shape::Batch, 3).unwrap();
         let item = &d.listings[0];
         assert_eq!(item.wire.listing_id.len(), ID_MAX_BYTES);

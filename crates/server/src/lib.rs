@@ -309,9 +309,14 @@ pub async fn run_with(
             config.policy,
         );
         let mut stop = stop_rx.clone();
-        tokio::spawn(metrics::serve(listener, reader.clone(), console, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }))
+        tokio::spawn(metrics::serve(
+            listener,
+            reader.clone(),
+            console,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ))
     });
     let check = public::PublicCheck::new(Arc::clone(&ctx), auth).with_watch(Arc::clone(&watch_hub));
     let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));

@@ -327,7 +327,11 @@ impl PublicCheck {
         Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max))
     }
 
-    pub(crate) fn admit_call(&self, rpc: Rpc, caller: &Caller) -> Result<OwnedSemaphorePermit, Status> {
+    pub(crate) fn admit_call(
+        &self,
+        rpc: Rpc,
+        caller: &Caller,
+    ) -> Result<OwnedSemaphorePermit, Status> {
         Arc::clone(&self.ctx.in_flight)
             .try_acquire_owned()
             .map_err(|_| {

@@ -246,7 +246,11 @@ impl Feed {
             .take(n)
             .map(|e| RecentBatch {
                 sequence: e.sequence,
-                day: e.messages.first().map(|m| m.day.clone()).unwrap_or_default(),
+                day: e
+                    .messages
+                    .first()
+                    .map(|m| m.day.clone())
+                    .unwrap_or_default(),
                 cause: e.cause,
                 changes: e.changes,
                 sample: e
