@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cccgate_core::{CertificateRecord, Status};
 use cccgate_e2e::gateway::{TestGateway, cert_number, record, test_config, write_snapshot};
 use cccgate_e2e::node::{node_dir, run_bounded, run_node};
-use cccgate_proto::v1::ReloadRequest;
+use cccgate_proto::v1::{self, ReloadRequest};
 use serde_json::Value;
 
 fn records(revoked: bool) -> Vec<CertificateRecord> {
@@ -162,6 +162,43 @@ async fn the_console_shows_the_register_and_answers_lookups_and_explains_in_a_br
     let (status, body) = get_async(format!("{base}/explain?product_code=9x")).await;
     assert_eq!(status, 400);
     assert!(body.contains("<code>product_code</code>"), "{body}");
+    // Verdict rates: three valid listings decided over gRPC show up, by reason, within a
+    // sample or two (every 2 s).
+    let mut client = gw.check_client().await;
+    let valid = v1::Listing {
+        listing_id: "L1".into(),
+        merchant_id: "M1".into(),
+        product_code: "0901".into(),
+        certificate_number: cert_number(1).to_string(),
+        ..Default::default()
+    };
+    let r = client
+        .check_batch(v1::CheckBatchRequest {
+            listings: vec![valid; 3],
+            min_snapshot_sequence: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results.len(), 3);
+    let started = Instant::now();
+    loop {
+        let (_, rates) = get_async(format!("{base}/rates")).await;
+        let row = rates
+            .split("<tr>")
+            .find(|r| r.contains("<td>CERTIFICATE_VALID</td>"))
+            .unwrap_or_default()
+            .to_owned();
+        if row.contains("<td class=\"num\">3</td></tr>") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the rates never counted 3 valid verdicts: {row} in {rates}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // /metrics is still there.
     let (status, body) = get_async(format!("{base}/metrics")).await;
     assert_eq!(status, 200);

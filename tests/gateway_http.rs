@@ -590,3 +590,58 @@ async fn a_chunked_body_over_the_message_limit_is_cut_off_and_no_snapshot_is_una
     assert_eq!(too_long.2["code"], "OUT_OF_RANGE");
     gw.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn millions_of_empty_listings_are_refused_at_the_batch_limit_in_bounded_memory() {
+    // 16 MiB of `{}` listings (5.6 million): materialised, they would take over 1 GiB. The
+    // parser refuses the 10,001st before it exists, so memory grows by the body and 10,000
+    // listings at most.
+    let dir = tempfile::tempdir().unwrap();
+    let gw = serving(
+        dir.path(),
+        ConfigLayer {
+            max_message_bytes: Some(16 << 20),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut body = Vec::with_capacity(16 << 20);
+    body.extend_from_slice(b"{\"listings\":[{}");
+    while body.len() + 5 < 16 << 20 {
+        body.extend_from_slice(b",{}");
+    }
+    body.extend_from_slice(b"]}");
+    let listings = (body.len() - 14) / 3;
+    let addr = gw.addr;
+    let (before, _) = cccgate_e2e::raw::rss();
+    cccgate_e2e::raw::reset_peak();
+    let (status, _, answer) = tokio::task::spawn_blocking(move || {
+        raw_http(
+            addr,
+            &format!(
+                "POST /v1/check:batch HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            ),
+            &body,
+        )
+    })
+    .await
+    .unwrap();
+    let (_, peak) = cccgate_e2e::raw::rss();
+    let growth = peak.saturating_sub(before) >> 20;
+    eprintln!("{listings} empty listings in 16 MiB: peak growth {growth} MiB");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["code"], "INVALID_ARGUMENT");
+    assert_eq!(answer["field"], "listings");
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the limit of 10000"),
+        "{answer}"
+    );
+    // The body (16 MiB, held once by the client and once by the gateway) and 10,000 listings.
+    assert!(growth <= 128, "grew {growth} MiB");
+    gw.stop().await.unwrap();
+}
