@@ -160,6 +160,58 @@ async fn mtls_names_the_caller_plaintext_fails_and_rotated_files_are_served_with
         other_ca.await.is_err(),
         "a certificate from another CA got in"
     );
+    // HTTP/JSON on the same port, same TLS: HTTP/1.1 by ALPN with the caller's certificate
+    // answers; without a certificate, or in plaintext, nothing is answered.
+    let shop_a_cert = write(dir.path(), "shop-a.crt", &shop_a.0);
+    let shop_a_key = write(dir.path(), "shop-a.key", &shop_a.1);
+    let ca_path = write(dir.path(), "server-ca.crt", &server_ca.pem);
+    let port = gw.addr.port();
+    let curl = move |scheme: &str, identity: bool| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg("--resolve")
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(&ca_path);
+        if identity {
+            cmd.arg("--cert")
+                .arg(&shop_a_cert)
+                .arg("--key")
+                .arg(&shop_a_key);
+        }
+        cmd.args(["-H", "content-type: application/json", "--data-binary"])
+            .arg(r#"{"listing": {"listingId": "L1", "merchantId": "M1"}}"#)
+            .arg(format!("{scheme}://localhost:{port}/v1/check"));
+        cmd.output().expect("curl runs")
+    };
+    let out = tokio::task::spawn_blocking(move || {
+        [
+            curl("https", true),
+            curl("https", false),
+            curl("http", true),
+        ]
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out[0].stdout);
+    assert!(
+        text.ends_with("\n200") && text.contains("REASON_NOT_IN_CATALOGUE"),
+        "{text} {}",
+        String::from_utf8_lossy(&out[0].stderr)
+    );
+    for refused in &out[1..] {
+        let text = String::from_utf8_lossy(&refused.stdout);
+        assert!(!text.contains("verdict"), "answered: {text}");
+        assert!(!text.ends_with("\n200"), "answered: {text}");
+    }
+
     // Plaintext: fails.
     let plain = Endpoint::from_shared(format!("http://{}", gw.addr))
         .unwrap()
@@ -203,9 +255,16 @@ async fn mtls_names_the_caller_plaintext_fails_and_rotated_files_are_served_with
                 .to_owned()
         })
         .collect();
+    // gRPC as shop-a and shop-c, HTTP/JSON as shop-a (its certificate names it there too),
+    // then gRPC as shop-a after the rotation.
     assert_eq!(
         clients,
-        ["shop-a.example", "shop-c", "shop-a.example"],
+        [
+            "shop-a.example",
+            "shop-c",
+            "shop-a.example",
+            "shop-a.example"
+        ],
         "{text}"
     );
 }
