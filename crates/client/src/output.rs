@@ -284,4 +284,67 @@ mod tests {
         assert_eq!(status_name(5), "EXPIRED");
         assert_eq!(status_name(9), "UNSPECIFIED");
     }
+
+    /// The exact bytes of verdict lines: every field, every escape, non-ASCII text, the
+    /// names of unknown wire numbers, the largest sequence. Pinned when the lines were
+    /// written by hand, kept by the serde writer.
+    #[test]
+    fn lines_are_pinned_to_the_byte() {
+        let mut out = Vec::new();
+        let cert = CertView {
+            number: "2021010901000123",
+            status: 3,
+            product_code: "0901",
+            producer: "深圳市某某电子有限公司 \"A\\B\"",
+            expiry_date: "2027-01-31",
+        };
+        let verdict = |listing_id, decision, reason, sequence, certificate| ResultView {
+            listing_id,
+            outcome: Outcome::Verdict {
+                decision,
+                reason,
+                sequence,
+                certificate,
+            },
+        };
+        let id = "L\"1\"\\ \n\r\t\u{1}\u{8}\u{c}\u{1f}\u{7f}/商品é\u{2028}😀";
+        put_result(&mut out, &verdict(id, 2, 7, 12, Some(cert)), "ab12", 5);
+        let odd = CertView { status: 9, ..cert };
+        put_result(&mut out, &verdict("L2", 0, 99, u64::MAX, Some(odd)), "", 6);
+        put_result(&mut out, &verdict("商品-3", 1, 1, 0, None), "c", 7);
+        let bad = ResultView {
+            listing_id: "商品-4",
+            outcome: Outcome::Error {
+                field: "merchant_id",
+                message: "merchant_id is required: \"\"",
+            },
+        };
+        put_result(&mut out, &bad, "c", 8);
+        let missing = ResultView {
+            listing_id: "",
+            outcome: Outcome::Missing,
+        };
+        put_result(&mut out, &missing, "c", 9);
+        put_error(&mut out, None, "not valid JSON: '\u{0}'", None, 10);
+        put_error(&mut out, Some("L\u{7f}11"), "bad", None, u64::MAX);
+        let expected = concat!(
+            r#"{"listing_id":"L\"1\"\\ \n\r\t\u0001\u0008\u000c\u001f\u007f/商品é"#,
+            "\u{2028}😀",
+            r#"","decision":"BLOCK","reason":"CERTIFICATE_REVOKED","snapshot_sequence":12,"snapshot_content_id":"ab12","certificate_number":"2021010901000123","certificate_status":"REVOKED","product_code":"0901","producer":"深圳市某某电子有限公司 \"A\\B\"","expiry_date":"2027-01-31"}"#,
+            "\n",
+            r#"{"listing_id":"L2","decision":"UNSPECIFIED","reason":"UNSPECIFIED","snapshot_sequence":18446744073709551615,"snapshot_content_id":"","certificate_number":"2021010901000123","certificate_status":"UNSPECIFIED","product_code":"0901","producer":"深圳市某某电子有限公司 \"A\\B\"","expiry_date":"2027-01-31"}"#,
+            "\n",
+            r#"{"listing_id":"商品-3","decision":"ALLOW","reason":"NOT_IN_CATALOGUE","snapshot_sequence":0,"snapshot_content_id":"c"}"#,
+            "\n",
+            r#"{"listing_id":"商品-4","error":"merchant_id is required: \"\"","field":"merchant_id","line":8}"#,
+            "\n",
+            r#"{"listing_id":"","error":"the gateway returned neither a verdict nor an error","line":9}"#,
+            "\n",
+            r#"{"listing_id":null,"error":"not valid JSON: '\u0000'","line":10}"#,
+            "\n",
+            r#"{"listing_id":"L\u007f11","error":"bad","line":18446744073709551615}"#,
+            "\n",
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
 }
