@@ -121,6 +121,27 @@ pub fn register_snapshot(
     Ok(dir)
 }
 
+/// Binds `127.0.0.1:0` on the runtime `on`, where the listener will be polled; returns it
+/// and the port it got.
+async fn bind_local(
+    on: &tokio::runtime::Handle,
+) -> Result<(TcpListener, SocketAddr), EmbeddedError> {
+    let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let bind_err = |source| {
+        EmbeddedError::Serve(ServeError::Bind {
+            addr: listen,
+            source,
+        })
+    };
+    let listener = on
+        .spawn(TcpListener::bind(listen))
+        .await
+        .map_err(|e| EmbeddedError::NotReady(format!("bind task failed: {e}")))?
+        .map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok((listener, addr))
+}
+
 /// The gateway, running in-process.
 #[derive(Debug)]
 pub struct EmbeddedGateway {
@@ -156,43 +177,9 @@ impl EmbeddedGateway {
         ready_within: Duration,
     ) -> Result<EmbeddedGateway, EmbeddedError> {
         let snapshot_dir = config.snapshot_dir.clone().unwrap_or_default();
-        let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
-        // Bind on the gateway's runtime, where the listener will be polled.
-        let listener = on
-            .spawn(async move { TcpListener::bind(listen).await })
-            .await
-            .map_err(|e| EmbeddedError::NotReady(format!("bind task failed: {e}")))?
-            .map_err(|source| {
-                EmbeddedError::Serve(ServeError::Bind {
-                    addr: listen,
-                    source,
-                })
-            })?;
-        let addr = listener.local_addr().map_err(|source| {
-            EmbeddedError::Serve(ServeError::Bind {
-                addr: listen,
-                source,
-            })
-        })?;
-        let admin = on
-            .spawn(async move { TcpListener::bind(listen).await })
-            .await
-            .map_err(|e| EmbeddedError::NotReady(format!("bind task failed: {e}")))?
-            .map_err(|source| {
-                EmbeddedError::Serve(ServeError::Bind {
-                    addr: listen,
-                    source,
-                })
-            })?;
-        let admin_target = match admin.local_addr() {
-            Ok(a) => format!("http://{a}"),
-            Err(source) => {
-                return Err(EmbeddedError::Serve(ServeError::Bind {
-                    addr: listen,
-                    source,
-                }));
-            }
-        };
+        let (listener, addr) = bind_local(on).await?;
+        let (admin, admin_addr) = bind_local(on).await?;
+        let admin_target = format!("http://{admin_addr}");
         let (tx, rx) = oneshot::channel::<()>();
         let listeners = cccgate_server::Listeners {
             grpc: listener,
