@@ -9,7 +9,7 @@
 //!    itself: read, verify, swap) and until the last CHANGED message arrived, and the ratio;
 //! 4. `CheckStream` throughput with the `bench grpc --mode stream` driver (8 streams over 2
 //!    connections, chunks of 1,000, as fast as answered) for S seconds with the delta
-//!    swapped in halfway: with no watches, with W watched (their CHANGED messages read as
+//!    swapped in after a quarter of it: with no watches, with W watched (their CHANGED messages read as
 //!    they come), and with none again once the watch stream ended; the ratios.
 //!
 //! `cargo run --release -p cccgate-e2e --example watch_bench -- [W] [S] [DIR]` (defaults
@@ -122,13 +122,14 @@ fn resequence(from: &Path, sequence: u64, dir: &Path) -> Result<PathBuf, BenchEr
     Ok(path)
 }
 
-/// One `CheckStream` run of `secs` seconds with `swap` published halfway; checks per second.
+/// One `CheckStream` run of `secs` seconds with `swap` published after a quarter of it;
+/// checks per second, and when the swap returned (from the start of the run).
 async fn stream_load(
     su: &Setup,
     gw: &EmbeddedGateway,
     secs: f64,
     swap: (&Path, u64),
-) -> Result<f64, BenchError> {
+) -> Result<(f64, Instant), BenchError> {
     let d = Drive {
         label: "grpc stream".into(),
         rpc: Rpc::Stream,
@@ -141,9 +142,10 @@ async fn stream_load(
         swaps: false,
         progress: Mode::Off,
     };
-    let (driven, ()) = drive(su, &d, async |_| {
-        tokio::time::sleep(Duration::from_secs_f64(secs / 2.0)).await;
-        gw.publish(swap.0, swap.1).await.map_err(bench_err)
+    let (driven, swapped) = drive(su, &d, async |_| {
+        tokio::time::sleep(Duration::from_secs_f64(secs / 4.0)).await;
+        gw.publish(swap.0, swap.1).await.map_err(bench_err)?;
+        Ok(Instant::now())
     })
     .await?;
     if driven.stats.errors() > 0 {
@@ -152,7 +154,7 @@ async fn stream_load(
             driven.stats.errors()
         )));
     }
-    Ok(driven.stats.checks() as f64 / driven.seconds)
+    Ok((driven.stats.checks() as f64 / driven.seconds, swapped))
 }
 
 async fn run(
@@ -230,7 +232,7 @@ async fn run(
     }
 
     // 4a. Stream load, no watches: the delta (sequence 2) swaps in halfway.
-    let none_before = stream_load(&su, &gw, secs, (&delta, 2)).await?;
+    let (none_before, _) = stream_load(&su, &gw, secs, (&delta, 2)).await?;
     println!("CheckStream, no watches, delta swapped in: {none_before:.0} checks/s");
 
     // 2. W watched listings over one stream.
@@ -245,6 +247,7 @@ async fn run(
     let sender = tokio::spawn(async move {
         let mut g = GeneratedListing::default();
         let mut k = 0usize;
+        let mut text = 0u64;
         while k < w {
             let n = ADD_CHUNK.min(w - k);
             let add = (0..n)
@@ -252,6 +255,10 @@ async fn run(
                     gen_w.fill(&mut g);
                     let mut l = Listing::from(g.event.clone());
                     l.listing_id = format!("w{:010}", k + i);
+                    text += (l.listing_id.len()
+                        + l.merchant_id.len()
+                        + l.certificate_number.len()
+                        + l.model.len()) as u64;
                     l
                 })
                 .collect();
@@ -267,7 +274,7 @@ async fn run(
             }
             k += n;
         }
-        tx
+        (tx, text)
     });
     let t = Instant::now();
     let (mut initial, mut refused) = (0usize, 0usize);
@@ -288,13 +295,15 @@ async fn run(
         }
     }
     let add_secs = t.elapsed().as_secs_f64();
-    let tx = sender.await.map_err(bench_err)?;
+    let (tx, text) = sender.await.map_err(bench_err)?;
     let after = rss().0;
     let watched = w - refused;
     println!(
         "watched: {watched} listings ({refused} refused as bad) added in {add_secs:.1} s \
-         ({:.0}/s); resident memory {:.0} -> {:.0} MiB: +{:.0} MiB, {:.0} bytes per watched listing",
+         ({:.0}/s; their text, id + merchant + number + model, {:.1} bytes on average); \
+         resident memory {:.0} -> {:.0} MiB: +{:.0} MiB, {:.0} bytes per watched listing",
         watched as f64 / add_secs,
+        text as f64 / w.max(1) as f64,
         mib(before),
         mib(after),
         mib(after.saturating_sub(before)),
@@ -329,18 +338,42 @@ async fn run(
     // 4b. Stream load with W watched; the CHANGED messages are read as they come.
     let seq4 = resequence(&delta, 4, &built)?;
     let counted = Arc::new(AtomicU64::new(0));
+    let (last_tx, last_rx) = tokio::sync::watch::channel(None::<Instant>);
     let reader = tokio::spawn({
         let counted = Arc::clone(&counted);
         async move {
             while let Ok(Some(m)) = stream.message().await {
-                counted.fetch_add(m.results.len() as u64, Ordering::Relaxed);
+                if counted.fetch_add(m.results.len() as u64, Ordering::Relaxed)
+                    + m.results.len() as u64
+                    >= changed as u64
+                {
+                    last_tx.send_replace(Some(Instant::now()));
+                }
             }
         }
     });
-    let watching = stream_load(&su, &gw, secs, (&seq4, 4)).await?;
+    let started = Instant::now();
+    let (watching, swapped) = stream_load(&su, &gw, secs, (&seq4, 4)).await?;
+    let ended = Instant::now();
+    // The swap's CHANGED verdicts (as many as the swap back gave), bounded wait.
+    let mut last_rx = last_rx;
+    let _ = tokio::time::timeout(Duration::from_secs(60), last_rx.wait_for(Option::is_some)).await;
+    let last = *last_rx.borrow();
     println!(
-        "CheckStream, {watched} watched, delta swapped in ({} CHANGED verdicts): {watching:.0} checks/s",
-        counted.load(Ordering::Relaxed)
+        "CheckStream, {watched} watched, delta swapped in at {:.1} s of {:.1} s ({} CHANGED \
+         verdicts, the last {}): {watching:.0} checks/s",
+        (swapped - started).as_secs_f64(),
+        (ended - started).as_secs_f64(),
+        counted.load(Ordering::Relaxed),
+        last.map_or("not within 60 s".into(), |l| format!(
+            "{:.0} ms after the swap returned{}",
+            (l - swapped).as_secs_f64() * 1e3,
+            if l > ended {
+                ", after the load ended"
+            } else {
+                ""
+            }
+        )),
     );
     drop(tx);
     reader.abort();
@@ -349,7 +382,7 @@ async fn run(
     // 4c. No watches again (the stream ended, its listings are dropped).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let seq5 = resequence(&base, 5, &built)?;
-    let none_after = stream_load(&su, &gw, secs, (&seq5, 5)).await?;
+    let (none_after, _) = stream_load(&su, &gw, secs, (&seq5, 5)).await?;
     println!("CheckStream, no watches again, delta swapped out: {none_after:.0} checks/s");
     println!(
         "ratio with {watched} watched: {:.3} to the run before, {:.3} to the run after, {:.3} to their mean",

@@ -311,9 +311,13 @@ impl Registry {
             }
             drop(listings);
             total += results.len();
-            for chunk in results.chunks(self.max_results_per_message) {
+            let mut results = results.into_iter().peekable();
+            while results.peek().is_some() {
                 let msg = WatchListingsResponse {
-                    results: chunk.to_vec(),
+                    results: results
+                        .by_ref()
+                        .take(self.max_results_per_message)
+                        .collect(),
                     snapshot_sequence: snapshot.sequence(),
                     event: WatchEvent::Changed as i32,
                 };
