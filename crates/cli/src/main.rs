@@ -5,6 +5,7 @@ mod bench;
 mod feed;
 mod load;
 mod replay;
+mod report;
 mod serve;
 mod synth;
 mod watch;
@@ -39,6 +40,9 @@ enum Command {
     Synth(synth::Command),
     /// Replay a file of listing events against a gateway and summarise the verdicts.
     Replay(Box<replay::Args>),
+    /// The regulator's report from decision logs: per month, category, reason and caller,
+    /// checks, distinct merchants and distinct listings blocked (JSON or one HTML page).
+    Report(Box<report::Args>),
     /// Print the gateway's change feed (which certificates changed, per swap and at China-time
     /// midnight) as JSON lines, until stopped.
     Watch(watch::Args),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Command::Feed(cmd) => feed::run(cmd),
         Command::Synth(cmd) => synth::run(cmd),
         Command::Replay(args) => replay::run(*args),
+        Command::Report(args) => report::run(*args),
         Command::Watch(args) => watch::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };

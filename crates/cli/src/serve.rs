@@ -218,6 +218,16 @@ pub struct Args {
     /// [default: 1000000].
     #[arg(long, env = "CCCGATE_WATCH_MAX_LISTINGS", value_name = "N")]
     watch_max_listings: Option<usize>,
+    /// Shadow evaluation: the newest valid snapshot here (verified as a reload would) is the
+    /// candidate register; a sampled share of live checks is also decided against it, off the
+    /// hot path, and disagreements are counted and logged. Never put in force by itself:
+    /// Admin.PromoteCandidate does that, Admin.DiscardCandidate drops it.
+    #[arg(long, env = "CCCGATE_CANDIDATE_DIR", value_name = "DIR")]
+    candidate_dir: Option<PathBuf>,
+    /// Share of live checks also decided against the candidate, 0 to 1 (1: every listing)
+    /// [default: 0.01].
+    #[arg(long, env = "CCCGATE_SHADOW_SAMPLE", value_name = "FRACTION")]
+    shadow_sample: Option<f64>,
 }
 
 impl Args {
@@ -277,6 +287,8 @@ impl Args {
             snapshot_sign_key: self.snapshot_sign_key.clone(),
             watch_history: self.watch_history,
             watch_max_listings: self.watch_max_listings,
+            candidate_dir: self.candidate_dir.clone(),
+            shadow_sample: self.shadow_sample,
         }
     }
 }

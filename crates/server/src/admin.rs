@@ -5,13 +5,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cccgate_proto::v1::admin_server::Admin;
 use cccgate_proto::v1::{
-    CertificateCounts, GetStatusRequest, GetStatusResponse, ReloadOutcome as WireOutcome,
-    ReloadRequest, ReloadResponse, SnapshotInfo,
+    CandidateInfo, CertificateCounts, DiscardCandidateRequest, DiscardCandidateResponse,
+    GetStatusRequest, GetStatusResponse, PromoteCandidateRequest, PromoteCandidateResponse,
+    ReloadOutcome as WireOutcome, ReloadRequest, ReloadResponse, SnapshotInfo,
 };
 use tonic::{Request, Response, Status};
 
 use crate::decision_log::DecisionLog;
 use crate::reload::{Refusal, ReloadOutcome, Reloader, Trigger};
+use crate::shadow::Shadow;
 use crate::store::Loaded;
 
 /// The Admin service.
@@ -20,6 +22,7 @@ pub(crate) struct AdminService {
     reloader: Arc<Reloader>,
     log: Option<DecisionLog>,
     passes: Arc<SharedPasses>,
+    shadow: Option<Arc<Shadow>>,
 }
 
 impl AdminService {
@@ -28,8 +31,76 @@ impl AdminService {
             reloader,
             log,
             passes: Arc::default(),
+            shadow: None,
         }
     }
+
+    /// With shadow evaluation of a candidate register.
+    pub(crate) fn with_shadow(mut self, shadow: Option<Arc<Shadow>>) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// One reload pass, shared with the calls that arrive together.
+    async fn reload_pass(&self) -> ReloadOutcome {
+        let reloader = Arc::clone(&self.reloader);
+        self.passes
+            .run(|| async move { reloader.reload(Trigger::Explicit).await })
+            .await
+    }
+
+    /// The candidate, checked against the sequence the caller expects (0: any).
+    fn candidate(&self, expected: u64) -> Result<(&Arc<Shadow>, Arc<Loaded>), Status> {
+        let shadow = self.shadow.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "no candidate register: start the gateway with --candidate-dir",
+            )
+        })?;
+        let candidate = shadow.candidate().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no candidate: no valid snapshot in {} newer than the last one discarded",
+                shadow.dir().display()
+            ))
+        })?;
+        let sequence = candidate.snapshot.sequence();
+        if expected != 0 && expected != sequence {
+            return Err(Status::failed_precondition(format!(
+                "the candidate is sequence {sequence}, not {expected}"
+            )));
+        }
+        Ok((shadow, candidate))
+    }
+}
+
+/// Copies a candidate file (and its signature, first) into the snapshot directory with atomic
+/// writes; returns the paths written.
+fn copy_candidate(
+    from: &std::path::Path,
+    snapshot_dir: &std::path::Path,
+    sequence: u64,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let to = cccgate_snapshot::SnapshotDir::new(snapshot_dir).snapshot_path(sequence);
+    if to.exists() {
+        return Err(format!(
+            "{} already exists: Admin.Reload decides whether it is put in force",
+            to.display()
+        ));
+    }
+    let mut written = Vec::new();
+    let sig = cccgate_loader::snapshot_signature_path(from);
+    let pairs = [
+        (sig.clone(), cccgate_loader::snapshot_signature_path(&to)),
+        (from.to_path_buf(), to),
+    ];
+    for (src, dst) in pairs {
+        if src == sig && !src.exists() {
+            continue;
+        }
+        let bytes = std::fs::read(&src).map_err(|e| format!("{}: {e}", src.display()))?;
+        cccgate_snapshot::write_file_atomic(&dst, &[&bytes]).map_err(|e| e.to_string())?;
+        written.push(dst);
+    }
+    Ok(written)
 }
 
 /// `Reload` calls that arrive together share one pass: a call waits for the pass in progress
@@ -116,6 +187,91 @@ impl Admin for AdminService {
             reloads_loaded: state.loaded.load(Ordering::Relaxed),
             reloads_refused: state.refused.load(Ordering::Relaxed),
             decision_log_dropped: self.log.as_ref().map_or(0, DecisionLog::dropped),
+            candidate: self.shadow.as_ref().and_then(|shadow| {
+                shadow.candidate().map(|c| CandidateInfo {
+                    snapshot: Some(snapshot_info(&c)),
+                    sample: shadow.sample(),
+                    shadow_checks: shadow.checks.load(Ordering::Relaxed),
+                    disagreements: shadow.disagreements.load(Ordering::Relaxed),
+                    dropped: shadow.dropped.load(Ordering::Relaxed),
+                })
+            }),
+        }))
+    }
+
+    async fn promote_candidate(
+        &self,
+        req: Request<PromoteCandidateRequest>,
+    ) -> Result<Response<PromoteCandidateResponse>, Status> {
+        let (shadow, candidate) = self.candidate(req.into_inner().expected_sequence)?;
+        let sequence = candidate.snapshot.sequence();
+        let reader = self.reloader.reader();
+        let Some(dir) = self
+            .reloader
+            .snapshot_dir()
+            .map(std::path::Path::to_path_buf)
+        else {
+            return Err(Status::failed_precondition(
+                "no snapshot directory (the embedded sample is served): nowhere to put the candidate in force from",
+            ));
+        };
+        if let Some(in_force) = reader.sequence()
+            && sequence <= in_force
+        {
+            return Err(Status::failed_precondition(format!(
+                "candidate {sequence} is not above the snapshot in force ({in_force}): a reload would not put it in force"
+            )));
+        }
+        let from = std::path::PathBuf::from(&candidate.origin);
+        let written = tokio::task::spawn_blocking(move || copy_candidate(&from, &dir, sequence))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(format!("candidate {sequence}: {e}")))?;
+        let outcome = self.reload_pass().await;
+        let now = reader.load_full();
+        if let Some(l) = now.as_ref().filter(|l| {
+            l.snapshot.sequence() == sequence
+                && l.snapshot.content_id() == candidate.snapshot.content_id()
+        }) {
+            shadow.promoted(&candidate);
+            return Ok(Response::new(PromoteCandidateResponse {
+                snapshot_sequence: sequence,
+                message: format!("candidate {sequence} is in force, from {}", l.origin),
+            }));
+        }
+        // Not in force: the files copied are taken back, and the refusal is the answer.
+        for path in &written {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a refused candidate's copy");
+            }
+        }
+        let in_force = now.map_or(0, |l| l.snapshot.sequence());
+        let why = match outcome {
+            ReloadOutcome::Refused(r) => r.reason,
+            other => format!("the reload pass ended {other:?}"),
+        };
+        Err(Status::failed_precondition(format!(
+            "candidate {sequence} refused: {why}; snapshot {in_force} stays in force"
+        )))
+    }
+
+    async fn discard_candidate(
+        &self,
+        req: Request<DiscardCandidateRequest>,
+    ) -> Result<Response<DiscardCandidateResponse>, Status> {
+        let (shadow, candidate) = self.candidate(req.into_inner().expected_sequence)?;
+        let sequence = candidate.snapshot.sequence();
+        if !shadow.discard(&candidate) {
+            return Err(Status::failed_precondition(
+                "the candidate changed meanwhile; look at GetStatus and try again",
+            ));
+        }
+        Ok(Response::new(DiscardCandidateResponse {
+            discarded_sequence: sequence,
+            message: format!(
+                "candidate {sequence} discarded; a newer file in {} becomes the candidate at the next Reload",
+                shadow.dir().display()
+            ),
         }))
     }
 
@@ -123,11 +279,11 @@ impl Admin for AdminService {
         &self,
         _req: Request<ReloadRequest>,
     ) -> Result<Response<ReloadResponse>, Status> {
-        let reloader = Arc::clone(&self.reloader);
-        let outcome = self
-            .passes
-            .run(|| async move { reloader.reload(Trigger::Explicit).await })
-            .await;
+        let outcome = self.reload_pass().await;
+        if let Some(shadow) = &self.shadow {
+            let (shadow, reloader) = (Arc::clone(shadow), Arc::clone(&self.reloader));
+            let _ = tokio::task::spawn_blocking(move || shadow.refresh(&reloader)).await;
+        }
         let sequence = self.reloader.reader().sequence().unwrap_or(0);
         let (outcome, message) = match outcome {
             ReloadOutcome::Loaded { sequence, origin } => (

@@ -161,6 +161,10 @@ pub struct ConfigLayer {
     pub watch_history: Option<usize>,
     /// Listings one caller may watch at once (`WatchListings`), over all its streams.
     pub watch_max_listings: Option<usize>,
+    /// Directory whose newest valid snapshot is the candidate register (shadow evaluation).
+    pub candidate_dir: Option<PathBuf>,
+    /// Share of live checks also decided against the candidate, 0 to 1.
+    pub shadow_sample: Option<f64>,
 }
 
 /// Why settings cannot be used.
@@ -268,6 +272,10 @@ pub struct Config {
     pub watch_max_listings: usize,
     /// The clock of the change feed's days and of watched listings (tests set their own).
     pub clock: crate::watch::SharedClock,
+    /// Candidate register directory (shadow evaluation); `None`: none.
+    pub candidate_dir: Option<PathBuf>,
+    /// Share of live checks also decided against the candidate.
+    pub shadow_sample: f64,
 }
 
 /// Request limits.
@@ -510,6 +518,20 @@ impl Config {
                 message: "drop_dir with snapshot_public_key needs snapshot_sign_key: the snapshots the gateway builds must be signed to be served again".into(),
             });
         }
+        let candidate_dir = pick!(candidate_dir);
+        if candidate_dir.is_some() && candidate_dir == snapshot_dir {
+            return Err(ConfigError::Invalid {
+                key: "candidate_dir",
+                message: "must not be the snapshot directory: its snapshots would be put in force by themselves".into(),
+            });
+        }
+        let shadow_sample = pick!(shadow_sample).unwrap_or(crate::shadow::DEFAULT_SAMPLE);
+        if !(0.0..=1.0).contains(&shadow_sample) {
+            return Err(ConfigError::Invalid {
+                key: "shadow_sample",
+                message: format!("{shadow_sample} is not a fraction between 0 and 1"),
+            });
+        }
         let drop_shrink_threshold =
             pick!(drop_shrink_threshold).unwrap_or(cccgate_loader::DEFAULT_SHRINK_THRESHOLD);
         if !(0.0..=1.0).contains(&drop_shrink_threshold) {
@@ -578,6 +600,8 @@ impl Config {
             watch_max_listings: pick!(watch_max_listings)
                 .unwrap_or(crate::watch::DEFAULT_MAX_LISTINGS),
             clock: std::sync::Arc::new(crate::watch::SystemClock),
+            candidate_dir,
+            shadow_sample,
         })
     }
 
@@ -719,6 +743,25 @@ mod tests {
         }])
         .unwrap_err();
         assert!(err.to_string().starts_with("drop_dir"), "{err}");
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let err = Config::resolve(&[ConfigLayer {
+                shadow_sample: Some(bad),
+                ..Default::default()
+            }])
+            .unwrap_err();
+            assert!(err.to_string().starts_with("shadow_sample"), "{err}");
+        }
+        let err = Config::resolve(&[ConfigLayer {
+            snapshot_dir: Some("snaps".into()),
+            candidate_dir: Some("snaps".into()),
+            ..Default::default()
+        }])
+        .unwrap_err();
+        assert!(err.to_string().starts_with("candidate_dir"), "{err}");
+        let c = toml("candidate_dir = \"cands\"\nshadow_sample = 1\n");
+        let c = Config::resolve(&[c]).unwrap();
+        assert_eq!(c.shadow_sample, 1.0);
+        assert_eq!(Config::default().shadow_sample, 0.01);
     }
 
     #[test]

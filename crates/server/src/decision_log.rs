@@ -32,6 +32,8 @@ use tokio::task::JoinHandle;
 pub(crate) struct Entry {
     pub listing_id: String,
     pub merchant_id: String,
+    /// The listing's product code as sent (cut to its limit), for the report's categories.
+    pub product_code: String,
     pub outcome: Outcome,
 }
 
@@ -122,7 +124,8 @@ fn estimate(batch: &Batch) -> u64 {
                 Outcome::Verdict { .. } => 0,
             };
             // Field names, decision, reason, numbers: under 200 bytes; strings may be escaped.
-            200 + 2 * (e.listing_id.len() + e.merchant_id.len() + extra) as u64
+            200 + 2
+                * (e.listing_id.len() + e.merchant_id.len() + e.product_code.len() + extra) as u64
         })
         .sum()
 }
@@ -421,6 +424,8 @@ pub fn read_merchant_key(path: &Path) -> Result<Vec<u8>, DecisionLogError> {
 struct Line<'a> {
     listing_id: &'a str,
     merchant_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    product_code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     decision: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -448,6 +453,7 @@ pub(crate) fn format_batch(batch: &Batch, merchant_key: Option<&[u8]>, out: &mut
             } => Line {
                 listing_id: &e.listing_id,
                 merchant_id: &merchant_id,
+                product_code: &e.product_code,
                 decision: Some(decision.as_str()),
                 reason: Some(reason.as_str()),
                 snapshot_sequence: batch.snapshot_sequence,
@@ -460,6 +466,7 @@ pub(crate) fn format_batch(batch: &Batch, merchant_key: Option<&[u8]>, out: &mut
             Outcome::Error { field, message } => Line {
                 listing_id: &e.listing_id,
                 merchant_id: &merchant_id,
+                product_code: &e.product_code,
                 decision: None,
                 reason: None,
                 snapshot_sequence: batch.snapshot_sequence,
@@ -491,6 +498,7 @@ mod tests {
                 Entry {
                     listing_id: "L1".into(),
                     merchant_id: "M1".into(),
+                    product_code: "0901".into(),
                     outcome: Outcome::Verdict {
                         decision: Decision::Block,
                         reason: Reason::CertificateRevoked,
@@ -500,6 +508,7 @@ mod tests {
                 Entry {
                     listing_id: "L2".into(),
                     merchant_id: String::new(),
+                    product_code: "0901".into(),
                     outcome: Outcome::Error {
                         field: "merchant_id",
                         message: "merchant_id is required".into(),
@@ -544,6 +553,7 @@ mod tests {
                 Entry {
                     listing_id: "L".into(),
                     merchant_id: "M".into(),
+                    product_code: "0901".into(),
                     outcome: Outcome::Error {
                         field: "x",
                         message: String::new(),
@@ -573,6 +583,7 @@ mod tests {
                 entries: vec![Entry {
                     listing_id: format!("L{i}"),
                     merchant_id: "M".into(),
+                    product_code: "0901".into(),
                     outcome: Outcome::Verdict {
                         decision: Decision::Allow,
                         reason: Reason::NotInCatalogue,
@@ -592,6 +603,7 @@ mod tests {
         Entry {
             listing_id: format!("L{i:06}"),
             merchant_id: merchant.into(),
+            product_code: "0901".into(),
             outcome: Outcome::Verdict {
                 decision: Decision::Allow,
                 reason: Reason::NotInCatalogue,

@@ -34,6 +34,7 @@ mod public;
 pub mod reload;
 pub mod sample;
 mod service;
+mod shadow;
 pub mod store;
 mod tls;
 pub mod watch;
@@ -228,12 +229,18 @@ pub async fn run_with(
         }
         None => (None, None),
     };
-    let ctx = Arc::new(service::CheckContext::new(
-        reader.clone(),
-        config.policy,
-        config.limits,
-        log.clone(),
-    ));
+    // Shadow evaluation: the candidate is looked for in the background, like the first snapshot.
+    let shadow = config.candidate_dir.as_ref().map(|dir| {
+        let (shadow, _worker) =
+            shadow::Shadow::start(dir.clone(), config.shadow_sample, config.policy);
+        let (s, r) = (Arc::clone(&shadow), Arc::clone(&reloader));
+        tokio::task::spawn_blocking(move || s.refresh(&r));
+        shadow
+    });
+    let mut ctx =
+        service::CheckContext::new(reader.clone(), config.policy, config.limits, log.clone());
+    ctx.shadow = shadow.clone();
+    let ctx = Arc::new(ctx);
     let overrides = config.policy_overrides();
     tracing::info!(
         addr = %listeners.grpc.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
@@ -319,7 +326,8 @@ pub async fn run_with(
         ))
     });
     let check = public::PublicCheck::new(Arc::clone(&ctx), auth).with_watch(Arc::clone(&watch_hub));
-    let admin = AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log));
+    let admin =
+        AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log).with_shadow(shadow));
     drop(ctx);
 
     let mut builder = tonic::transport::Server::builder()

@@ -254,7 +254,7 @@ impl Reloader {
 
     /// Loads a snapshot file and checks it: the sequence its name says, and the signature
     /// (over the bytes loaded, not the file) when a public key is configured.
-    fn open_checked(&self, path: &Path, sequence: u64) -> Result<Snapshot, String> {
+    pub(crate) fn open_checked(&self, path: &Path, sequence: u64) -> Result<Snapshot, String> {
         // Copied into private memory: never a mapping another process can truncate.
         let s = Snapshot::load(path).map_err(|e| e.to_string())?;
         if s.sequence() != sequence {
@@ -294,6 +294,11 @@ impl Reloader {
     /// A reader of the store this reloader writes.
     pub fn reader(&self) -> SnapshotReader {
         self.writer.reader()
+    }
+
+    /// The snapshot directory, if any.
+    pub fn snapshot_dir(&self) -> Option<&Path> {
+        self.snapshot_dir.as_deref()
     }
 
     /// Whether there is any directory to look in.

@@ -113,6 +113,8 @@ pub(crate) struct CheckContext {
     pub log: Option<DecisionLog>,
     pub in_flight: Arc<Semaphore>,
     pub streams: Arc<Semaphore>,
+    /// Shadow evaluation of a candidate register (`--candidate-dir`), if any.
+    pub shadow: Option<Arc<crate::shadow::Shadow>>,
 }
 
 impl CheckContext {
@@ -130,6 +132,15 @@ impl CheckContext {
             log,
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             streams: Arc::new(Semaphore::new(limits.max_open_streams)),
+            shadow: None,
+        }
+    }
+
+    /// The shadow hook: one branch without a candidate, a thread-local draw with one.
+    #[inline]
+    fn shadow(&self, wire: &WireListing, reason: cccgate_core::Reason, day: Day) {
+        if let Some(shadow) = &self.shadow {
+            shadow.consider(wire, reason, day);
         }
     }
 
@@ -175,6 +186,7 @@ impl CheckContext {
         }
         check_all(&loaded.snapshot, &valid, &self.policy, |k, v| {
             tally.verdict(v.reason);
+            self.shadow(wires[k], v.reason, day);
             if let Some(entries) = log {
                 entries.push(log_verdict(wires[k], &v));
             }
@@ -197,6 +209,7 @@ impl CheckContext {
             Ok(listing) => {
                 let v = check(&loaded.snapshot, &listing, &self.policy);
                 tally.verdict(v.reason);
+                self.shadow(wire, v.reason, day);
                 if let Some(entries) = log {
                     entries.push(log_verdict(wire, &v));
                 }
@@ -385,6 +398,7 @@ fn log_verdict(wire: &WireListing, v: &cccgate_core::Verdict<'_>) -> decision_lo
     decision_log::Entry {
         listing_id: wire.listing_id.clone(),
         merchant_id: wire.merchant_id.clone(),
+        product_code: wire.product_code.clone(),
         outcome: decision_log::Outcome::Verdict {
             decision: v.decision,
             reason: v.reason,
@@ -397,6 +411,7 @@ fn log_error(wire: &WireListing, invalid: &InvalidListing) -> decision_log::Entr
     decision_log::Entry {
         listing_id: invalid.listing_id.clone(),
         merchant_id: cut(&wire.merchant_id, cccgate_core::ID_MAX_BYTES).to_owned(),
+        product_code: cut(&wire.product_code, 16).to_owned(),
         outcome: decision_log::Outcome::Error {
             field: invalid.field(),
             message: invalid.error.to_string(),
