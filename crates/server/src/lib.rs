@@ -308,7 +308,8 @@ pub async fn run_with(
     let watch_task = tokio::spawn(watch::run(Arc::clone(&watch_hub), swaps));
     let metrics_task = listeners.metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "metrics on http://{addr}/metrics, console on http://{addr}/");
+            tracing::info!(%addr, "metrics on http://{addr}/metrics");
+            tracing::info!(%addr, "operators' console on http://{addr}/");
         }
         let console = console::Console::new(
             Arc::clone(&reloader),
