@@ -290,3 +290,54 @@ async fn status(gw: &TestGateway) -> cccgate_proto::v1::GetStatusResponse {
         .unwrap()
         .into_inner()
 }
+
+#[tokio::test]
+async fn a_connection_past_its_maximum_age_is_closed_and_its_client_reconnects() {
+    let (gw, _dir) = gateway(ConfigLayer {
+        max_connection_age_ms: Some(300),
+        max_connection_age_grace_ms: Some(300),
+        ..Default::default()
+    })
+    .await;
+    let channel = gw.channel().await;
+    // A stream kept busy: the age ends it however active it is (after the grace period), so
+    // long-lived clients come back through the load balancer and reach new replicas.
+    let (tx, mut out) = open_stream(channel.clone()).await.expect("opens");
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    let end = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the stream outlived its connection's age by far"
+        );
+        if tx.send(one(&format!("S{answered}"))).await.is_err() {
+            break out.message().await.err();
+        }
+        match tokio::time::timeout(Duration::from_secs(10), out.message())
+            .await
+            .expect("an answer or an end within 10 s")
+        {
+            Ok(Some(_)) => answered += 1,
+            Ok(None) => break None,
+            Err(s) => break Some(s),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(answered > 0, "the stream served before its connection aged");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "ended after {:?}, before the maximum age: {end:?}",
+        started.elapsed()
+    );
+    // The same channel connects again on its own: the next call succeeds.
+    let mut client = ListingCheckClient::new(channel);
+    let mut ok = false;
+    for _ in 0..100 {
+        if client.check(one("after")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "the client reconnected");
+}

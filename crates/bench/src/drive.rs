@@ -89,7 +89,7 @@ pub async fn drive<T>(
     d: &Drive,
     during: impl AsyncFnOnce(Arc<RunShared>) -> Result<T, BenchError>,
 ) -> Result<(Driven, T), BenchError> {
-    let gateway = Gateway::connect(&su.target, d.connections).await?;
+    let gateway = Gateway::connect_with(&su.target, d.connections, &su.credentials).await?;
     let planned = d.planned.map_or(u64::MAX, |p| p.max(1));
     let senders = d.senders.max(1);
     let done = Arc::new(AtomicU64::new(0));

@@ -206,6 +206,11 @@ impl EmbeddedGateway {
         &self.target
     }
 
+    /// `http://127.0.0.1:<port>` of the admin plane.
+    pub fn admin_target(&self) -> &str {
+        &self.admin_target
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use cccgate_synth::{Profile, RegisterSpec};
 
+use cccgate_client::connect::Credentials;
 use cccgate_client::progress::Mode;
 use cccgate_client::summary::{Latency, micros, thousands};
 use cccgate_client::wire::Rpc;
@@ -35,7 +36,8 @@ use cccgate_client::wire::Rpc;
 use crate::drive::{Drive, Driven, Pacing, drive};
 use crate::embedded::{EmbeddedError, EmbeddedGateway};
 use crate::load::{LoadStats, RunShared, resident_bytes};
-use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup};
+use crate::secure::{Comparison, SecureFiles, compare, secure_dir, start_secure_twin};
+use crate::setup::{BenchError, GatewayChoice, block_on_runtimes, setup_with};
 use crate::soak::{Soak, SoakRecorder};
 use crate::swap::SwapRing;
 
@@ -86,6 +88,31 @@ impl fmt::Display for GrpcMode {
     }
 }
 
+/// How the embedded gateway is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// Plaintext, no token.
+    Plain,
+    /// TLS on (a CA and certificate made for the run) and a caller token required.
+    TlsTokens,
+    /// Both, in alternating rounds of one run, compared ([`crate::secure::compare`]).
+    Compare,
+}
+
+impl FromStr for Security {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "plain" | "plaintext" => Ok(Security::Plain),
+            "tls-tokens" | "secure" => Ok(Security::TlsTokens),
+            "compare" => Ok(Security::Compare),
+            _ => Err(format!(
+                "security {s:?}: expected plain, tls-tokens or compare"
+            )),
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct GrpcConfig {
@@ -118,6 +145,12 @@ pub struct GrpcConfig {
     pub swap_every: Duration,
     /// Progress on stderr.
     pub progress: Mode,
+    /// TLS and tokens on the embedded gateway.
+    pub security: Security,
+    /// Rounds of each side ([`Security::Compare`]).
+    pub rounds: usize,
+    /// What the senders present to a `--target` gateway.
+    pub credentials: Credentials,
 }
 
 impl GrpcConfig {
@@ -143,6 +176,9 @@ impl GrpcConfig {
             swaps: 10,
             swap_every: Duration::from_secs(3),
             progress: Mode::auto(Duration::from_secs(10)),
+            security: Security::Plain,
+            rounds: 3,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -375,14 +411,40 @@ pub async fn run_grpc(
             "swap mode needs --embedded (it swaps the gateway's snapshots itself)".into(),
         ));
     }
-    let su = setup(
+    let secure = match (&cfg.gateway, cfg.security) {
+        (_, Security::Plain) => None,
+        (GatewayChoice::Embedded { cache_dir }, Security::TlsTokens) => {
+            Some(SecureFiles::create(&secure_dir(cache_dir), &["bench"])?)
+        }
+        (_, Security::Compare) => {
+            return Err(BenchError::Invalid(
+                "--security compare runs through run_compare".into(),
+            ));
+        }
+        (GatewayChoice::Target(_), _) => {
+            return Err(BenchError::Invalid(
+                "--security is for the embedded gateway; a --target gateway is reached with --ca-file and --token".into(),
+            ));
+        }
+    };
+    let mut su = setup_with(
         &cfg.gateway,
         cfg.register,
         cfg.profile,
         cfg.listing_seed,
         gateway_rt,
+        |c| {
+            if let Some(f) = &secure {
+                f.configure(c);
+            }
+        },
     )
     .await?;
+    su.credentials = cfg.credentials.clone();
+    if let (Some(f), Some(gw)) = (&secure, &su.embedded) {
+        su.target = format!("https://{}", gw.addr());
+        su.credentials = f.credentials("bench")?;
+    }
     // Swap mode: the first snapshot to swap in (the alternate register) is built before the
     // load starts; the others are prepared one at a time while the previous one serves.
     let ring = match (&su.embedded, cfg.mode) {
@@ -402,22 +464,7 @@ pub async fn run_grpc(
     };
     // Swap mode without --seconds runs until the swap loop is done (every swap, then one more
     // interval of load), however long preparing and publishing take on a busy machine.
-    let duration = match (cfg.mode, cfg.seconds) {
-        (_, Some(s)) => Some(Duration::from_secs_f64(s)),
-        _ => None,
-    };
-    let d = Drive {
-        label: format!("grpc {}", cfg.mode),
-        rpc: cfg.mode.rpc(),
-        chunk: cfg.chunk,
-        senders: cfg.concurrency,
-        connections: cfg.connections,
-        planned: (duration.is_none() && cfg.mode != GrpcMode::Swap).then_some(cfg.checks),
-        duration,
-        pacing: cfg.rate.map_or(Pacing::Max, Pacing::Rate),
-        swaps: cfg.mode == GrpcMode::Swap,
-        progress: cfg.progress,
-    };
+    let d = plan(cfg);
     let swapping = su.embedded.as_ref().zip(ring);
     let (
         Driven {
@@ -462,6 +509,69 @@ pub async fn run_grpc(
         target: su.target,
         stats,
     })
+}
+
+fn plan(cfg: &GrpcConfig) -> Drive {
+    let duration = cfg.seconds.map(Duration::from_secs_f64);
+    Drive {
+        label: format!("grpc {}", cfg.mode),
+        rpc: cfg.mode.rpc(),
+        chunk: cfg.chunk,
+        senders: cfg.concurrency,
+        connections: cfg.connections,
+        planned: (duration.is_none() && cfg.mode != GrpcMode::Swap).then_some(cfg.checks),
+        duration,
+        pacing: cfg.rate.map_or(Pacing::Max, Pacing::Rate),
+        swaps: cfg.mode == GrpcMode::Swap,
+        progress: cfg.progress,
+    }
+}
+
+/// [`run_compare`] on runtimes of its own.
+pub fn run_compare_blocking(
+    cfg: &GrpcConfig,
+    client_threads: usize,
+    gateway_threads: Option<usize>,
+) -> Result<Comparison, BenchError> {
+    block_on_runtimes("grpc-client", client_threads, gateway_threads, async |h| {
+        run_compare(cfg, h).await
+    })
+}
+
+/// The load of `cfg` against a plaintext embedded gateway and against one with TLS and
+/// tokens on, over the same snapshot, `cfg.rounds` times each, alternating.
+pub async fn run_compare(
+    cfg: &GrpcConfig,
+    gateway_rt: &tokio::runtime::Handle,
+) -> Result<Comparison, BenchError> {
+    let GatewayChoice::Embedded { cache_dir } = &cfg.gateway else {
+        return Err(BenchError::Invalid(
+            "--security compare starts both gateways itself: no --target".into(),
+        ));
+    };
+    if cfg.mode == GrpcMode::Swap || cfg.concurrency == 0 || cfg.chunk == 0 {
+        return Err(BenchError::Invalid(
+            "--security compare goes with --mode stream, batch or unary, --chunk and --concurrency at least 1".into(),
+        ));
+    }
+    let files = SecureFiles::create(&secure_dir(cache_dir), &["bench"])?;
+    let mut su = setup_with(
+        &cfg.gateway,
+        cfg.register,
+        cfg.profile,
+        cfg.listing_seed,
+        gateway_rt,
+        |_| {},
+    )
+    .await?;
+    let (twin, target) = start_secure_twin(&su, &files, gateway_rt).await?;
+    let credentials = files.credentials("bench")?;
+    let out = compare(&mut su, &plan(cfg), &target, &credentials, cfg.rounds).await;
+    let _ = twin.stop().await;
+    if let Some(gw) = su.embedded.take() {
+        let _ = gw.stop().await;
+    }
+    out
 }
 
 /// The sequence of the first snapshot swapped in (the base is 1).

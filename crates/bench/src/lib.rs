@@ -6,10 +6,13 @@
 //! - [`year`]: a profile's year of checks (2021: 81.769M) generated on the fly, paced along
 //!   the year's curve ([`pace`]) or as fast as the gateway answers, every verdict checked
 //!   against the reason the generator expects.
+//! - [`attack`]: a normal caller's p99 while the gateway is attacked, against none.
 //! - [`drive`]: the one run driver both load benchmarks use: connect, start the senders
 //!   ([`load`]), sample the rate, join, count.
 //! - [`swap`]: the snapshots the swap benchmark swaps in, in the disk of three; [`soak`]:
 //!   the process's memory, descriptors, threads and disk sampled over a long run.
+//! - [`secure`]: TLS and caller tokens for an embedded gateway, and the cost of them.
+//! - [`snapload`]: what loading a snapshot into private memory costs at a swap.
 //! - [`setup`]: the gateway to load (a URL, or [`embedded`]: the real gateway started
 //!   in-process over a cached synthetic snapshot) and the listing stream of its register.
 //!
@@ -17,13 +20,16 @@
 
 #![deny(missing_docs)]
 
+pub mod attack;
 pub mod drive;
 pub mod embedded;
 pub mod engine;
 pub mod grpc;
 pub mod load;
 pub mod pace;
+pub mod secure;
 pub mod setup;
+pub mod snapload;
 pub mod soak;
 pub mod swap;
 pub mod year;

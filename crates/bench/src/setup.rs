@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use cccgate_synth::{ListingGenerator, Profile, RegisterSpec};
 
 use crate::embedded::{EmbeddedError, EmbeddedGateway, embedded_config, register_snapshot};
-use cccgate_client::connect::ConnectError;
+use cccgate_client::connect::{ConnectError, Credentials};
 
 /// Which gateway a benchmark loads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +61,8 @@ pub enum BenchError {
 pub struct Setup {
     /// The gateway's URL.
     pub target: String,
+    /// What the senders present to it (TLS trust, token).
+    pub credentials: Credentials,
     /// The embedded gateway, if one was started (stopped when dropped).
     pub embedded: Option<EmbeddedGateway>,
     /// The listing stream over the register.
@@ -122,6 +124,7 @@ pub async fn setup_with(
     };
     Ok(Setup {
         target,
+        credentials: Credentials::default(),
         embedded,
         generator,
         setup_seconds: start.elapsed().as_secs_f64(),

@@ -5,7 +5,13 @@
 //! are handed back undecoded (a [`Bytes`] that shares the received buffer), to be read in place
 //! by [`crate::wire::ResponseView`]. Several HTTP/2 connections spread the work of a fast
 //! client over the runtime's threads; streams and calls are assigned to them round robin.
+//!
+//! A gateway in production runs with TLS and caller tokens (`docs/planes.md`): an `https://`
+//! target is reached over rustls, trusting the CA of [`Credentials::ca_pem`] (and presenting
+//! a client certificate for mTLS when one is given), and every call carries the caller's
+//! token as `authorization: Bearer TOKEN`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use prost::bytes::{Buf, BufMut, Bytes};
@@ -14,7 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder, Streaming};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::wire::Rpc;
@@ -42,6 +49,105 @@ pub enum ConnectError {
         /// Why.
         source: tonic::transport::Error,
     },
+    /// A credentials file cannot be read.
+    #[error("{what} {}: {source}", path.display())]
+    File {
+        /// What the file was for (`--ca-file`, ...).
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The credentials do not fit the target or each other.
+    #[error("{0}")]
+    Credentials(String),
+}
+
+/// What a client presents beyond the target URL: the CA it trusts for an `https://` target,
+/// its own certificate for mTLS, and its token.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// PEM of the CA (or CAs) that sign the gateway's certificate; needed for `https://`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM of the client's certificate chain and key, for a gateway that requires mTLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// `authorization: Bearer TOKEN`, sent on every call.
+    token: Option<AsciiMetadataValue>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token or the key.
+        f.debug_struct("Credentials")
+            .field("ca", &self.ca_pem.is_some())
+            .field("identity", &self.identity.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// Reads the CA file and the client's certificate and key (both or neither) and takes the
+    /// token, checking that it can be sent as metadata.
+    pub fn from_files(
+        ca_file: Option<&Path>,
+        client_cert: Option<&Path>,
+        client_key: Option<&Path>,
+        token: Option<&str>,
+    ) -> Result<Credentials, ConnectError> {
+        let read = |what: &'static str, path: &Path| {
+            std::fs::read(path).map_err(|source| ConnectError::File {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let ca_pem = ca_file.map(|p| read("--ca-file", p)).transpose()?;
+        let identity = match (client_cert, client_key) {
+            (Some(c), Some(k)) => Some((read("--client-cert", c)?, read("--client-key", k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(ConnectError::Credentials(
+                    "--client-cert and --client-key go together".into(),
+                ));
+            }
+        };
+        Credentials {
+            ca_pem,
+            identity,
+            token: None,
+        }
+        .with_token(token)
+    }
+
+    /// The same, sending `token` (none: no `authorization` header).
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Credentials, ConnectError> {
+        self.token = match token.map(str::trim) {
+            None | Some("") => None,
+            Some(t) => {
+                let mut v = AsciiMetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
+                    ConnectError::Credentials(
+                        "the token is not printable ASCII (it goes into an HTTP header)".into(),
+                    )
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(self)
+    }
+
+    /// Whether a token is sent.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    fn attach<T>(&self, request: &mut tonic::Request<T>) {
+        if let Some(t) = &self.token {
+            request.metadata_mut().insert("authorization", t.clone());
+        }
+    }
 }
 
 /// A codec that sends pre-encoded messages and returns the received ones as bytes.
@@ -96,13 +202,23 @@ impl Decoder for RawDecoder {
 pub struct Gateway {
     target: String,
     channels: Vec<Channel>,
+    credentials: Credentials,
 }
 
 impl Gateway {
     /// Opens `connections` HTTP/2 connections (at least one) to `target`
     /// (`http://host:port`), failing if the first cannot be made.
     pub async fn connect(target: &str, connections: usize) -> Result<Gateway, ConnectError> {
-        let endpoint = endpoint(target)?;
+        Self::connect_with(target, connections, &Credentials::default()).await
+    }
+
+    /// [`Gateway::connect`] with TLS settings and a token.
+    pub async fn connect_with(
+        target: &str,
+        connections: usize,
+        credentials: &Credentials,
+    ) -> Result<Gateway, ConnectError> {
+        let endpoint = endpoint(target, credentials)?;
         let mut channels = Vec::new();
         for _ in 0..connections.max(1) {
             let ch = endpoint
@@ -117,18 +233,29 @@ impl Gateway {
         Ok(Gateway {
             target: target.to_owned(),
             channels,
+            credentials: credentials.clone(),
         })
     }
 
     /// Like [`Gateway::connect`], but connects on first use (and again after each loss),
     /// so a gateway that is down now can serve later calls.
     pub fn connect_lazy(target: &str, connections: usize) -> Result<Gateway, ConnectError> {
-        let endpoint = endpoint(target)?;
+        Self::connect_lazy_with(target, connections, &Credentials::default())
+    }
+
+    /// [`Gateway::connect_lazy`] with TLS settings and a token.
+    pub fn connect_lazy_with(
+        target: &str,
+        connections: usize,
+        credentials: &Credentials,
+    ) -> Result<Gateway, ConnectError> {
+        let endpoint = endpoint(target, credentials)?;
         Ok(Gateway {
             target: target.to_owned(),
             channels: (0..connections.max(1))
                 .map(|_| endpoint.connect_lazy())
                 .collect(),
+            credentials: credentials.clone(),
         })
     }
 
@@ -144,17 +271,44 @@ impl Gateway {
             grpc: Grpc::new(ch)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
+            credentials: self.credentials.clone(),
         }
     }
 }
 
-fn endpoint(target: &str) -> Result<Endpoint, ConnectError> {
+fn endpoint(target: &str, credentials: &Credentials) -> Result<Endpoint, ConnectError> {
     let bad = |source| ConnectError::BadTarget {
         target: target.to_owned(),
         source,
     };
-    Ok(Endpoint::from_shared(target.to_owned())
-        .map_err(bad)?
+    let mut endpoint = Endpoint::from_shared(target.to_owned()).map_err(bad)?;
+    let https = target.starts_with("https://");
+    match (&credentials.ca_pem, https) {
+        (Some(ca), true) => {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = &credentials.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(bad)?;
+        }
+        (None, true) => {
+            return Err(ConnectError::Credentials(format!(
+                "target {target} is https: give the CA that signs its certificate (--ca-file)"
+            )));
+        }
+        (Some(_), false) => {
+            return Err(ConnectError::Credentials(format!(
+                "--ca-file is for an https:// target, not {target}"
+            )));
+        }
+        (None, false) if credentials.identity.is_some() => {
+            return Err(ConnectError::Credentials(format!(
+                "a client certificate is for an https:// target, not {target}"
+            )));
+        }
+        (None, false) => {}
+    }
+    Ok(endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         // Large windows: a chunk of verdicts is hundreds of KB and several are in flight.
@@ -170,6 +324,7 @@ fn endpoint(target: &str) -> Result<Endpoint, ConnectError> {
 #[derive(Clone, Debug)]
 pub struct RawClient {
     grpc: Grpc<Channel>,
+    credentials: Credentials,
 }
 
 impl RawClient {
@@ -177,10 +332,9 @@ impl RawClient {
     pub async fn unary(&mut self, rpc: Rpc, request: Bytes) -> Result<Bytes, Status> {
         self.ready().await?;
         let path = PathAndQuery::from_static(rpc.path());
-        let resp = self
-            .grpc
-            .unary(tonic::Request::new(request), path, RawCodec)
-            .await?;
+        let mut request = tonic::Request::new(request);
+        self.credentials.attach(&mut request);
+        let resp = self.grpc.unary(request, path, RawCodec).await?;
         Ok(resp.into_inner())
     }
 
@@ -190,10 +344,9 @@ impl RawClient {
         self.ready().await?;
         let (tx, rx) = mpsc::channel(4);
         let path = PathAndQuery::from_static(Rpc::Stream.path());
-        let resp = self
-            .grpc
-            .streaming(tonic::Request::new(ReceiverStream::new(rx)), path, RawCodec)
-            .await?;
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        self.credentials.attach(&mut request);
+        let resp = self.grpc.streaming(request, path, RawCodec).await?;
         Ok(CheckStream {
             tx,
             rx: resp.into_inner(),

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cccgate_bench::GatewayChoice;
-use cccgate_bench::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
+use cccgate_bench::grpc::{
+    GrpcConfig, GrpcMode, Security, run_compare_blocking, run_grpc_blocking,
+};
+use cccgate_client::connect::Credentials;
 use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::replay::progress_mode;
@@ -27,6 +30,28 @@ pub struct Args {
     /// --target; required by swap).
     #[arg(long)]
     embedded: bool,
+    /// For an https:// --target: the CA (PEM) that signs the gateway's certificate.
+    #[arg(long, value_name = "PEM", requires = "target")]
+    ca_file: Option<PathBuf>,
+    /// For a --target that requires mTLS: the client's certificate chain (PEM; with
+    /// --client-key).
+    #[arg(long, value_name = "PEM", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// For a --target with --auth-tokens: the caller's token, sent as `authorization: Bearer
+    /// TOKEN` (better from the environment than the command line, where `ps` shows it).
+    #[arg(long, env = "CCCGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The embedded gateway: `plain`; `tls-tokens` (TLS with a CA and certificate made for
+    /// the run, and a caller token required, as in production); or `compare`: the same load
+    /// against both, --rounds times each in alternating order, and the throughput ratio.
+    #[arg(long, default_value = "plain")]
+    security: Security,
+    /// Rounds of each side with --security compare.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Listings to send (default: 10M; 1M for unary).
     #[arg(long)]
     checks: Option<u64>,
@@ -111,6 +136,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         swaps: args.swaps,
         swap_every: Duration::try_from_secs_f64(args.swap_every).context("--swap-every")?,
         progress: progress_mode(&args.progress, args.progress_every)?,
+        security: args.security,
+        rounds: args.rounds,
+        credentials: Credentials::from_files(
+            args.ca_file.as_deref(),
+            args.client_cert.as_deref(),
+            args.client_key.as_deref(),
+            args.token.as_deref(),
+        )?,
         ..d
     };
     let gateway_threads = match (args.gateway_threads, args.mode) {
@@ -121,6 +154,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if args.soak && args.mode != GrpcMode::Swap {
         anyhow::bail!("--soak goes with --mode swap (and `bench year`)");
+    }
+    if args.security == Security::Compare {
+        let cmp = run_compare_blocking(&cfg, args.client_threads, gateway_threads)?;
+        eprintln!("{cmp}");
+        println!("{}", cmp.last_line(&args.mode.to_string()));
+        if cmp.errors() > 0 {
+            anyhow::bail!(
+                "{} errors and mismatched verdicts (must be zero)",
+                cmp.errors()
+            );
+        }
+        return Ok(());
     }
     let report = run_grpc_blocking(&cfg, args.client_threads, gateway_threads)?;
     eprintln!("{report}");

@@ -1,7 +1,9 @@
-//! `cccgate bench`: the engine, gRPC and year benchmarks.
+//! `cccgate bench`: the engine, gRPC, attack and year benchmarks.
 
+mod attack;
 mod engine;
 mod grpc;
+mod snapload;
 mod year;
 
 use clap::Subcommand;
@@ -13,6 +15,10 @@ pub enum Command {
     Engine(engine::Args),
     /// The gRPC service on loopback.
     Grpc(grpc::Args),
+    /// A normal caller's p99 while the gateway is attacked, against no attack.
+    Attack(attack::Args),
+    /// What loading a snapshot costs at a swap: private memory against the file mapped.
+    SnapshotLoad(snapload::Args),
     /// A year of listing events of a profile (2021 or 2025), against a gateway.
     Year(year::Args),
 }
@@ -21,6 +27,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Engine(args) => engine::run(args),
         Command::Grpc(args) => grpc::run(args),
+        Command::Attack(args) => attack::run(args),
+        Command::SnapshotLoad(args) => snapload::run(args),
         Command::Year(args) => year::run(args),
     }
 }
