@@ -207,6 +207,7 @@ async fn run(
         .map_err(bench_err)?;
     let su = Setup {
         target: gw.target().to_owned(),
+        credentials: Default::default(),
         embedded: None,
         generator,
         setup_seconds: 0.0,

@@ -125,6 +125,11 @@ impl Credentials {
     pub fn with_token(mut self, token: Option<&str>) -> Result<Credentials, ConnectError> {
         self.token = match token.map(str::trim) {
             None | Some("") => None,
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                return Err(ConnectError::Credentials(
+                    "the token is not printable ASCII (it goes into an HTTP header)".into(),
+                ));
+            }
             Some(t) => {
                 let mut v = AsciiMetadataValue::try_from(format!("Bearer {t}")).map_err(|_| {
                     ConnectError::Credentials(
@@ -400,4 +405,44 @@ pub fn is_retryable(status: &Status) -> bool {
             | Code::Aborted
             | Code::Internal
     )
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_that_cannot_fit_the_target_are_refused_by_name() {
+        let none = Credentials::default();
+        let err = endpoint("https://127.0.0.1:1", &none).unwrap_err();
+        assert!(err.to_string().contains("--ca-file"), "{err}");
+        let mut ca = Credentials::default();
+        ca.ca_pem = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+        let err = endpoint("http://127.0.0.1:1", &ca).unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let err = Credentials::default()
+            .with_token(Some("caf\u{e9}"))
+            .unwrap_err();
+        assert!(err.to_string().contains("printable ASCII"), "{err}");
+        let err = Credentials::from_files(None, Some(Path::new("c.pem")), None, None).unwrap_err();
+        assert!(err.to_string().contains("--client-key"), "{err}");
+        let err = Credentials::from_files(Some(Path::new("/nonexistent/ca.pem")), None, None, None)
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn the_token_goes_on_every_call_as_a_bearer_header_and_never_into_debug_output() {
+        let c = Credentials::default().with_token(Some(" s3cret ")).unwrap();
+        assert!(c.has_token());
+        let mut req = tonic::Request::new(());
+        c.attach(&mut req);
+        assert_eq!(
+            req.metadata().get("authorization").unwrap(),
+            "Bearer s3cret"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let blank = Credentials::default().with_token(Some("  ")).unwrap();
+        assert!(!blank.has_token());
+    }
 }
