@@ -416,8 +416,10 @@ mod credential_tests {
         let none = Credentials::default();
         let err = endpoint("https://127.0.0.1:1", &none).unwrap_err();
         assert!(err.to_string().contains("--ca-file"), "{err}");
-        let mut ca = Credentials::default();
-        ca.ca_pem = Some(b"-----BEGIN CERTIFICATE-----\n".to_vec());
+        let ca = Credentials {
+            ca_pem: Some(b"-----BEGIN CERTIFICATE-----\n".to_vec()),
+            ..Credentials::default()
+        };
         let err = endpoint("http://127.0.0.1:1", &ca).unwrap_err();
         assert!(err.to_string().contains("https://"), "{err}");
         let err = Credentials::default()
