@@ -47,7 +47,7 @@ pub struct Args {
     max_bad_lines: u64,
     /// Distinct (merchant or listing, group) keys kept in memory before sorted runs are
     /// spilled to --tmp-dir (about 50 bytes each); the counts stay exact either way.
-    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    #[arg(long, value_name = "N", default_value_t = 500_000)]
     max_distinct_in_memory: usize,
     /// Directory of the spilled runs (unlinked temporary files) [default: the system's].
     #[arg(long, value_name = "DIR")]
