@@ -8,79 +8,111 @@
 //! when that much was readable), `error` and `line`, so the output keeps one line per input
 //! record, in input order.
 //!
-//! Lines are written with a small hand-rolled JSON writer into a reused buffer: no
-//! intermediate value, no allocation per verdict.
+//! Lines are serialised with serde, as the gateway's decision log is, from structs that
+//! borrow the response's bytes, straight into a reused buffer: no intermediate value, no
+//! allocation per verdict. [`LineFormatter`] keeps every line printable: control characters
+//! and DEL are escaped, `\n`, `\r` and `\t` as such and the others as `\u00XX`.
+
+use std::io;
 
 use cccgate_core::{Decision, Reason, Status};
+use serde::Serialize;
+use serde_json::ser::{CharEscape, Formatter};
 
 use crate::wire::{CertView, Outcome, ResultView};
 
-/// Whether a byte must be escaped in a JSON string (DEL too, to keep output printable).
-#[inline]
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+/// A verdict: the decision on one listing.
+#[derive(Serialize)]
+struct VerdictLine<'a> {
+    listing_id: &'a str,
+    decision: &'static str,
+    reason: &'static str,
+    snapshot_sequence: u64,
+    snapshot_content_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate_status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    product_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiry_date: Option<&'a str>,
 }
 
-/// Appends `s` as a JSON string literal.
-pub fn put_json_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    // Fast path, almost always taken: nothing to escape. The OR-reduction has no branch per
-    // byte, so it vectorises.
-    if !bytes.iter().fold(false, |acc, &b| acc | needs_escape(b)) {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    }
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !needs_escape(b) {
-            continue;
+/// A record without a verdict: a bad request (`field` set) or an unreadable record.
+#[derive(Serialize)]
+struct ErrorLine<'a> {
+    /// `null` when the record was not readable that far.
+    listing_id: Option<&'a str>,
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+    line: u64,
+}
+
+/// serde_json's compact output, with every control character and DEL escaped: `\n`, `\r`,
+/// `\t` by name, the others (backspace and form feed too) as `\u00XX`, so a line never holds
+/// a byte a terminal or a line-based tool would act on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LineFormatter;
+
+impl Formatter for LineFormatter {
+    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        // serde_json leaves DEL as it is; it is rare, so one scan finds that there is none.
+        let bytes = fragment.as_bytes();
+        if !bytes.contains(&0x7f) {
+            return writer.write_all(bytes);
         }
-        out.extend_from_slice(&bytes[start..i]);
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
+        for (i, part) in bytes.split(|&b| b == 0x7f).enumerate() {
+            if i > 0 {
+                writer.write_all(b"\\u007f")?;
             }
+            writer.write_all(part)?;
         }
-        start = i + 1;
+        Ok(())
     }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
 
-fn put_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+    fn write_char_escape<W>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()>
+    where
+        W: ?Sized + io::Write,
+    {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let control = |b: u8| {
+            [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]
+        };
+        match escape {
+            CharEscape::Quote => writer.write_all(b"\\\""),
+            CharEscape::ReverseSolidus => writer.write_all(b"\\\\"),
+            CharEscape::Solidus => writer.write_all(b"\\/"),
+            CharEscape::LineFeed => writer.write_all(b"\\n"),
+            CharEscape::CarriageReturn => writer.write_all(b"\\r"),
+            CharEscape::Tab => writer.write_all(b"\\t"),
+            CharEscape::Backspace => writer.write_all(&control(0x08)),
+            CharEscape::FormFeed => writer.write_all(&control(0x0c)),
+            CharEscape::AsciiControl(b) => writer.write_all(&control(b)),
         }
     }
-    out.extend_from_slice(&buf[i..]);
 }
 
-fn key(out: &mut Vec<u8>, first: bool, k: &str) {
-    out.extend_from_slice(if first { b"{\"" } else { b",\"" });
-    out.extend_from_slice(k.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-fn str_field(out: &mut Vec<u8>, k: &str, v: &str) {
-    key(out, false, k);
-    put_json_str(out, v);
+/// Appends `value` and a newline to `out` with [`LineFormatter`].
+fn put_line<T: Serialize>(out: &mut Vec<u8>, value: &T) {
+    let mut ser = serde_json::Serializer::with_formatter(&mut *out, LineFormatter);
+    // Plain strings and integers into a Vec: serialising cannot fail.
+    if value.serialize(&mut ser).is_ok() {
+        out.push(b'\n');
+    }
 }
 
 /// The decision of a wire decision number (`cccgate_proto`'s mapping).
@@ -108,25 +140,20 @@ pub fn put_result(out: &mut Vec<u8>, r: &ResultView<'_>, content_id: &str, line:
             sequence,
             certificate,
         } => {
-            key(out, true, "listing_id");
-            put_json_str(out, r.listing_id);
-            str_field(
-                out,
-                "decision",
-                decision_of(decision).map_or("UNSPECIFIED", Decision::as_str),
-            );
-            str_field(
-                out,
-                "reason",
-                reason_of(reason).map_or("UNSPECIFIED", Reason::as_str),
-            );
-            key(out, false, "snapshot_sequence");
-            put_u64(out, sequence);
-            str_field(out, "snapshot_content_id", content_id);
-            if let Some(c) = certificate {
-                put_certificate(out, &c);
-            }
-            out.extend_from_slice(b"}\n");
+            let c = certificate.as_ref();
+            let v = VerdictLine {
+                listing_id: r.listing_id,
+                decision: decision_of(decision).map_or("UNSPECIFIED", Decision::as_str),
+                reason: reason_of(reason).map_or("UNSPECIFIED", Reason::as_str),
+                snapshot_sequence: sequence,
+                snapshot_content_id: content_id,
+                certificate_number: c.map(|c| c.number),
+                certificate_status: c.map(|c: &CertView<'_>| status_name(c.status)),
+                product_code: c.map(|c| c.product_code),
+                producer: c.map(|c| c.producer),
+                expiry_date: c.map(|c| c.expiry_date),
+            };
+            put_line(out, &v);
         }
         Outcome::Error { field, message } => {
             put_error(out, Some(r.listing_id), message, Some(field), line);
@@ -141,14 +168,6 @@ pub fn put_result(out: &mut Vec<u8>, r: &ResultView<'_>, content_id: &str, line:
     }
 }
 
-fn put_certificate(out: &mut Vec<u8>, c: &CertView<'_>) {
-    str_field(out, "certificate_number", c.number);
-    str_field(out, "certificate_status", status_name(c.status));
-    str_field(out, "product_code", c.product_code);
-    str_field(out, "producer", c.producer);
-    str_field(out, "expiry_date", c.expiry_date);
-}
-
 /// Appends an error line: a bad request (`field` set) or an unreadable record.
 pub fn put_error(
     out: &mut Vec<u8>,
@@ -157,18 +176,15 @@ pub fn put_error(
     field: Option<&str>,
     line: u64,
 ) {
-    key(out, true, "listing_id");
-    match listing_id {
-        Some(id) => put_json_str(out, id),
-        None => out.extend_from_slice(b"null"),
-    }
-    str_field(out, "error", error);
-    if let Some(f) = field {
-        str_field(out, "field", f);
-    }
-    key(out, false, "line");
-    put_u64(out, line);
-    out.extend_from_slice(b"}\n");
+    put_line(
+        out,
+        &ErrorLine {
+            listing_id,
+            error,
+            field,
+            line,
+        },
+    );
 }
 
 #[cfg(test)]
@@ -266,12 +282,20 @@ mod tests {
     }
 
     #[test]
-    fn every_control_character_is_escaped() {
-        let s: String = (0u8..0x80).map(char::from).collect::<String>() + "证书";
+    fn every_ascii_character_round_trips_and_no_control_byte_is_written() {
+        let s: String = (0u8..0x80).map(char::from).collect::<String>() + "证书\u{7f}";
         let mut out = Vec::new();
-        put_json_str(&mut out, &s);
-        let back: String = serde_json::from_slice(&out).unwrap();
-        assert_eq!(back, s);
+        put_error(&mut out, Some(&s), &s, Some(&s), 1);
+        let body = &out[..out.len() - 1];
+        assert!(
+            body.iter().all(|&b| b >= 0x20 && b != 0x7f),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let v = parse(&out);
+        assert_eq!(v["listing_id"], s.as_str());
+        assert_eq!(v["error"], s.as_str());
+        assert_eq!(v["field"], s.as_str());
     }
 
     #[test]
