@@ -146,6 +146,13 @@ impl SnapshotBytes {
         self.identity().0
     }
 
+    /// Writes the file's bytes, header then archive, to `w`, without copying them first.
+    /// Not atomic and not synced: for files nobody serves yet (see [`write_atomic`]).
+    pub fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        w.write_all(&self.header)?;
+        w.write_all(&self.archive)
+    }
+
     /// The file's bytes, header then archive (copies; for tests and tools).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());

@@ -293,15 +293,14 @@ impl Snapshot {
     /// many snapshots of one register cheaply: the swap benchmark publishes one every half
     /// second.
     pub fn with_sequence(self, sequence: u64) -> SnapshotBytes {
-        // Where the archived sequence sits: the archive is position-independent, so the
-        // offset inside the validated archive is the offset inside any copy of it.
-        let at = {
-            let archive = archive_of(&self.backing);
-            let field = &self.data().sequence as *const _ as usize;
-            field - archive.as_ptr() as usize
+        let header = Header {
+            version: crate::format::FORMAT_VERSION,
+            archive_len: archive_of(&self.backing).len() as u64,
+            checksum: 0,
+            sequence: self.sequence,
+            built_at_unix_ms: self.built_at_unix_ms,
         };
-        let built_at_unix_ms = self.built_at_unix_ms;
-        let mut archive = match self.backing {
+        let archive = match self.backing {
             Backing::Owned(v) => v,
             backing => {
                 let src = archive_of(&backing);
@@ -310,19 +309,11 @@ impl Snapshot {
                 v
             }
         };
-        // rkyv's `little_endian` feature is pinned in the workspace.
-        archive[at..at + 8].copy_from_slice(&sequence.to_le_bytes());
-        let header = Header {
-            version: crate::format::FORMAT_VERSION,
-            archive_len: archive.len() as u64,
-            checksum: checksum(&archive),
-            sequence,
-            built_at_unix_ms,
-        };
         SnapshotBytes {
             header: header.encode(),
             archive,
         }
+        .with_sequence(sequence)
     }
 
     /// Size of the snapshot file (header and archive).
@@ -495,6 +486,63 @@ fn summary(h: &ArchivedHot) -> CertSummary {
         status: Status::from_code(h.status).unwrap_or(Status::Expired),
         product_code: ProductCode::new(h.product_code.to_native()).unwrap_or(ProductCode::ZERO),
         expires: Day::from_days(h.expires.to_native()),
+    }
+}
+
+impl SnapshotBytes {
+    /// Reads a snapshot file whole, checking its header and the archive's checksum but not
+    /// validating the archive's structure (that is [`Snapshot::read`], which costs a pass
+    /// over every table). For producers that republish a file they made themselves under
+    /// another sequence ([`SnapshotBytes::with_sequence`]): whoever serves the result opens
+    /// it with the full verification, as always.
+    pub fn read_unvalidated(path: &Path) -> Result<SnapshotBytes, SnapshotError> {
+        use std::io::Read;
+        let (mut file, header, archive_len) = Snapshot::open_header(path)?;
+        if archive_len < std::mem::size_of::<ArchivedData>() {
+            return Err(SnapshotError::Invalid {
+                path: path.to_path_buf(),
+                message: format!("archive of {archive_len} bytes is too short for a register"),
+            });
+        }
+        let mut archive = AlignedVec::<16>::with_capacity(archive_len);
+        archive.resize(archive_len, 0);
+        file.read_exact(&mut archive)
+            .map_err(|source| SnapshotError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if checksum(&archive) != header.checksum {
+            return Err(SnapshotError::Checksum {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(SnapshotBytes {
+            header: header.encode(),
+            archive,
+        })
+    }
+
+    /// The same archive under another feed sequence: the archived sequence rewritten in
+    /// place (the root of an rkyv archive sits at its end, so the field is at a fixed
+    /// distance from the end whatever the register), the checksum computed again and a new
+    /// header, keeping the build time. The result is a fresh snapshot with its own content id
+    /// that opens and verifies like any other; no rebuild, one pass of the checksum.
+    pub fn with_sequence(mut self, sequence: u64) -> SnapshotBytes {
+        let at = rkyv::api::root_position::<ArchivedData>(self.archive.len())
+            + std::mem::offset_of!(ArchivedData, sequence);
+        // rkyv's `little_endian` feature is pinned in the workspace.
+        self.archive[at..at + 8].copy_from_slice(&sequence.to_le_bytes());
+        let built_at_unix_ms =
+            i64::from_le_bytes(self.header[48..56].try_into().unwrap_or_default());
+        let header = Header {
+            version: crate::format::FORMAT_VERSION,
+            archive_len: self.archive.len() as u64,
+            checksum: checksum(&self.archive),
+            sequence,
+            built_at_unix_ms,
+        };
+        self.header = header.encode();
+        self
     }
 }
 

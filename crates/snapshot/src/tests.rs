@@ -7,7 +7,10 @@ use cccgate_core::{
     Listing, Policy, ProductCode, Reason, Register, Status, check,
 };
 
-use crate::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotError, file_name, write_atomic};
+use crate::{
+    BuildInfo, HEADER_LEN, Snapshot, SnapshotBuilder, SnapshotBytes, SnapshotError, file_name,
+    write_atomic,
+};
 
 fn day(y: i32, m: u32, d: u32) -> Day {
     Day::from_ymd(y, m, d).unwrap()
@@ -672,17 +675,25 @@ fn a_snapshot_under_another_sequence_holds_the_same_register() {
     )
     .unwrap();
     let base = Snapshot::open(&base_path).unwrap();
-    // From a mapped file (copied) and from memory (patched in place).
-    for (i, from) in [
-        Snapshot::open(&base_path).unwrap(),
-        Snapshot::read(&base_path).unwrap(),
+    // From a mapped file (copied), from memory (patched in place) and from the file's bytes
+    // read without validating the archive (patched at the root's fixed place): the same bytes.
+    let unvalidated = |seq| {
+        SnapshotBytes::read_unvalidated(&base_path)
+            .unwrap()
+            .with_sequence(seq)
+    };
+    for (i, bytes) in [
+        Snapshot::open(&base_path).unwrap().with_sequence(9),
+        Snapshot::read(&base_path).unwrap().with_sequence(10),
+        unvalidated(11),
     ]
     .into_iter()
     .enumerate()
     {
         let seq = 9 + i as u64;
+        assert_eq!(bytes.to_vec(), unvalidated(seq).to_vec());
         let path = dir.path().join(file_name(seq));
-        write_atomic(&from.with_sequence(seq), &path).unwrap();
+        write_atomic(&bytes, &path).unwrap();
         let s = Snapshot::open(&path).unwrap();
         assert_eq!(s.sequence(), seq);
         assert_ne!(s.content_id(), base.content_id());
@@ -705,6 +716,45 @@ fn a_snapshot_under_another_sequence_holds_the_same_register() {
     }
     // The base file is untouched.
     assert_eq!(Snapshot::open(&base_path).unwrap().sequence(), 3);
+}
+
+#[test]
+fn an_unvalidated_read_still_refuses_a_damaged_or_short_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file_name(3));
+    let bytes = SnapshotBuilder::from_records(info(3), catalogue(), records(50))
+        .build()
+        .unwrap();
+    let mut file = bytes.to_vec();
+    let mut written = Vec::new();
+    bytes.write_to(&mut written).unwrap();
+    assert_eq!(written, file);
+    // One flipped bit in the archive: the checksum no longer matches.
+    file[HEADER_LEN + 100] ^= 1;
+    std::fs::write(&path, &file).unwrap();
+    assert!(matches!(
+        SnapshotBytes::read_unvalidated(&path),
+        Err(SnapshotError::Checksum { .. })
+    ));
+    // Cut short: the header's length is refused, nothing is read past the end.
+    std::fs::write(&path, &bytes.to_vec()[..HEADER_LEN + 10]).unwrap();
+    assert!(matches!(
+        SnapshotBytes::read_unvalidated(&path),
+        Err(SnapshotError::Length { .. })
+    ));
+    // A header and checksum that hold over an archive too short for a register: refused,
+    // never patched out of bounds.
+    let tiny = [7u8; 16];
+    let header = crate::format::Header {
+        version: crate::format::FORMAT_VERSION,
+        archive_len: tiny.len() as u64,
+        checksum: crate::format::checksum(&tiny),
+        sequence: 3,
+        built_at_unix_ms: 0,
+    };
+    std::fs::write(&path, [&header.encode()[..], &tiny[..]].concat()).unwrap();
+    let e = SnapshotBytes::read_unvalidated(&path).unwrap_err();
+    assert!(e.to_string().contains("too short"), "{e}");
 }
 
 #[test]
