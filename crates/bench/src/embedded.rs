@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use cccgate_core::CertificateRecord;
 use cccgate_proto::v1::admin_client::AdminClient;
-use cccgate_proto::v1::{GetStatusRequest, ReloadOutcome, ReloadRequest};
+use cccgate_proto::v1::listing_check_client::ListingCheckClient;
+use cccgate_proto::v1::{GetStatusRequest, ReloadOutcome, ReloadRequest, WatchChangesRequest};
 use cccgate_server::{Config, ServeError};
 use cccgate_snapshot::{
     BuildInfo, Snapshot, SnapshotBuilder, SnapshotDir, SnapshotError, file_name,
@@ -299,6 +300,54 @@ impl EmbeddedGateway {
                 r.message
             ))),
         }
+    }
+
+    /// Waits (at most `within`) until the gateway's change feed has digested the swap to
+    /// `sequence` (its diff against the snapshot before is done and the older snapshot
+    /// released), as a `WatchChanges` caller sees it: the stream's first bookmark, or a later
+    /// batch, names `sequence` or a newer one. For measuring memory in a steady state.
+    pub async fn change_feed_reached(
+        &self,
+        sequence: u64,
+        within: Duration,
+    ) -> Result<(), EmbeddedError> {
+        let wait = async {
+            let mut client = ListingCheckClient::connect(self.target.clone())
+                .await
+                .map_err(|e| {
+                    EmbeddedError::NotReady(format!("cannot connect to {}: {e}", self.target))
+                })?;
+            let mut stream = client
+                .watch_changes(WatchChangesRequest { from_sequence: 0 })
+                .await
+                .map_err(|e| EmbeddedError::NotReady(format!("WatchChanges: {}", e.message())))?
+                .into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(batch)) if batch.sequence >= sequence => return Ok(()),
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Err(EmbeddedError::NotReady(
+                            "WatchChanges ended before the swap was in the feed".into(),
+                        ));
+                    }
+                    Err(e) => {
+                        return Err(EmbeddedError::NotReady(format!(
+                            "WatchChanges: {}",
+                            e.message()
+                        )));
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(within, wait)
+            .await
+            .unwrap_or_else(|_| {
+                Err(EmbeddedError::NotReady(format!(
+                    "the change feed did not reach snapshot {sequence} within {:.0} s",
+                    within.as_secs_f64()
+                )))
+            })
     }
 
     /// Stops the gateway and waits for it.

@@ -195,7 +195,8 @@ pub struct SwapMemory {
     pub rss_before: u64,
     /// Largest resident memory sampled during the swaps.
     pub rss_max: u64,
-    /// Resident memory one interval after the last swap, still under load.
+    /// Resident memory one interval after the last swap, once the change feed has digested
+    /// it, still under load.
     pub rss_after: u64,
     /// Most bytes the snapshot directory held (checked after every file written).
     pub disk_peak: u64,
@@ -209,8 +210,12 @@ pub struct SwapMemory {
     pub prepare_max: Duration,
     /// Longest time a reload took (from asking to the snapshot in force).
     pub reload_max: Duration,
-    /// Swaps that happened later than their schedule (the next snapshot was not ready).
+    /// Swaps that happened later than their schedule (the next snapshot was not ready, or
+    /// a soak sample waited for the change feed).
     pub late: u32,
+    /// Longest wait for the change feed to digest the swap before a memory sample (the
+    /// samples are taken once it has: the steady state, not a diff in flight).
+    pub settle_max: Duration,
 }
 
 /// What a gRPC run measured.
@@ -333,13 +338,14 @@ impl fmt::Display for GrpcReport {
         if let Some(m) = &self.memory {
             writeln!(
                 f,
-                "  swaps         {} in {:.1} s ({:.2} s apart on average; {} late); preparing a snapshot took at most {:.2} s, a reload {:.2} s",
+                "  swaps         {} in {:.1} s ({:.2} s apart on average; {} late); preparing a snapshot took at most {:.2} s, a reload {:.2} s, the change feed's diff before a memory sample {:.2} s",
                 m.swaps,
                 m.seconds,
                 m.seconds / f64::from(m.swaps.max(1)),
                 m.late,
                 m.prepare_max.as_secs_f64(),
-                m.reload_max.as_secs_f64()
+                m.reload_max.as_secs_f64(),
+                m.settle_max.as_secs_f64()
             )?;
             writeln!(
                 f,
@@ -577,6 +583,10 @@ pub async fn run_compare(
 /// The sequence of the first snapshot swapped in (the base is 1).
 const FIRST_SWAP: u64 = 2;
 
+/// A bound on waiting for the change feed to digest a swap (a diff of the full-scale
+/// register takes well under a second on a free machine).
+const SETTLE_WITHIN: Duration = Duration::from_secs(300);
+
 /// Swaps the ring's snapshots in, one every `cfg.swap_every`, each prepared while the
 /// previous one serves; records the swap windows, memory, disk and the soak samples (a tenth
 /// sample just before the swap that follows each tenth of the swaps, when the next snapshot
@@ -644,7 +654,17 @@ async fn swap_rounds(
         prepare_max: Duration::ZERO,
         reload_max: Duration::ZERO,
         late: 0,
+        settle_max: Duration::ZERO,
     };
+    // Memory is sampled once the gateway has digested the snapshot in force: its change
+    // feed's diff (transient memory of a few hundred MB at full scale) is done.
+    let settle = async |m: &mut SwapMemory, sequence: u64| -> Result<(), BenchError> {
+        let t = Instant::now();
+        gw.change_feed_reached(sequence, SETTLE_WITHIN).await?;
+        m.settle_max = m.settle_max.max(t.elapsed());
+        Ok(())
+    };
+    let mut tenth_taken = 0;
     let observe_disk = |m: &mut SwapMemory| {
         let (bytes, files) = crate::soak::disk_usage(gw.snapshot_dir(), 2);
         m.disk_peak = m.disk_peak.max(bytes);
@@ -665,12 +685,17 @@ async fn swap_rounds(
                 let took = p.await.map_err(join)??;
                 m.prepare_max = m.prepare_max.max(took);
             }
+            // The steady state after each tenth of the swaps.
+            let tenth = k * 10 / swaps.max(1);
+            if tenth > tenth_taken {
+                settle(&mut m, seq - 1).await?;
+                soak.take(tenth);
+                tenth_taken = tenth;
+            }
             observe_disk(&mut m);
             if Instant::now() > due + Duration::from_millis(50) {
                 m.late += 1;
             }
-            // The steady state after each tenth of the swaps.
-            soak.take(k * 10 / swaps.max(1));
             if let Some(w) = &shared.swaps {
                 let now = w.epoch.elapsed().as_micros() as u64;
                 w.until_us.store(u64::MAX, Ordering::Release);
@@ -714,6 +739,11 @@ async fn swap_rounds(
     }
     observe_disk(&mut m);
     m.seconds = first.elapsed().as_secs_f64();
+    let last = FIRST_SWAP + u64::from(m.swaps);
+    let settled = match outcome {
+        Ok(()) if last > FIRST_SWAP => settle(&mut m, last - 1).await,
+        _ => Ok(()),
+    };
     m.rss_after = resident_bytes().unwrap_or(0);
     soak.take(10);
     watch_stop.store(true, Ordering::Relaxed);
@@ -722,5 +752,5 @@ async fn swap_rounds(
     if let Ok(r) = ring.lock() {
         r.clean()?;
     }
-    outcome.map(|()| m)
+    outcome.and(settled).map(|()| m)
 }
