@@ -55,7 +55,7 @@ pub use config::{Config, ConfigError, ConfigLayer, Limits, LogFormat};
 pub use decision_log::{DecisionLogError, DecisionLogSettings};
 pub use reload::{Refusal, RefusedKind, ReloadOutcome, Reloader, Trigger};
 pub use service::CheckError;
-pub use store::{Loaded, SnapshotReader, SnapshotWriter, Swaps, snapshot_store};
+pub use store::{Loaded, SnapshotReader, SnapshotWriter, Swap, Swaps, snapshot_store};
 pub use tls::{TlsError, TlsFiles};
 pub use watch::{Clock, ManualClock, SharedClock, SystemClock};
 #[doc(hidden)]

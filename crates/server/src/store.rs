@@ -43,24 +43,45 @@ pub fn snapshot_store() -> (SnapshotWriter, SnapshotReader) {
 pub struct SnapshotWriter {
     cell: Arc<ArcSwapOption<Loaded>>,
     /// Holds the newest snapshot put in force for the change feed's input ([`Swaps`]).
-    swaps: Option<tokio::sync::watch::Sender<Option<Arc<Loaded>>>>,
+    /// Numbered by a count of swaps, so the follower knows how many it did not see.
+    swaps: Option<tokio::sync::watch::Sender<Numbered>>,
 }
+
+/// The newest snapshot put in force and how many swaps there have been (none before the first).
+type Numbered = Option<(u64, Arc<Loaded>)>;
 
 /// The snapshots put in force, as the change feed follows them: bounded to one. A swap that
 /// lands before the follower took the previous one replaces it (coalesces), so swaps that
-/// outpace the diffs never queue whole snapshots; the follower diffs what it last took
-/// against the newest, and the batch it sends covers every swap in between.
+/// outpace the diffs never queue whole snapshots. The follower learns how many swaps it did
+/// not see ([`Swap::skipped`]): the change feed then cannot give one batch per snapshot, as
+/// its contract says, and treats the skipped ones as history it no longer holds.
 #[derive(Debug)]
-pub struct Swaps(tokio::sync::watch::Receiver<Option<Arc<Loaded>>>);
+pub struct Swaps {
+    rx: tokio::sync::watch::Receiver<Numbered>,
+    /// The swap count of the last snapshot taken.
+    taken: u64,
+}
+
+/// One snapshot taken by the follower of [`Swaps`].
+#[derive(Debug)]
+pub struct Swap {
+    /// The newest snapshot put in force.
+    pub loaded: Arc<Loaded>,
+    /// Snapshots put in force (and already replaced) since the previous one taken, which the
+    /// follower never saw.
+    pub skipped: u64,
+}
 
 impl Swaps {
     /// The newest snapshot put in force since the last call, waiting for one; `None` once the
     /// writer is gone (and nothing new is left to take).
-    pub async fn recv(&mut self) -> Option<Arc<Loaded>> {
+    pub async fn recv(&mut self) -> Option<Swap> {
         loop {
-            self.0.changed().await.ok()?;
-            if let Some(l) = self.0.borrow_and_update().clone() {
-                return Some(l);
+            self.rx.changed().await.ok()?;
+            if let Some((count, loaded)) = self.rx.borrow_and_update().clone() {
+                let skipped = count.saturating_sub(self.taken + 1);
+                self.taken = count;
+                return Some(Swap { loaded, skipped });
             }
         }
     }
@@ -74,7 +95,10 @@ impl SnapshotWriter {
         if let Some(tx) = &self.swaps {
             // Replaces a snapshot the follower has not taken yet (it is dropped here, unless
             // the follower or a request still holds it). No receiver: nobody needs to know.
-            tx.send_replace(Some(loaded));
+            tx.send_modify(|slot| {
+                let count = slot.as_ref().map_or(0, |(n, _)| *n) + 1;
+                *slot = Some((count, loaded));
+            });
         }
         old
     }
@@ -84,7 +108,7 @@ impl SnapshotWriter {
     pub fn notify_swaps(&mut self) -> Swaps {
         let (tx, rx) = tokio::sync::watch::channel(None);
         self.swaps = Some(tx);
-        Swaps(rx)
+        Swaps { rx, taken: 0 }
     }
 
     /// A reader of this store.
@@ -213,7 +237,9 @@ mod tests {
         let (mut writer, _reader) = snapshot_store();
         let mut swaps = writer.notify_swaps();
         writer.swap(loaded(1));
-        assert_eq!(swaps.recv().await.map(|l| l.snapshot.sequence()), Some(1));
+        let first = swaps.recv().await.expect("the first");
+        assert_eq!((first.loaded.snapshot.sequence(), first.skipped), (1, 0));
+        drop(first);
         // 100 swaps while the follower is busy: it is left holding only the newest.
         let mut replaced = Vec::new();
         for s in 2..=101 {
@@ -225,7 +251,11 @@ mod tests {
         // Every replaced snapshot is freed: none is queued for the follower.
         assert!(replaced.iter().all(|w| w.upgrade().is_none()));
         let next = swaps.recv().await.expect("the newest");
-        assert_eq!(next.snapshot.sequence(), 101);
+        // ... and told that it never saw the 99 in between.
+        assert_eq!((next.loaded.snapshot.sequence(), next.skipped), (101, 99));
+        writer.swap(loaded(102));
+        let after = swaps.recv().await.expect("the next");
+        assert_eq!((after.loaded.snapshot.sequence(), after.skipped), (102, 0));
         // Nothing else is pending; once the writer goes, the follower ends.
         drop(writer);
         assert!(swaps.recv().await.is_none());
@@ -237,7 +267,10 @@ mod tests {
         let mut swaps = writer.notify_swaps();
         writer.swap(loaded(7));
         drop(writer);
-        assert_eq!(swaps.recv().await.map(|l| l.snapshot.sequence()), Some(7));
+        assert_eq!(
+            swaps.recv().await.map(|s| s.loaded.snapshot.sequence()),
+            Some(7)
+        );
         assert!(swaps.recv().await.is_none());
     }
 

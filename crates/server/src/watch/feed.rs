@@ -116,6 +116,28 @@ impl Feed {
         h.current = Some((sequence, day));
     }
 
+    /// The snapshot `sequence` is in force but the feed did not see every swap before it
+    /// (they outpaced the diffs): the batches between cannot be given one per snapshot, so
+    /// the history is dropped and starts again at `sequence`. Streams that have not reached
+    /// `sequence` end with the "fell behind" refusal, and resuming from an older sequence is
+    /// refused as too old: either way the caller re-checks everything, never gets a batch
+    /// that silently covers several snapshots.
+    pub fn restart(&self, sequence: u64, day: String) {
+        let index = {
+            let mut h = lock(&self.history);
+            h.entries.clear();
+            h.swaps = 0;
+            h.changes = 0;
+            // One index is skipped: every stream still waiting for it finds it gone.
+            h.next_index += 1;
+            h.floor = Some(h.floor.map_or(sequence, |f| f.max(sequence)));
+            h.current = Some((sequence, day));
+            h.next_index
+        };
+        metrics::counter!("cccgate_watch_history_restarts_total").increment(1);
+        self.appended.send_replace(index);
+    }
+
     /// Appends a batch (SNAPSHOT or DAY) for `sequence`, split into messages.
     pub fn append(
         &self,
@@ -381,6 +403,46 @@ mod tests {
             [13, 14]
         );
         assert_eq!(next, 5);
+    }
+
+    #[test]
+    fn a_restart_refuses_callers_behind_it_and_serves_those_after_it() {
+        let feed = Arc::new(Feed::new(10));
+        feed.start(1, "2026-11-29".into());
+        feed.append(
+            2,
+            "2026-11-29".into(),
+            ChangeCause::Snapshot,
+            vec![change(1)],
+        );
+        // A live stream caught up at sequence 2, and one that has not read batch 2 yet.
+        let caught_up = feed.start_index(2).unwrap();
+        let behind = feed.start_index(1).unwrap();
+        assert!(feed.since(caught_up).is_some());
+        // Swaps 3..=5 were never diffed one by one; 6 is in force.
+        feed.restart(6, "2026-11-29".into());
+        assert!(
+            feed.since(caught_up).is_none(),
+            "a stream before the gap must resync"
+        );
+        assert!(feed.since(behind).is_none());
+        for old in [1, 2, 5] {
+            let err = feed.start_index(old).unwrap_err();
+            assert_eq!(err.code(), tonic::Code::FailedPrecondition, "from {old}");
+            assert!(err.message().contains("too old"), "{}", err.message());
+        }
+        // From the snapshot in force, or from now: the next swap's batch, nothing older.
+        let at = feed.start_index(6).unwrap();
+        assert_eq!(feed.start_index(0).unwrap(), at);
+        feed.append(
+            7,
+            "2026-11-29".into(),
+            ChangeCause::Snapshot,
+            vec![change(7)],
+        );
+        let (messages, _) = feed.since(at).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].sequence, 7);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! One task ([`run`]) follows the snapshot swaps (in order, from the store's writer; swaps
 //! that land while it is still busy with an earlier one coalesce into the newest, see
-//! [`Swaps`]) and the China-time midnights (from the [`Clock`]). For each swap it diffs the
+//! [`Swaps`]; the feed then restarts its history rather than send one batch for several
+//! snapshots) and the China-time midnights (from the [`Clock`]). For each swap it diffs the
 //! new snapshot against the previous one it took, once ([`cccgate_snapshot::verdict_changes`]: a pure function of the two snapshots,
 //! so every replica computes the same changes), appends the batch to the [`feed::Feed`] and
 //! re-decides the watched listings of the changed certificates ([`registry::Registry`]). At
@@ -135,7 +136,8 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
             .sleep_until(clock::start_of(Day::from_days(day.days() + 1)));
         tokio::select! {
             next = swaps.recv() => {
-                let Some(new) = next else { return };
+                let Some(swap) = next else { return };
+                let (new, skipped) = (swap.loaded, swap.skipped);
                 day = cross_days(&hub, current.as_ref(), day).await;
                 let sequence = new.snapshot.sequence();
                 match current.replace(Arc::clone(&new)) {
@@ -156,8 +158,16 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                             let n = wire.len();
                             metrics::histogram!("cccgate_watch_diff_duration_seconds")
                                 .record(t.elapsed().as_secs_f64());
-                            batch_metrics("snapshot", n);
-                            hub2.feed.append(sequence, day.to_string(), ChangeCause::Snapshot, wire);
+                            if skipped == 0 {
+                                batch_metrics("snapshot", n);
+                                hub2.feed.append(sequence, day.to_string(), ChangeCause::Snapshot, wire);
+                            } else {
+                                // Swaps outpaced the diffs: the feed cannot give one batch per
+                                // snapshot for those it never saw, so they leave its history
+                                // (callers behind them re-check everything, as after any gap).
+                                tracing::warn!(sequence, skipped, "change feed: swaps outpaced the diffs; history restarts here");
+                                hub2.feed.restart(sequence, day.to_string());
+                            }
                             let pushed = hub2.registry.apply(new, day, &affected);
                             (n, pushed)
                         })
