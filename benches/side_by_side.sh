@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks of issue #12, in one run, on loopback only:
+#
+#   * Redis GET (what a marketplace would otherwise use: a cache of certificate rows), pipelined
+#     (-P 16, 50 clients) and not (50 clients), with Debian's redis-server and redis-benchmark;
+#   * cccgate's own load generator: `bench grpc --mode stream|batch|unary` (embedded gateway,
+#     every verdict checked against the generator's);
+#   * the gateway alone (`cccgate serve`) under an independent client, h2load: CheckBatch of
+#     1,000 listings, and unary Check from 50 connections x 1 in flight and from 1 connection x
+#     16 in flight; the gateway's own CPU time per check is read from /proc;
+#   * the engine in-process: `bench engine --batch 1000` (and the cost of one uncached memory
+#     access, measured in the same run);
+#
+# then prints the ratios the issue's goals are written in. Needs redis-server, redis-benchmark
+# (apt-get install redis-server) and h2load (apt-get install nghttp2-client), python3, and a
+# release build (cargo build --release -p cccgate). Big files go under $WORK (deleted at the end).
+#
+#   benches/side_by_side.sh                 # all of it (~3-4 minutes on a quiet machine)
+#   SECS=5 benches/side_by_side.sh          # shorter runs
+#   BIN=/tmp/other/cccgate benches/side_by_side.sh
+set -euo pipefail
+
+BIN=${BIN:-target/release/cccgate}
+SECS=${SECS:-10}
+WORK=${WORK:-/tmp/cccgate-side-by-side}
+CACHE=${CACHE:-target/cccgate-bench}
+for tool in "$BIN" redis-server redis-benchmark redis-cli h2load python3; do
+    command -v "$tool" >/dev/null || { echo "side_by_side: $tool not found (see the header of $0)" >&2; exit 2; }
+done
+rm -rf "$WORK" && mkdir -p "$WORK"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits (bounded: 30 s) until something answers on 127.0.0.1:$1.
+wait_port() {
+    for _ in $(seq 300); do
+        python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1",int(sys.argv[1])),0.2)' "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "side_by_side: nothing listens on port $1 after 30 s" >&2
+    exit 1
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+field() { sed -n "s/.*[ ^]$1=\([0-9.]*\).*/\1/p" | tail -1; }
+declare -A R
+
+echo "# side_by_side $(date -u +%FT%TZ) $(uptime | sed 's/.*load/load/')"
+
+# --- Redis -------------------------------------------------------------------------------
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    --logfile "$WORK/redis.log" &
+PIDS+=($!)
+wait_port "$RPORT"
+# 1M rows of 64 bytes: a cache of certificate rows.
+redis-benchmark -p "$RPORT" -t set -r 1000000 -n 1000000 -d 64 -P 16 -c 50 -q >/dev/null
+redis_rps() { awk -F'"' '/"GET"/ {print $4}'; }
+R[redis_p]=$(redis-benchmark -p "$RPORT" -t get -r 1000000 -n $((SECS * 600000)) -P 16 -c 50 --csv | redis_rps)
+R[redis_u]=$(redis-benchmark -p "$RPORT" -t get -r 1000000 -n $((SECS * 50000)) -c 50 --csv | redis_rps)
+kill "${PIDS[0]}"; PIDS=()
+echo "redis GET pipelined (-P 16 -c 50): ${R[redis_p]}/s; unpipelined (-c 50): ${R[redis_u]}/s"
+
+# --- cccgate bench grpc (embedded gateway, verdicts checked) -------------------------------
+for mode in stream batch unary; do
+    line=$("$BIN" bench grpc --mode "$mode" --seconds "$SECS" --progress off --cache-dir "$CACHE" 2>"$WORK/grpc-$mode.err")
+    echo "$line"
+    R[grpc_$mode]=$(field checks_per_sec <<<"$line")
+    R[grpc_${mode}_p99]=$(field p99_us <<<"$line")
+done
+# Unary latency at half the unpipelined Redis rate (open loop).
+half=$(python3 -c "print(round(${R[redis_u]} / 2))")
+line=$("$BIN" bench grpc --mode unary --rate "$half" --seconds "$SECS" --progress off --cache-dir "$CACHE" 2>"$WORK/grpc-half.err")
+echo "$line (--rate $half)"
+R[grpc_half_p99]=$(field p99_us <<<"$line")
+
+# --- the gateway alone under h2load ----------------------------------------------------------
+SNAPS=$(ls -d "$CACHE"/register-1200000-1-* | head -1)
+mkdir -p "$WORK/snaps" && cp "$SNAPS"/snap-*.ccc "$WORK/snaps/"
+GPORT=$(free_port)
+"$BIN" serve --snapshot-dir "$WORK/snaps" --listen "127.0.0.1:$GPORT" --admin-listen off \
+    --metrics-listen off --log-filter warn >"$WORK/serve.log" 2>&1 &
+GPID=$!
+PIDS+=($GPID)
+wait_port "$GPORT"
+"$BIN" synth listings --out "$WORK/listings.jsonl" --count 1000 --certs 1200000 >/dev/null
+# gRPC-framed request bodies, protobuf encoded by hand (no generated code needed).
+python3 - "$WORK" <<'EOF'
+import json, struct, sys
+work = sys.argv[1]
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F; n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n: return bytes(out)
+def ld(field, data): return varint(field << 3 | 2) + varint(len(data)) + data
+def listing(e):
+    keys = ["listing_id", "merchant_id", "product_code", "certificate_number", "model", "event_time"]
+    return b"".join(ld(i + 1, e[k].encode()) for i, k in enumerate(keys) if e.get(k))
+rows = [json.loads(l) for l in open(f"{work}/listings.jsonl")]
+frame = lambda m: b"\0" + struct.pack(">I", len(m)) + m
+open(f"{work}/batch.bin", "wb").write(frame(b"".join(ld(1, listing(r)) for r in rows)))
+open(f"{work}/check.bin", "wb").write(frame(ld(1, listing(rows[0]))))
+EOF
+h2() {  # h2load PATH BODY ARGS... -> "requests/s, gateway CPU ticks used, response data bytes"
+    local path=$1 body=$2; shift 2
+    local t0; t0=$(cpu_ticks "$GPID")
+    local out; out=$(h2load -d "$body" -H 'content-type: application/grpc' -H 'te: trailers' "$@" \
+        "http://127.0.0.1:$GPORT/cccgate.v1.ListingCheck/$path")
+    local t1; t1=$(cpu_ticks "$GPID")
+    grep -q ' 0 failed' <<<"$out" || { echo "$out" >&2; echo "side_by_side: h2load saw failures" >&2; exit 1; }
+    echo "$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out") $((t1 - t0))" \
+        "$(sed -n 's/^traffic:.* (\([0-9]*\)) data.*/\1/p' <<<"$out")"
+}
+read -r rps ticks bytes < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1)
+R[h2_batch]=$(python3 -c "print(round($rps * 1000))")
+R[h2_batch_cpu_ns]=$(python3 -c "print(round($ticks / $(getconf CLK_TCK) * 1e9 / ($SECS * 100 * 1000), 1))")
+R[bytes_full]=$(python3 -c "print(round($bytes / ($SECS * 100 * 1000), 1))")
+read -r rps ticks bytes < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1 -H 'cccgate-answer: lean')
+R[h2_lean]=$(python3 -c "print(round($rps * 1000))")
+R[bytes_lean]=$(python3 -c "print(round($bytes / ($SECS * 100 * 1000), 1))")
+read -r rps _ _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 50 -m 1 -t 2)
+R[h2_unary_c50]=$rps
+read -r rps _ _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 1 -m 16 -t 1)
+R[h2_unary_c1]=$rps
+kill "$GPID"; PIDS=()
+echo "h2load CheckBatch(1000) -c 2 -m 4: ${R[h2_batch]} checks/s, gateway CPU ${R[h2_batch_cpu_ns]} ns a check, ${R[bytes_full]} response bytes a verdict"
+echo "h2load CheckBatch(1000) lean: ${R[h2_lean]} checks/s, ${R[bytes_lean]} response bytes a verdict"
+echo "h2load Check -c 50 -m 1: ${R[h2_unary_c50]}/s; -c 1 -m 16: ${R[h2_unary_c1]}/s"
+
+# --- the engine in-process ---------------------------------------------------------------------
+line=$("$BIN" bench engine --batch 1000 --checks 5000000 --rounds 3 --cache-dir "$CACHE" 2>"$WORK/engine.err")
+echo "$line"
+R[engine_ns]=$(field ns_per_check <<<"$line")
+R[mem_ns]=$(sed -n 's/.*256 MiB takes \([0-9.]*\) ns.*/\1/p' "$WORK/engine.err")
+
+echo "# $(uptime | sed 's/.*load/load/')"
+python3 - <<EOF
+r = {$(for k in "${!R[@]}"; do printf '"%s": %s, ' "$k" "${R[$k]}"; done)}
+rows = [
+    ("stream / Redis pipelined GET", r["grpc_stream"] / r["redis_p"], "goal >= 2.0 (bar 1.3)"),
+    ("batch / Redis pipelined GET", r["grpc_batch"] / r["redis_p"], ""),
+    ("unary / Redis unpipelined GET", r["grpc_unary"] / r["redis_u"], "goal >= 1.0 (bar 0.7)"),
+    ("gateway CPU a check (h2load batch) / in-process chunked check", r["h2_batch_cpu_ns"] / r["engine_ns"], "goal <= 1.3"),
+    ("lean / full answers, bytes a verdict (h2load batch)", r["bytes_lean"] / r["bytes_full"], ""),
+    ("h2load unary 50 conns x 1 / 1 conn x 16", r["h2_unary_c50"] / r["h2_unary_c1"], "goal >= 1.0"),
+    ("chunked check / one uncached memory access", r["engine_ns"] / r["mem_ns"], "goal <= 1.0 (bar 1.3)"),
+]
+print("| ratio | value | goal |")
+print("|---|---|---|")
+for name, v, goal in rows:
+    print(f"| {name} | {v:.2f} | {goal} |")
+print(f"| unary p99 at half the unpipelined Redis rate (bench grpc --rate) | {r['grpc_half_p99']} us | < 1000 us |")
+EOF
