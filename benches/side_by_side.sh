@@ -82,8 +82,9 @@ R[grpc_half_p99]=$(field p99_us <<<"$line")
 SNAPS=$(ls -d "$CACHE"/register-1200000-1-* | head -1)
 mkdir -p "$WORK/snaps" && cp "$SNAPS"/snap-*.ccc "$WORK/snaps/"
 GPORT=$(free_port)
+MPORT=$(free_port)
 "$BIN" serve --snapshot-dir "$WORK/snaps" --listen "127.0.0.1:$GPORT" --admin-listen off \
-    --metrics-listen off --log-filter warn >"$WORK/serve.log" 2>&1 &
+    --metrics-listen "127.0.0.1:$MPORT" --log-filter warn >"$WORK/serve.log" 2>&1 &
 GPID=$!
 PIDS+=($GPID)
 wait_port "$GPORT"
@@ -128,6 +129,13 @@ read -r rps _ _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 50 -m 1 -
 R[h2_unary_c50]=$rps
 read -r rps _ _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 1 -m 16 -t 1)
 R[h2_unary_c1]=$rps
+# h2load counts HTTP 200s; a gRPC error is a 200 too: every listing sent must have a verdict.
+sent=$((SECS * 100 * 1000 * 2 + SECS * 10000 * 2))
+decided=$(python3 -c "
+import urllib.request
+text = urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics').read().decode()
+print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('cccgate_checks_total{'))))")
+[ "$decided" -eq "$sent" ] || { echo "side_by_side: gateway decided $decided of $sent listings sent" >&2; exit 1; }
 kill "$GPID"; PIDS=()
 echo "h2load CheckBatch(1000) -c 2 -m 4: ${R[h2_batch]} checks/s, gateway CPU ${R[h2_batch_cpu_ns]} ns a check, ${R[bytes_full]} response bytes a verdict"
 echo "h2load CheckBatch(1000) lean: ${R[h2_lean]} checks/s, ${R[bytes_lean]} response bytes a verdict"

@@ -108,24 +108,52 @@ pub fn verdict_to_wire(v: &Verdict<'_>) -> v1::Verdict {
 
 /// The wire form of what a verdict reports of a certificate.
 pub fn certificate_to_wire(c: &CertFacts<'_>) -> v1::Certificate {
-    let (y, m, d) = c.expires.ymd();
-    let mut expiry = [0u8; 10];
-    // Years outside 0..=9999 cannot come from a feed date; clamp rather than mis-format.
-    put_digits(&mut expiry[0..4], y.clamp(0, 9999) as u64);
-    expiry[4] = b'-';
-    put_digits(&mut expiry[5..7], u64::from(m));
-    expiry[7] = b'-';
-    put_digits(&mut expiry[8..10], u64::from(d));
-    let mut number = [0u8; 16];
-    put_digits(&mut number, c.number.get());
-    let mut code = [0u8; 4];
-    put_digits(&mut code, u64::from(c.product_code.get()));
+    let t = CertificateText::of(c);
     v1::Certificate {
-        number: ascii_string(&number),
-        status: v1::CertificateStatus::from(c.status) as i32,
-        product_code: ascii_string(&code),
+        number: ascii_string(&t.number),
+        status: t.status,
+        product_code: ascii_string(&t.product_code),
         producer: c.producer.to_owned(),
-        expiry_date: ascii_string(&expiry),
+        expiry_date: ascii_string(&t.expiry_date),
+    }
+}
+
+/// The fixed-width text fields of a wire `Certificate` (ASCII), on the stack: the one
+/// formatting both [`certificate_to_wire`] and encoders writing the bytes directly use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertificateText {
+    /// 16 digits.
+    pub number: [u8; 16],
+    /// The wire `CertificateStatus` number.
+    pub status: i32,
+    /// 4 digits.
+    pub product_code: [u8; 4],
+    /// `YYYY-MM-DD`.
+    pub expiry_date: [u8; 10],
+}
+
+impl CertificateText {
+    /// The text of `c`'s number, product code and expiry date, and its status number.
+    #[inline]
+    pub fn of(c: &CertFacts<'_>) -> Self {
+        let (y, m, d) = c.expires.ymd();
+        let mut expiry_date = [0u8; 10];
+        // Years outside 0..=9999 cannot come from a feed date; clamp rather than mis-format.
+        put_digits(&mut expiry_date[0..4], y.clamp(0, 9999) as u64);
+        expiry_date[4] = b'-';
+        put_digits(&mut expiry_date[5..7], u64::from(m));
+        expiry_date[7] = b'-';
+        put_digits(&mut expiry_date[8..10], u64::from(d));
+        let mut number = [0u8; 16];
+        put_digits(&mut number, c.number.get());
+        let mut product_code = [0u8; 4];
+        put_digits(&mut product_code, u64::from(c.product_code.get()));
+        CertificateText {
+            number,
+            status: v1::CertificateStatus::from(c.status) as i32,
+            product_code,
+            expiry_date,
+        }
     }
 }
 

@@ -15,8 +15,8 @@
 mod convert;
 
 pub use convert::{
-    InvalidListing, certificate_to_wire, decision_from_wire, reason_from_wire, status_from_wire,
-    verdict_to_wire,
+    CertificateText, InvalidListing, certificate_to_wire, decision_from_wire, reason_from_wire,
+    status_from_wire, verdict_to_wire,
 };
 
 /// `cccgate.v1`, generated from `proto/cccgate/v1/cccgate.proto` (never edited by hand).

@@ -42,6 +42,7 @@ use cccgate_proto::v1::listing_result::Outcome;
 use cccgate_proto::v1::{
     CertificateStatus, CheckBatchResponse, CheckResponse, Decision, ListingResult, Reason,
 };
+use prost::Message;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use tonic::body::Body;
@@ -51,9 +52,9 @@ use tonic::{Code, Status};
 
 use crate::admission;
 use crate::metrics::Rpc;
-use crate::public::{PublicCheck, client_listings};
+use crate::public::{PublicCheck, count_listings};
 use crate::service::RETRY_PUSHBACK_MS;
-use crate::wire::{Decoded, Item, SHORT_FIELD_MAX_BYTES, Shape, WireError};
+use crate::wire::{Decoded, OwnedItem, OwnedRequest, SHORT_FIELD_MAX_BYTES, Shape, WireError};
 
 /// The HTTP/JSON endpoints, routed under `/v1/`.
 #[derive(Debug, Clone)]
@@ -108,6 +109,7 @@ impl HttpJson {
             Ok(c) => c,
             Err(status) => return status_error(&status),
         };
+        let lean = crate::answer::is_lean(req.headers());
         let ctx = &self.check.ctx;
         let rpc = if shape == Shape::Batch {
             Rpc::Batch
@@ -161,7 +163,9 @@ impl HttpJson {
                 );
             }
         };
-        client_listings(&caller, &decoded);
+        // The JSON's text, gathered into one buffer the checks read in place, as from protobuf.
+        let decoded = decoded.map(Decoded::from);
+        count_listings(&self.check.listings_counter(&caller), &decoded);
         let decoded = match decoded {
             Ok(d) => d,
             Err(e) => {
@@ -173,14 +177,23 @@ impl HttpJson {
                 );
             }
         };
+        // The answer comes encoded as protobuf (as gRPC sends it); read back, it becomes JSON.
         let answer = match shape {
-            Shape::Request => ctx.check_one(&decoded, &caller).map(|r| response_json(&r)),
+            Shape::Request => ctx
+                .check_one(&decoded, &caller, lean)
+                .map(|b| CheckResponse::decode(b).map(|r| response_json(&r))),
             Shape::Batch => ctx
-                .check_batch(&decoded, &caller)
-                .map(|r| batch_response_json(&r)),
+                .check_batch(&decoded, &caller, lean)
+                .map(|b| CheckBatchResponse::decode(b).map(|r| batch_response_json(&r))),
         };
         match answer {
-            Ok(body) => json_response(http::StatusCode::OK, &body),
+            Ok(Ok(body)) => json_response(http::StatusCode::OK, &body),
+            Ok(Err(e)) => error(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                &format!("the answer could not be read back: {e}"),
+                "",
+            ),
             Err(e) => status_error(&Status::from(e)),
         }
     }
@@ -430,7 +443,11 @@ pub(crate) enum BadJson {
 
 /// Parses `bytes` as the proto3 JSON of `shape`, refusing the listing after the
 /// `max_listings`th before it is parsed.
-pub(crate) fn parse(bytes: &[u8], shape: Shape, max_listings: usize) -> Result<Decoded, BadJson> {
+pub(crate) fn parse(
+    bytes: &[u8],
+    shape: Shape,
+    max_listings: usize,
+) -> Result<OwnedRequest, BadJson> {
     let path = RefCell::new(String::new());
     let too_many = RefCell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -458,9 +475,9 @@ struct RequestSeed<'p> {
 }
 
 impl<'de> DeserializeSeed<'de> for RequestSeed<'_> {
-    type Value = Decoded;
+    type Value = OwnedRequest;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Decoded, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<OwnedRequest, D::Error> {
         d.deserialize_map(self)
     }
 }
@@ -472,7 +489,7 @@ fn set_path(path: &RefCell<String>, args: fmt::Arguments<'_>) {
 }
 
 impl<'de> Visitor<'de> for RequestSeed<'_> {
-    type Value = Decoded;
+    type Value = OwnedRequest;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self.shape {
@@ -481,8 +498,8 @@ impl<'de> Visitor<'de> for RequestSeed<'_> {
         })
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Decoded, A::Error> {
-        let mut out = Decoded::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OwnedRequest, A::Error> {
+        let mut out = OwnedRequest::default();
         let mut seen = [false; 3];
         while let Some(key) = map.next_key::<String>()? {
             set_path(self.path, format_args!("{key}"));
@@ -534,25 +551,25 @@ struct ListingsSeed<'p> {
 }
 
 impl<'de> DeserializeSeed<'de> for ListingsSeed<'_> {
-    type Value = Vec<Item>;
+    type Value = Vec<OwnedItem>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<Item>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<OwnedItem>, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ListingsSeed<'_> {
-    type Value = Vec<Item>;
+    type Value = Vec<OwnedItem>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of listings")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Vec<Item>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<OwnedItem>, E> {
         Ok(Vec::new())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Item>, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<OwnedItem>, A::Error> {
         let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.max));
         loop {
             let index = out.len();
@@ -592,9 +609,9 @@ struct ListingSeed<'p> {
 }
 
 impl<'de> DeserializeSeed<'de> for ListingSeed<'_> {
-    type Value = Option<Item>;
+    type Value = Option<OwnedItem>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Item>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<OwnedItem>, D::Error> {
         d.deserialize_any(self)
     }
 }
@@ -625,18 +642,18 @@ const LISTING_FIELDS: [(&str, &str, &str, usize); 6] = [
 ];
 
 impl<'de> Visitor<'de> for ListingSeed<'_> {
-    type Value = Option<Item>;
+    type Value = Option<OwnedItem>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a Listing object")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Option<Item>, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Option<OwnedItem>, E> {
         Ok(None)
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<Item>, A::Error> {
-        let mut item = Item::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<OwnedItem>, A::Error> {
+        let mut item = OwnedItem::default();
         let mut seen = [false; 6];
         while let Some(key) = map.next_key::<String>()? {
             set_path(self.path, format_args!("{}.{key}", self.prefix));

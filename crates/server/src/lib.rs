@@ -24,6 +24,7 @@
 
 mod admin;
 mod admission;
+mod answer;
 mod auth;
 pub mod config;
 mod console;

@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-use cccgate_proto::v1::{CheckBatchResponse, CheckResponse};
+use bytes::{Buf, BufMut, Bytes};
+use dashmap::DashMap;
 use futures::{Stream, StreamExt};
 use http_body::Frame;
-use prost::Message;
+use metrics::Counter;
 use tokio::sync::OwnedSemaphorePermit;
 use tonic::body::Body;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -35,6 +35,7 @@ use tonic::server::{Grpc, NamedService, StreamingService, UnaryService};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Admission, Caller, Held};
+use crate::answer;
 use crate::auth::{self, TokenAuth};
 use crate::metrics::Rpc;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
@@ -56,10 +57,11 @@ pub(crate) struct Inbound {
     hold: Hold,
 }
 
-/// An answer and what its request held, given back once the answer is encoded.
+/// An answer, already in its protobuf bytes ([`crate::answer`]), and what its request held,
+/// given back once the answer is written out.
 #[derive(Debug)]
-pub(crate) struct Answer<T> {
-    msg: T,
+pub(crate) struct Answer {
+    msg: Bytes,
     _hold: Hold,
 }
 
@@ -70,25 +72,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// The codec of one call: bounded decoding in, answers out.
+/// The codec of one call: bounded decoding in, answers (already encoded) out.
 #[derive(Debug)]
-struct GateCodec<T> {
+struct GateCodec {
     shape: Shape,
     max_listings: usize,
     charges: Charges,
     permit: Option<OwnedSemaphorePermit>,
     gauge: Option<GaugeGuard>,
-    _out: std::marker::PhantomData<fn(T)>,
 }
 
-impl<T: Message + Send + 'static> Codec for GateCodec<T> {
-    type Encode = Answer<T>;
+impl Codec for GateCodec {
+    type Encode = Answer;
     type Decode = Inbound;
-    type Encoder = GateEncoder<T>;
+    type Encoder = GateEncoder;
     type Decoder = GateDecoder;
 
-    fn encoder(&mut self) -> GateEncoder<T> {
-        GateEncoder(std::marker::PhantomData)
+    fn encoder(&mut self) -> GateEncoder {
+        GateEncoder
     }
 
     fn decoder(&mut self) -> GateDecoder {
@@ -116,9 +117,10 @@ impl Decoder for GateDecoder {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Inbound>, Status> {
+        // The received buffer itself (split off, not copied); the decoded listings borrow it.
         let bytes: Bytes = src.copy_to_bytes(src.remaining());
         let charge = lock(&self.charges).pop_front().flatten();
-        let msg = match wire::decode(&bytes, self.shape, self.max_listings) {
+        let msg = match wire::decode(bytes, self.shape, self.max_listings) {
             Err(WireError::Malformed(m)) => return Err(Status::invalid_argument(m)),
             other => other,
         };
@@ -134,17 +136,16 @@ impl Decoder for GateDecoder {
 }
 
 #[derive(Debug)]
-struct GateEncoder<T>(std::marker::PhantomData<fn(T)>);
+struct GateEncoder;
 
-impl<T: Message> Encoder for GateEncoder<T> {
-    type Item = Answer<T>;
+impl Encoder for GateEncoder {
+    type Item = Answer;
     type Error = Status;
 
-    fn encode(&mut self, item: Answer<T>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.msg
-            .encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
-        // `item` (and what its request held) is dropped here, once encoded.
+    fn encode(&mut self, item: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item.msg);
+        Ok(())
+        // `item` (and what its request held) is dropped here, once written out.
     }
 }
 
@@ -244,7 +245,13 @@ pub(crate) struct PublicCheck {
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
     watch: Option<Arc<crate::watch::WatchHub>>,
+    /// Each caller's `cccgate_client_listings_total` handle, registered once, not per call.
+    listings_by_caller: Arc<DashMap<Caller, Counter>>,
 }
+
+/// Callers whose listings counter handle is kept; past this many, a caller's handle is looked
+/// up per call instead (the same series, only slower).
+const CACHED_CALLERS: usize = 10_000;
 
 impl PublicCheck {
     pub(crate) fn new(ctx: Arc<CheckContext>, auth: Option<Arc<TokenAuth>>) -> Self {
@@ -261,6 +268,7 @@ impl PublicCheck {
             auth,
             anonymous: Arc::from("anonymous"),
             watch: None,
+            listings_by_caller: Arc::default(),
         }
     }
 
@@ -293,15 +301,28 @@ impl PublicCheck {
         self
     }
 
-    fn codec<T>(&self, shape: Shape, charges: &Charges) -> GateCodec<T> {
+    fn codec(&self, shape: Shape, charges: &Charges) -> GateCodec {
         GateCodec {
             shape,
             max_listings: self.ctx.limits.max_batch,
             charges: Arc::clone(charges),
             permit: None,
             gauge: None,
-            _out: std::marker::PhantomData,
         }
+    }
+
+    /// `caller`'s `cccgate_client_listings_total` counter: its handle is registered with the
+    /// recorder once (a label string and a registry lookup), then cloned per call.
+    pub(crate) fn listings_counter(&self, caller: &Caller) -> Counter {
+        if let Some(c) = self.listings_by_caller.get(caller) {
+            return c.clone();
+        }
+        let c = metrics::counter!("cccgate_client_listings_total", "client" => caller.to_string());
+        if self.listings_by_caller.len() < CACHED_CALLERS {
+            self.listings_by_caller
+                .insert(Arc::clone(caller), c.clone());
+        }
+        c
     }
 
     fn body(&self, body: Body, caller: &Caller, charges: &Charges) -> BudgetBody {
@@ -319,10 +340,7 @@ impl PublicCheck {
         }
     }
 
-    fn grpc<T>(&self, codec: GateCodec<T>) -> Grpc<GateCodec<T>>
-    where
-        T: Message + Send + 'static,
-    {
+    fn grpc(&self, codec: GateCodec) -> Grpc<GateCodec> {
         let max = self.ctx.limits.max_message_bytes;
         Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max))
     }
@@ -389,22 +407,35 @@ impl PublicCheck {
     }
 
     async fn route(self, req: http::Request<Body>) -> http::Response<Body> {
+        let method = match req.uri().path() {
+            "/cccgate.v1.ListingCheck/Check" => Some(Method::Check),
+            "/cccgate.v1.ListingCheck/CheckBatch" => Some(Method::Batch),
+            "/cccgate.v1.ListingCheck/CheckStream" => Some(Method::Stream),
+            "/cccgate.v1.ListingCheck/WatchChanges" => Some(Method::WatchChanges),
+            "/cccgate.v1.ListingCheck/WatchListings" => Some(Method::WatchListings),
+            _ => None,
+        };
         let caller = match self.identify(&req) {
             Ok(c) => c,
             Err(status) => return status.into_http(),
         };
+        let Some(method) = method else {
+            let path = req.uri().path();
+            return Status::unimplemented(format!("{path} is not a method of this service"))
+                .into_http();
+        };
+        let lean = answer::is_lean(req.headers());
         let conn = req.extensions().get::<ConnInfo>().and_then(|c| c.remote);
         let charges: Charges = Arc::default();
-        let path = req.uri().path().to_owned();
-        let shape = if path.ends_with("/CheckBatch") {
+        let shape = if method == Method::Batch {
             Shape::Batch
         } else {
             Shape::Request
         };
         let (parts, body) = req.into_parts();
         let req = http::Request::from_parts(parts, self.body(body, &caller, &charges));
-        match path.as_str() {
-            "/cccgate.v1.ListingCheck/Check" | "/cccgate.v1.ListingCheck/CheckBatch" => {
+        match method {
+            Method::Check | Method::Batch => {
                 let rpc = if shape == Shape::Batch {
                     Rpc::Batch
                 } else {
@@ -414,36 +445,34 @@ impl PublicCheck {
                     Ok(p) => p,
                     Err(status) => return status.into_http(),
                 };
-                if shape == Shape::Batch {
-                    let mut codec = self.codec::<CheckBatchResponse>(shape, &charges);
-                    codec.permit = Some(permit);
-                    codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
-                    self.grpc(codec)
-                        .unary(UnaryBatch(self.ctx, caller), req)
-                        .await
-                } else {
-                    let mut codec = self.codec::<CheckResponse>(shape, &charges);
-                    codec.permit = Some(permit);
-                    codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
-                    self.grpc(codec)
-                        .unary(UnaryCheck(self.ctx, caller), req)
-                        .await
-                }
+                let mut codec = self.codec(shape, &charges);
+                codec.permit = Some(permit);
+                codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
+                let svc = Unary {
+                    listings: self.listings_counter(&caller),
+                    ctx: Arc::clone(&self.ctx),
+                    caller,
+                    shape,
+                    lean,
+                };
+                self.grpc(codec).unary(svc, req).await
             }
-            "/cccgate.v1.ListingCheck/CheckStream" => {
+            Method::Stream => {
                 let slot = match self.admit_stream(&caller, conn) {
                     Ok(s) => s,
                     Err(status) => return status.into_http(),
                 };
-                let codec = self.codec::<CheckResponse>(Shape::Request, &charges);
+                let codec = self.codec(Shape::Request, &charges);
                 let svc = Streams {
+                    listings: self.listings_counter(&caller),
                     ctx: Arc::clone(&self.ctx),
                     caller,
                     slot: Some(slot),
+                    lean,
                 };
                 self.grpc(codec).streaming(svc, req).await
             }
-            "/cccgate.v1.ListingCheck/WatchChanges" | "/cccgate.v1.ListingCheck/WatchListings" => {
+            Method::WatchChanges | Method::WatchListings => {
                 let Some(hub) = self.watch.clone() else {
                     return Status::unimplemented("watching is off on this gateway").into_http();
                 };
@@ -452,7 +481,7 @@ impl PublicCheck {
                     Err(status) => return status.into_http(),
                 };
                 let l = self.ctx.limits;
-                if path.ends_with("/WatchChanges") {
+                if method == Method::WatchChanges {
                     crate::watch::serve::watch_changes(
                         hub,
                         slot,
@@ -474,11 +503,18 @@ impl PublicCheck {
                     .await
                 }
             }
-            _ => {
-                Status::unimplemented(format!("{path} is not a method of this service")).into_http()
-            }
         }
     }
+}
+
+/// The methods of `cccgate.v1.ListingCheck`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Check,
+    Batch,
+    Stream,
+    WatchChanges,
+    WatchListings,
 }
 
 impl tower_service::Service<http::Request<Body>> for PublicCheck {
@@ -505,46 +541,38 @@ pub(crate) fn client_shed(caller: &Caller) {
     metrics::counter!("cccgate_client_shed_total", "client" => caller.to_string()).increment(1);
 }
 
-/// Counts the listings `caller` sent in one message.
-pub(crate) fn client_listings(caller: &Caller, msg: &Result<Decoded, WireError>) {
-    let n = msg.as_ref().map_or(0, Decoded::len);
-    metrics::counter!("cccgate_client_listings_total", "client" => caller.to_string())
-        .increment(n as u64);
+/// Counts the listings a caller sent in one message (`counter`: its
+/// [`PublicCheck::listings_counter`]).
+pub(crate) fn count_listings(counter: &Counter, msg: &Result<Decoded, WireError>) {
+    counter.increment(msg.as_ref().map_or(0, Decoded::len) as u64);
 }
 
-/// Check.
-struct UnaryCheck(Arc<CheckContext>, Caller);
+/// Check and CheckBatch.
+struct Unary {
+    ctx: Arc<CheckContext>,
+    caller: Caller,
+    listings: Counter,
+    shape: Shape,
+    lean: bool,
+}
 
-impl UnaryService<Inbound> for UnaryCheck {
-    type Response = Answer<CheckResponse>;
-    type Future = std::future::Ready<Result<Response<Answer<CheckResponse>>, Status>>;
+impl UnaryService<Inbound> for Unary {
+    type Response = Answer;
+    type Future = std::future::Ready<Result<Response<Answer>, Status>>;
 
     fn call(&mut self, req: Request<Inbound>) -> Self::Future {
         let Inbound { msg, hold } = req.into_inner();
-        client_listings(&self.1, &msg);
-        std::future::ready(
-            msg.map_err(|e| Status::invalid_argument(e.to_string()))
-                .and_then(|m| self.0.check_one(&m, &self.1).map_err(Status::from))
-                .map(|msg| Response::new(Answer { msg, _hold: hold })),
-        )
-    }
-}
-
-/// CheckBatch.
-struct UnaryBatch(Arc<CheckContext>, Caller);
-
-impl UnaryService<Inbound> for UnaryBatch {
-    type Response = Answer<CheckBatchResponse>;
-    type Future = std::future::Ready<Result<Response<Answer<CheckBatchResponse>>, Status>>;
-
-    fn call(&mut self, req: Request<Inbound>) -> Self::Future {
-        let Inbound { msg, hold } = req.into_inner();
-        client_listings(&self.1, &msg);
-        std::future::ready(
-            msg.map_err(|e| Status::invalid_argument(e.to_string()))
-                .and_then(|m| self.0.check_batch(&m, &self.1).map_err(Status::from))
-                .map(|msg| Response::new(Answer { msg, _hold: hold })),
-        )
+        count_listings(&self.listings, &msg);
+        let answer = msg
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+            .and_then(|m| {
+                match self.shape {
+                    Shape::Request => self.ctx.check_one(&m, &self.caller, self.lean),
+                    Shape::Batch => self.ctx.check_batch(&m, &self.caller, self.lean),
+                }
+                .map_err(Status::from)
+            });
+        std::future::ready(answer.map(|msg| Response::new(Answer { msg, _hold: hold })))
     }
 }
 
@@ -561,13 +589,15 @@ struct StreamSlot {
 struct Streams {
     ctx: Arc<CheckContext>,
     caller: Caller,
+    listings: Counter,
     slot: Option<StreamSlot>,
+    lean: bool,
 }
 
-type AnswerStream = Pin<Box<dyn Stream<Item = Result<Answer<CheckResponse>, Status>> + Send>>;
+type AnswerStream = Pin<Box<dyn Stream<Item = Result<Answer, Status>> + Send>>;
 
 impl StreamingService<Inbound> for Streams {
-    type Response = Answer<CheckResponse>;
+    type Response = Answer;
     type ResponseStream = AnswerStream;
     type Future = std::future::Ready<Result<Response<AnswerStream>, Status>>;
 
@@ -575,6 +605,7 @@ impl StreamingService<Inbound> for Streams {
         let ctx = Arc::clone(&self.ctx);
         let caller = Arc::clone(&self.caller);
         let slot = self.slot.take();
+        let (listings, lean) = (self.listings.clone(), self.lean);
         let idle = ctx.limits.stream_idle_timeout;
         let input = idle_limited(req.into_inner(), idle);
         // One answer per request message, in order; the first error ends the stream (tonic
@@ -582,8 +613,8 @@ impl StreamingService<Inbound> for Streams {
         let out = input.map(move |msg| {
             let _held = &slot;
             let Inbound { msg, hold } = msg?;
-            client_listings(&caller, &msg);
-            let msg = ctx.answer_chunk(msg, &caller).map_err(Status::from)?;
+            count_listings(&listings, &msg);
+            let msg = ctx.answer_chunk(msg, &caller, lean).map_err(Status::from)?;
             Ok(Answer { msg, _hold: hold })
         });
         std::future::ready(Ok(Response::new(Box::pin(out))))

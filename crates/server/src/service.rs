@@ -4,8 +4,10 @@
 //!
 //! Per request or stream message: load the snapshot once ([`SnapshotReader::load`], no
 //! reference count touched), compute the China-time day once, then per listing validate it
-//! borrowing the request's strings, run the pure [`cccgate_core::check`] and build the wire
-//! result. Nothing is allocated beyond the response's own strings, nothing is locked, and
+//! borrowing the request's bytes ([`crate::wire`]), run the pure [`cccgate_core::check_all`]
+//! and write the result straight into the response's bytes ([`crate::answer`]). Nothing is
+//! allocated per listing (one response buffer and two index vectors per message), nothing is
+//! locked, and
 //! every verdict of one response message comes from the same snapshot. Metrics are counted
 //! in a local tally and added once per message; the decision log (if any) gets one message
 //! per request or chunk through a non-blocking `try_send`.
@@ -13,18 +15,18 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use cccgate_core::{Day, Policy, check, check_all};
-use cccgate_proto::v1::listing_result::Outcome as WireOutcome;
-use cccgate_proto::v1::{CheckBatchResponse, CheckResponse, Listing as WireListing, ListingResult};
-use cccgate_proto::{InvalidListing, verdict_to_wire};
+use bytes::Bytes;
+use cccgate_core::{Day, Policy, Verdict, check, check_all};
+use cccgate_proto::InvalidListing;
 use tokio::sync::Semaphore;
 use tonic::Status;
 
+use crate::answer::Encoded;
 use crate::config::Limits;
 use crate::decision_log::{self, DecisionLog};
 use crate::metrics::{CheckMetrics, Rpc, Tally};
 use crate::store::{Loaded, SnapshotReader};
-use crate::wire::{Decoded, Item, WireError};
+use crate::wire::{Decoded, Item, Shape, View, WireError, cut};
 
 /// Why a call gets no verdicts. Each maps to one gRPC status code.
 #[derive(Debug, thiserror::Error)]
@@ -138,90 +140,94 @@ impl CheckContext {
 
     /// The shadow hook: one branch without a candidate, a thread-local draw with one.
     #[inline]
-    fn shadow(&self, wire: &WireListing, reason: cccgate_core::Reason, day: Day) {
+    fn shadow(&self, view: View<'_>, reason: cccgate_core::Reason, day: Day) {
         if let Some(shadow) = &self.shadow {
-            shadow.consider(wire, reason, day);
+            shadow.consider(view, reason, day);
         }
     }
 
-    /// Decides `listings` against one snapshot, appending one result each to `out` (an error
-    /// entry for a bad listing).
+    /// Decides `items` (listings of `req`) against one snapshot, writing one result each to
+    /// `out` in order (an error entry for a bad listing).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn decide_all(
         &self,
         loaded: &Loaded,
-        listings: &[Item],
+        req: &Decoded,
+        items: &[Item],
         day: Day,
         tally: &mut Tally,
         log: &mut Option<Vec<decision_log::Entry>>,
-        out: &mut Vec<ListingResult>,
+        out: &mut Encoded,
     ) {
-        // Validate every listing first, answering bad ones in place; then decide the valid
-        // ones together with `check_all`, which prefetches each certificate a few listings
-        // ahead so the memory latency of the lookups overlaps. Results stay in input order.
-        let lower = listings.len();
-        let mut valid = Vec::with_capacity(lower);
-        let mut wires = Vec::with_capacity(lower);
-        let mut at = Vec::with_capacity(lower);
-        for item in listings {
-            let wire = &item.wire;
-            match validate(item, day) {
+        // Validate every listing first (bad ones set aside with their place); then decide
+        // the valid ones together with `check_all`, which prefetches each certificate a few
+        // listings ahead so the memory latency of the lookups overlaps. Results are written
+        // in input order: each bad listing's just before the first valid one after it.
+        let mut valid = Vec::with_capacity(items.len());
+        let mut at = Vec::with_capacity(items.len());
+        let mut bad: Vec<(usize, InvalidListing)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let view = req.view(item);
+            match validate(item, view, day) {
                 Ok(listing) => {
-                    at.push(out.len());
+                    at.push(i);
                     valid.push(listing);
-                    wires.push(wire);
-                    out.push(ListingResult {
-                        listing_id: wire.listing_id.clone(),
-                        outcome: None,
-                    });
                 }
                 Err(invalid) => {
                     tally.invalid += 1;
                     if let Some(entries) = log {
-                        entries.push(log_error(wire, &invalid));
+                        entries.push(log_error(view, &invalid));
                     }
-                    out.push(invalid.to_result());
+                    bad.push((i, invalid));
                 }
             }
         }
+        let mut bad = bad.into_iter().peekable();
         check_all(&loaded.snapshot, &valid, &self.policy, |k, v| {
-            tally.verdict(v.reason);
-            self.shadow(wires[k], v.reason, day);
-            if let Some(entries) = log {
-                entries.push(log_verdict(wires[k], &v));
+            while let Some((_, invalid)) = bad.next_if(|(i, _)| *i < at[k]) {
+                out.error(&invalid);
             }
-            out[at[k]].outcome = Some(WireOutcome::Verdict(verdict_to_wire(&v)));
+            tally.verdict(v.reason);
+            if self.shadow.is_some() || log.is_some() {
+                let view = req.view(&items[at[k]]);
+                self.shadow(view, v.reason, day);
+                if let Some(entries) = log {
+                    entries.push(log_verdict(view, &v));
+                }
+            }
+            out.verdict(valid[k].listing_id, &v);
         });
+        for (_, invalid) in bad {
+            out.error(&invalid);
+        }
     }
 
     /// Decides one listing; a bad one is counted and logged and returned as the error.
     #[inline]
-    fn decide_one(
+    fn decide_one<'l>(
         &self,
-        loaded: &Loaded,
+        loaded: &'l Loaded,
+        view: View<'_>,
         item: &Item,
         day: Day,
         tally: &mut Tally,
         log: &mut Option<Vec<decision_log::Entry>>,
-    ) -> Result<ListingResult, InvalidListing> {
-        let wire = &item.wire;
-        match validate(item, day) {
+    ) -> Result<Verdict<'l>, InvalidListing> {
+        match validate(item, view, day) {
             Ok(listing) => {
                 let v = check(&loaded.snapshot, &listing, &self.policy);
                 tally.verdict(v.reason);
-                self.shadow(wire, v.reason, day);
+                self.shadow(view, v.reason, day);
                 if let Some(entries) = log {
-                    entries.push(log_verdict(wire, &v));
+                    entries.push(log_verdict(view, &v));
                 }
-                Ok(ListingResult {
-                    listing_id: wire.listing_id.clone(),
-                    outcome: Some(WireOutcome::Verdict(verdict_to_wire(&v))),
-                })
+                Ok(v)
             }
             Err(invalid) => {
                 tally.invalid += 1;
                 if let Some(entries) = log {
-                    entries.push(log_error(wire, &invalid));
+                    entries.push(log_error(view, &invalid));
                 }
                 Err(invalid)
             }
@@ -260,13 +266,15 @@ impl CheckContext {
         Ok(())
     }
 
-    /// Answers one stream message: all its listings against one snapshot. A message with too
-    /// many listings (refused while it was decoded) gets one error, and the stream goes on.
+    /// Answers one stream message: all its listings against one snapshot, encoded. A message
+    /// with too many listings (refused while it was decoded) gets one error, and the stream
+    /// goes on.
     pub(crate) fn answer_chunk(
         &self,
         req: Result<Decoded, WireError>,
         client: &str,
-    ) -> Result<CheckResponse, CheckError> {
+        lean: bool,
+    ) -> Result<Bytes, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
         let min = req.as_ref().map_or(0, |r| r.min_snapshot_sequence);
@@ -275,54 +283,47 @@ impl CheckContext {
             return Err(CheckError::NoSnapshot);
         };
         let mut tally = Tally::default();
-        let mut resp = CheckResponse {
-            result: None,
-            results: Vec::new(),
-            snapshot_sequence: loaded.snapshot.sequence(),
-            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
-        };
+        let n = req.as_ref().map_or(1, Decoded::len);
+        let mut out = Encoded::new(Shape::Request, lean, n);
         match req {
             Err(e) => {
                 tally.invalid = 1;
-                resp.result = Some(ListingResult {
-                    listing_id: String::new(),
-                    outcome: Some(WireOutcome::Error(cccgate_proto::v1::ListingError {
-                        field: "listings".into(),
-                        message: e.to_string(),
-                    })),
-                });
+                out.single().error_parts("", "listings", &e.to_string());
             }
             Ok(req) => {
-                let n = req.len();
                 let day = today_cn();
                 let mut log = self.log_entries(n);
-                resp.result = req.listing.as_ref().map(|l| {
-                    self.decide_one(loaded, l, day, &mut tally, &mut log)
-                        .unwrap_or_else(|invalid| invalid.to_result())
-                });
-                resp.results.reserve_exact(req.listings.len());
+                if let Some(item) = &req.listing {
+                    let view = req.view(item);
+                    match self.decide_one(loaded, view, item, day, &mut tally, &mut log) {
+                        Ok(v) => out.single().verdict(view.listing_id, &v),
+                        Err(invalid) => out.single().error(&invalid),
+                    }
+                }
                 self.decide_all(
                     loaded,
+                    &req,
                     &req.listings,
                     day,
                     &mut tally,
                     &mut log,
-                    &mut resp.results,
+                    &mut out,
                 );
                 self.log_batch(loaded, client, log);
             }
         }
         self.metrics
             .record(Rpc::Stream, &tally, started.elapsed().as_secs_f64());
-        Ok(resp)
+        Ok(out.finish(loaded.snapshot.sequence(), loaded.snapshot.content_id()))
     }
 
-    /// Answers a unary Check.
+    /// Answers a unary Check, encoded.
     pub(crate) fn check_one(
         &self,
         req: &Decoded,
         client: &str,
-    ) -> Result<CheckResponse, CheckError> {
+        lean: bool,
+    ) -> Result<Bytes, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
         self.require(guard.as_ref(), req.min_snapshot_sequence)?;
@@ -333,28 +334,27 @@ impl CheckContext {
             return Err(CheckError::ListingsInUnary);
         }
         let item = req.listing.as_ref().ok_or(CheckError::MissingListing)?;
+        let view = req.view(item);
         let mut tally = Tally::default();
         let mut log = self.log_entries(1);
-        let result = self.decide_one(loaded, item, today_cn(), &mut tally, &mut log);
+        let result = self.decide_one(loaded, view, item, today_cn(), &mut tally, &mut log);
         self.log_batch(loaded, client, log);
         self.metrics
             .record(Rpc::Check, &tally, started.elapsed().as_secs_f64());
         // Unary: a bad listing fails the call with INVALID_ARGUMENT naming the field.
-        let result = result?;
-        Ok(CheckResponse {
-            result: Some(result),
-            results: Vec::new(),
-            snapshot_sequence: loaded.snapshot.sequence(),
-            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
-        })
+        let v = result?;
+        let mut out = Encoded::new(Shape::Request, lean, 1);
+        out.single().verdict(view.listing_id, &v);
+        Ok(out.finish(loaded.snapshot.sequence(), loaded.snapshot.content_id()))
     }
 
-    /// Answers a CheckBatch.
+    /// Answers a CheckBatch, encoded.
     pub(crate) fn check_batch(
         &self,
         req: &Decoded,
         client: &str,
-    ) -> Result<CheckBatchResponse, CheckError> {
+        lean: bool,
+    ) -> Result<Bytes, CheckError> {
         let started = Instant::now();
         let guard = self.reader.load();
         self.require(guard.as_ref(), req.min_snapshot_sequence)?;
@@ -363,42 +363,43 @@ impl CheckContext {
         };
         let mut tally = Tally::default();
         let mut log = self.log_entries(req.listings.len());
-        let mut results = Vec::with_capacity(req.listings.len());
+        let mut out = Encoded::new(Shape::Batch, lean, req.listings.len());
         self.decide_all(
             loaded,
+            req,
             &req.listings,
             today_cn(),
             &mut tally,
             &mut log,
-            &mut results,
+            &mut out,
         );
         self.log_batch(loaded, client, log);
         self.metrics
             .record(Rpc::Batch, &tally, started.elapsed().as_secs_f64());
-        Ok(CheckBatchResponse {
-            results,
-            snapshot_sequence: loaded.snapshot.sequence(),
-            snapshot_content_id: loaded.snapshot.content_id().to_owned(),
-        })
+        Ok(out.finish(loaded.snapshot.sequence(), loaded.snapshot.content_id()))
     }
 }
 
 /// Validates a decoded listing: a field found over its limit while decoding is its error.
-fn validate(item: &Item, day: Day) -> Result<cccgate_core::Listing<'_>, InvalidListing> {
+fn validate<'a>(
+    item: &Item,
+    view: View<'a>,
+    day: Day,
+) -> Result<cccgate_core::Listing<'a>, InvalidListing> {
     match &item.over {
         Some(error) => Err(InvalidListing {
-            listing_id: item.wire.listing_id.clone(),
+            listing_id: view.listing_id.to_owned(),
             error: error.clone(),
         }),
-        None => item.wire.validate(day),
+        None => view.validate(day),
     }
 }
 
-fn log_verdict(wire: &WireListing, v: &cccgate_core::Verdict<'_>) -> decision_log::Entry {
+fn log_verdict(view: View<'_>, v: &Verdict<'_>) -> decision_log::Entry {
     decision_log::Entry {
-        listing_id: wire.listing_id.clone(),
-        merchant_id: wire.merchant_id.clone(),
-        product_code: wire.product_code.clone(),
+        listing_id: view.listing_id.to_owned(),
+        merchant_id: view.merchant_id.to_owned(),
+        product_code: view.product_code.to_owned(),
         outcome: decision_log::Outcome::Verdict {
             decision: v.decision,
             reason: v.reason,
@@ -407,24 +408,16 @@ fn log_verdict(wire: &WireListing, v: &cccgate_core::Verdict<'_>) -> decision_lo
     }
 }
 
-fn log_error(wire: &WireListing, invalid: &InvalidListing) -> decision_log::Entry {
+fn log_error(view: View<'_>, invalid: &InvalidListing) -> decision_log::Entry {
     decision_log::Entry {
         listing_id: invalid.listing_id.clone(),
-        merchant_id: cut(&wire.merchant_id, cccgate_core::ID_MAX_BYTES).to_owned(),
-        product_code: cut(&wire.product_code, 16).to_owned(),
+        merchant_id: cut(view.merchant_id, cccgate_core::ID_MAX_BYTES).to_owned(),
+        product_code: cut(view.product_code, 16).to_owned(),
         outcome: decision_log::Outcome::Error {
             field: invalid.field(),
             message: invalid.error.to_string(),
         },
     }
-}
-
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// Today in China time: the event day of listings that carry no `event_time`.
@@ -455,6 +448,7 @@ impl Drop for GaugeGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cccgate_proto::v1::Listing as WireListing;
 
     #[test]
     fn each_check_error_maps_to_its_grpc_code() {

@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use crate::metrics::now_unix_ms;
 use crate::reload::Reloader;
 use crate::store::Loaded;
+use crate::wire::View;
 
 /// The default share of live checks decided against the candidate.
 pub const DEFAULT_SAMPLE: f64 = 0.01;
@@ -135,16 +136,16 @@ impl Shadow {
     /// The hot path's call: samples this decided listing and, if sampled, queues it for the
     /// worker without waiting. Nothing is copied or allocated for a listing not sampled.
     #[inline]
-    pub(crate) fn consider(&self, listing: &WireListing, active: Reason, day: Day) {
+    pub(crate) fn consider(&self, listing: View<'_>, active: Reason, day: Day) {
         if self.on.load(Ordering::Relaxed) && draw() <= self.threshold {
             self.offer(listing, active, day);
         }
     }
 
     #[cold]
-    fn offer(&self, listing: &WireListing, active: Reason, day: Day) {
+    fn offer(&self, listing: View<'_>, active: Reason, day: Day) {
         let sample = Sample {
-            listing: listing.clone(),
+            listing: listing.to_wire(),
             active,
             day,
         };

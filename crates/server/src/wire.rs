@@ -7,11 +7,15 @@
 //! message of empty listings (2 bytes each on the wire) became 8 million `Listing` structs,
 //! 36 times the bytes received. Here a first pass over the bytes counts the listings, allocating
 //! nothing; a message with more than `max_listings` is refused before a single listing exists.
-//! The second pass copies each field only if it is within its limit: a field over its limit is
-//! never copied, and its listing is answered with an error naming the field (`listing_id` is
-//! kept cut to its limit, so the error can still say which listing it was).
+//! The second pass records where each field is (48 bytes a listing, the text itself never
+//! copied: [`Decoded`] keeps the received bytes and [`Decoded::view`] borrows from them), each
+//! checked against its limit and for UTF-8: a field over its limit is left out, and its listing
+//! is answered with an error naming the field (`listing_id` is kept cut to its limit, so the
+//! error can still say which listing it was).
 
+use bytes::Bytes;
 use cccgate_core::{CERTIFICATE_NUMBER_MAX_BYTES, ID_MAX_BYTES, ListingError, MODEL_MAX_BYTES};
+use cccgate_proto::InvalidListing;
 use cccgate_proto::v1::Listing as WireListing;
 
 /// Longest `product_code` and `event_time` copied from the wire. Valid ones are 4 and at most
@@ -28,18 +32,78 @@ pub(crate) const MAX_LISTING_WIRE_BYTES: usize = 3 // listing tag + 2-byte lengt
 
 const _: () = assert!(CERTIFICATE_NUMBER_MAX_BYTES == ID_MAX_BYTES);
 
-/// One listing as decoded: the wire listing, or (when a field was over its limit) which field.
-#[derive(Debug, Default)]
+/// Where one listing's six fields are in the message's bytes: zero-copy, 48 bytes a listing.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Item {
-    /// The listing; a field over its limit is left empty (`listing_id` is cut instead).
-    pub wire: WireListing,
+    /// `(start, end)` of `listing_id`, `merchant_id`, `product_code`, `certificate_number`,
+    /// `model`, `event_time` (field numbers 1..=6). Empty when absent or over its limit
+    /// (`listing_id` is kept, cut to its limit, so an error can still name the listing).
+    spans: [(u32, u32); 6],
     /// The first field found over its limit.
     pub over: Option<ListingError>,
 }
 
-/// A decoded `CheckRequest` or `CheckBatchRequest`.
+/// One decoded listing's text, borrowed from the received message. The fields are named as
+/// in the generated `Listing`, and [`View::validate`] is its `validate`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct View<'a> {
+    pub listing_id: &'a str,
+    pub merchant_id: &'a str,
+    pub product_code: &'a str,
+    pub certificate_number: &'a str,
+    pub model: &'a str,
+    pub event_time: &'a str,
+}
+
+impl<'a> View<'a> {
+    /// Validates the listing, borrowing its text (as `cccgate_proto::v1::Listing::validate`).
+    pub fn validate(
+        &self,
+        received_day: cccgate_core::Day,
+    ) -> Result<cccgate_core::Listing<'a>, InvalidListing> {
+        cccgate_core::Listing::parse(
+            self.listing_id,
+            self.merchant_id,
+            self.product_code,
+            self.certificate_number,
+            self.model,
+            self.event_time,
+            received_day,
+        )
+        .map_err(|error| InvalidListing {
+            listing_id: cut(self.listing_id, ID_MAX_BYTES).to_owned(),
+            error,
+        })
+    }
+
+    /// An owned copy, as the generated type (a shadow evaluation's sample).
+    pub fn to_wire(self) -> WireListing {
+        WireListing {
+            listing_id: self.listing_id.into(),
+            merchant_id: self.merchant_id.into(),
+            product_code: self.product_code.into(),
+            certificate_number: self.certificate_number.into(),
+            model: self.model.into(),
+            event_time: self.event_time.into(),
+        }
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A decoded `CheckRequest` or `CheckBatchRequest`: the received bytes and where each
+/// listing's fields are in them.
 #[derive(Debug, Default)]
 pub(crate) struct Decoded {
+    /// The message as received (shared with the receive buffer, not copied).
+    bytes: Bytes,
     /// `CheckRequest.listing` (always `None` for a batch).
     pub listing: Option<Item>,
     /// `listings`.
@@ -52,6 +116,99 @@ impl Decoded {
     /// Listings in the message (the single one included).
     pub fn len(&self) -> usize {
         usize::from(self.listing.is_some()) + self.listings.len()
+    }
+
+    /// The text of `item`, one of this message's listings.
+    #[inline]
+    pub fn view(&self, item: &Item) -> View<'_> {
+        // Every span was checked to be in bounds and valid UTF-8 when it was decoded; a span
+        // of another message's item (a bug) reads as empty rather than panicking.
+        let field = |i: usize| {
+            let (s, e) = item.spans[i];
+            self.bytes
+                .get(s as usize..e as usize)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default()
+        };
+        View {
+            listing_id: field(0),
+            merchant_id: field(1),
+            product_code: field(2),
+            certificate_number: field(3),
+            model: field(4),
+            event_time: field(5),
+        }
+    }
+}
+
+/// A listing whose text is owned: a request read from another encoding than protobuf (the
+/// HTTP/JSON endpoints) before it becomes a [`Decoded`].
+#[derive(Debug, Default)]
+pub(crate) struct OwnedItem {
+    /// The listing; a field over its limit is left empty (`listing_id` is cut instead).
+    pub wire: cccgate_proto::v1::Listing,
+    /// The first field found over its limit.
+    pub over: Option<ListingError>,
+}
+
+/// A request whose listings' text is owned (see [`OwnedItem`]).
+#[derive(Debug, Default)]
+pub(crate) struct OwnedRequest {
+    /// `CheckRequest.listing`.
+    pub listing: Option<OwnedItem>,
+    /// `listings`.
+    pub listings: Vec<OwnedItem>,
+    /// `min_snapshot_sequence`.
+    pub min_snapshot_sequence: u64,
+}
+
+impl From<OwnedRequest> for Decoded {
+    /// Gathers every listing's text into one buffer, read in place from then on as a decoded
+    /// protobuf message is. Limits were applied while the owned request was read.
+    fn from(r: OwnedRequest) -> Decoded {
+        let text = |i: &OwnedItem| {
+            let w = &i.wire;
+            w.listing_id.len()
+                + w.merchant_id.len()
+                + w.product_code.len()
+                + w.certificate_number.len()
+                + w.model.len()
+                + w.event_time.len()
+        };
+        let total = r.listing.iter().chain(&r.listings).map(text).sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut item = |i: OwnedItem| {
+            let w = &i.wire;
+            let mut spans = [(0u32, 0u32); 6];
+            for (span, s) in spans.iter_mut().zip([
+                &w.listing_id,
+                &w.merchant_id,
+                &w.product_code,
+                &w.certificate_number,
+                &w.model,
+                &w.event_time,
+            ]) {
+                let start = buf.len();
+                buf.extend_from_slice(s.as_bytes());
+                // A request is at most --max-message-bytes (well under 4 GiB) of text.
+                *span = (
+                    u32::try_from(start).unwrap_or(u32::MAX),
+                    u32::try_from(buf.len()).unwrap_or(u32::MAX),
+                );
+            }
+            Item {
+                spans,
+                over: i.over,
+            }
+        };
+        let listing = r.listing.map(&mut item);
+        let listings = r.listings.into_iter().map(&mut item).collect();
+        Decoded {
+            bytes: Bytes::from(buf),
+            listing,
+            listings,
+            min_snapshot_sequence: r.min_snapshot_sequence,
+        }
     }
 }
 
@@ -86,23 +243,29 @@ pub(crate) enum WireError {
 #[doc(hidden)]
 pub fn fuzz_decode(bytes: &[u8], max_listings: usize) -> [Option<usize>; 2] {
     [Shape::Request, Shape::Batch].map(|shape| {
-        decode(bytes, shape, max_listings).ok().map(|d| {
-            assert!(
-                d.len() <= max_listings.max(1),
-                "{} listings over {max_listings}",
+        decode(Bytes::copy_from_slice(bytes), shape, max_listings)
+            .ok()
+            .map(|d| {
+                assert!(
+                    d.len() <= max_listings.max(1),
+                    "{} listings over {max_listings}",
+                    d.len()
+                );
                 d.len()
-            );
-            d.len()
-        })
+            })
     })
 }
 
 /// Decodes `bytes` as `shape`, refusing more than `max_listings` listings before any exists.
+/// Nothing is copied: the result keeps `bytes` and where each field is in it.
 pub(crate) fn decode(
-    bytes: &[u8],
+    bytes: Bytes,
     shape: Shape,
     max_listings: usize,
 ) -> Result<Decoded, WireError> {
+    if u32::try_from(bytes.len()).is_err() {
+        return Err(WireError::Malformed("message over 4 GiB".into()));
+    }
     let (single, repeated, min_seq) = match shape {
         Shape::Request => (Some(1), 2, 3),
         Shape::Batch => (None, 1, 2),
@@ -110,18 +273,15 @@ pub(crate) fn decode(
     // Pass 1: count, allocating nothing.
     let mut count = 0usize;
     let mut has_single = false;
-    let mut r = Reader::new(bytes);
+    let mut r = Reader::new(&bytes);
     while !r.done() {
         let (field, wt) = r.key()?;
         if field == repeated && wt == LEN {
             count += 1;
-            r.skip(wt)?;
         } else if Some(field) == single && wt == LEN {
             has_single = true;
-            r.skip(wt)?;
-        } else {
-            r.skip(wt)?;
         }
+        r.skip(wt)?;
     }
     let total = count + usize::from(has_single);
     if total > max_listings {
@@ -130,32 +290,43 @@ pub(crate) fn decode(
             max: max_listings,
         });
     }
-    // Pass 2: decode, each field copied only within its limit.
-    let mut out = Decoded {
-        listing: None,
-        listings: Vec::with_capacity(count),
-        min_snapshot_sequence: 0,
-    };
-    let mut r = Reader::new(bytes);
+    // Pass 2: where each field is, each checked against its limit.
+    let mut listing = None;
+    let mut listings = Vec::with_capacity(count);
+    let mut min_snapshot_sequence = 0;
+    let mut r = Reader::new(&bytes);
     while !r.done() {
         let (field, wt) = r.key()?;
         if field == repeated && wt == LEN {
-            let at = out.listings.len();
-            out.listings.push(listing(r.bytes()?, at)?);
+            let at = listings.len();
+            listings.push(parse_listing(&bytes, r.range()?, at)?);
         } else if Some(field) == single && wt == LEN {
-            out.listing = Some(listing(r.bytes()?, 0)?);
+            listing = Some(parse_listing(&bytes, r.range()?, 0)?);
         } else if field == min_seq && wt == VARINT {
-            out.min_snapshot_sequence = r.varint()?;
+            min_snapshot_sequence = r.varint()?;
         } else {
             r.skip(wt)?;
         }
     }
-    Ok(out)
+    Ok(Decoded {
+        bytes,
+        listing,
+        listings,
+        min_snapshot_sequence,
+    })
 }
 
-fn listing(bytes: &[u8], index: usize) -> Result<Item, WireError> {
+/// The listing at `bytes[start..end]`; spans are kept relative to the whole message.
+fn parse_listing(
+    bytes: &[u8],
+    (start, end): (usize, usize),
+    index: usize,
+) -> Result<Item, WireError> {
     let mut item = Item::default();
-    let mut r = Reader::new(bytes);
+    let mut r = Reader {
+        b: &bytes[..end],
+        at: start,
+    };
     while !r.done() {
         let (field, wt) = r.key()?;
         let (name, max): (&'static str, usize) = match field {
@@ -175,39 +346,35 @@ fn listing(bytes: &[u8], index: usize) -> Result<Item, WireError> {
                 "listing {index}: {name} is not a string"
             )));
         }
-        let raw = r.bytes()?;
-        let over = raw.len() > max;
+        let (s, e) = r.range()?;
+        let len = e - s;
+        let over = len > max;
         if over && item.over.is_none() {
             item.over = Some(ListingError::TooLong {
                 field: name,
-                len: raw.len(),
+                len,
                 max,
             });
         }
-        // The id is kept, cut to its limit, so an error can name the listing.
-        let raw = if over && field == 1 { &raw[..max] } else { raw };
+        // The id is kept, cut to its limit, so an error can name the listing; any other
+        // field over its limit is left empty (the listing is answered with the error).
+        let slot = field as usize - 1;
         if over && field != 1 {
+            item.spans[slot] = (0, 0);
             continue;
         }
-        let text = match std::str::from_utf8(raw) {
-            Ok(t) => t,
-            Err(e) if over => std::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or_default(),
+        let e = if over { s + max } else { e };
+        let e = match std::str::from_utf8(&bytes[s..e]) {
+            Ok(_) => e,
+            Err(err) if over => s + err.valid_up_to(),
             Err(_) => {
                 return Err(WireError::Malformed(format!(
                     "listing {index}: {name} is not valid UTF-8"
                 )));
             }
         };
-        let slot = match field {
-            1 => &mut item.wire.listing_id,
-            2 => &mut item.wire.merchant_id,
-            3 => &mut item.wire.product_code,
-            4 => &mut item.wire.certificate_number,
-            5 => &mut item.wire.model,
-            _ => &mut item.wire.event_time,
-        };
-        slot.clear();
-        slot.push_str(text);
+        // In bounds of a message under 4 GiB (checked by `decode`).
+        item.spans[slot] = (s as u32, e as u32);
     }
     Ok(item)
 }
@@ -271,6 +438,14 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// A length-delimited field's `(start, end)` in the bytes.
+    fn range(&mut self) -> Result<(usize, usize), WireError> {
+        let n = self.varint()?;
+        let start = self.at;
+        self.take(n)?;
+        Ok((start, self.at))
+    }
+
     fn skip(&mut self, wt: u8) -> Result<(), WireError> {
         match wt {
             VARINT => self.varint().map(drop),
@@ -314,17 +489,17 @@ mod tests {
             listings: vec![l.clone(), WireListing::default()],
             min_snapshot_sequence: 7,
         };
-        let d = decode(&req.encode_to_vec(), Shape::Request, 10).unwrap();
-        assert_eq!(d.listing.unwrap().wire, l);
+        let d = decode(req.encode_to_vec().into(), Shape::Request, 10).unwrap();
+        assert_eq!(d.view(d.listing.as_ref().unwrap()).to_wire(), l);
         assert_eq!(d.listings.len(), 2);
-        assert_eq!(d.listings[0].wire, l);
-        assert_eq!(d.listings[1].wire, WireListing::default());
+        assert_eq!(d.view(&d.listings[0]).to_wire(), l);
+        assert_eq!(d.view(&d.listings[1]).to_wire(), WireListing::default());
         assert_eq!(d.min_snapshot_sequence, 7);
         let batch = CheckBatchRequest {
             listings: vec![l.clone(); 3],
             min_snapshot_sequence: 9,
         };
-        let d = decode(&batch.encode_to_vec(), Shape::Batch, 3).unwrap();
+        let d = decode(batch.encode_to_vec().into(), Shape::Batch, 3).unwrap();
         assert_eq!((d.listings.len(), d.min_snapshot_sequence), (3, 9));
     }
 
@@ -334,7 +509,7 @@ mod tests {
             listings: vec![WireListing::default(); 11],
             min_snapshot_sequence: 0,
         };
-        let err = decode(&batch.encode_to_vec(), Shape::Batch, 10).unwrap_err();
+        let err = decode(batch.encode_to_vec().into(), Shape::Batch, 10).unwrap_err();
         assert_eq!(err, WireError::TooMany { len: 11, max: 10 });
     }
 
@@ -347,7 +522,7 @@ mod tests {
             listings: vec![l],
             min_snapshot_sequence: 0,
         };
-        let d = decode(&batch.encode_to_vec(), Shape::Batch, 10).unwrap();
+        let d = decode(batch.encode_to_vec().into(), Shape::Batch, 10).unwrap();
         let item = &d.listings[0];
         assert_eq!(
             item.over,
@@ -357,8 +532,9 @@ mod tests {
                 max: 128
             })
         );
-        assert_eq!(item.wire.listing_id.len(), 128);
-        assert!(item.wire.model.is_empty());
+        let view = d.view(item);
+        assert_eq!(view.listing_id.len(), 128);
+        assert!(view.model.is_empty());
     }
 
     #[test]
@@ -370,12 +546,12 @@ mod tests {
             &[0x00][..],
         ] {
             assert!(matches!(
-                decode(bytes, Shape::Batch, 10),
+                decode(Bytes::copy_from_slice(bytes), Shape::Batch, 10),
                 Err(WireError::Malformed(_))
             ));
         }
         let bad_utf8 = [0x0a, 0x03, 0x0a, 0x01, 0xff];
-        let err = decode(&bad_utf8, Shape::Batch, 10).unwrap_err();
+        let err = decode(Bytes::copy_from_slice(&bad_utf8), Shape::Batch, 10).unwrap_err();
         assert!(err.to_string().contains("listing_id"), "{err}");
     }
 
@@ -392,7 +568,7 @@ mod tests {
             len <= crate::Limits::default().max_message_bytes,
             "{len} bytes do not fit the default message size"
         );
-        let d = decode(&batch.encode_to_vec(), Shape::Batch, max_batch).unwrap();
+        let d = decode(batch.encode_to_vec().into(), Shape::Batch, max_batch).unwrap();
         assert!(d.listings.iter().all(|i| i.over.is_none()));
     }
 }

@@ -598,6 +598,26 @@ impl Register for Snapshot {
         }
     }
 
+    /// Finds the record (prefetched a few listings ago) and starts fetching its producer's
+    /// entry and, for a certificate with more models than the record holds, its model keys.
+    #[inline]
+    fn prefetch_facts(&self, number: CertNumber) {
+        let Some(slot) = self.slot(number.get()) else {
+            return;
+        };
+        let h = self.hot(slot);
+        let d = self.data();
+        if let Some(p) = d.producers.as_slice().get(h.producer.to_native() as usize) {
+            prefetch_line((p as *const rkyv::string::ArchivedString).cast());
+        }
+        if h.inline == KEYS_OVERFLOW {
+            let (start, _) = overflow_run(h.keys[0].to_native());
+            if let Some(k) = d.overflow_keys.as_slice().get(start) {
+                prefetch_line((k as *const rkyv::rend::u64_le).cast());
+            }
+        }
+    }
+
     #[inline]
     fn sequence(&self) -> u64 {
         self.sequence
