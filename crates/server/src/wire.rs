@@ -146,7 +146,7 @@ impl Decoded {
 #[derive(Debug, Default)]
 pub(crate) struct OwnedItem {
     /// The listing; a field over its limit is left empty (`listing_id` is cut instead).
-    pub wire: cccgate_proto::v1::Listing,
+    pub wire: WireListing,
     /// The first field found over its limit.
     pub over: Option<ListingError>,
 }
