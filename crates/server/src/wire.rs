@@ -7,7 +7,7 @@
 //! message of empty listings (2 bytes each on the wire) became 8 million `Listing` structs,
 //! 36 times the bytes received. Here a first pass over the bytes counts the listings, allocating
 //! nothing; a message with more than `max_listings` is refused before a single listing exists.
-//! The second pass records where each field is (48 bytes a listing, the text itself never
+//! The second pass records where each field is (48 bytes of spans a listing, the text never
 //! copied: [`Decoded`] keeps the received bytes and [`Decoded::view`] borrows from them), each
 //! checked against its limit and for UTF-8: a field over its limit is left out, and its listing
 //! is answered with an error naming the field (`listing_id` is kept cut to its limit, so the
@@ -32,7 +32,7 @@ pub(crate) const MAX_LISTING_WIRE_BYTES: usize = 3 // listing tag + 2-byte lengt
 
 const _: () = assert!(CERTIFICATE_NUMBER_MAX_BYTES == ID_MAX_BYTES);
 
-/// Where one listing's six fields are in the message's bytes: zero-copy, 48 bytes a listing.
+/// Where one listing's six fields are in the message's bytes (48 bytes of spans; no text copied).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Item {
     /// `(start, end)` of `listing_id`, `merchant_id`, `product_code`, `certificate_number`,
