@@ -550,7 +550,7 @@ async fn the_cli_prints_the_feed_and_the_changed_verdicts_as_json_lines() {
     let t = target.clone();
     let feed_task = tokio::spawn(async move {
         let mut out = Lines(feed_tx, Vec::new());
-        cccgate_client::watch::follow_changes(&t, 0, &mut out, async {
+        cccgate_client::watch::follow_changes(&t, &Default::default(), 0, &mut out, async {
             let _ = stopped.await;
         })
         .await
@@ -560,9 +560,18 @@ async fn the_cli_prints_the_feed_and_the_changed_verdicts_as_json_lines() {
     let (t, i) = (target.clone(), input.clone());
     let watch_task = tokio::spawn(async move {
         let mut out = Lines(watch_tx, Vec::new());
-        cccgate_client::watch::watch_listings(&t, &i, None, 1, true, &mut out, async {
-            let _ = stopped.await;
-        })
+        cccgate_client::watch::watch_listings(
+            &t,
+            &Default::default(),
+            &i,
+            None,
+            1,
+            true,
+            &mut out,
+            async {
+                let _ = stopped.await;
+            },
+        )
         .await
     });
     let first = line(&mut feed).await;

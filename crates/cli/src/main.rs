@@ -2,6 +2,7 @@
 //! subcommand lives in its own module.
 
 mod bench;
+mod caller;
 mod feed;
 mod load;
 mod replay;

@@ -82,6 +82,8 @@ pub struct Args {
     /// With --watch: stop watching after this many seconds.
     #[arg(long, value_name = "SECONDS", requires = "watch")]
     watch_for: Option<f64>,
+    #[command(flatten)]
+    caller: crate::caller::CallerArgs,
 }
 
 pub fn parse_rpc(s: &str) -> Result<Rpc, String> {
@@ -130,6 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: progress_mode(&args.progress, args.progress_every)?,
         shard: args.shard,
         targets: args.target.clone(),
+        credentials: args.caller.credentials()?,
         ..ReplayConfig::new("", input, out)
     };
     let outcome = replay_blocking(&cfg)?;
@@ -169,8 +172,10 @@ fn watch_after(args: &Args, input: &std::path::Path, out: &std::path::Path) -> a
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let credentials = args.caller.credentials()?;
     let n = rt.block_on(cccgate_client::watch::watch_listings(
         target,
+        &credentials,
         input,
         args.format,
         args.chunk,

@@ -18,6 +18,8 @@ pub struct Args {
     /// Stop after this many seconds (default: until Ctrl-C or the gateway ends the stream).
     #[arg(long, value_name = "SECONDS")]
     watch_for: Option<f64>,
+    #[command(flatten)]
+    caller: crate::caller::CallerArgs,
 }
 
 /// Completes on Ctrl-C or after `limit`, whichever comes first.
@@ -43,13 +45,20 @@ pub fn watch_for(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let limit = watch_for(args.watch_for)?;
+    let credentials = args.caller.credentials()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let n = rt.block_on(async {
         let mut out = std::io::stdout();
-        cccgate_client::watch::follow_changes(&args.target, args.from, &mut out, stop_signal(limit))
-            .await
+        cccgate_client::watch::follow_changes(
+            &args.target,
+            &credentials,
+            args.from,
+            &mut out,
+            stop_signal(limit),
+        )
+        .await
     })?;
     eprintln!("{n} batches");
     Ok(())

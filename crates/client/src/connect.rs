@@ -148,10 +148,37 @@ impl Credentials {
         self.token.is_some()
     }
 
+    /// An interceptor that sends the token with every call of a generated client.
+    pub fn interceptor(&self) -> TokenInterceptor {
+        TokenInterceptor(self.token.clone())
+    }
+
     fn attach<T>(&self, request: &mut tonic::Request<T>) {
         if let Some(t) = &self.token {
             request.metadata_mut().insert("authorization", t.clone());
         }
+    }
+}
+
+/// Adds `authorization: Bearer TOKEN` to each call (nothing without a token).
+#[derive(Clone)]
+pub struct TokenInterceptor(Option<AsciiMetadataValue>);
+
+impl std::fmt::Debug for TokenInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_tuple("TokenInterceptor")
+            .field(&self.0.is_some())
+            .finish()
+    }
+}
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            request.metadata_mut().insert("authorization", t.clone());
+        }
+        Ok(request)
     }
 }
 
@@ -281,7 +308,7 @@ impl Gateway {
     }
 }
 
-fn endpoint(target: &str, credentials: &Credentials) -> Result<Endpoint, ConnectError> {
+pub(crate) fn endpoint(target: &str, credentials: &Credentials) -> Result<Endpoint, ConnectError> {
     let bad = |source| ConnectError::BadTarget {
         target: target.to_owned(),
         source,

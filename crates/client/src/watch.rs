@@ -15,7 +15,9 @@ use cccgate_proto::v1::{
 };
 use serde_json::{Value, json};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::connect::{Credentials, TokenInterceptor};
 
 use crate::input::{Format, InputError, ListingReader, Record};
 use crate::output::{decision_of, reason_of};
@@ -48,17 +50,22 @@ pub enum WatchError {
     Input(#[from] InputError),
 }
 
-async fn client(target: &str) -> Result<ListingCheckClient<tonic::transport::Channel>, WatchError> {
-    let err = |e: tonic::transport::Error| WatchError::Connect {
+type Client = ListingCheckClient<InterceptedService<tonic::transport::Channel, TokenInterceptor>>;
+
+async fn client(target: &str, credentials: &Credentials) -> Result<Client, WatchError> {
+    let endpoint =
+        crate::connect::endpoint(target, credentials).map_err(|e| WatchError::Connect {
+            target: target.to_owned(),
+            message: e.to_string(),
+        })?;
+    let channel = endpoint.connect().await.map_err(|e| WatchError::Connect {
         target: target.to_owned(),
         message: e.to_string(),
-    };
-    let channel = Endpoint::from_shared(target.to_owned())
-        .map_err(err)?
-        .connect()
-        .await
-        .map_err(err)?;
-    Ok(ListingCheckClient::new(channel).max_decoding_message_size(256 << 20))
+    })?;
+    Ok(
+        ListingCheckClient::with_interceptor(channel, credentials.interceptor())
+            .max_decoding_message_size(256 << 20),
+    )
 }
 
 fn cause_name(n: i32) -> &'static str {
@@ -143,11 +150,12 @@ pub fn result_json(r: &ListingResult, snapshot_sequence: u64, event: &str) -> St
 /// stands), until `stop` completes or the gateway ends the stream. Returns the batches.
 pub async fn follow_changes(
     target: &str,
+    credentials: &Credentials,
     from_sequence: u64,
     out: &mut (dyn Write + Send),
     stop: impl Future<Output = ()>,
 ) -> Result<u64, WatchError> {
-    let mut c = client(target).await?;
+    let mut c = client(target, credentials).await?;
     let gateway = |status| WatchError::Gateway {
         target: target.to_owned(),
         status,
@@ -179,8 +187,10 @@ pub async fn follow_changes(
 /// gateway ends the stream. The INITIAL answers are written only with `initial` (after a
 /// replay, its output already has the current verdicts). Returns how many CHANGED lines were
 /// written.
+#[allow(clippy::too_many_arguments)] // each is a caller's option; a struct would only rename them
 pub async fn watch_listings(
     target: &str,
+    credentials: &Credentials,
     input: &Path,
     format: Option<Format>,
     chunk: usize,
@@ -188,7 +198,7 @@ pub async fn watch_listings(
     out: &mut (dyn Write + Send),
     stop: impl Future<Output = ()>,
 ) -> Result<u64, WatchError> {
-    let mut c = client(target).await?;
+    let mut c = client(target, credentials).await?;
     let gateway = |status| WatchError::Gateway {
         target: target.to_owned(),
         status,

@@ -19,7 +19,7 @@ use tonic::Status;
 use super::read::Chunk;
 use super::write::Done;
 use super::{ReplayConfig, ReplayError, StopFlag};
-use crate::connect::{CheckStream, Gateway, RawClient, is_retryable};
+use crate::connect::{CheckStream, Credentials, Gateway, RawClient, is_retryable};
 use crate::wire::Rpc;
 
 /// One call slot: a client of one target, and its open stream if it uses one.
@@ -310,21 +310,24 @@ async fn call_loop(
 pub(super) async fn connect_all(
     targets: &[String],
     connections: usize,
+    credentials: &Credentials,
 ) -> Result<Vec<Gateway>, ReplayError> {
     if let [one] = targets {
-        return Ok(vec![Gateway::connect(one, connections).await?]);
+        return Ok(vec![
+            Gateway::connect_with(one, connections, credentials).await?,
+        ]);
     }
     let mut gateways = Vec::with_capacity(targets.len());
     let mut first_error = None;
     let mut up = 0;
     for t in targets {
-        match Gateway::connect(t, connections).await {
+        match Gateway::connect_with(t, connections, credentials).await {
             Ok(g) => {
                 up += 1;
                 gateways.push(g);
             }
             Err(e) => {
-                gateways.push(Gateway::connect_lazy(t, connections)?);
+                gateways.push(Gateway::connect_lazy_with(t, connections, credentials)?);
                 first_error.get_or_insert(e);
             }
         }

@@ -95,6 +95,9 @@ pub struct ReplayConfig {
     /// shard, together handle every record exactly once; their summaries merge
     /// ([`crate::merge`]) into the whole run's.
     pub shard: Option<(u64, u64)>,
+    /// TLS settings and caller token for every target (a gateway in production runs with
+    /// TLS and `--auth-tokens`).
+    pub credentials: crate::connect::Credentials,
 }
 
 impl ReplayConfig {
@@ -117,6 +120,7 @@ impl ReplayConfig {
             timeout: Duration::from_secs(30),
             progress: Mode::auto(Duration::from_secs(10)),
             shard: None,
+            credentials: crate::connect::Credentials::default(),
         }
     }
 }
@@ -292,7 +296,7 @@ pub async fn replay(cfg: &ReplayConfig) -> Result<ReplayOutcome, ReplayError> {
         write::check_resume(&cfg.out, cfg.skip)?;
     }
     let out = write::open_output(&cfg.out, cfg.skip > 0)?;
-    let gateways = call::connect_all(&cfg.targets, cfg.connections).await?;
+    let gateways = call::connect_all(&cfg.targets, cfg.connections, &cfg.credentials).await?;
     let callers = cfg.concurrency * gateways.len();
 
     let counters = Arc::new(Counters {
