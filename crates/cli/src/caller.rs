@@ -1,5 +1,6 @@
 //! How a client command reaches a gateway that runs as in production (`docs/planes.md`): TLS
-//! with a CA, a client certificate for mTLS, a caller token. Shared by `replay` and `watch`.
+//! with a CA, a client certificate for mTLS, a caller token. Shared by `replay`, `watch` and
+//! `bench grpc`.
 
 use std::path::PathBuf;
 

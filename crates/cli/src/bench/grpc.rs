@@ -12,7 +12,6 @@ use cccgate_bench::GatewayChoice;
 use cccgate_bench::grpc::{
     GrpcConfig, GrpcMode, Security, run_compare_blocking, run_grpc_blocking,
 };
-use cccgate_client::connect::Credentials;
 use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::replay::progress_mode;
@@ -30,20 +29,10 @@ pub struct Args {
     /// --target; required by swap).
     #[arg(long)]
     embedded: bool,
-    /// For an https:// --target: the CA (PEM) that signs the gateway's certificate.
-    #[arg(long, value_name = "PEM", requires = "target")]
-    ca_file: Option<PathBuf>,
-    /// For a --target that requires mTLS: the client's certificate chain (PEM; with
-    /// --client-key).
-    #[arg(long, value_name = "PEM", requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[arg(long, value_name = "PEM", requires = "client_cert")]
-    client_key: Option<PathBuf>,
-    /// For a --target with --auth-tokens: the caller's token, sent as `authorization: Bearer
-    /// TOKEN` (better from the environment than the command line, where `ps` shows it).
-    #[arg(long, env = "CCCGATE_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    /// How to reach a --target that runs as in production (TLS, mTLS, caller token); the
+    /// same flags as `replay` and `watch`.
+    #[command(flatten)]
+    caller: crate::caller::CallerArgs,
     /// The embedded gateway: `plain`; `tls-tokens` (TLS with a CA and certificate made for
     /// the run, and a caller token required, as in production); or `compare`: the same load
     /// against both, --rounds times each in alternating order, and the throughput ratio.
@@ -138,12 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         progress: progress_mode(&args.progress, args.progress_every)?,
         security: args.security,
         rounds: args.rounds,
-        credentials: Credentials::from_files(
-            args.ca_file.as_deref(),
-            args.client_cert.as_deref(),
-            args.client_key.as_deref(),
-            args.token.as_deref(),
-        )?,
+        credentials: args.caller.credentials()?,
         ..d
     };
     let gateway_threads = match (args.gateway_threads, args.mode) {
