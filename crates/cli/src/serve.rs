@@ -92,6 +92,17 @@ pub struct Args {
     /// Most CheckStream streams one caller may hold open [default: 128].
     #[arg(long, env = "CCCGATE_CLIENT_MAX_OPEN_STREAMS", value_name = "N")]
     client_max_open_streams: Option<usize>,
+    /// Calls one caller may start a second (a token bucket holding one second's worth),
+    /// refused before their body is read: over it RESOURCE_EXHAUSTED with a retry hint of
+    /// when the caller has a call again; 0 for no quota [default: 0].
+    #[arg(long, env = "CCCGATE_CLIENT_MAX_CALLS_PER_SECOND", value_name = "N")]
+    client_max_calls_per_second: Option<u64>,
+    /// Listings one caller may send a second (a token bucket holding one second's worth, and
+    /// at least --max-batch), taken per message once its listings are counted, before any is
+    /// decoded; a call is refused before its body is read while the caller has none left.
+    /// Over it RESOURCE_EXHAUSTED with a retry hint; 0 for no quota [default: 0].
+    #[arg(long, env = "CCCGATE_CLIENT_MAX_CHECKS_PER_SECOND", value_name = "N")]
+    client_max_checks_per_second: Option<u64>,
     /// Most CheckStream streams one connection may hold open [default: 64].
     #[arg(long, env = "CCCGATE_CONNECTION_MAX_OPEN_STREAMS", value_name = "N")]
     connection_max_open_streams: Option<usize>,
@@ -251,6 +262,8 @@ impl Args {
             max_in_flight_bytes: self.max_in_flight_bytes,
             client_max_in_flight_bytes: self.client_max_in_flight_bytes,
             client_max_open_streams: self.client_max_open_streams,
+            client_max_calls_per_second: self.client_max_calls_per_second,
+            client_max_checks_per_second: self.client_max_checks_per_second,
             connection_max_open_streams: self.connection_max_open_streams,
             stream_idle_timeout_ms: self.stream_idle_timeout_ms,
             http2_keepalive_interval_ms: self.http2_keepalive_interval_ms,

@@ -89,6 +89,11 @@ pub struct ConfigLayer {
     pub client_max_in_flight_bytes: Option<usize>,
     /// CheckStream streams one caller may hold open.
     pub client_max_open_streams: Option<usize>,
+    /// Calls one caller may start a second (token bucket, one second of burst); 0: no quota.
+    pub client_max_calls_per_second: Option<u64>,
+    /// Listings one caller may send a second (token bucket, one second of burst and at least
+    /// `max_batch`); 0: no quota.
+    pub client_max_checks_per_second: Option<u64>,
     /// CheckStream streams one connection may hold open.
     pub connection_max_open_streams: Option<usize>,
     /// A stream with no request message for this long is ended, in milliseconds; 0: never.
@@ -301,6 +306,10 @@ pub struct Limits {
     pub client_max_in_flight_bytes: usize,
     /// Streams one caller may hold open.
     pub client_max_open_streams: usize,
+    /// Calls one caller may start a second; 0: no quota.
+    pub client_max_calls_per_second: u64,
+    /// Listings one caller may send a second; 0: no quota.
+    pub client_max_checks_per_second: u64,
     /// Streams one connection may hold open.
     pub connection_max_open_streams: usize,
     /// Idle stream timeout; `None`: never.
@@ -333,6 +342,8 @@ impl Default for Limits {
             max_in_flight_bytes: 256 * 1024 * 1024,
             client_max_in_flight_bytes: 64 * 1024 * 1024,
             client_max_open_streams: 128,
+            client_max_calls_per_second: 0,
+            client_max_checks_per_second: 0,
             connection_max_open_streams: 64,
             stream_idle_timeout: Some(Duration::from_secs(120)),
             http2_keepalive_interval: Some(Duration::from_secs(30)),
@@ -478,6 +489,10 @@ impl Config {
                 "client_max_open_streams",
                 pick!(client_max_open_streams).unwrap_or(d.client_max_open_streams),
             )?,
+            client_max_calls_per_second: pick!(client_max_calls_per_second)
+                .unwrap_or(d.client_max_calls_per_second),
+            client_max_checks_per_second: pick!(client_max_checks_per_second)
+                .unwrap_or(d.client_max_checks_per_second),
             connection_max_open_streams: positive(
                 "connection_max_open_streams",
                 pick!(connection_max_open_streams).unwrap_or(d.connection_max_open_streams),

@@ -32,6 +32,7 @@ mod decision_log;
 mod http_json;
 mod metrics;
 mod public;
+mod rate;
 pub mod reload;
 pub mod sample;
 mod service;

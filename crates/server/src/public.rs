@@ -5,12 +5,14 @@
 //!
 //! 1. The caller is identified ([`crate::auth`]): with `--auth-tokens`, a bearer token is
 //!    required (else UNAUTHENTICATED); otherwise the mTLS name, else `anonymous`.
-//! 2. A unary call takes a `--max-in-flight` permit; a stream takes a global, a per-caller and
+//! 2. The caller's rate quotas ([`crate::rate`]) take one call and need one check left, before
+//!    the body is read. A unary call takes a `--max-in-flight` permit; a stream takes a global, a per-caller and
 //!    a per-connection stream slot. Not available: RESOURCE_EXHAUSTED with a retry hint.
 //! 3. As each request message's 5-byte gRPC header arrives ([`BudgetBody`]), before its bytes
 //!    are buffered, its cost ([`admission::message_cost`]) is taken from the global byte budget
 //!    and the caller's share. Over either: RESOURCE_EXHAUSTED with a retry hint.
-//! 4. The message is decoded by [`crate::wire`]: listings counted first, fields within limits.
+//! 4. The message is decoded by [`crate::wire`]: listings counted first, fields within limits;
+//!    its listings are taken from the caller's checks quota before they are checked.
 //! 5. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
 //!    given back only once the answer is encoded.
 
@@ -38,6 +40,7 @@ use crate::admission::{self, Admission, Caller, Held};
 use crate::answer;
 use crate::auth::{self, TokenAuth};
 use crate::metrics::Rpc;
+use crate::rate::Rates;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
 use crate::tls::ConnInfo;
 use crate::wire::{self, Decoded, Shape, WireError};
@@ -72,10 +75,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The rate quotas and whose call it is, for the decoder to charge each message's listings.
+type Quota = (Arc<Rates>, Caller);
+
 /// The codec of one call: bounded decoding in, answers (already encoded) out.
 #[derive(Debug)]
 struct GateCodec {
     shape: Shape,
+    quota: Quota,
     max_listings: usize,
     charges: Charges,
     permit: Option<OwnedSemaphorePermit>,
@@ -95,6 +102,7 @@ impl Codec for GateCodec {
     fn decoder(&mut self) -> GateDecoder {
         GateDecoder {
             shape: self.shape,
+            quota: self.quota.clone(),
             max_listings: self.max_listings,
             charges: Arc::clone(&self.charges),
             permit: self.permit.take(),
@@ -106,6 +114,7 @@ impl Codec for GateCodec {
 #[derive(Debug)]
 struct GateDecoder {
     shape: Shape,
+    quota: Quota,
     max_listings: usize,
     charges: Charges,
     permit: Option<OwnedSemaphorePermit>,
@@ -124,6 +133,9 @@ impl Decoder for GateDecoder {
             Err(WireError::Malformed(m)) => return Err(Status::invalid_argument(m)),
             other => other,
         };
+        if let Ok(m) = &msg {
+            self.quota.0.take_checks(&self.quota.1, m.len())?;
+        }
         Ok(Some(Inbound {
             msg,
             hold: Hold {
@@ -242,6 +254,7 @@ impl http_body::Body for BudgetBody {
 pub(crate) struct PublicCheck {
     pub(crate) ctx: Arc<CheckContext>,
     pub(crate) admission: Arc<Admission>,
+    rates: Arc<Rates>,
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
     watch: Option<Arc<crate::watch::WatchHub>>,
@@ -263,6 +276,7 @@ impl PublicCheck {
             connection_streams: admission::Quota::new(l.connection_max_open_streams),
         });
         PublicCheck {
+            rates: Arc::new(Rates::new(&l)),
             ctx,
             admission,
             auth,
@@ -301,9 +315,10 @@ impl PublicCheck {
         self
     }
 
-    fn codec(&self, shape: Shape, charges: &Charges) -> GateCodec {
+    fn codec(&self, shape: Shape, charges: &Charges, caller: &Caller) -> GateCodec {
         GateCodec {
             shape,
+            quota: (Arc::clone(&self.rates), Arc::clone(caller)),
             max_listings: self.ctx.limits.max_batch,
             charges: Arc::clone(charges),
             permit: None,
@@ -424,6 +439,12 @@ impl PublicCheck {
             return Status::unimplemented(format!("{path} is not a method of this service"))
                 .into_http();
         };
+        if let Err(e) = self.rates.admit_call(&caller) {
+            if method != Method::WatchChanges && method != Method::WatchListings {
+                self.ctx.metrics.shed(method.rpc());
+            }
+            return Status::from(e).into_http();
+        }
         let lean = answer::is_lean(req.headers());
         let conn = req.extensions().get::<ConnInfo>().and_then(|c| c.remote);
         let charges: Charges = Arc::default();
@@ -445,7 +466,7 @@ impl PublicCheck {
                     Ok(p) => p,
                     Err(status) => return status.into_http(),
                 };
-                let mut codec = self.codec(shape, &charges);
+                let mut codec = self.codec(shape, &charges, &caller);
                 codec.permit = Some(permit);
                 codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
                 let svc = Unary {
@@ -462,7 +483,7 @@ impl PublicCheck {
                     Ok(s) => s,
                     Err(status) => return status.into_http(),
                 };
-                let codec = self.codec(Shape::Request, &charges);
+                let codec = self.codec(Shape::Request, &charges, &caller);
                 let svc = Streams {
                     listings: self.listings_counter(&caller),
                     ctx: Arc::clone(&self.ctx),
@@ -515,6 +536,17 @@ enum Method {
     Stream,
     WatchChanges,
     WatchListings,
+}
+
+impl Method {
+    /// The metrics' name of a check method.
+    fn rpc(self) -> Rpc {
+        match self {
+            Method::Check => Rpc::Check,
+            Method::Batch => Rpc::Batch,
+            _ => Rpc::Stream,
+        }
+    }
 }
 
 impl tower_service::Service<http::Request<Body>> for PublicCheck {

@@ -70,6 +70,17 @@ pub enum CheckError {
         /// The limit reached.
         limit: usize,
     },
+    /// The caller is over a rate quota: RESOURCE_EXHAUSTED, with a retry hint of when it
+    /// will have the tokens again.
+    #[error("over the quota: {what} is {limit}; retry in {} ms", retry_after.as_millis().max(1))]
+    RateLimited {
+        /// The quota.
+        what: &'static str,
+        /// Its rate, per second.
+        limit: u64,
+        /// When the caller will have what it needed.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl From<CheckError> for Status {
@@ -96,6 +107,14 @@ impl From<CheckError> for Status {
                     "grpc-retry-pushback-ms",
                     tonic::metadata::MetadataValue::from_static(RETRY_PUSHBACK_MS),
                 );
+                s
+            }
+            CheckError::RateLimited { retry_after, .. } => {
+                let mut s = Status::resource_exhausted(message);
+                let ms = retry_after.as_millis().max(1).to_string();
+                if let Ok(v) = tonic::metadata::MetadataValue::try_from(ms) {
+                    s.metadata_mut().insert("grpc-retry-pushback-ms", v);
+                }
                 s
             }
         }

@@ -1,0 +1,271 @@
+//! Per-caller rate quotas: calls a second and checks (listings) a second, each a token bucket
+//! per caller (`--client-max-calls-per-second`, `--client-max-checks-per-second`).
+//!
+//! The byte budgets and stream caps of [`crate::admission`] bound what a caller holds at once;
+//! these bound what it may spend over time, so that one caller sending as fast as it can does
+//! not take the gateway's CPU from the others. Both are applied before the work they bound:
+//!
+//! - a call takes one token of the caller's calls bucket, and needs at least one token in its
+//!   checks bucket, when its headers arrive: before its body is read, so a caller over its
+//!   quota costs the gateway a HEADERS frame and a trailers-only answer;
+//! - a request message takes as many checks tokens as it holds listings once they are counted
+//!   on the wire ([`crate::wire`]), before any listing is decoded or checked; a message that
+//!   does not fit is refused whole (never half answered).
+//!
+//! Refusals are RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` set to when the tokens the
+//! caller needed will be there. A bucket holds one second of its rate (a caller may burst to
+//! one second's worth at once), and a checks bucket at least one largest message
+//! (`--max-batch` listings), so that any valid message can pass.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::admission::Caller;
+use crate::service::CheckError;
+
+/// One token bucket per caller.
+#[derive(Debug)]
+pub(crate) struct RateQuota {
+    what: &'static str,
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug, Default)]
+struct Buckets {
+    map: HashMap<Caller, Bucket>,
+    /// The map's size after its last pruning: it is pruned again when it doubles.
+    pruned_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Callers kept before full buckets are forgotten (a full bucket is the same as none).
+const KEEP: usize = 1024;
+
+impl RateQuota {
+    /// `per_second` tokens a second per caller, up to `burst` saved; `what` names the flag in
+    /// refusals.
+    pub(crate) fn new(what: &'static str, per_second: u64, burst: u64) -> RateQuota {
+        RateQuota {
+            what,
+            per_second: per_second as f64,
+            burst: burst.max(1) as f64,
+            buckets: Mutex::new(Buckets::default()),
+        }
+    }
+
+    /// The rate, per second.
+    pub(crate) fn per_second(&self) -> u64 {
+        self.per_second as u64
+    }
+
+    /// Takes `n` tokens of `caller` at `now` if it has them (`take`), or only checks that it
+    /// has them (`!take`). Without them: the time until it will.
+    fn spend(&self, caller: &Caller, n: f64, now: Instant, take: bool) -> Result<(), Duration> {
+        let mut b = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (per_second, burst) = (self.per_second, self.burst);
+        let bucket = b.map.entry(caller.clone()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+        bucket.at = bucket.at.max(now);
+        let outcome = if bucket.tokens >= n {
+            if take {
+                bucket.tokens -= n;
+            }
+            Ok(())
+        } else {
+            let wait = (n.min(burst) - bucket.tokens) / per_second;
+            Err(Duration::from_secs_f64(wait.max(0.001)))
+        };
+        if b.map.len() > KEEP.max(2 * b.pruned_at) {
+            b.map.retain(|_, x| {
+                let refill = now.saturating_duration_since(x.at).as_secs_f64() * per_second;
+                x.tokens + refill < burst
+            });
+            b.pruned_at = b.map.len();
+        }
+        outcome
+    }
+
+    /// Takes `n` tokens of `caller`, or refuses (RESOURCE_EXHAUSTED, counted as shed).
+    pub(crate) fn take(&self, caller: &Caller, n: usize, now: Instant) -> Result<(), CheckError> {
+        self.spend(caller, n as f64, now, true)
+            .map_err(|wait| self.refusal(caller, wait))
+    }
+
+    /// Refuses (as [`RateQuota::take`]) unless `caller` has at least one token; takes none.
+    pub(crate) fn any_left(&self, caller: &Caller, now: Instant) -> Result<(), CheckError> {
+        self.spend(caller, 1.0, now, false)
+            .map_err(|wait| self.refusal(caller, wait))
+    }
+
+    fn refusal(&self, caller: &Caller, retry_after: Duration) -> CheckError {
+        crate::public::client_shed(caller);
+        CheckError::RateLimited {
+            what: self.what,
+            limit: self.per_second(),
+            retry_after,
+        }
+    }
+
+    /// Callers with a bucket.
+    #[cfg(test)]
+    fn callers(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .map
+            .len()
+    }
+}
+
+/// The public plane's rate quotas (each `None` when off).
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    /// Calls a second per caller.
+    pub calls: Option<RateQuota>,
+    /// Listings a second per caller.
+    pub checks: Option<RateQuota>,
+}
+
+impl Rates {
+    /// The quotas of `limits`: a rate of 0 is off.
+    pub(crate) fn new(limits: &crate::config::Limits) -> Rates {
+        let calls = limits.client_max_calls_per_second;
+        let checks = limits.client_max_checks_per_second;
+        Rates {
+            calls: (calls > 0).then(|| {
+                RateQuota::new(
+                    "this caller's calls a second (--client-max-calls-per-second)",
+                    calls,
+                    calls,
+                )
+            }),
+            checks: (checks > 0).then(|| {
+                RateQuota::new(
+                    "this caller's checks a second (--client-max-checks-per-second)",
+                    checks,
+                    checks.max(limits.max_batch as u64),
+                )
+            }),
+        }
+    }
+
+    /// A call's admission, when its headers arrive and before its body is read: one call, and
+    /// at least one check left.
+    pub(crate) fn admit_call(&self, caller: &Caller) -> Result<(), CheckError> {
+        let now = Instant::now();
+        if let Some(checks) = &self.checks {
+            checks.any_left(caller, now)?;
+        }
+        if let Some(calls) = &self.calls {
+            calls.take(caller, 1, now)?;
+        }
+        Ok(())
+    }
+
+    /// A message's `listings`, counted before any is decoded.
+    pub(crate) fn take_checks(&self, caller: &Caller, listings: usize) -> Result<(), CheckError> {
+        match &self.checks {
+            Some(checks) if listings > 0 => checks.take(caller, listings, Instant::now()),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(name: &str) -> Caller {
+        Caller::from(name)
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_its_rate_and_says_when_to_retry() {
+        let q = RateQuota::new("calls", 5, 5);
+        let (a, b) = (caller("a"), caller("b"));
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            q.take(&a, 1, t0).unwrap();
+        }
+        let Err(CheckError::RateLimited {
+            retry_after, limit, ..
+        }) = q.take(&a, 1, t0)
+        else {
+            panic!("the sixth call in the same instant must be refused");
+        };
+        assert_eq!(limit, 5);
+        assert_eq!(retry_after, Duration::from_millis(200));
+        // Another caller has a bucket of its own.
+        q.take(&b, 5, t0).unwrap();
+        // 200 ms later one token is back, and only one.
+        let t1 = t0 + Duration::from_millis(200);
+        q.take(&a, 1, t1).unwrap();
+        assert!(q.take(&a, 1, t1).is_err());
+        // Idle for long, a bucket refills to its burst and no further.
+        let t2 = t1 + Duration::from_secs(60);
+        q.take(&a, 5, t2).unwrap();
+        assert!(q.take(&a, 1, t2).is_err());
+    }
+
+    #[test]
+    fn a_message_that_does_not_fit_takes_nothing() {
+        let q = RateQuota::new("checks", 100, 100);
+        let a = caller("a");
+        let t0 = Instant::now();
+        q.take(&a, 60, t0).unwrap();
+        assert!(q.take(&a, 50, t0).is_err());
+        q.take(&a, 40, t0).unwrap();
+        assert!(q.any_left(&a, t0).is_err());
+        assert!(q.any_left(&a, t0 + Duration::from_millis(10)).is_ok());
+    }
+
+    #[test]
+    fn the_checks_bucket_holds_at_least_a_largest_message() {
+        let limits = crate::config::Limits {
+            max_batch: 10_000,
+            client_max_checks_per_second: 500,
+            ..Default::default()
+        };
+        let rates = Rates::new(&limits);
+        assert!(rates.calls.is_none());
+        let a = caller("a");
+        rates.take_checks(&a, 10_000).unwrap();
+        assert!(rates.take_checks(&a, 1).is_err());
+        assert!(rates.admit_call(&a).is_err());
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten_so_the_map_stays_bounded() {
+        let q = RateQuota::new("calls", 1_000, 1_000);
+        let t0 = Instant::now();
+        // A caller a millisecond: a millisecond later each bucket has its token back, full
+        // and forgettable.
+        for i in 0..10 * KEEP {
+            let now = t0 + Duration::from_millis(i as u64);
+            q.take(&caller(&format!("c{i}")), 1, now).unwrap();
+        }
+        assert!(q.callers() <= KEEP + 1, "{} callers kept", q.callers());
+        // Callers still short of tokens are kept, and the map doubles before it is pruned.
+        let q = RateQuota::new("calls", 1, 1);
+        for i in 0..3 * KEEP {
+            q.take(&caller(&format!("c{i}")), 1, t0).unwrap();
+        }
+        assert_eq!(q.callers(), 3 * KEEP);
+        assert!(q.take(&caller("c0"), 1, t0).is_err());
+    }
+}

@@ -1,0 +1,262 @@
+//! Per-caller rate quotas (`--client-max-calls-per-second`, `--client-max-checks-per-second`):
+//! a caller sending as fast as it can is refused with RESOURCE_EXHAUSTED and a retry hint,
+//! before its body is read, and counted exactly; another caller is still admitted and answered.
+//!
+//! No timed assertion: where the count of admitted calls depends on how long the calls took
+//! (tokens come back with time), the bound is computed from the elapsed time measured.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use cccgate_core::Status as CertStatus;
+use cccgate_e2e::gateway::{TestGateway, record, test_config_with, write_snapshot};
+use cccgate_proto::v1::listing_check_client::ListingCheckClient;
+use cccgate_proto::v1::{CheckBatchRequest, CheckRequest, Listing, ReloadRequest};
+use cccgate_server::ConfigLayer;
+use sha2::{Digest, Sha256};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+fn line(name: &str, token: &str) -> String {
+    let hex: String = Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{name} {hex}\n")
+}
+
+fn listing(id: usize) -> Listing {
+    Listing {
+        listing_id: format!("L{id}"),
+        merchant_id: "M1".into(),
+        ..Default::default()
+    }
+}
+
+fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+async fn check(ch: &Channel, token: &str) -> Result<(), Status> {
+    let msg = CheckRequest {
+        listing: Some(listing(1)),
+        ..Default::default()
+    };
+    ListingCheckClient::new(ch.clone())
+        .check(with_token(msg, token))
+        .await
+        .map(drop)
+}
+
+async fn batch(ch: &Channel, token: &str, n: usize) -> Result<usize, Status> {
+    let msg = CheckBatchRequest {
+        listings: (0..n).map(listing).collect(),
+        min_snapshot_sequence: 0,
+    };
+    ListingCheckClient::new(ch.clone())
+        .check_batch(with_token(msg, token))
+        .await
+        .map(|r| r.into_inner().results.len())
+}
+
+/// A gateway whose callers are `{prefix}greedy` (token `tg`) and `{prefix}fair` (`tf`): the
+/// tests of this file share one metrics recorder, so each names its callers apart.
+async fn gateway(dir: &Path, prefix: &str, layer: ConfigLayer) -> TestGateway {
+    let tokens = dir.join("tokens");
+    std::fs::write(
+        &tokens,
+        format!(
+            "{}{}",
+            line(&format!("{prefix}greedy"), "tg"),
+            line(&format!("{prefix}fair"), "tf")
+        ),
+    )
+    .unwrap();
+    write_snapshot(dir, 10, &[record(1, CertStatus::Valid, 901, &["X1"])]);
+    let layer = ConfigLayer {
+        auth_tokens: Some(tokens),
+        ..layer
+    };
+    let gw = TestGateway::start(test_config_with(Some(dir), layer), true).await;
+    gw.admin_client()
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .expect("Reload");
+    gw
+}
+
+/// A refusal by a quota: RESOURCE_EXHAUSTED naming the flag, with a retry hint no longer than
+/// one token's time.
+fn assert_quota_refusal(s: &Status, flag: &str, per_second: u64, tokens: u64) {
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(s.message().contains(flag), "{}", s.message());
+    let hint: u64 = s
+        .metadata()
+        .get("grpc-retry-pushback-ms")
+        .expect("a retry hint")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=1000 * tokens / per_second + 1).contains(&hint),
+        "hint {hint} ms"
+    );
+}
+
+async fn metric(addr: std::net::SocketAddr, name: &str, client: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.lines()
+        .filter(|l| l.starts_with(name) && l.contains(&format!("client=\"{client}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_calls_quota_is_refused_before_its_body_and_counted_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let per_second = 2;
+    let gw = gateway(
+        dir.path(),
+        "calls-",
+        ConfigLayer {
+            client_max_calls_per_second: Some(per_second),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ch = gw.channel().await;
+    let start = Instant::now();
+    let (mut ok, mut refused) = (0u64, 0u64);
+    for _ in 0..20 {
+        match check(&ch, "tg").await {
+            Ok(()) => ok += 1,
+            Err(s) => {
+                assert_quota_refusal(&s, "--client-max-calls-per-second", per_second, 1);
+                refused += 1;
+            }
+        }
+    }
+    // With no tokens left, a stream is refused from its headers: no message is ever sent on
+    // it, so the refusal did not wait for a body.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<CheckRequest>(1);
+    let stream = ListingCheckClient::new(ch.clone())
+        .check_stream(with_token(ReceiverStream::new(rx), "tg"))
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    match stream {
+        Ok(_) => ok += 1,
+        Err(s) => {
+            assert_quota_refusal(&s, "--client-max-calls-per-second", per_second, 1);
+            refused += 1;
+        }
+    }
+    // The burst (one second's worth), plus what came back while the calls ran.
+    let most = per_second + (elapsed * per_second as f64).ceil() as u64;
+    assert!(
+        (per_second..=most).contains(&ok),
+        "{ok} admitted in {elapsed:.3} s"
+    );
+    assert_eq!(ok + refused, 21);
+    // The other caller has a bucket of its own.
+    for _ in 0..per_second {
+        check(&ch, "tf").await.expect("fair is within its quota");
+    }
+    // Every refusal is counted against the caller, none against the other.
+    let metrics = gw.metrics_addr.expect("metrics");
+    assert_eq!(
+        metric(metrics, "cccgate_client_shed_total", "calls-greedy").await,
+        refused
+    );
+    assert_eq!(
+        metric(metrics, "cccgate_client_shed_total", "calls-fair").await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_checks_quota_is_refused_whole_messages_while_another_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let per_second = 10;
+    let gw = gateway(
+        dir.path(),
+        "checks-",
+        ConfigLayer {
+            client_max_checks_per_second: Some(per_second),
+            max_batch: Some(10),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ch = gw.channel().await;
+    let start = Instant::now();
+    let mut answered = 0u64;
+    let mut refused = 0u64;
+    for _ in 0..8 {
+        match batch(&ch, "tg", 4).await {
+            // A message is answered whole or refused whole.
+            Ok(n) => answered += n as u64,
+            Err(s) => {
+                assert_quota_refusal(&s, "--client-max-checks-per-second", per_second, 4);
+                refused += 1;
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    assert_eq!(answered % 4, 0);
+    // The burst is 10 listings: two messages of 4 fit, a third does not (2 left) unless 200 ms
+    // passed; never more than the burst plus the tokens that came back.
+    let most = per_second as f64 + elapsed * per_second as f64;
+    assert!(
+        answered >= 8 && answered as f64 <= most,
+        "{answered} listings answered in {elapsed:.3} s"
+    );
+    assert_eq!(answered / 4 + refused, 8);
+    // The other caller's stream is admitted and answered in full meanwhile.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut out = ListingCheckClient::new(ch.clone())
+        .check_stream(with_token(ReceiverStream::new(rx), "tf"))
+        .await
+        .expect("fair opens a stream")
+        .into_inner();
+    tx.send(CheckRequest {
+        listings: (0..10).map(listing).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = out.message().await.expect("ok").expect("an answer");
+    assert_eq!(r.results.len(), 10);
+    // A stream message over the quota ends that caller's stream with the refusal.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let over: Result<(), Status> = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut out = ListingCheckClient::new(ch.clone())
+            .check_stream(with_token(ReceiverStream::new(rx), "tf"))
+            .await?
+            .into_inner();
+        loop {
+            tx.send(CheckRequest {
+                listings: (0..10).map(listing).collect(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|_| Status::internal("stream closed"))?;
+            out.message().await?;
+        }
+    })
+    .await
+    .expect("the quota ends the stream within 30 s");
+    let s: Status = over.unwrap_err();
+    assert_quota_refusal(&s, "--client-max-checks-per-second", per_second, 10);
+}
