@@ -3,6 +3,10 @@
 //! driven in a real headless Chromium by `tests/node/console.mjs` (playwright-core): the page
 //! loads, a lookup answers, an explain answers, a screenshot is taken.
 //!
+//! The candidate register's buttons: refusals (buttons off, no nonce, wrong operator token,
+//! cross-origin, oversized form, a stale sequence) with curl, then discard and promote pressed
+//! in Chromium by `tests/node/candidate.mjs`, each after a wrong token is refused.
+//!
 //! The browser part needs Debian's `chromium` and `npm ci` in `tests/node` (see
 //! `cccgate_e2e::node`): without them it is skipped, unless `CI` is set.
 
@@ -10,10 +14,14 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cccgate_core::{CertificateRecord, Status};
-use cccgate_e2e::gateway::{TestGateway, cert_number, record, test_config, write_snapshot};
+use cccgate_e2e::gateway::{
+    TestGateway, cert_number, record, test_config, test_config_with, write_snapshot,
+};
 use cccgate_e2e::node::{node_dir, run_bounded, run_node};
-use cccgate_proto::v1::{self, ReloadRequest};
+use cccgate_proto::v1::{self, GetStatusRequest, ReloadRequest};
+use cccgate_server::ConfigLayer;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 fn records(revoked: bool) -> Vec<CertificateRecord> {
     vec![
@@ -280,4 +288,274 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// POST `form` (form-encoded) to `url` with curl and extra headers: the status and the body.
+fn post(url: &str, form: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "--data",
+        form,
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = run_bounded(cmd.arg(url), Duration::from_secs(15));
+    assert!(out.status.success(), "curl {url}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_owned())
+}
+
+async fn post_async(url: String, form: String, headers: Vec<&'static str>) -> (u16, String) {
+    tokio::task::spawn_blocking(move || post(&url, &form, &headers))
+        .await
+        .unwrap()
+}
+
+/// The value of the hidden field `name` in a console page.
+fn hidden(page: &str, name: &str) -> String {
+    let at = page
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Runs `candidate.mjs` (or, without a browser, the same presses with curl): a wrong token,
+/// then `token`, for `action`; returns what the browser read.
+async fn press_in_browser(base: &str, token: &str, action: &str) -> Option<Value> {
+    let node = node_dir("tests/node")?;
+    let (base, token, action) = (base.to_owned(), token.to_owned(), action.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        run_node(
+            &node,
+            "candidate.mjs",
+            &[&base, &token, &action],
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "candidate.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
+async fn press_with_curl(base: &str, token: &str, action: &str) -> (u16, String) {
+    let (_, index) = get_async(format!("{base}/")).await;
+    let form = format!(
+        "nonce={}&sequence={}&token={token}&action={action}",
+        hidden(&index, "nonce"),
+        hidden(&index, "sequence")
+    );
+    post_async(format!("{base}/candidate"), form, vec![]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candidate_buttons_need_an_operator_token_and_promote_or_discard_in_a_browser() {
+    let (snaps, cands) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_snapshot(snaps.path(), 1, &records(false));
+    write_snapshot(cands.path(), 2, &records(true));
+    let layer = |tokens: Option<std::path::PathBuf>| ConfigLayer {
+        candidate_dir: Some(cands.path().to_path_buf()),
+        console_tokens: tokens,
+        ..Default::default()
+    };
+
+    // Without --console-tokens: the candidate is shown, there are no buttons, a press is 404.
+    let gw = TestGateway::start(test_config_with(Some(snaps.path()), layer(None)), true).await;
+    gw.admin_client()
+        .await
+        .reload(ReloadRequest {})
+        .await
+        .unwrap();
+    let base = format!("http://{}", gw.metrics_addr.unwrap());
+    let page = eventually(&format!("{base}/"), "id=\"candidate-sequence\">2<").await;
+    assert!(page.contains("--console-tokens FILE"), "{page}");
+    assert!(!page.contains("id=\"promote\""), "{page}");
+    let (status, body) = post_async(
+        format!("{base}/candidate"),
+        "action=promote&sequence=2&token=x".into(),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    gw.stop().await.unwrap();
+
+    // With it.
+    let tokens = snaps.path().join("operators.txt");
+    let hash: String = Sha256::digest(b"ops-secret-1")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(&tokens, format!("# operators\nalice {hash}\n")).unwrap();
+    let gw = TestGateway::start(
+        test_config_with(Some(snaps.path()), layer(Some(tokens.clone()))),
+        true,
+    )
+    .await;
+    let mut admin = gw.admin_client().await;
+    admin.reload(ReloadRequest {}).await.unwrap();
+    let base = format!("http://{}", gw.metrics_addr.unwrap());
+    let url = format!("{base}/candidate");
+    let page = eventually(&format!("{base}/"), "id=\"promote\"").await;
+    assert!(page.contains("id=\"candidate-sequence\">2<"), "{page}");
+    assert!(page.contains("type=\"password\""), "{page}");
+    let nonce = hidden(&page, "nonce");
+    let form = |nonce: &str, token: &str, seq: u64, action: &str| {
+        format!("nonce={nonce}&sequence={seq}&token={token}&action={action}")
+    };
+
+    // GET is not a press.
+    let (status, _) = get_async(url.clone()).await;
+    assert_eq!(status, 405);
+    // Refusals; none changes anything.
+    let refusals: Vec<(String, Vec<&'static str>, u16, &str)> = vec![
+        (form("", "ops-secret-1", 2, "discard"), vec![], 403, "nonce"),
+        (
+            form("1.deadbeef", "ops-secret-1", 2, "discard"),
+            vec![],
+            403,
+            "nonce",
+        ),
+        (
+            form(&nonce, "ops-secret-2", 2, "discard"),
+            vec![],
+            403,
+            "wrong operator token",
+        ),
+        (
+            form(&nonce, "", 2, "promote"),
+            vec![],
+            403,
+            "wrong operator token",
+        ),
+        (
+            form(&nonce, "ops-secret-1", 2, "discard"),
+            vec!["Origin: http://evil.example"],
+            403,
+            "cross-origin",
+        ),
+        (
+            form(&nonce, "ops-secret-1", 2, "discard"),
+            vec!["Sec-Fetch-Site: cross-site"],
+            403,
+            "cross-origin",
+        ),
+        (
+            form(&nonce, "ops-secret-1", 2, "discard"),
+            vec!["Content-Type: text/plain"],
+            415,
+            "x-www-form-urlencoded",
+        ),
+        (
+            format!(
+                "{}&pad={}",
+                form(&nonce, "ops-secret-1", 2, "discard"),
+                "a".repeat(4000)
+            ),
+            vec![],
+            413,
+            "over the limit of 2048",
+        ),
+        (
+            form(&nonce, "ops-secret-1", 5, "promote"),
+            vec![],
+            409,
+            "the candidate is sequence 2, not 5",
+        ),
+        (
+            form(&nonce, "ops-secret-1", 2, "explode"),
+            vec![],
+            400,
+            "neither promote nor discard",
+        ),
+    ];
+    for (body, headers, want, needle) in refusals {
+        let (status, page) = post_async(url.clone(), body.clone(), headers).await;
+        assert_eq!(status, want, "{body}: {page}");
+        assert!(page.contains(needle), "{needle:?} not in {page}");
+    }
+    let s = admin
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.snapshot.unwrap().sequence, 1);
+    assert_eq!(s.candidate.unwrap().snapshot.unwrap().sequence, 2);
+
+    // Discard, then (a newer candidate after a reload) promote: in the browser, each after a
+    // wrong token is refused; with curl when there is no browser here.
+    match press_in_browser(&base, "ops-secret-1", "discard").await {
+        Some(seen) => {
+            assert_eq!(seen["candidateBefore"], "2", "{seen}");
+            assert_eq!(seen["inForceBefore"], "1", "{seen}");
+            assert_eq!(seen["buttons"], serde_json::json!(["promote", "discard"]));
+            assert_eq!(seen["tokenType"], "password");
+            assert_eq!(seen["wrong"]["status"], 403, "{seen}");
+            let wrong = seen["wrong"]["result"].as_str().unwrap();
+            assert!(wrong.contains("wrong operator token"), "{seen}");
+            assert_eq!(seen["right"]["status"], 200, "{seen}");
+            let right = seen["right"]["result"].as_str().unwrap();
+            assert!(
+                right.starts_with("candidate 2 discarded") && right.ends_with("(by alice)"),
+                "{seen}"
+            );
+            assert_eq!(seen["inForceAfter"], "1", "{seen}");
+            assert_eq!(seen["candidateAfter"], Value::Null, "{seen}");
+            let history = seen["history"].as_str().unwrap();
+            assert!(history.contains("candidate 2 by operator alice"), "{seen}");
+            assert_eq!(seen["errors"], Value::Array(vec![]), "{seen}");
+        }
+        None => {
+            let (status, body) = press_with_curl(&base, "ops-secret-1", "discard").await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains("candidate 2 discarded"), "{body}");
+        }
+    }
+    let s = admin
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.candidate.is_none(), "discarded: {s:?}");
+    assert_eq!(s.snapshot.unwrap().sequence, 1);
+
+    write_snapshot(cands.path(), 3, &records(true));
+    admin.reload(ReloadRequest {}).await.unwrap();
+    eventually(&format!("{base}/"), "id=\"candidate-sequence\">3<").await;
+    match press_in_browser(&base, "ops-secret-1", "promote").await {
+        Some(seen) => {
+            assert_eq!(seen["candidateBefore"], "3", "{seen}");
+            assert_eq!(seen["wrong"]["status"], 403, "{seen}");
+            assert_eq!(seen["right"]["status"], 200, "{seen}");
+            let right = seen["right"]["result"].as_str().unwrap();
+            assert!(right.starts_with("candidate 3 is in force"), "{seen}");
+            assert_eq!(seen["inForceAfter"], "3", "{seen}");
+            let history = seen["history"].as_str().unwrap();
+            assert!(history.contains("candidate 3 by operator alice"), "{seen}");
+            assert_eq!(seen["errors"], Value::Array(vec![]), "{seen}");
+        }
+        None => {
+            let (status, body) = press_with_curl(&base, "ops-secret-1", "promote").await;
+            assert_eq!(status, 200, "{body}");
+            assert!(body.contains("candidate 3 is in force"), "{body}");
+        }
+    }
+    let s = admin
+        .get_status(GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.snapshot.unwrap().sequence, 3, "promoted");
+    gw.stop().await.unwrap();
 }

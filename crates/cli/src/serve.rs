@@ -239,6 +239,12 @@ pub struct Args {
     /// [default: 0.01].
     #[arg(long, env = "CCCGATE_SHADOW_SAMPLE", value_name = "FRACTION")]
     shadow_sample: Option<f64>,
+    /// Operators' tokens (`NAME SHA256HEX` per line, as --auth-tokens): turns on the console's
+    /// promote and discard buttons for the candidate register. Each press must carry one of
+    /// these tokens (typed in the form), the page's nonce and a same-origin POST; it is logged
+    /// with the operator's name. Without it the console only shows the candidate.
+    #[arg(long, env = "CCCGATE_CONSOLE_TOKENS", value_name = "FILE")]
+    console_tokens: Option<PathBuf>,
 }
 
 impl Args {
@@ -302,6 +308,7 @@ impl Args {
             watch_max_listings: self.watch_max_listings,
             candidate_dir: self.candidate_dir.clone(),
             shadow_sample: self.shadow_sample,
+            console_tokens: self.console_tokens.clone(),
         }
     }
 }

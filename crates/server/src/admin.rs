@@ -41,12 +41,91 @@ impl AdminService {
         self
     }
 
+    /// The candidate register's shadow evaluation, when `--candidate-dir` is set.
+    pub(crate) fn shadow(&self) -> Option<&Arc<Shadow>> {
+        self.shadow.as_ref()
+    }
+
     /// One reload pass, shared with the calls that arrive together.
     async fn reload_pass(&self) -> ReloadOutcome {
         let reloader = Arc::clone(&self.reloader);
         self.passes
             .run(|| async move { reloader.reload(Trigger::Explicit).await })
             .await
+    }
+
+    /// Puts the candidate in force (`expected`: the sequence the operator saw, 0: any), through
+    /// a reload pass and its checks. For `Admin.PromoteCandidate` and the console's button.
+    pub(crate) async fn promote(&self, expected: u64) -> Result<PromoteCandidateResponse, Status> {
+        let (shadow, candidate) = self.candidate(expected)?;
+        let sequence = candidate.snapshot.sequence();
+        let reader = self.reloader.reader();
+        let Some(dir) = self
+            .reloader
+            .snapshot_dir()
+            .map(std::path::Path::to_path_buf)
+        else {
+            return Err(Status::failed_precondition(
+                "no snapshot directory (the embedded sample is served): nowhere to put the candidate in force from",
+            ));
+        };
+        if let Some(in_force) = reader.sequence()
+            && sequence <= in_force
+        {
+            return Err(Status::failed_precondition(format!(
+                "candidate {sequence} is not above the snapshot in force ({in_force}): a reload would not put it in force"
+            )));
+        }
+        let from = std::path::PathBuf::from(&candidate.origin);
+        let written = tokio::task::spawn_blocking(move || copy_candidate(&from, &dir, sequence))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::failed_precondition(format!("candidate {sequence}: {e}")))?;
+        let outcome = self.reload_pass().await;
+        let now = reader.load_full();
+        if let Some(l) = now.as_ref().filter(|l| {
+            l.snapshot.sequence() == sequence
+                && l.snapshot.content_id() == candidate.snapshot.content_id()
+        }) {
+            shadow.promoted(&candidate);
+            return Ok(PromoteCandidateResponse {
+                snapshot_sequence: sequence,
+                message: format!("candidate {sequence} is in force, from {}", l.origin),
+            });
+        }
+        // Not in force: the files copied are taken back, and the refusal is the answer.
+        for path in &written {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a refused candidate's copy");
+            }
+        }
+        let in_force = now.map_or(0, |l| l.snapshot.sequence());
+        let why = match outcome {
+            ReloadOutcome::Refused(r) => r.reason,
+            other => format!("the reload pass ended {other:?}"),
+        };
+        Err(Status::failed_precondition(format!(
+            "candidate {sequence} refused: {why}; snapshot {in_force} stays in force"
+        )))
+    }
+
+    /// Drops the candidate (`expected` as for [`AdminService::promote`]). For
+    /// `Admin.DiscardCandidate` and the console's button.
+    pub(crate) async fn discard(&self, expected: u64) -> Result<DiscardCandidateResponse, Status> {
+        let (shadow, candidate) = self.candidate(expected)?;
+        let sequence = candidate.snapshot.sequence();
+        if !shadow.discard(&candidate) {
+            return Err(Status::failed_precondition(
+                "the candidate changed meanwhile; look at GetStatus and try again",
+            ));
+        }
+        Ok(DiscardCandidateResponse {
+            discarded_sequence: sequence,
+            message: format!(
+                "candidate {sequence} discarded; a newer file in {} becomes the candidate at the next Reload",
+                shadow.dir().display()
+            ),
+        })
     }
 
     /// The candidate, checked against the sequence the caller expects (0: any).
@@ -203,76 +282,18 @@ impl Admin for AdminService {
         &self,
         req: Request<PromoteCandidateRequest>,
     ) -> Result<Response<PromoteCandidateResponse>, Status> {
-        let (shadow, candidate) = self.candidate(req.into_inner().expected_sequence)?;
-        let sequence = candidate.snapshot.sequence();
-        let reader = self.reloader.reader();
-        let Some(dir) = self
-            .reloader
-            .snapshot_dir()
-            .map(std::path::Path::to_path_buf)
-        else {
-            return Err(Status::failed_precondition(
-                "no snapshot directory (the embedded sample is served): nowhere to put the candidate in force from",
-            ));
-        };
-        if let Some(in_force) = reader.sequence()
-            && sequence <= in_force
-        {
-            return Err(Status::failed_precondition(format!(
-                "candidate {sequence} is not above the snapshot in force ({in_force}): a reload would not put it in force"
-            )));
-        }
-        let from = std::path::PathBuf::from(&candidate.origin);
-        let written = tokio::task::spawn_blocking(move || copy_candidate(&from, &dir, sequence))
+        self.promote(req.into_inner().expected_sequence)
             .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::failed_precondition(format!("candidate {sequence}: {e}")))?;
-        let outcome = self.reload_pass().await;
-        let now = reader.load_full();
-        if let Some(l) = now.as_ref().filter(|l| {
-            l.snapshot.sequence() == sequence
-                && l.snapshot.content_id() == candidate.snapshot.content_id()
-        }) {
-            shadow.promoted(&candidate);
-            return Ok(Response::new(PromoteCandidateResponse {
-                snapshot_sequence: sequence,
-                message: format!("candidate {sequence} is in force, from {}", l.origin),
-            }));
-        }
-        // Not in force: the files copied are taken back, and the refusal is the answer.
-        for path in &written {
-            if let Err(e) = std::fs::remove_file(path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a refused candidate's copy");
-            }
-        }
-        let in_force = now.map_or(0, |l| l.snapshot.sequence());
-        let why = match outcome {
-            ReloadOutcome::Refused(r) => r.reason,
-            other => format!("the reload pass ended {other:?}"),
-        };
-        Err(Status::failed_precondition(format!(
-            "candidate {sequence} refused: {why}; snapshot {in_force} stays in force"
-        )))
+            .map(Response::new)
     }
 
     async fn discard_candidate(
         &self,
         req: Request<DiscardCandidateRequest>,
     ) -> Result<Response<DiscardCandidateResponse>, Status> {
-        let (shadow, candidate) = self.candidate(req.into_inner().expected_sequence)?;
-        let sequence = candidate.snapshot.sequence();
-        if !shadow.discard(&candidate) {
-            return Err(Status::failed_precondition(
-                "the candidate changed meanwhile; look at GetStatus and try again",
-            ));
-        }
-        Ok(Response::new(DiscardCandidateResponse {
-            discarded_sequence: sequence,
-            message: format!(
-                "candidate {sequence} discarded; a newer file in {} becomes the candidate at the next Reload",
-                shadow.dir().display()
-            ),
-        }))
+        self.discard(req.into_inner().expected_sequence)
+            .await
+            .map(Response::new)
     }
 
     async fn reload(

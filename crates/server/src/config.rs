@@ -170,6 +170,9 @@ pub struct ConfigLayer {
     pub candidate_dir: Option<PathBuf>,
     /// Share of live checks also decided against the candidate, 0 to 1.
     pub shadow_sample: Option<f64>,
+    /// Operators' tokens, `NAME SHA256HEX` per line; set: the console's promote and discard
+    /// buttons are on, and each press needs one of these tokens.
+    pub console_tokens: Option<PathBuf>,
 }
 
 /// Why settings cannot be used.
@@ -281,6 +284,8 @@ pub struct Config {
     pub candidate_dir: Option<PathBuf>,
     /// Share of live checks also decided against the candidate.
     pub shadow_sample: f64,
+    /// Operators' tokens file of the console's buttons; `None`: the buttons are off.
+    pub console_tokens: Option<PathBuf>,
 }
 
 /// Request limits.
@@ -617,6 +622,7 @@ impl Config {
             clock: std::sync::Arc::new(crate::watch::SystemClock),
             candidate_dir,
             shadow_sample,
+            console_tokens: pick!(console_tokens),
         })
     }
 

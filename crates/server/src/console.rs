@@ -10,6 +10,9 @@
 //! - `/explain?product_code=...&certificate_number=...&model=...&event_time=...`: the verdict
 //!   a listing gets now, the rule of the decision table that matched and the facts it read
 //!   ([`cccgate_core::explain`], the same decision code the gateway answers with).
+//! - With `--candidate-dir`, the candidate register and its shadow counts on `/`; with
+//!   `--console-tokens` too, promote and discard buttons (`POST /candidate`; who may press
+//!   them, and how cross-site requests are refused: [`candidate`]).
 //!
 //! # Design
 //!
@@ -28,13 +31,18 @@ use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use cccgate_core::{CertNumber, Day, Policy, Reason, Status, explain};
 use cccgate_proto::v1::{CertificateStatus, ChangeCause, Listing as WireListing};
 
+use crate::admin::AdminService;
 use crate::reload::Reloader;
 use crate::store::Loaded;
 use crate::watch::feed::Feed;
+
+mod candidate;
+
+pub(crate) use candidate::Buttons;
 
 /// Longest query string a console page reads; longer is refused before it is parsed.
 pub(crate) const MAX_QUERY_BYTES: usize = 2048;
@@ -55,6 +63,10 @@ pub(crate) struct Console {
     feed: Arc<Feed>,
     policy: Policy,
     seen: Arc<Mutex<Seen>>,
+    /// Promote and discard go through the Admin service's own code.
+    admin: AdminService,
+    /// The candidate's buttons, when `--console-tokens` is set.
+    buttons: Option<Arc<Buttons>>,
 }
 
 /// What the sampler remembers.
@@ -79,12 +91,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Console {
-    pub(crate) fn new(reloader: Arc<Reloader>, feed: Arc<Feed>, policy: Policy) -> Self {
+    pub(crate) fn new(
+        reloader: Arc<Reloader>,
+        feed: Arc<Feed>,
+        policy: Policy,
+        admin: AdminService,
+        buttons: Option<Arc<Buttons>>,
+    ) -> Self {
         Console {
             reloader,
             feed,
             policy,
             seen: Arc::default(),
+            admin,
+            buttons,
         }
     }
 
@@ -95,6 +115,7 @@ impl Console {
             .route("/rates", get(rates_fragment))
             .route("/lookup", get(lookup))
             .route("/explain", get(explain_page))
+            .route("/candidate", post(candidate::press))
             .with_state(self)
     }
 
@@ -336,6 +357,7 @@ async fn index(State(c): State<Console>) -> Html<String> {
         }
     }
     b.push_str("</section>");
+    b.push_str(&candidate::section(&c));
 
     let state = &c.reloader.state;
     let _ = write!(

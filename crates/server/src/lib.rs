@@ -308,6 +308,17 @@ pub async fn run_with(
         config.limits.max_batch,
     );
     let watch_task = tokio::spawn(watch::run(Arc::clone(&watch_hub), swaps));
+    let admin_service = admin::AdminService::new(Arc::clone(&reloader), log).with_shadow(shadow);
+    // The console's promote/discard buttons: only with an operators' tokens file.
+    let console_buttons = match &config.console_tokens {
+        Some(path) => Some(Arc::new(console::Buttons::new(auth::TokenAuth::open(
+            path,
+        )?))),
+        None => None,
+    };
+    let console_tokens_task = console_buttons
+        .clone()
+        .map(|b| tokio::spawn(b.watch_tokens(Duration::from_secs(1))));
     let metrics_task = listeners.metrics.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "metrics on http://{addr}/metrics");
@@ -317,6 +328,8 @@ pub async fn run_with(
             Arc::clone(&reloader),
             Arc::clone(&watch_hub.feed),
             config.policy,
+            admin_service.clone(),
+            console_buttons.clone(),
         );
         let mut stop = stop_rx.clone();
         tokio::spawn(metrics::serve(
@@ -329,8 +342,7 @@ pub async fn run_with(
         ))
     });
     let check = public::PublicCheck::new(Arc::clone(&ctx), auth).with_watch(Arc::clone(&watch_hub));
-    let admin =
-        AdminServer::new(admin::AdminService::new(Arc::clone(&reloader), log).with_shadow(shadow));
+    let admin = AdminServer::new(admin_service);
     drop(ctx);
 
     let mut builder = tonic::transport::Server::builder()
@@ -426,7 +438,7 @@ pub async fn run_with(
     };
 
     background.abort();
-    if let Some(task) = auth_task {
+    for task in [auth_task, console_tokens_task].into_iter().flatten() {
         task.abort();
     }
     watch_task.abort();
