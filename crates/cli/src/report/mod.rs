@@ -9,13 +9,16 @@
 //! # Design
 //!
 //! Streaming: a reader thread decompresses and cuts the input into blocks of whole lines
-//! ([`read`]); this thread parses each line (borrowing its strings, no allocation for a line
-//! without escapes) and adds it to the tallies. Sums are counters; every distinct count goes
+//! ([`read`]); this thread parses each line (a scanner of its own for the common flat line,
+//! [`fast`], serde_json for anything else; borrowing its strings, no allocation for a line
+//! without escapes) and adds it to the tallies (the last month and caller are tried before
+//! their indexes). Sums are counters; every distinct count goes
 //! through one [`distinct::Distinct`], exact (128-bit hashes of the ids) in bounded memory
 //! (sorted runs spilled to temporary files past `--max-distinct-in-memory` keys, merged at the
 //! end). Months are China-time (UTC+8) months of `at_unix_ms`.
 
 mod distinct;
+mod fast;
 mod html;
 mod read;
 
@@ -61,7 +64,7 @@ enum Format {
 }
 
 /// One decision log line, borrowing from the input where it can.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default, Debug, PartialEq)]
 struct Line<'a> {
     #[serde(borrow)]
     listing_id: Option<Cow<'a, str>>,
@@ -107,9 +110,17 @@ struct Tally {
     bad_requests: u64,
     by_reason: [u64; Reason::COUNT],
     by_decision: [u64; 3],
-    months: HashMap<(i32, u32), Row>,
+    /// Rows of months and callers, found through an index; the last one found is tried first
+    /// (a log's lines come in runs of one month and, mostly, one caller).
+    months: Vec<((i32, u32), Row)>,
+    month_index: HashMap<(i32, u32), usize>,
+    last_month: usize,
+    /// The China-time day of the last line (days since 1970) and its month.
+    last_day: Option<(i64, (i32, u32))>,
     categories: Vec<Option<Row>>,
-    clients: HashMap<String, Row>,
+    clients: Vec<(String, Row)>,
+    client_index: HashMap<String, usize>,
+    last_client: usize,
     distinct: Distinct,
     next_group: u32,
     bad_lines: u64,
@@ -123,9 +134,14 @@ impl Tally {
             bad_requests: 0,
             by_reason: [0; Reason::COUNT],
             by_decision: [0; 3],
-            months: HashMap::new(),
+            months: Vec::new(),
+            month_index: HashMap::new(),
+            last_month: 0,
+            last_day: None,
             categories: vec![None; UNKNOWN_CATEGORY + 1],
-            clients: HashMap::new(),
+            clients: Vec::new(),
+            client_index: HashMap::new(),
+            last_client: 0,
             distinct,
             next_group: 2,
             bad_lines: 0,
@@ -157,8 +173,12 @@ impl Tally {
 
     /// Adds one line, or says which field is wrong.
     fn add(&mut self, text: &[u8]) -> Result<(), String> {
-        let line: Line<'_> =
-            serde_json::from_slice(text).map_err(|e| format!("not a decision log line: {e}"))?;
+        let line: Line<'_> = match fast::line(text) {
+            Some(line) => line,
+            None => {
+                serde_json::from_slice(text).map_err(|e| format!("not a decision log line: {e}"))?
+            }
+        };
         if line.error.is_some() {
             self.bad_requests += 1;
             return Ok(());
@@ -176,19 +196,36 @@ impl Tally {
             .position(|r| r.as_str() == reason)
             .ok_or_else(|| format!("reason {reason:?} is not a reason of the decision table"))?;
         let at = line.at_unix_ms.ok_or("at_unix_ms is missing")?;
-        let (y, m, _) = Day::from_unix_seconds_cn(at.div_euclid(1000)).ymd();
+        let secs = at.div_euclid(1000);
+        let day = (secs + 8 * 3600).div_euclid(86_400);
+        let (y, m) = match self.last_day {
+            Some((d, ym)) if d == day => ym,
+            _ => {
+                let (y, m, _) = Day::from_unix_seconds_cn(secs).ymd();
+                self.last_day = Some((day, (y, m)));
+                (y, m)
+            }
+        };
         let category = line
             .product_code
             .as_deref()
             .and_then(ProductCode::parse)
             .map_or(UNKNOWN_CATEGORY, |p| usize::from(p.get()));
         let client = line.client.as_deref().unwrap_or("unknown");
-        if !self.clients.contains_key(client) && self.clients.len() >= MAX_CLIENTS {
+        let client_at = match self.clients.get(self.last_client) {
+            Some((name, _)) if name == client => Some(self.last_client),
+            _ => self.client_index.get(client).copied(),
+        };
+        if client_at.is_none() && self.clients.len() >= MAX_CLIENTS {
             return Err(format!(
                 "client {client:?}: more than {MAX_CLIENTS} callers; is this a decision log?"
             ));
         }
-        if !self.months.contains_key(&(y, m)) && self.months.len() >= MAX_MONTHS {
+        let month_at = match self.months.get(self.last_month) {
+            Some((key, _)) if *key == (y, m) => Some(self.last_month),
+            _ => self.month_index.get(&(y, m)).copied(),
+        };
+        if month_at.is_none() && self.months.len() >= MAX_MONTHS {
             return Err(format!(
                 "at_unix_ms {at}: more than {MAX_MONTHS} months; is this a decision log?"
             ));
@@ -198,11 +235,17 @@ impl Tally {
         self.by_reason[reason] += 1;
         self.by_decision[decision] += 1;
         let next = &mut self.next_group;
-        let month = self.months.entry((y, m)).or_insert_with(|| Row {
-            checks: 0,
-            merchants_group: Tally::group(next),
-            blocked_group: Tally::group(next),
+        self.last_month = month_at.unwrap_or_else(|| {
+            let row = Row {
+                checks: 0,
+                merchants_group: Tally::group(next),
+                blocked_group: Tally::group(next),
+            };
+            self.months.push(((y, m), row));
+            self.month_index.insert((y, m), self.months.len() - 1);
+            self.months.len() - 1
         });
+        let month = &mut self.months[self.last_month].1;
         month.checks += 1;
         let month = (month.merchants_group, month.blocked_group);
         let cat = self.categories[category].get_or_insert_with(|| Row {
@@ -212,19 +255,20 @@ impl Tally {
         });
         cat.checks += 1;
         let cat = cat.blocked_group;
-        let cl = if let Some(row) = self.clients.get_mut(client) {
-            row.checks += 1;
-            row.blocked_group
-        } else {
-            let group = Tally::group(next);
+        self.last_client = client_at.unwrap_or_else(|| {
             let row = Row {
-                checks: 1,
+                checks: 0,
                 merchants_group: 0,
-                blocked_group: group,
+                blocked_group: Tally::group(next),
             };
-            self.clients.insert(client.to_owned(), row);
-            group
-        };
+            self.clients.push((client.to_owned(), row));
+            self.client_index
+                .insert(client.to_owned(), self.clients.len() - 1);
+            self.clients.len() - 1
+        });
+        let row = &mut self.clients[self.last_client].1;
+        row.checks += 1;
+        let cl = row.blocked_group;
 
         let merchant = hash_id(&merchant_id);
         let spill = |e: anyhow::Error| format!("{e:#}");
@@ -245,7 +289,7 @@ impl Tally {
         let mut by_month: Vec<MonthOut> = self
             .months
             .iter()
-            .map(|(&(y, m), r)| MonthOut {
+            .map(|&((y, m), ref r)| MonthOut {
                 month: format!("{y:04}-{m:02}"),
                 checks: r.checks,
                 merchants: n(r.merchants_group),

@@ -260,3 +260,80 @@ fn the_html_page_is_self_contained() {
         assert!(!page.contains(external), "{external}");
     }
 }
+
+#[test]
+fn more_callers_or_months_than_a_decision_log_has_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tally = Tally::new(Distinct::new(1 << 20, dir.path().to_path_buf()), 0);
+    for i in 0..MAX_CLIENTS {
+        let l = line(
+            "L1",
+            "M1",
+            "ALLOW",
+            "CERTIFICATE_VALID",
+            JAN_LAST_MS,
+            &format!("c{i}"),
+            "0901",
+        );
+        tally.add(l.as_bytes()).unwrap();
+    }
+    // Callers already seen still count; one more is refused, and counts nothing.
+    let again = line(
+        "L1",
+        "M1",
+        "ALLOW",
+        "CERTIFICATE_VALID",
+        JAN_LAST_MS,
+        "c7",
+        "0901",
+    );
+    tally.add(again.as_bytes()).unwrap();
+    let more = line(
+        "L1",
+        "M1",
+        "ALLOW",
+        "CERTIFICATE_VALID",
+        JAN_LAST_MS,
+        "one-more",
+        "0901",
+    );
+    let err = tally.add(more.as_bytes()).unwrap_err();
+    assert!(
+        err.contains("\"one-more\": more than 100000 callers"),
+        "{err}"
+    );
+    assert_eq!(tally.checks, MAX_CLIENTS as u64 + 1);
+    assert_eq!(tally.clients.len(), MAX_CLIENTS);
+
+    let mut tally = Tally::new(Distinct::new(1 << 20, dir.path().to_path_buf()), 0);
+    // One line in each of MAX_MONTHS months (31 days apart), then the first month again.
+    let month_ms = 31 * 86_400_000;
+    for i in 0..MAX_MONTHS as i64 {
+        let l = line(
+            "L1",
+            "M1",
+            "ALLOW",
+            "CERTIFICATE_VALID",
+            i * month_ms,
+            "c",
+            "0901",
+        );
+        tally.add(l.as_bytes()).unwrap();
+    }
+    tally
+        .add(line("L1", "M1", "ALLOW", "CERTIFICATE_VALID", 0, "c", "0901").as_bytes())
+        .unwrap();
+    let over = line(
+        "L1",
+        "M1",
+        "ALLOW",
+        "CERTIFICATE_VALID",
+        MAX_MONTHS as i64 * month_ms,
+        "c",
+        "0901",
+    );
+    let err = tally.add(over.as_bytes()).unwrap_err();
+    assert!(err.contains("more than 1200 months"), "{err}");
+    assert_eq!(tally.months.len(), MAX_MONTHS);
+    assert_eq!(tally.months[0].1.checks, 2);
+}
