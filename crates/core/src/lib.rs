@@ -38,6 +38,6 @@ pub use listing::{
     CERTIFICATE_NUMBER_MAX_BYTES, ID_MAX_BYTES, Listing, ListingError, MODEL_MAX_BYTES,
 };
 pub use model::{ModelKey, model_key, normalize_model, split_models};
-pub use record::CertificateRecord;
+pub use record::{CertificateRecord, CertificateRef, Models};
 pub use status::{Status, StatusError};
 pub use verdict::{CertFacts, Decision, Policy, PolicyError, Reason, Verdict};

@@ -1,4 +1,4 @@
-//! Certificate files: rows to [`CertificateRecord`]s, validated, with duplicates resolved.
+//! Certificate files: rows to certificates ([`CertificateRef`]s borrowing the row), validated, with duplicates resolved.
 //!
 //! Rows stream through one at a time and go straight to the snapshot builder; what is kept
 //! per certificate for the rest of the drop is only its number, where it was seen and a
@@ -10,7 +10,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use cccgate_core::{Catalogue, CertNumber, CertificateRecord, ProductCode, Status, split_models};
+use cccgate_core::{
+    Catalogue, CertNumber, CertificateRecord, CertificateRef, Day, Models, ProductCode, Status,
+    split_models,
+};
 
 use crate::error::{DuplicateConflict, MAX_LISTED, RowError};
 use crate::fields::{UNDECODABLE, parse_date, parse_with_nfkc};
@@ -115,11 +118,12 @@ impl<'c> CertReader<'c> {
         }
     }
 
-    /// Reads one file, handing each new certificate to `sink`.
+    /// Reads one file, handing each new certificate to `sink` (borrowed: the row's fields
+    /// are not copied into a record of their own).
     pub fn read_file(
         &mut self,
         file: CsvFile,
-        sink: &mut dyn FnMut(CertificateRecord),
+        sink: &mut dyn FnMut(&CertificateRef<'_>),
     ) -> Result<FileDigest, LoadError> {
         let (mut file, cols, width) = file.header(&CERTIFICATE_COLUMNS)?;
         let cols: [usize; 13] = cols.try_into().map_err(|_| LoadError::Header {
@@ -133,7 +137,7 @@ impl<'c> CertReader<'c> {
         while let Some(rec) = file.next_record() {
             self.tally.rows += 1;
             match parse_row(&rec, &cols, width, self.catalogue) {
-                Ok(record) => self.accept(record, file_index, rec.line, sink),
+                Ok(row) => self.accept(&row.as_ref(), file_index, rec.line, sink),
                 Err((field, message)) => {
                     self.total_bad += 1;
                     let error = RowError {
@@ -159,12 +163,12 @@ impl<'c> CertReader<'c> {
 
     fn accept(
         &mut self,
-        record: CertificateRecord,
+        record: &CertificateRef<'_>,
         file: u32,
         line: u64,
-        sink: &mut dyn FnMut(CertificateRecord),
+        sink: &mut dyn FnMut(&CertificateRef<'_>),
     ) {
-        let hash = record_hash(&record, &mut self.buf);
+        let hash = record_hash(record, &mut self.buf);
         let key = record.number.get();
         if let Some(first) = self.seen.get(&key) {
             if first.hash == hash {
@@ -219,12 +223,61 @@ impl<'c> CertReader<'c> {
 
 type FieldError = (&'static str, String);
 
-fn parse_row(
-    rec: &Record<'_>,
+/// A row's fields, parsed and validated, borrowing the row's text where it can (UTF-8, or
+/// ASCII in GBK): nothing is allocated for a row on the common path.
+struct Row<'a> {
+    number: CertNumber,
+    suffix: Option<[u8; 2]>,
+    status: Status,
+    product_code: ProductCode,
+    product_name: Cow<'a, str>,
+    models: Cow<'a, str>,
+    applicant: Cow<'a, str>,
+    producer: Cow<'a, str>,
+    factory: Cow<'a, str>,
+    issued: Day,
+    expires: Day,
+    status_changed: Option<Day>,
+    status_reason: Cow<'a, str>,
+    body_name: Cow<'a, str>,
+}
+
+impl Row<'_> {
+    fn as_ref(&self) -> CertificateRef<'_> {
+        CertificateRef {
+            number: self.number,
+            suffix: self.suffix,
+            status: self.status,
+            product_code: self.product_code,
+            product_name: &self.product_name,
+            models: Models::Field(&self.models),
+            applicant: &self.applicant,
+            producer: &self.producer,
+            factory: &self.factory,
+            issued: self.issued,
+            expires: self.expires,
+            status_changed: self.status_changed,
+            status_reason: &self.status_reason,
+            body_name: &self.body_name,
+        }
+    }
+}
+
+/// The text trimmed, still borrowed when it was.
+fn trimmed(t: Cow<'_, str>) -> Cow<'_, str> {
+    match t {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+        Cow::Owned(o) if o.trim().len() == o.len() => Cow::Owned(o),
+        Cow::Owned(o) => Cow::Owned(o.trim().to_owned()),
+    }
+}
+
+fn parse_row<'a>(
+    rec: &Record<'a>,
     cols: &[usize; 13],
     width: usize,
     catalogue: &Catalogue,
-) -> Result<CertificateRecord, FieldError> {
+) -> Result<Row<'a>, FieldError> {
     if rec.raw.len() != width {
         return Err((
             "row",
@@ -234,17 +287,16 @@ fn parse_row(
             ),
         ));
     }
-    let get = |i: usize| -> Result<Cow<'_, str>, FieldError> {
+    let get = |i: usize| -> Result<Cow<'a, str>, FieldError> {
         rec.field(cols[i])
             .map_err(|_| (CERTIFICATE_COLUMNS[i], UNDECODABLE.to_owned()))
     };
-    let text = |i: usize| -> Result<String, FieldError> {
-        let t = get(i)?;
-        let t = t.trim();
+    let text = |i: usize| -> Result<Cow<'a, str>, FieldError> {
+        let t = trimmed(get(i)?);
         if t.is_empty() {
             return Err((CERTIFICATE_COLUMNS[i], "empty".into()));
         }
-        Ok(t.to_owned())
+        Ok(t)
     };
 
     let number_text = get(0)?;
@@ -279,9 +331,8 @@ fn parse_row(
         ));
     }
     let product_name = text(3)?;
-    let models_text = get(4)?;
-    let models: Vec<String> = split_models(&models_text).map(str::to_owned).collect();
-    if models.is_empty() {
+    let models = get(4)?;
+    if split_models(&models).next().is_none() {
         return Err((MODELS, "no model".into()));
     }
     let applicant = text(5)?;
@@ -295,9 +346,9 @@ fn parse_row(
     } else {
         Some(parse_date(&changed_text).map_err(|m| (CHANGED, m))?)
     };
-    let status_reason = get(11)?.trim().to_owned();
+    let status_reason = trimmed(get(11)?);
     let body_name = text(12)?;
-    Ok(CertificateRecord {
+    Ok(Row {
         number: parsed.number,
         suffix: parsed.suffix,
         status,
@@ -316,7 +367,7 @@ fn parse_row(
 }
 
 /// A 128-bit hash of every field of a record, in a fixed length-prefixed encoding.
-fn record_hash(r: &CertificateRecord, buf: &mut Vec<u8>) -> u128 {
+fn record_hash(r: &CertificateRef<'_>, buf: &mut Vec<u8>) -> u128 {
     fn s(buf: &mut Vec<u8>, t: &str) {
         buf.extend_from_slice(&(t.len() as u32).to_le_bytes());
         buf.extend_from_slice(t.as_bytes());
@@ -326,14 +377,14 @@ fn record_hash(r: &CertificateRecord, buf: &mut Vec<u8>) -> u128 {
     buf.extend_from_slice(&r.suffix.unwrap_or([0, 0]));
     buf.push(r.status.code());
     buf.extend_from_slice(&r.product_code.get().to_le_bytes());
-    s(buf, &r.product_name);
-    buf.extend_from_slice(&(r.models.len() as u32).to_le_bytes());
-    for m in &r.models {
+    s(buf, r.product_name);
+    buf.extend_from_slice(&(r.models.iter().count() as u32).to_le_bytes());
+    for m in r.models.iter() {
         s(buf, m);
     }
-    s(buf, &r.applicant);
-    s(buf, &r.producer);
-    s(buf, &r.factory);
+    s(buf, r.applicant);
+    s(buf, r.producer);
+    s(buf, r.factory);
     buf.extend_from_slice(&r.issued.days().to_le_bytes());
     buf.extend_from_slice(&r.expires.days().to_le_bytes());
     buf.extend_from_slice(
@@ -341,8 +392,8 @@ fn record_hash(r: &CertificateRecord, buf: &mut Vec<u8>) -> u128 {
             .map_or(i32::MIN, |d| d.days())
             .to_le_bytes(),
     );
-    s(buf, &r.status_reason);
-    s(buf, &r.body_name);
+    s(buf, r.status_reason);
+    s(buf, r.body_name);
     xxhash_rust::xxh3::xxh3_128(buf)
 }
 

@@ -12,8 +12,10 @@
 //!
 //! One pass, streaming: every data file is read once, through a reader that hashes the bytes
 //! as stored (below the gzip decoder), a CSV splitter that works on raw bytes, and a per-field
-//! decoder (see `read.rs` for why splitting before decoding is sound for GBK). Each row
-//! becomes a [`CertificateRecord`] that goes straight into the snapshot builder, so memory
+//! decoder (see `read.rs` for why splitting before decoding is sound for GBK). Each row is
+//! validated where it lies in the reader's buffer, its texts copied into a reused batch
+//! (`batch.rs`: no allocation per record) and handed to the snapshot builder on a second
+//! thread, so memory
 //! holds the records and a small per-certificate entry for duplicate detection, never the
 //! CSV. Errors are typed ([`LoadError`]) and name the file, the line where the record starts
 //! (header = line 1) and the column; refusals of a row class list up to [`MAX_LISTED`] rows.
@@ -21,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+mod batch;
 mod catalogue;
 mod certs;
 mod error;
@@ -40,7 +43,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cccgate_core::{Catalogue, CertificateRecord, Status};
+use cccgate_core::{Catalogue, CertificateRef, Register, Status};
 use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotBytes};
 
 pub use catalogue::{CATALOGUE_COLUMNS, catalogue_csv};
@@ -59,6 +62,7 @@ pub use sign::{
 };
 pub use writer::{DropHeader, DropWriter, FileStream, WrittenFile};
 
+use batch::Batch;
 use read::{CsvFile, FileDigest};
 
 /// Records per batch handed from the reading thread to the building thread.
@@ -269,32 +273,31 @@ impl Loader {
         // interns records into the builder. Batches keep the channel cheap and its memory
         // bounded (at most QUEUE batches in flight).
         std::thread::scope(|scope| -> Result<(), LoadError> {
-            let (tx, rx) = mpsc::sync_channel::<Vec<CertificateRecord>>(QUEUE);
+            let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE);
             // Emptied batches travel back to be refilled, so no batch is allocated twice.
-            let (back_tx, back_rx) = mpsc::sync_channel::<Vec<CertificateRecord>>(QUEUE + 2);
+            let (back_tx, back_rx) = mpsc::sync_channel::<Batch>(QUEUE + 2);
             let builder = &mut builder;
             let consumer = scope.spawn(move || {
                 for mut batch in rx {
-                    for record in batch.drain(..) {
-                        builder.upsert(record);
+                    for i in 0..batch.len() {
+                        builder.upsert_ref(&batch.get(i));
                     }
+                    batch.clear();
                     let _ = back_tx.try_send(batch);
                 }
             });
-            let mut batch = Vec::with_capacity(BATCH);
+            let mut batch = Batch::default();
             let changed = &mut validity_changes;
-            let mut sink = |record: CertificateRecord| {
+            let mut sink = |record: &CertificateRef<'_>| {
                 if let Some(b) = base
-                    && let Some(old) = b.record(record.number)
-                    && (old.status == Status::Valid) != (record.status == Status::Valid)
+                    && let Some(old) = b.find(record.number)
+                    && (b.facts(old).status == Status::Valid) != (record.status == Status::Valid)
                 {
                     *changed += 1;
                 }
                 batch.push(record);
                 if batch.len() == BATCH {
-                    let next = back_rx
-                        .try_recv()
-                        .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+                    let next = back_rx.try_recv().unwrap_or_default();
                     // A send fails only if the consumer is gone, which join reports below.
                     let _ = tx.send(std::mem::replace(&mut batch, next));
                 }

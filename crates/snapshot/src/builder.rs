@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use cccgate_core::{Catalogue, CertificateRecord, ConformityMode, model_key};
+use cccgate_core::{Catalogue, CertificateRecord, CertificateRef, ConformityMode, model_key};
+use hashbrown::{HashTable, hash_table};
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
-use xxhash_rust::xxh3::Xxh3;
 
 use rkyv::string::ArchivedString;
 
@@ -17,8 +17,6 @@ use crate::data::{
 use crate::error::SnapshotError;
 use crate::format::{FORMAT_VERSION, Header, SnapshotBytes, checksum};
 use crate::snapshot::Snapshot;
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Xxh3>>;
 
 /// Hashes a certificate number with murmur3's finaliser: a few multiplies, where a general
 /// streaming hasher cost ~12% of applying a delta (1.2M inserts to index the base).
@@ -59,32 +57,53 @@ pub struct BuildInfo {
     pub built_at_unix_ms: i64,
 }
 
-/// A table of distinct strings and their ids.
+/// A table of distinct strings and their ids. The index holds only ids (each string is
+/// stored once, in `strings`) and hashes a string in one call of xxh3, not through the
+/// streaming `Hasher`: interning six names per record was the builder's largest cost.
 #[derive(Debug, Default)]
 struct Interner {
     strings: Vec<String>,
-    ids: FastMap<Box<str>, u32>,
+    ids: HashTable<u32>,
+}
+
+fn text_hash(s: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(s.as_bytes())
 }
 
 impl Interner {
     fn from_archived(strings: &[ArchivedString]) -> Self {
-        let strings: Vec<String> = strings.iter().map(|s| s.as_str().to_owned()).collect();
-        let ids = strings
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str().into(), i as u32))
-            .collect();
-        Interner { strings, ids }
+        let mut interner = Interner {
+            strings: Vec::with_capacity(strings.len()),
+            ids: HashTable::with_capacity(strings.len()),
+        };
+        for s in strings {
+            // An archive's strings are distinct, but pushing each keeps ids = positions even
+            // if one were repeated.
+            let id = interner.strings.len() as u32;
+            interner.strings.push(s.as_str().to_owned());
+            let all = &interner.strings;
+            interner
+                .ids
+                .insert_unique(text_hash(s.as_str()), id, |&i| text_hash(&all[i as usize]));
+        }
+        interner
     }
 
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
-            return id;
+        let strings = &self.strings;
+        match self.ids.entry(
+            text_hash(s),
+            |&i| strings[i as usize] == s,
+            |&i| text_hash(&strings[i as usize]),
+        ) {
+            hash_table::Entry::Occupied(e) => *e.get(),
+            hash_table::Entry::Vacant(v) => {
+                let id = strings.len() as u32;
+                v.insert(id);
+                self.strings.push(s.to_owned());
+                id
+            }
         }
-        let id = self.strings.len() as u32;
-        self.strings.push(s.to_owned());
-        self.ids.insert(s.into(), id);
-        id
     }
 }
 
@@ -204,9 +223,16 @@ impl SnapshotBuilder {
 
     /// Inserts a certificate, or replaces the one with the same number.
     pub fn upsert(&mut self, r: CertificateRecord) {
+        self.upsert_ref(&r.as_ref());
+    }
+
+    /// Inserts a borrowed certificate, or replaces the one with the same number: the
+    /// loader's path, which allocates nothing per record (names are copied only the first
+    /// time they are seen).
+    pub fn upsert_ref(&mut self, r: &CertificateRef<'_>) {
         let keys_start = self.keys.len();
         self.keys
-            .extend(r.models.iter().filter_map(|m| model_key(m)).map(|k| k.0));
+            .extend(r.models.iter().filter_map(model_key).map(|k| k.0));
         self.keys[keys_start..].sort_unstable();
         let mut end = keys_start;
         for i in keys_start..self.keys.len() {
@@ -228,20 +254,20 @@ impl SnapshotBuilder {
             expires: r.expires.days(),
             product_code: r.product_code.get(),
             status: r.status.code(),
-            producer: self.producers.intern(&r.producer),
+            producer: self.producers.intern(r.producer),
             ..Hot::default()
         };
         let cold = Cold {
             suffix: r.suffix.unwrap_or([0, 0]),
             issued: r.issued.days(),
             status_changed: r.status_changed.map_or(NO_DAY, |d| d.days()),
-            product_name: self.names.intern(&r.product_name),
+            product_name: self.names.intern(r.product_name),
             text_start: text_start as u32,
             text_len: (self.model_text.len() - text_start) as u32,
-            applicant: self.names.intern(&r.applicant),
-            factory: self.names.intern(&r.factory),
-            status_reason: self.names.intern(&r.status_reason),
-            body_name: self.names.intern(&r.body_name),
+            applicant: self.names.intern(r.applicant),
+            factory: self.names.intern(r.factory),
+            status_reason: self.names.intern(r.status_reason),
+            body_name: self.names.intern(r.body_name),
         };
         let entry = Entry {
             hot,
