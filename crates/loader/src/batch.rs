@@ -127,7 +127,7 @@ mod tests {
     fn record(n: u64, models: &[&str]) -> CertificateRecord {
         CertificateRecord {
             number: CertNumber::from_u64(2021010901000000 + n).unwrap(),
-            suffix: (n % 2 == 0).then_some(*b"B0"),
+            suffix: n.is_multiple_of(2).then_some(*b"B0"),
             status: Status::Valid,
             product_code: ProductCode::new(901).unwrap(),
             product_name: format!("产品{n}"),
@@ -137,7 +137,7 @@ mod tests {
             factory: String::new(),
             issued: Day::from_ymd(2020, 1, 2).unwrap(),
             expires: Day::from_ymd(2030, 1, 2).unwrap(),
-            status_changed: (n % 3 == 0).then(|| Day::from_ymd(2024, 5, 6).unwrap()),
+            status_changed: n.is_multiple_of(3).then(|| Day::from_ymd(2024, 5, 6).unwrap()),
             status_reason: "原因".into(),
             body_name: "CQC".into(),
         }
