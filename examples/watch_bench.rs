@@ -1,12 +1,17 @@
 //! Benchmarks of watching (#13), over the synthetic register (1.2M certificates) and a delta
 //! of 5,000 rows (5,000 valid certificates revoked), printed as medians or single runs:
 //!
-//! 1. the change set of the delta: `verdict_changes` between the two snapshots (median of 5);
+//! 1. the change set of the delta: `verdict_changes` between the two snapshots (the whole
+//!    tables), and `verdict_changes_among` the delta's 5,000 rows (median of 5 each);
 //! 2. memory per watched listing: resident memory of this process (the gateway runs in it)
 //!    before and after W listings (the synthetic 2021 listing mix, ids made unique) are added
 //!    over one `WatchListings` stream, divided by W;
-//! 3. the delta swapped in with W watched: time until `Admin.Reload` returned (the swap
-//!    itself: read, verify, swap) and until the last CHANGED message arrived, and the ratio;
+//! 3. the delta swapped in with W watched, twice: as a delta drop (5,000 rows) in the
+//!    gateway's drop directory, which it loads in process and whose rows give the change set,
+//!    then as a snapshot file, which the change feed diffs whole. For each: time until
+//!    `Admin.Reload` returned (the swap itself: load or read, verify, swap) and until the last
+//!    CHANGED message arrived, and the ratio; the gateway's own split (diff, re-decide and
+//!    encode) is its `change feed: swap` log line, printed to stderr;
 //! 4. `CheckStream` throughput with the `bench grpc --mode stream` driver (8 streams over 2
 //!    connections, chunks of 1,000, as fast as answered) for S seconds with the delta
 //!    swapped in after a quarter of it: with no watches, with W watched (their CHANGED messages read as
@@ -39,6 +44,15 @@ use tokio_stream::wrappers::ReceiverStream;
 
 /// Rows of the delta.
 const DELTA: usize = 5_000;
+
+/// The two registers of the bench and the delta between them.
+struct Prepared {
+    base: PathBuf,
+    delta: PathBuf,
+    generator: ListingGenerator,
+    /// The base's records that the delta revokes, as in the base (valid).
+    restored: Vec<cccgate_core::CertificateRecord>,
+}
 /// Listings per `WatchListings` add message.
 const ADD_CHUNK: usize = 10_000;
 
@@ -56,6 +70,13 @@ fn bench_err(e: impl std::fmt::Display) -> BenchError {
 }
 
 fn main() {
+    // The gateway's split of each swap (its `change feed: swap` line: diff, re-decide, encode).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "cccgate_server::watch=info,cccgate_server::reload=info",
+        ))
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let w: usize = args
         .first()
@@ -78,7 +99,7 @@ fn main() {
 
 /// The base register's and the delta's snapshot files (sequences 1 and 2), and the load's
 /// listing generator.
-fn prepare(built: &Path) -> Result<(PathBuf, PathBuf, ListingGenerator), BenchError> {
+fn prepare(built: &Path) -> Result<Prepared, BenchError> {
     let spec = RegisterSpec::default();
     let register = SyntheticRegister::generate(&spec);
     let generator = ListingGenerator::new(&register, Profile::Y2021, 7);
@@ -96,20 +117,67 @@ fn prepare(built: &Path) -> Result<(PathBuf, PathBuf, ListingGenerator), BenchEr
     drop(bytes);
     let valid = records.iter().filter(|r| r.status == Status::Valid).count();
     let step = (valid / DELTA).max(1);
+    let mut restored = Vec::with_capacity(DELTA);
     for r in records
         .iter_mut()
         .filter(|r| r.status == Status::Valid)
         .step_by(step)
         .take(DELTA)
     {
+        restored.push(r.clone());
         r.status = Status::Revoked;
     }
     let delta = built.join(file_name(2));
-    let bytes = SnapshotBuilder::from_records(bench_build_info(2), catalogue, records)
+    let bytes = SnapshotBuilder::from_records(bench_build_info(2), catalogue.clone(), records)
         .build()
         .map_err(bench_err)?;
     write_atomic(&bytes, &delta).map_err(bench_err)?;
-    Ok((base, delta, generator))
+    Ok(Prepared {
+        base,
+        delta,
+        generator,
+        restored,
+    })
+}
+
+/// Writes a delta drop of `rows` on `base_sequence` as `drop-<sequence>` into `drops`.
+fn write_delta_drop(
+    drops: &Path,
+    sequence: u64,
+    base_sequence: u64,
+    rows: &[cccgate_core::CertificateRecord],
+) -> Result<(), BenchError> {
+    use cccgate_loader::{DropHeader, DropWriter, FileKind, certificates_csv};
+    let mut header = DropHeader::delta(sequence, base_sequence);
+    header.source = bench_build_info(sequence).source;
+    let mut w = DropWriter::create(&drops.join(format!("drop-{sequence:06}")), header)
+        .map_err(bench_err)?;
+    w.csv_file(
+        "certificates.csv",
+        FileKind::Certificates,
+        &certificates_csv(rows),
+    )
+    .map_err(bench_err)?;
+    w.finish().map_err(bench_err)?;
+    Ok(())
+}
+
+/// Reads the CHANGED messages of one swap (published at `t`; 3 s of silence ends them):
+/// how many verdicts, and when the last came (from `t`).
+async fn changed_after(
+    stream: &mut tonic::Streaming<WatchListingsResponse>,
+    t: Instant,
+) -> Result<(usize, f64), BenchError> {
+    let (mut changed, mut last) = (0usize, None);
+    while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
+        let m: WatchListingsResponse = m.map_err(bench_err)?.ok_or_else(|| bench_err("ended"))?;
+        if m.event == WatchEvent::Changed as i32 {
+            changed += m.results.len();
+            last = Some(t.elapsed().as_secs_f64());
+        }
+    }
+    let last = last.ok_or_else(|| bench_err("no CHANGED verdict after the swap"))?;
+    Ok((changed, last))
 }
 
 /// Writes `from` (a snapshot file) again under `sequence` into `dir`; returns the path.
@@ -168,7 +236,12 @@ async fn run(
     std::fs::create_dir_all(&built).map_err(bench_err)?;
     std::fs::create_dir_all(&served).map_err(bench_err)?;
     let t = Instant::now();
-    let (base, delta, generator) = tokio::task::spawn_blocking({
+    let Prepared {
+        base,
+        delta,
+        generator,
+        restored,
+    } = tokio::task::spawn_blocking({
         let built = built.clone();
         move || prepare(&built)
     })
@@ -185,22 +258,33 @@ async fn run(
             Snapshot::read(&base).map_err(bench_err)?,
             Snapshot::read(&delta).map_err(bench_err)?,
         );
-        let mut times = Vec::new();
-        let mut found = 0;
+        let rows: Vec<u64> = restored.iter().map(|r| r.number.get()).collect();
+        let (mut times, mut among) = (Vec::new(), Vec::new());
+        let (mut found, mut found_among) = (0, 0);
         for _ in 0..5 {
             let t = Instant::now();
             found = cccgate_snapshot::verdict_changes(&a, &b).len();
             times.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            found_among = cccgate_snapshot::verdict_changes_among(&a, &b, &rows).len();
+            among.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!(
-            "verdict_changes: {} certificates, {found} changed: median {:.1} ms (5 runs)",
+            "verdict_changes: {} certificates, {found} changed: median {:.1} ms; \
+             verdict_changes_among the delta's {} rows: {found_among} changed: median {:.2} ms \
+             (5 runs each)",
             RegisterSpec::default().certs,
-            median(times)
+            median(times),
+            rows.len(),
+            median(among)
         );
     }
 
     std::fs::hard_link(&base, served.join(file_name(1))).map_err(bench_err)?;
+    let drops = root.join("drops");
+    std::fs::create_dir_all(&drops).map_err(bench_err)?;
     let mut config = embedded_config(&served);
+    config.drop_dir = Some(drops.clone());
     config.watch_max_listings = w.max(1);
     let gw = EmbeddedGateway::start(config, gw_rt, Duration::from_secs(300))
         .await
@@ -311,25 +395,33 @@ async fn run(
         after.saturating_sub(before) as f64 / watched.max(1) as f64
     );
 
-    // 3. The delta swapped out again (sequence 3 = the base register): 5,000 certificates
-    // change; time to Reload returned and to the last CHANGED message.
-    let seq3 = resequence(&base, 3, &built)?;
+    // 3a. A delta drop (sequence 3 on 2) restores the 5,000 revoked certificates: the
+    // gateway loads it in process, the change set comes from its rows.
+    write_delta_drop(&drops, 3, 2, &restored)?;
     let t = Instant::now();
-    gw.publish(&seq3, 3).await.map_err(bench_err)?;
+    gw.reload_to(3).await.map_err(bench_err)?;
     let swap = t.elapsed().as_secs_f64();
-    let (mut changed, mut last) = (0usize, None);
-    // The CHANGED messages of one swap are sent in one pass: 3 s of silence ends it.
-    while let Ok(m) = tokio::time::timeout(Duration::from_secs(3), stream.message()).await {
-        let m: WatchListingsResponse = m.map_err(bench_err)?.ok_or_else(|| bench_err("ended"))?;
-        if m.event == WatchEvent::Changed as i32 {
-            changed += m.results.len();
-            last = Some(t.elapsed().as_secs_f64());
-        }
-    }
-    let last = last.ok_or_else(|| bench_err("no CHANGED verdict after the swap"))?;
+    let (changed, last) = changed_after(&mut stream, t).await?;
     println!(
-        "delta of {DELTA} rows swapped in with {watched} watched: Reload returned {:.1} ms, last \
-         CHANGED ({changed} verdicts) {:.1} ms: {:.1} ms after the swap, ratio to the swap {:.2}",
+        "delta drop of {DELTA} rows loaded with {watched} watched (change set from its rows): \
+         Reload returned {:.1} ms, last CHANGED ({changed} verdicts) {:.1} ms: {:.1} ms after \
+         the swap, ratio to the swap {:.2}",
+        swap * 1e3,
+        last * 1e3,
+        (last - swap) * 1e3,
+        last / swap
+    );
+    // 3b. The same 5,000 changes back as a snapshot file (sequence 4 = the delta's
+    // register): the change feed diffs the whole tables.
+    let seq4 = resequence(&delta, 4, &built)?;
+    let t = Instant::now();
+    gw.publish(&seq4, 4).await.map_err(bench_err)?;
+    let swap = t.elapsed().as_secs_f64();
+    let (changed_file, last) = changed_after(&mut stream, t).await?;
+    println!(
+        "the same delta as a snapshot file with {watched} watched (change set by a whole diff): \
+         Reload returned {:.1} ms, last CHANGED ({changed_file} verdicts) {:.1} ms: {:.1} ms \
+         after the swap, ratio to the swap {:.2}",
         swap * 1e3,
         last * 1e3,
         (last - swap) * 1e3,
@@ -337,7 +429,7 @@ async fn run(
     );
 
     // 4b. Stream load with W watched; the CHANGED messages are read as they come.
-    let seq4 = resequence(&delta, 4, &built)?;
+    let seq4 = resequence(&base, 5, &built)?;
     let counted = Arc::new(AtomicU64::new(0));
     let (last_tx, last_rx) = tokio::sync::watch::channel(None::<Instant>);
     let reader = tokio::spawn({
@@ -354,7 +446,7 @@ async fn run(
         }
     });
     let started = Instant::now();
-    let (watching, swapped) = stream_load(&su, &gw, secs, (&seq4, 4)).await?;
+    let (watching, swapped) = stream_load(&su, &gw, secs, (&seq4, 5)).await?;
     let ended = Instant::now();
     // The swap's CHANGED verdicts (as many as the swap back gave), bounded wait.
     let mut last_rx = last_rx;
@@ -382,8 +474,8 @@ async fn run(
 
     // 4c. No watches again (the stream ended, its listings are dropped).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let seq5 = resequence(&base, 5, &built)?;
-    let (none_after, _) = stream_load(&su, &gw, secs, (&seq5, 5)).await?;
+    let seq6 = resequence(&delta, 6, &built)?;
+    let (none_after, _) = stream_load(&su, &gw, secs, (&seq6, 6)).await?;
     println!("CheckStream, no watches again, delta swapped out: {none_after:.0} checks/s");
     println!(
         "ratio with {watched} watched: {:.3} to the run before, {:.3} to the run after, {:.3} to their mean",

@@ -279,6 +279,7 @@ impl InsideSwaps {
             snapshot: build_snapshot(sequence, &register(sequence)),
             origin: "test hook".into(),
             loaded_at_unix_ms: 0,
+            delta: None,
         };
         let previous = self.armed.lock().expect("hook lock").replace(loaded);
         assert!(previous.is_none(), "the previous inside swap never landed");

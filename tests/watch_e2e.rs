@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cccgate_core::{CertificateRecord, Day, Status};
 use cccgate_e2e::gateway::{
-    TestGateway, cert_number, day, record, test_config_with, write_snapshot,
+    TestGateway, cert_number, day, record, test_catalogue, test_config_with, write_snapshot,
 };
 use cccgate_proto::v1::listing_check_client::ListingCheckClient;
 use cccgate_proto::v1::listing_result::Outcome;
@@ -271,6 +271,97 @@ async fn a_swap_gives_exactly_its_change_set_and_a_resume_gets_it_again() {
         (first.cause, first.sequence),
         (ChangeCause::Bookmark as i32, 2)
     );
+    gw.stop().await.unwrap();
+}
+
+/// Writes a feed drop of `recs` into `drops` (full: with the catalogue; delta: on `base`).
+fn write_feed_drop(
+    drops: &std::path::Path,
+    sequence: u64,
+    base: Option<u64>,
+    recs: &[CertificateRecord],
+) {
+    use cccgate_loader::{DropHeader, DropWriter, FileKind, catalogue_csv, certificates_csv};
+    let header = base.map_or(DropHeader::full(sequence), |b| {
+        DropHeader::delta(sequence, b)
+    });
+    let mut w = DropWriter::create(&drops.join(format!("drop-{sequence:06}")), header).unwrap();
+    if base.is_none() {
+        w.csv_file(
+            "catalogue.csv",
+            FileKind::Catalogue,
+            &catalogue_csv(&test_catalogue()),
+        )
+        .unwrap();
+    }
+    w.csv_file(
+        "certificates.csv",
+        FileKind::Certificates,
+        &certificates_csv(recs),
+    )
+    .unwrap();
+    w.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_drop_gives_exactly_its_change_set_from_its_rows() {
+    let snaps = tempfile::tempdir().unwrap();
+    let drops = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(noon(today()));
+    let layer = ConfigLayer {
+        drop_dir: Some(drops.path().to_path_buf()),
+        ..Default::default()
+    };
+    // 40 certificates: the delta's one revocation stays under the delta guard's 5%.
+    let recs: Vec<CertificateRecord> = (1..=40)
+        .map(|s| record(s, Status::Valid, 901, &["M-1", "M-2"]))
+        .collect();
+    write_feed_drop(drops.path(), 20, None, &recs);
+    let gw = start(snaps.path(), &clock, layer).await;
+    let mut client = gw.check_client().await;
+    ensure_loaded(&mut client, 20).await;
+    let mut feed = changes_from(&mut client, 20).await;
+    let mut w = Watch::open(&mut client).await;
+    w.send(
+        vec![
+            listing("on-2", 2, "M-1"),
+            listing("on-3", 3, "M-1"),
+            listing("on-6", 6, "M-1"),
+        ],
+        vec![],
+    )
+    .await;
+    let initial = w.next().await;
+    assert_eq!(initial.event, WatchEvent::Initial as i32);
+
+    // The delta's rows: 2 revoked, 3 one more model, 6 rewritten with a new producer only
+    // (touched, not a change), 41 new. Certificates it does not name stay as they were.
+    let mut rows = vec![recs[1].clone(), recs[2].clone(), recs[5].clone()];
+    rows[0].status = Status::Revoked;
+    rows[1].models.push("M-3".into());
+    rows[2].producer = "新生产者".into();
+    rows.push(record(41, Status::Valid, 901, &["M-41"]));
+    write_feed_drop(drops.path(), 21, Some(20), &rows);
+    reload(&gw).await;
+
+    let b = next_change(&mut feed).await;
+    assert_eq!((b.cause, b.sequence), (ChangeCause::Snapshot as i32, 21));
+    assert_eq!(numbers(&b), [num(2), num(3), num(41)]);
+    assert_eq!(b.changes[0].after.as_ref().unwrap().status, 3);
+    assert!(b.changes[2].before.is_none());
+    // Only the listing whose verdict changed is pushed, and as a fresh check decides it.
+    let changed = w.next().await;
+    assert_eq!(changed.event, WatchEvent::Changed as i32);
+    assert_eq!(changed.snapshot_sequence, 21);
+    let ids: Vec<&str> = changed
+        .results
+        .iter()
+        .map(|r| r.listing_id.as_str())
+        .collect();
+    assert_eq!(ids, ["on-2"]);
+    let fresh = fresh(&mut client, &[listing("on-2", 2, "M-1")], today()).await;
+    assert_eq!(Some(&verdict(&changed.results[0])), fresh.get("on-2"));
+    assert_ne!(verdict(&changed.results[0]), verdict(&initial.results[0]));
     gw.stop().await.unwrap();
 }
 

@@ -180,6 +180,10 @@ pub struct BuildReport {
     pub validity_changes: Option<u64>,
     /// Whether `force` let through a delta the delta guard would have refused.
     pub delta_forced: bool,
+    /// Delta only: the numbers of the certificates its rows wrote, sorted, each once. No
+    /// other certificate of the base can differ in the built snapshot, so the change feed
+    /// compares only these (`cccgate_snapshot::verdict_changes_among`).
+    pub delta_numbers: Option<Vec<u64>>,
     /// Certificates in the built snapshot.
     pub total_after: u64,
     /// Time spent reading, validating and building.
@@ -268,6 +272,7 @@ impl Loader {
 
         let expected_rows: u64 = manifest.certificate_files().map(|f| f.rows).sum();
         let mut validity_changes = 0u64;
+        let mut delta_numbers = Vec::new();
         let mut reader = certs::CertReader::new(&catalogue, self.max_bad_rows, expected_rows);
         // Two stages on two threads: this one reads, hashes, parses and validates; the other
         // interns records into the builder. Batches keep the channel cheap and its memory
@@ -288,12 +293,16 @@ impl Loader {
             });
             let mut batch = Batch::default();
             let changed = &mut validity_changes;
+            let numbers = &mut delta_numbers;
             let mut sink = |record: &CertificateRef<'_>| {
-                if let Some(b) = base
-                    && let Some(old) = b.find(record.number)
-                    && (b.facts(old).status == Status::Valid) != (record.status == Status::Valid)
-                {
-                    *changed += 1;
+                if let Some(b) = base {
+                    numbers.push(record.number.get());
+                    if let Some(old) = b.find(record.number)
+                        && (b.facts(old).status == Status::Valid)
+                            != (record.status == Status::Valid)
+                    {
+                        *changed += 1;
+                    }
                 }
                 batch.push(record);
                 if batch.len() == BATCH {
@@ -380,6 +389,11 @@ impl Loader {
             shrink_forced,
             validity_changes: base.map(|_| validity_changes),
             delta_forced,
+            delta_numbers: base.map(|_| {
+                delta_numbers.sort_unstable();
+                delta_numbers.dedup();
+                delta_numbers
+            }),
             total_after,
             elapsed: started.elapsed(),
         };

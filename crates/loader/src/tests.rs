@@ -494,6 +494,21 @@ fn delta_applies_on_the_snapshot_it_names() {
     );
     assert_eq!(report.applied_on, Some(10));
     assert!(!report.catalogue_replaced);
+    // The numbers its rows wrote, for the change feed: and they are all that changed.
+    let rows = [number(2).get(), number(41).get()];
+    assert_eq!(report.delta_numbers.as_deref(), Some(&rows[..]));
+    assert_eq!(
+        cccgate_snapshot::verdict_changes(&base, &snap),
+        cccgate_snapshot::verdict_changes_among(&base, &snap, &rows)
+    );
+    assert_eq!(cccgate_snapshot::verdict_changes(&base, &snap).len(), 2);
+    // A full drop has none.
+    assert!(
+        built(load(&t.path().join("base-10")))
+            .1
+            .delta_numbers
+            .is_none()
+    );
 }
 
 #[test]

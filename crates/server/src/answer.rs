@@ -134,6 +134,15 @@ impl Encoded {
         self.buf.freeze()
     }
 
+    /// Ends a `WatchListingsResponse` (written with [`Shape::Batch`]: its `results` are field
+    /// 1 too) with its snapshot sequence (field 2) and event (field 3).
+    pub fn finish_watch(mut self, sequence: u64, event: i32) -> Bytes {
+        debug_assert!(self.shape == Shape::Batch);
+        put_varint_field(&mut self.buf, 2, sequence);
+        put_varint_field(&mut self.buf, 3, event as u64);
+        self.buf.freeze()
+    }
+
     fn results_field(&self) -> u8 {
         match self.shape {
             Shape::Request => 2,
@@ -299,6 +308,27 @@ mod tests {
             want.snapshot_content_id = "0123456789abcdef0123456789abcdef".into();
             let got = enc.finish(want.snapshot_sequence, &want.snapshot_content_id);
             assert_eq!(got.as_ref(), want.encode_to_vec().as_slice(), "lean {lean}");
+        }
+    }
+
+    #[test]
+    fn watch_bytes_are_what_prost_writes() {
+        use cccgate_proto::v1::{WatchEvent, WatchListingsResponse};
+        for (n, sequence) in [(0, 0), (1, 7), (5, 1 << 40)] {
+            let mut enc = Encoded::new(Shape::Batch, false, n);
+            let mut want = WatchListingsResponse {
+                snapshot_sequence: sequence,
+                event: WatchEvent::Changed as i32,
+                ..Default::default()
+            };
+            for (i, v) in verdicts().iter().take(n).enumerate() {
+                let id = format!("w{i}");
+                enc.verdict(&id, v);
+                want.results.push(prost_result(&id, v, false));
+            }
+            let got = enc.finish_watch(sequence, WatchEvent::Changed as i32);
+            assert_eq!(got.as_ref(), want.encode_to_vec().as_slice(), "{n} results");
+            assert_eq!(WatchListingsResponse::decode(got).unwrap(), want);
         }
     }
 

@@ -28,7 +28,7 @@ use cccgate_loader::{LoadOutcome, Loader};
 use cccgate_snapshot::{OpenMode, Snapshot, SnapshotDir, file_name};
 
 use crate::metrics::{self, now_unix_ms};
-use crate::store::{Loaded, SnapshotReader, SnapshotWriter};
+use crate::store::{DeltaRows, Loaded, SnapshotReader, SnapshotWriter};
 
 /// The health service names this gateway reports: the whole server and the check service.
 pub const HEALTH_NAMES: [&str; 2] = ["", cccgate_proto::v1::listing_check_server::SERVICE_NAME];
@@ -308,10 +308,10 @@ impl Reloader {
 
     /// Puts a snapshot in force directly (the embedded sample).
     pub fn install(&self, snapshot: Snapshot, origin: &str) {
-        self.swap(snapshot, origin.to_owned());
+        self.swap(snapshot, origin.to_owned(), None);
     }
 
-    fn swap(&self, snapshot: Snapshot, origin: String) -> u64 {
+    fn swap(&self, snapshot: Snapshot, origin: String, delta: Option<DeltaRows>) -> u64 {
         let sequence = snapshot.sequence();
         metrics::snapshot_in_force(&snapshot);
         let counts = snapshot.counts();
@@ -327,6 +327,7 @@ impl Reloader {
             snapshot,
             origin,
             loaded_at_unix_ms: now_unix_ms(),
+            delta,
         });
         metrics::reload("snapshot", "loaded");
         self.state.loaded.fetch_add(1, Ordering::Relaxed);
@@ -424,7 +425,7 @@ impl Reloader {
                                     " (ROLLBACK allowed: below the high-water mark {m})"
                                 ));
                             }
-                            loaded = Some((self.swap(s, origin.clone()), origin));
+                            loaded = Some((self.swap(s, origin.clone(), None), origin));
                             self.record_in_force(snapshot_dir, sequence, below);
                             break;
                         }
@@ -476,7 +477,7 @@ impl Reloader {
                     }
                 };
                 match self.load_drop(&dir, current.as_ref().map(|l| &l.snapshot), snapshot_dir) {
-                    Ok(Some(s)) => {
+                    Ok(Some((s, delta))) => {
                         let sequence = s.sequence();
                         let origin = format!(
                             "{} (from drop {})",
@@ -484,7 +485,7 @@ impl Reloader {
                             dir.display()
                         );
                         metrics::reload("drop", "loaded");
-                        loaded = Some((self.swap(s, origin.clone()), origin));
+                        loaded = Some((self.swap(s, origin.clone(), delta), origin));
                         self.record_in_force(snapshot_dir, sequence, below);
                         if let Some(keep) = self.keep_snapshots {
                             match SnapshotDir::new(snapshot_dir).prune(keep, Some(sequence)) {
@@ -526,13 +527,13 @@ impl Reloader {
     }
 
     /// Loads one drop, publishes its snapshot into the snapshot directory, and loads it from
-    /// there. `Ok(None)`: stale, skipped.
+    /// there, with the rows it touched if it is a delta. `Ok(None)`: stale, skipped.
     fn load_drop(
         &self,
         dir: &Path,
         in_force: Option<&Snapshot>,
         snapshot_dir: &Path,
-    ) -> Result<Option<Snapshot>, DropError> {
+    ) -> Result<Option<(Snapshot, Option<DeltaRows>)>, DropError> {
         let (bytes, report) = match self.loader.load(dir, in_force)? {
             LoadOutcome::Built { bytes, report } => (bytes, report),
             LoadOutcome::Stale { .. } => return Ok(None),
@@ -575,7 +576,17 @@ impl Reloader {
             elapsed_ms = report.elapsed.as_millis() as u64,
             "drop loaded"
         );
-        Ok(Some(published.snapshot))
+        let delta = match (report.delta_numbers, in_force) {
+            (Some(numbers), Some(base)) if report.applied_on == Some(base.sequence()) => {
+                Some(DeltaRows {
+                    base_sequence: base.sequence(),
+                    base_content_id: base.content_id().to_owned(),
+                    numbers,
+                })
+            }
+            _ => None,
+        };
+        Ok(Some((published.snapshot, delta)))
     }
 }
 

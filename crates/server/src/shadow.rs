@@ -236,6 +236,7 @@ impl Shadow {
                         snapshot,
                         origin: path.display().to_string(),
                         loaded_at_unix_ms: now_unix_ms(),
+                        delta: None,
                     }));
                     return;
                 }

@@ -24,6 +24,28 @@ pub struct Loaded {
     pub origin: String,
     /// When it was swapped in, Unix milliseconds.
     pub loaded_at_unix_ms: i64,
+    /// Built here from a delta drop: what the drop's rows touched, so the change feed need
+    /// not diff the whole register (`None`: a snapshot file, or a full drop).
+    pub delta: Option<DeltaRows>,
+}
+
+/// The rows of the delta drop a snapshot was built from, on the snapshot it was applied on.
+#[derive(Debug)]
+pub struct DeltaRows {
+    /// The sequence of the snapshot the delta was applied on.
+    pub base_sequence: u64,
+    /// Its content id (a base rebuilt under the same sequence is another snapshot).
+    pub base_content_id: String,
+    /// The certificate numbers the delta's rows wrote, sorted, each once.
+    pub numbers: Vec<u64>,
+}
+
+impl DeltaRows {
+    /// Whether these rows were applied on `base`: then no certificate outside `numbers`
+    /// differs between `base` and the snapshot they built.
+    pub fn applied_on(&self, base: &Snapshot) -> bool {
+        self.base_sequence == base.sequence() && self.base_content_id == base.content_id()
+    }
 }
 
 /// Creates an empty store: the writer for the reload path, a reader for the services.
@@ -220,7 +242,26 @@ mod tests {
             snapshot: snapshot(sequence),
             origin: "test".into(),
             loaded_at_unix_ms: 0,
+            delta: None,
         }
+    }
+
+    #[test]
+    fn delta_rows_count_only_on_the_exact_snapshot_they_were_applied_on() {
+        let base = snapshot(1);
+        let rows = DeltaRows {
+            base_sequence: 1,
+            base_content_id: base.content_id().to_owned(),
+            numbers: vec![2021010901000001],
+        };
+        assert!(rows.applied_on(&base));
+        // Another sequence, or the same sequence with other content: the feed diffs instead.
+        assert!(!rows.applied_on(&snapshot(2)));
+        let other = DeltaRows {
+            base_content_id: "0".repeat(32),
+            ..rows
+        };
+        assert!(!other.applied_on(&base));
     }
 
     #[test]

@@ -67,20 +67,7 @@ pub fn verdict_changes<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<CertChan
                 before: Some(old.facts(slot as u32)),
                 after: None,
             }),
-            Some(ns) => {
-                let nh = new.hot_at(ns);
-                let same = h.status == nh.status
-                    && h.expires == nh.expires
-                    && h.product_code == nh.product_code
-                    && old.model_keys(h) == new.model_keys(nh);
-                if !same {
-                    out.push(CertChange {
-                        number,
-                        before: Some(old.facts(slot as u32)),
-                        after: Some(new.facts(ns)),
-                    });
-                }
-            }
+            Some(ns) => out.extend(changed(old, new, number, slot as u32, ns)),
         }
     }
     for (slot, h) in new_slots.iter().enumerate() {
@@ -101,6 +88,60 @@ pub fn verdict_changes<'a>(old: &'a Snapshot, new: &'a Snapshot) -> Vec<CertChan
     }
     out.sort_unstable_by_key(|c| c.number);
     out
+}
+
+/// The change of `number` (at `os` in `old`, `ns` in `new`), if its verdict facts differ.
+fn changed<'a>(
+    old: &'a Snapshot,
+    new: &'a Snapshot,
+    number: CertNumber,
+    os: u32,
+    ns: u32,
+) -> Option<CertChange<'a>> {
+    let (h, nh) = (old.hot_at(os), new.hot_at(ns));
+    let same = h.status == nh.status
+        && h.expires == nh.expires
+        && h.product_code == nh.product_code
+        && old.model_keys(h) == new.model_keys(nh);
+    (!same).then(|| CertChange {
+        number,
+        before: Some(old.facts(os)),
+        after: Some(new.facts(ns)),
+    })
+}
+
+/// [`verdict_changes`] when only the certificates numbered in `candidates` can differ between
+/// `old` and `new` (a delta's rows, when `new` is that delta applied on `old`): the same
+/// changes in the same order, from a lookup of each candidate in both snapshots instead of a
+/// pass over both tables. `candidates` may repeat numbers, be unsorted and name certificates
+/// that did not change; a number that is no certificate number is ignored. If a certificate
+/// outside `candidates` differs, it is not reported: the caller vouches for `candidates`.
+pub fn verdict_changes_among<'a>(
+    old: &'a Snapshot,
+    new: &'a Snapshot,
+    candidates: &[u64],
+) -> Vec<CertChange<'a>> {
+    let mut numbers = candidates.to_vec();
+    numbers.sort_unstable();
+    numbers.dedup();
+    numbers
+        .into_iter()
+        .filter_map(CertNumber::from_u64)
+        .filter_map(|number| match (old.find(number), new.find(number)) {
+            (None, None) => None,
+            (Some(os), None) => Some(CertChange {
+                number,
+                before: Some(old.facts(os)),
+                after: None,
+            }),
+            (None, Some(ns)) => Some(CertChange {
+                number,
+                before: None,
+                after: Some(new.facts(ns)),
+            }),
+            (Some(os), Some(ns)) => changed(old, new, number, os, ns),
+        })
+        .collect()
 }
 
 /// The certificates of `snapshot` still marked valid whose expiry day is in `from..until`

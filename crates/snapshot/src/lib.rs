@@ -34,7 +34,7 @@ mod format;
 mod snapshot;
 
 pub use builder::{BuildInfo, SnapshotBuilder};
-pub use changes::{CertChange, lapsed, verdict_changes};
+pub use changes::{CertChange, lapsed, verdict_changes, verdict_changes_among};
 pub use diff::{Change, SnapshotDiff, diff};
 pub use dir::{HIGH_WATER_FILE, Latest, OpenMode, Published, SnapshotDir};
 pub use error::SnapshotError;

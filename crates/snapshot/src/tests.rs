@@ -786,6 +786,21 @@ fn verdict_changes_list_exactly_the_certificates_whose_verdict_facts_changed() {
     // The same pair gives the same changes; a snapshot against itself gives none.
     assert_eq!(crate::verdict_changes(&a, &b), changes);
     assert!(crate::verdict_changes(&b, &b).is_empty());
+    // From the rows a delta would carry (every touched number, unsorted, repeated, with
+    // unchanged ones and a number in neither): exactly the same changes, in the same order.
+    let n = |serial: u32| {
+        old.iter()
+            .chain(&new)
+            .find(|r| r.number.serial() == serial)
+            .map_or(1, |r| r.number.get())
+    };
+    let rows = [41, 20, 3, 12, 3, 15, 9, 7, 1, 500].map(n);
+    let among = crate::verdict_changes_among(&a, &b, &rows);
+    assert_eq!(among, changes);
+    // Rows that missed some changes give only those they name.
+    let partial = crate::verdict_changes_among(&a, &b, &[n(9), n(15), 0]);
+    let serials: Vec<u32> = partial.iter().map(|c| c.number.serial()).collect();
+    assert_eq!(serials, [9, 15]);
 }
 
 #[test]

@@ -77,9 +77,40 @@ fn change(
     }
 }
 
-/// What one swap changed: the wire changes, the numbers, and whether the catalogue changed.
-fn swap_changes(old: &Loaded, new: &Loaded) -> (Vec<CertificateChange>, Affected) {
-    let changes = cccgate_snapshot::verdict_changes(&old.snapshot, &new.snapshot);
+/// How a swap's change set was found: from the delta drop's rows, or by diffing the whole
+/// registers (a snapshot file, a full drop, or a delta applied on another snapshot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChangeSource {
+    /// [`cccgate_snapshot::verdict_changes_among`] the delta's rows.
+    DeltaRows,
+    /// [`cccgate_snapshot::verdict_changes`] of both tables.
+    Diff,
+}
+
+impl ChangeSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChangeSource::DeltaRows => "delta_rows",
+            ChangeSource::Diff => "diff",
+        }
+    }
+}
+
+/// What one swap changed: the wire changes, the numbers, whether the catalogue changed, and
+/// how they were found. The same changes either way (a delta's rows are the only
+/// certificates it can change); the rows are used only when `new` was built from a delta
+/// applied on exactly `old`.
+fn swap_changes(old: &Loaded, new: &Loaded) -> (Vec<CertificateChange>, Affected, ChangeSource) {
+    let (changes, source) = match &new.delta {
+        Some(rows) if rows.applied_on(&old.snapshot) => (
+            cccgate_snapshot::verdict_changes_among(&old.snapshot, &new.snapshot, &rows.numbers),
+            ChangeSource::DeltaRows,
+        ),
+        _ => (
+            cccgate_snapshot::verdict_changes(&old.snapshot, &new.snapshot),
+            ChangeSource::Diff,
+        ),
+    };
     let wire = changes
         .iter()
         .map(|c| change(c.before.as_ref(), c.after.as_ref(), c.number.get()))
@@ -89,7 +120,7 @@ fn swap_changes(old: &Loaded, new: &Loaded) -> (Vec<CertificateChange>, Affected
     } else {
         Affected::Certificates(changes.iter().map(|c| c.number.get()).collect())
     };
-    (wire, affected)
+    (wire, affected, source)
 }
 
 /// What crossing from day `from` into day `to` changed: the valid certificates that lapsed
@@ -154,10 +185,11 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                         let hub2 = Arc::clone(&hub);
                         let r = tokio::task::spawn_blocking(move || {
                             let t = std::time::Instant::now();
-                            let (wire, affected) = swap_changes(&old, &new);
+                            let (wire, affected, source) = swap_changes(&old, &new);
                             let n = wire.len();
-                            metrics::histogram!("cccgate_watch_diff_duration_seconds")
-                                .record(t.elapsed().as_secs_f64());
+                            let diff = t.elapsed();
+                            metrics::histogram!("cccgate_watch_diff_duration_seconds", "source" => source.as_str())
+                                .record(diff.as_secs_f64());
                             if skipped == 0 {
                                 batch_metrics("snapshot", n);
                                 hub2.feed.append(sequence, day.to_string(), ChangeCause::Snapshot, wire);
@@ -168,12 +200,25 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                                 tracing::warn!(sequence, skipped, "change feed: swaps outpaced the diffs; history restarts here");
                                 hub2.feed.restart(sequence, day.to_string());
                             }
-                            let pushed = hub2.registry.apply(new, day, &affected);
-                            (n, pushed)
+                            let t = std::time::Instant::now();
+                            let pass = hub2.registry.apply(new, day, &affected);
+                            metrics::histogram!("cccgate_watch_pass_duration_seconds")
+                                .record(t.elapsed().as_secs_f64());
+                            (n, source, diff, pass, t.elapsed())
                         })
                         .await;
-                        if let Ok((n, pushed)) = r {
-                            tracing::info!(sequence, changes = n, changed_verdicts = pushed, "change feed: swap");
+                        if let Ok((n, source, diff, pass, pushed_in)) = r {
+                            tracing::info!(
+                                sequence,
+                                changes = n,
+                                source = source.as_str(),
+                                diff_ms = diff.as_secs_f64() * 1e3,
+                                listings_decided = pass.decided,
+                                changed_verdicts = pass.changed,
+                                decide_ms = pass.decide.as_secs_f64() * 1e3,
+                                pass_ms = pushed_in.as_secs_f64() * 1e3,
+                                "change feed: swap"
+                            );
                         }
                     }
                 }
@@ -204,8 +249,8 @@ async fn cross_days(hub: &Arc<WatchHub>, current: Option<&Arc<Loaded>>, day: Day
         hub2.feed.set_day(today.to_string());
         hub2.feed
             .append(sequence, today.to_string(), ChangeCause::Day, wire);
-        let pushed = hub2.registry.apply(loaded, today, &affected);
-        (n, pushed)
+        let pass = hub2.registry.apply(loaded, today, &affected);
+        (n, pass.changed)
     })
     .await;
     if let Ok((n, pushed)) = r {

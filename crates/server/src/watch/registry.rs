@@ -6,15 +6,25 @@
 //!   mutex. Adds and removes of one stream are answered in order by one task, so that mutex
 //!   is contended only by a swap's pass; streams do not contend with each other.
 //! - `state` (a read-write lock around the snapshot and day the registry decides with): adds
-//!   and removes take it shared, a swap or a midnight takes it exclusively, so an INITIAL
-//!   answer is never decided by a snapshot a CHANGED pass has already left behind.
+//!   and removes take it shared, a swap or a midnight takes it exclusively only to put the
+//!   new snapshot in, so an add never decides with a snapshot a CHANGED pass has already left
+//!   behind. The pass itself then holds each stream's own lock in turn, never the registry's:
+//!   an add to a stream the pass has not reached decides with the new snapshot (and the pass
+//!   then finds nothing changed for it); an add to the stream being passed waits for it, and
+//!   its INITIAL answer follows that pass's CHANGED messages.
 //!
-//! A swap re-decides, in each stream, only the listings citing a changed certificate. Memory
-//! per watched listing is measured in `benches/README.md`.
+//! A swap re-decides, in each stream, only the listings citing a changed certificate, on
+//! every core when there are many, and writes the CHANGED messages' protobuf bytes directly
+//! ([`Encoded`]), at most `--max-batch` results each. Memory per watched listing is measured in
+//! `benches/README.md`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cccgate_snapshot::Snapshot;
 
 use cccgate_core::{Day, Listing, Policy, check};
 use cccgate_proto::v1::listing_result::Outcome;
@@ -28,10 +38,50 @@ use tonic::Status;
 
 use super::listings::{Inserted, Listings, verdict_code};
 use crate::admission::Caller;
+use crate::answer::Encoded;
 use crate::store::Loaded;
+use crate::wire::Shape;
+
+/// One `WatchListingsResponse` to send: built (INITIAL answers, errors), or already encoded
+/// (a pass's CHANGED messages, written by [`Encoded`]).
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A message for prost to encode.
+    Message(WatchListingsResponse),
+    /// The message's protobuf bytes.
+    Encoded(Bytes),
+}
+
+impl From<WatchListingsResponse> for Outgoing {
+    fn from(m: WatchListingsResponse) -> Self {
+        Outgoing::Message(m)
+    }
+}
 
 /// A stream's responses: bounded; a stream that does not read its CHANGED results is ended.
-pub(crate) type Responses = mpsc::Sender<Result<WatchListingsResponse, Status>>;
+pub(crate) type Responses = mpsc::Sender<Result<Outgoing, Status>>;
+
+/// Listings to re-decide in one stream below which a pass stays on one thread.
+const PARALLEL_FROM: usize = 8_192;
+
+/// What a pass did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Pass {
+    /// Listings re-decided.
+    pub decided: usize,
+    /// Of them, whose verdict changed (each sent once, event CHANGED).
+    pub changed: usize,
+    /// Time spent finding, deciding and encoding them (without sending).
+    pub decide: Duration,
+}
+
+/// One thread's share of a stream's pass: the slots whose verdict changed, with their new
+/// code, and the CHANGED messages written for them.
+#[derive(Default)]
+struct Decided {
+    changed: Vec<(u32, u8)>,
+    messages: Vec<Bytes>,
+}
 
 /// How many response messages a stream may leave unread before it is ended with
 /// RESOURCE_EXHAUSTED (it should reconnect and add its listings again).
@@ -272,20 +322,23 @@ impl Registry {
     }
 
     /// Puts `loaded` and `day` in force for the registry and re-decides the `affected`
-    /// listings, sending each stream one CHANGED message (or several, each at most the batch
-    /// limit) with the listings whose decision or reason changed. Returns how many changed.
-    pub(crate) fn apply(&self, loaded: Arc<Loaded>, day: Day, affected: &Affected) -> usize {
-        let mut state = write(&self.state);
-        state.loaded = Some(Arc::clone(&loaded));
-        state.day = Some(day);
+    /// listings, sending each stream the CHANGED messages (each at most the batch limit) with
+    /// the listings whose decision or reason changed.
+    pub(crate) fn apply(&self, loaded: Arc<Loaded>, day: Day, affected: &Affected) -> Pass {
+        {
+            let mut state = write(&self.state);
+            state.loaded = Some(Arc::clone(&loaded));
+            state.day = Some(day);
+        }
         let snapshot = &loaded.snapshot;
+        let mut pass = Pass::default();
         if matches!(affected, Affected::Certificates(n) if n.is_empty()) {
-            return 0;
+            return pass;
         }
         let streams: Vec<Arc<Stream>> = self.streams.iter().map(|s| Arc::clone(&s)).collect();
         let mut set: Option<Arc<HashSet<u64>>> = None;
-        let mut total = 0;
         for s in streams {
+            let t = Instant::now();
             let mut listings = lock(&s.listings);
             let slots = match affected {
                 Affected::All => listings.all(),
@@ -295,42 +348,104 @@ impl Registry {
                     )
                 }),
             };
-            let mut results = Vec::new();
-            for at in slots {
-                let mut digits = [0u8; 16];
-                let r = listings.listing(at, day, &mut digits);
-                let v = check(snapshot, &r.listing, &self.policy);
-                let code = verdict_code(v.decision, v.reason);
-                if code != r.verdict {
-                    results.push(ListingResult {
-                        listing_id: r.listing.listing_id.to_owned(),
-                        outcome: Some(Outcome::Verdict(verdict_to_wire(&v))),
-                    });
+            let parts = self.decide(&listings, &slots, snapshot, day);
+            for part in &parts {
+                for &(at, code) in &part.changed {
                     listings.set_verdict(at, code);
                 }
             }
-            drop(listings);
-            total += results.len();
-            let mut results = results.into_iter().peekable();
-            while results.peek().is_some() {
-                let msg = WatchListingsResponse {
-                    results: results
-                        .by_ref()
-                        .take(self.max_results_per_message)
-                        .collect(),
-                    snapshot_sequence: snapshot.sequence(),
-                    event: WatchEvent::Changed as i32,
-                };
-                if s.tx.try_send(Ok(msg)).is_err() {
-                    // Full (the caller does not read) or gone: end it; it re-adds on reconnect.
-                    s.overflowed.store(true, Ordering::Release);
-                    s.kill.notify_one();
-                    break;
+            pass.decided += slots.len();
+            pass.decide += t.elapsed();
+            // Sent before the stream's lock is let go: an add waiting for it answers after.
+            'send: for part in parts {
+                pass.changed += part.changed.len();
+                for msg in part.messages {
+                    if s.tx.try_send(Ok(Outgoing::Encoded(msg))).is_err() {
+                        // Full (the caller does not read) or gone: end it; it re-adds on
+                        // reconnect.
+                        s.overflowed.store(true, Ordering::Release);
+                        s.kill.notify_one();
+                        break 'send;
+                    }
                 }
             }
+            drop(listings);
         }
-        metrics::counter!("cccgate_watch_changed_verdicts_total").increment(total as u64);
-        total
+        metrics::counter!("cccgate_watch_changed_verdicts_total").increment(pass.changed as u64);
+        pass
+    }
+
+    /// Re-decides `slots` of `listings`, on several threads when there are many.
+    fn decide(
+        &self,
+        listings: &Listings,
+        slots: &[u32],
+        snapshot: &Snapshot,
+        day: Day,
+    ) -> Vec<Decided> {
+        let threads = if slots.len() < PARALLEL_FROM {
+            1
+        } else {
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZero::get)
+                .min(slots.len() / (PARALLEL_FROM / 2))
+        };
+        if threads <= 1 {
+            return vec![self.decide_part(listings, slots, snapshot, day)];
+        }
+        let per = slots.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = slots
+                .chunks(per)
+                .skip(1)
+                .map(|part| scope.spawn(move || self.decide_part(listings, part, snapshot, day)))
+                .collect();
+            // This thread takes the first share itself.
+            let mut out = vec![self.decide_part(listings, &slots[..per], snapshot, day)];
+            out.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }));
+            out
+        })
+    }
+
+    fn decide_part(
+        &self,
+        listings: &Listings,
+        slots: &[u32],
+        snapshot: &Snapshot,
+        day: Day,
+    ) -> Decided {
+        let max = self.max_results_per_message;
+        let sequence = snapshot.sequence();
+        let event = WatchEvent::Changed as i32;
+        let mut out = Decided::default();
+        let mut message: Option<(Encoded, usize)> = None;
+        for &at in slots {
+            let mut digits = [0u8; 16];
+            let r = listings.listing(at, day, &mut digits);
+            let v = check(snapshot, &r.listing, &self.policy);
+            let code = verdict_code(v.decision, v.reason);
+            if code == r.verdict {
+                continue;
+            }
+            out.changed.push((at, code));
+            let (m, n) = message.get_or_insert_with(|| {
+                (Encoded::new(Shape::Batch, false, max.min(slots.len())), 0)
+            });
+            m.verdict(r.listing.listing_id, &v);
+            *n += 1;
+            if *n == max
+                && let Some((m, _)) = message.take()
+            {
+                out.messages.push(m.finish_watch(sequence, event));
+            }
+        }
+        if let Some((m, _)) = message {
+            out.messages.push(m.finish_watch(sequence, event));
+        }
+        out
     }
 }
 

@@ -19,11 +19,35 @@ use tonic::server::{Grpc, ServerStreamingService, StreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::WatchHub;
-use super::registry::STREAM_QUEUE;
+use super::registry::{Outgoing, STREAM_QUEUE};
 use crate::admission::Caller;
 use crate::public::Charges;
 
-/// Prost messages both ways; each request message's byte charge (taken by the public plane
+/// A response message of a watch stream, as the encoder writes it.
+trait Send2Wire: Send + 'static {
+    fn write(self, dst: &mut EncodeBuf<'_>) -> Result<(), prost::EncodeError>;
+}
+
+impl Send2Wire for ChangeBatch {
+    fn write(self, dst: &mut EncodeBuf<'_>) -> Result<(), prost::EncodeError> {
+        self.encode(dst)
+    }
+}
+
+impl Send2Wire for Outgoing {
+    fn write(self, dst: &mut EncodeBuf<'_>) -> Result<(), prost::EncodeError> {
+        match self {
+            Outgoing::Message(m) => m.encode(dst),
+            Outgoing::Encoded(bytes) => {
+                bytes::BufMut::put_slice(dst, &bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Responses as [`Send2Wire`] writes them (prost, or bytes already encoded), requests by
+/// prost; each request message's byte charge (taken by the public plane
 /// when its header arrived) is given back once it is decoded.
 struct WatchCodec<E, D> {
     charges: Charges,
@@ -39,7 +63,7 @@ struct WatchEncoder<E>(std::marker::PhantomData<fn(E)>);
 
 impl<E, D> Codec for WatchCodec<E, D>
 where
-    E: Message + Send + 'static,
+    E: Send2Wire,
     D: Message + Default + Send + 'static,
 {
     type Encode = E;
@@ -76,19 +100,19 @@ impl<D: Message + Default> Decoder for WatchDecoder<D> {
     }
 }
 
-impl<E: Message> Encoder for WatchEncoder<E> {
+impl<E: Send2Wire> Encoder for WatchEncoder<E> {
     type Item = E;
     type Error = Status;
 
     fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
+        item.write(dst)
             .map_err(|e| Status::internal(format!("cannot encode the answer: {e}")))
     }
 }
 
 fn grpc<E, D>(charges: &Charges, max_message: usize) -> Grpc<WatchCodec<E, D>>
 where
-    E: Message + Send + 'static,
+    E: Send2Wire,
     D: Message + Default + Send + 'static,
 {
     Grpc::new(WatchCodec {
@@ -156,10 +180,9 @@ where
         max_batch: usize,
     }
     impl StreamingService<WatchListingsRequest> for Svc {
-        type Response = WatchListingsResponse;
-        type ResponseStream = BoxStream<WatchListingsResponse>;
-        type Future =
-            std::future::Ready<Result<Response<BoxStream<WatchListingsResponse>>, Status>>;
+        type Response = Outgoing;
+        type ResponseStream = BoxStream<Outgoing>;
+        type Future = std::future::Ready<Result<Response<BoxStream<Outgoing>>, Status>>;
 
         fn call(&mut self, req: Request<Streaming<WatchListingsRequest>>) -> Self::Future {
             let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
@@ -203,7 +226,7 @@ where
                             snapshot_sequence: 0,
                             event: WatchEvent::Initial as i32,
                         };
-                        if tx.send(Ok(resp)).await.is_err() {
+                        if tx.send(Ok(resp.into())).await.is_err() {
                             return;
                         }
                         continue;
@@ -215,7 +238,7 @@ where
                         let r = Arc::clone(&registry);
                         let resp = tokio::task::spawn_blocking(move || r.add(id, &msg.add)).await;
                         let Ok(resp) = resp else { return };
-                        if tx.send(Ok(resp)).await.is_err() {
+                        if tx.send(Ok(resp.into())).await.is_err() {
                             return;
                         }
                     }
@@ -251,7 +274,7 @@ where
             std::future::ready(Ok(Response::new(Box::pin(out))))
         }
     }
-    grpc::<WatchListingsResponse, WatchListingsRequest>(charges, max_message)
+    grpc::<Outgoing, WatchListingsRequest>(charges, max_message)
         .streaming(
             Svc {
                 hub,
