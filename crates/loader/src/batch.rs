@@ -137,7 +137,9 @@ mod tests {
             factory: String::new(),
             issued: Day::from_ymd(2020, 1, 2).unwrap(),
             expires: Day::from_ymd(2030, 1, 2).unwrap(),
-            status_changed: n.is_multiple_of(3).then(|| Day::from_ymd(2024, 5, 6).unwrap()),
+            status_changed: n
+                .is_multiple_of(3)
+                .then(|| Day::from_ymd(2024, 5, 6).unwrap()),
             status_reason: "原因".into(),
             body_name: "CQC".into(),
         }
