@@ -11,7 +11,17 @@
 //! alongside it from the phase's start to its end, on connections of its own. The phases
 //! without attack are pooled into the baseline. Resident memory growth (the peak, `VmHWM`,
 //! reset at each phase's start, less the resident memory then) is of the whole process: the
-//! gateway, the normal caller and the attacker's own buffers.
+//! gateway, the normal caller and, when it runs in the same process, the attacker's buffers.
+//!
+//! # Where the attacker runs
+//!
+//! A real attacker is on another machine: its own encryption, encoding and scheduling cost the
+//! gateway nothing. On one machine, [`AttackerPlace::Process`] runs each attack in a child
+//! process (`cccgate bench attacker`) at a lower CPU priority (`nice`, 19 by default) and
+//! optionally pinned to some CPUs (`taskset`), so that the attacker's own work does not take
+//! the CPU the gateway and the normal caller need: what the gateway sees is every request the
+//! attacker can make with the CPU they leave. [`AttackerPlace::InProcess`] runs it on the
+//! normal caller's runtime, as the first measurements did.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -103,6 +113,23 @@ impl fmt::Display for Attack {
     }
 }
 
+/// Where the attacker runs (see the module's doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttackerPlace {
+    /// On the normal caller's runtime, in the gateway's process.
+    InProcess,
+    /// In a child process: `program bench attacker ...` (the `cccgate` binary), run under
+    /// `nice -n nice`, and `taskset -c cpus` when given.
+    Process {
+        /// The `cccgate` binary.
+        program: PathBuf,
+        /// Its niceness (0-19; 19 is the lowest priority).
+        nice: u8,
+        /// The CPUs it may run on (`taskset -c` syntax), if pinned.
+        cpus: Option<String>,
+    },
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct AttackConfig {
@@ -130,6 +157,12 @@ pub struct AttackConfig {
     pub flood_calls: usize,
     /// TLS and tokens on (the normal caller and the attacker are told apart).
     pub secure: bool,
+    /// Where the attacker runs.
+    pub attacker: AttackerPlace,
+    /// The gateway's `--client-max-calls-per-second` (0: no quota).
+    pub client_calls_per_second: u64,
+    /// The gateway's `--client-max-checks-per-second` (0: no quota).
+    pub client_checks_per_second: u64,
     /// Progress on stderr.
     pub progress: Mode,
 }
@@ -137,7 +170,8 @@ pub struct AttackConfig {
 impl Default for AttackConfig {
     /// Every attack, 10 s phases, the normal caller at 20,000 checks/s in messages of 100
     /// over 4 streams and 2 connections, a flood of 2,048 calls, TLS and tokens on, over the
-    /// full-scale register.
+    /// full-scale register, the attacker in the same process, the per-caller quotas of the
+    /// production deployment (5,000 calls/s, 100,000 checks/s).
     fn default() -> Self {
         AttackConfig {
             register: RegisterSpec::default(),
@@ -152,6 +186,9 @@ impl Default for AttackConfig {
             connections: 2,
             flood_calls: 2_048,
             secure: true,
+            attacker: AttackerPlace::InProcess,
+            client_calls_per_second: 5_000,
+            client_checks_per_second: 100_000,
             progress: Mode::auto(Duration::from_secs(10)),
         }
     }
@@ -176,6 +213,30 @@ impl Answers {
     /// Calls answered.
     pub fn total(&self) -> u64 {
         self.by_code.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// `answers CODE=N ...` (numeric gRPC codes), the line an attacker process prints.
+    pub fn line(&self) -> String {
+        let mut s = "answers".to_owned();
+        for (i, c) in self.by_code.iter().enumerate() {
+            let n = c.load(Ordering::Relaxed);
+            if n > 0 {
+                s.push_str(&format!(" {i}={n}"));
+            }
+        }
+        s
+    }
+
+    /// Reads a [`Answers::line`] back.
+    pub fn parse_line(line: &str) -> Option<Answers> {
+        let rest = line.trim().strip_prefix("answers")?;
+        let a = Answers::default();
+        for word in rest.split_whitespace() {
+            let (code, n) = word.split_once('=')?;
+            let (code, n): (usize, u64) = (code.parse().ok()?, n.parse().ok()?);
+            a.by_code.get(code)?.fetch_add(n, Ordering::Relaxed);
+        }
+        Some(a)
     }
 }
 
@@ -278,7 +339,7 @@ impl fmt::Display for AttackReport {
         let c = &self.config;
         writeln!(
             f,
-            "attack: a normal CheckStream caller at {} checks/s ({} listings a message, {} streams) for {:.0} s a phase, {}",
+            "attack: a normal CheckStream caller at {} checks/s ({} listings a message, {} streams) for {:.0} s a phase, {}; per-caller quotas {} calls/s, {} checks/s (0: none); the attacker {}",
             thousands(c.rate.round() as u64),
             c.chunk,
             c.streams,
@@ -287,6 +348,16 @@ impl fmt::Display for AttackReport {
                 "TLS and tokens on (caller `market`; the attacker is `attacker`)"
             } else {
                 "plaintext, no tokens (every caller is `anonymous`)"
+            },
+            thousands(c.client_calls_per_second),
+            thousands(c.client_checks_per_second),
+            match &c.attacker {
+                AttackerPlace::InProcess => "in the gateway's process".to_owned(),
+                AttackerPlace::Process { nice, cpus, .. } => format!(
+                    "in a process of its own at nice {nice}{}",
+                    cpus.as_ref()
+                        .map_or(String::new(), |c| format!(", on CPUs {c}"))
+                ),
             }
         )?;
         let base = self.baseline();
@@ -382,6 +453,8 @@ pub async fn run_attack(
         gateway_rt,
         |c| {
             c.limits.max_message_bytes = 16 << 20;
+            c.limits.client_max_calls_per_second = cfg.client_calls_per_second;
+            c.limits.client_max_checks_per_second = cfg.client_checks_per_second;
             if let Some(s) = &secure {
                 s.configure(c);
             }
@@ -428,13 +501,7 @@ async fn phases(
         snapshot_dir: gw.snapshot_dir().to_path_buf(),
         attacker,
         anonymous,
-        one: Bytes::from(
-            CheckRequest {
-                listing: Some(largest_listing(0)),
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        ),
+        one: one_largest(),
     });
     let normal = |label: String, seconds: Duration| Drive {
         label,
@@ -468,7 +535,18 @@ async fn phases(
         let (run, ()) = drive(su, &normal(label, cfg.phase), async |_| {
             if let Some(a) = attack {
                 let until = Instant::now() + cfg.phase;
-                run_one(a, cfg, &arsenal, &answers, until).await?;
+                match &cfg.attacker {
+                    AttackerPlace::InProcess => {
+                        run_one(a, cfg.flood_calls, &arsenal, &answers, until).await?;
+                    }
+                    AttackerPlace::Process { .. } => {
+                        let got = attacker_process(a, cfg, &arsenal, secure).await?;
+                        for (i, c) in got.by_code.iter().enumerate() {
+                            answers.by_code[i]
+                                .fetch_add(c.load(Ordering::Relaxed), Ordering::Relaxed);
+                        }
+                    }
+                }
             }
             Ok(())
         })
@@ -521,7 +599,7 @@ fn empty_listings(n: usize) -> Bytes {
 /// Runs `attack` until `until`, counting what the attacker gets.
 async fn run_one(
     attack: Attack,
-    cfg: &AttackConfig,
+    flood_calls: usize,
     arsenal: &Arc<Arsenal>,
     answers: &Arc<Answers>,
     until: Instant,
@@ -549,7 +627,7 @@ async fn run_one(
             .encode_to_vec();
             loops(4, 4, Rpc::Batch, Bytes::from(body), &a.attacker).await
         }
-        Attack::Flood => loops(cfg.flood_calls, 4, Rpc::Unary, a.one.clone(), &a.attacker).await,
+        Attack::Flood => loops(flood_calls, 4, Rpc::Unary, a.one.clone(), &a.attacker).await,
         Attack::NoToken => loops(256, 2, Rpc::Unary, a.one.clone(), &a.anonymous).await,
         Attack::IdleStreams => {
             let gateway = Gateway::connect_with(&a.target, 1, &a.attacker).await?;
@@ -597,6 +675,128 @@ async fn run_one(
     }
 }
 
+/// Runs `attack` for one phase in a child process (`cccgate bench attacker`), as
+/// `cfg.attacker` says, and reads what it got from its last line.
+async fn attacker_process(
+    attack: Attack,
+    cfg: &AttackConfig,
+    arsenal: &Arsenal,
+    secure: Option<&SecureFiles>,
+) -> Result<Answers, BenchError> {
+    let AttackerPlace::Process {
+        program,
+        nice,
+        cpus,
+    } = &cfg.attacker
+    else {
+        return Err(BenchError::Invalid(
+            "the attacker runs in this process".into(),
+        ));
+    };
+    let mut cmd = std::process::Command::new("nice");
+    cmd.arg("-n").arg(nice.to_string());
+    if let Some(cpus) = cpus {
+        cmd.args(["taskset", "-c", cpus]);
+    }
+    cmd.arg(program)
+        .args(["bench", "attacker", "--attack", attack.name()])
+        .args(["--target", &arsenal.target])
+        .args(["--admin-target", &arsenal.admin_target])
+        .arg("--snapshot-dir")
+        .arg(&arsenal.snapshot_dir)
+        .args(["--seconds", &cfg.phase.as_secs_f64().to_string()])
+        .args(["--flood-calls", &cfg.flood_calls.to_string()])
+        .env_remove(ATTACKER_TOKEN_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(s) = secure {
+        cmd.arg("--ca-file").arg(s.ca_file()?);
+        if attack != Attack::NoToken {
+            let token = s
+                .token("attacker")
+                .ok_or_else(|| BenchError::Invalid("no token for the attacker".into()))?;
+            cmd.env(ATTACKER_TOKEN_ENV, token);
+        }
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .map_err(|e| BenchError::Invalid(format!("the attacker process: {e}")))?
+        .map_err(|e| BenchError::Invalid(format!("cannot start the attacker process: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let parsed = stdout.lines().rev().find_map(Answers::parse_line);
+    match parsed {
+        Some(a) if out.status.success() => Ok(a),
+        _ => Err(BenchError::Invalid(format!(
+            "the attacker process ({}) failed: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+/// The environment variable that carries the attacker's token to its process (not argv,
+/// which any user of the machine can read).
+pub const ATTACKER_TOKEN_ENV: &str = "CCCGATE_ATTACKER_TOKEN";
+
+/// One attack, as the attacker process runs it.
+#[derive(Clone, Debug)]
+pub struct AttackerSpec {
+    /// The attack.
+    pub attack: Attack,
+    /// The public plane (`http://` or `https://`).
+    pub target: String,
+    /// The admin plane.
+    pub admin_target: String,
+    /// The gateway's snapshot directory (the reload storm writes a bad file there).
+    pub snapshot_dir: PathBuf,
+    /// PEM of the CA of an `https://` target.
+    pub ca_file: Option<PathBuf>,
+    /// The attacker's token, if it presents one.
+    pub token: Option<String>,
+    /// How long to attack.
+    pub duration: Duration,
+    /// Calls in flight in the flood.
+    pub flood_calls: usize,
+}
+
+/// Runs one attack from this process on a runtime of `threads` workers; what it got.
+pub fn run_attacker_blocking(spec: &AttackerSpec, threads: usize) -> Result<Answers, BenchError> {
+    block_on_runtimes("attacker", threads, None, async |_| {
+        let mut creds = Credentials::default();
+        if let Some(f) = &spec.ca_file {
+            creds.ca_pem = Some(
+                std::fs::read(f)
+                    .map_err(|e| BenchError::Invalid(format!("{}: {e}", f.display())))?,
+            );
+        }
+        let creds = creds.with_token(spec.token.as_deref())?;
+        let arsenal = Arc::new(Arsenal {
+            target: spec.target.clone(),
+            admin_target: spec.admin_target.clone(),
+            snapshot_dir: spec.snapshot_dir.clone(),
+            anonymous: creds.clone().with_token(None)?,
+            attacker: creds,
+            one: one_largest(),
+        });
+        let answers = Arc::new(Answers::default());
+        let until = Instant::now() + spec.duration;
+        run_one(spec.attack, spec.flood_calls, &arsenal, &answers, until).await?;
+        Ok(Arc::try_unwrap(answers).unwrap_or_default())
+    })
+}
+
+/// `CheckRequest` bytes of one listing with every field at its limit.
+fn one_largest() -> Bytes {
+    Bytes::from(
+        CheckRequest {
+            listing: Some(largest_listing(0)),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
 /// `tasks` callers over `connections`, each sending `body` as soon as its previous call is
 /// answered, until `until`.
 #[allow(clippy::too_many_arguments)]
@@ -640,6 +840,21 @@ mod tests {
         }
         let err = "slowloris".parse::<Attack>().unwrap_err();
         assert!(err.contains("huge-batches"), "{err}");
+    }
+
+    #[test]
+    fn an_attacker_process_line_reads_back_as_the_answers_it_counted() {
+        let a = Answers::default();
+        a.count(Code::Ok);
+        a.count(Code::Ok);
+        a.count(Code::ResourceExhausted);
+        let line = a.line();
+        assert_eq!(line, "answers 0=2 8=1");
+        let b = Answers::parse_line(&line).unwrap();
+        assert_eq!(b.to_string(), a.to_string());
+        assert_eq!(b.total(), 3);
+        assert!(Answers::parse_line("answers 99=1").is_none());
+        assert!(Answers::parse_line("garbage").is_none());
     }
 
     #[test]

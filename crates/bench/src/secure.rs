@@ -100,6 +100,23 @@ impl SecureFiles {
         config.auth_tokens = Some(self.tokens_file.clone());
     }
 
+    /// The token made for `caller`.
+    pub fn token(&self, caller: &str) -> Option<&str> {
+        self.tokens
+            .iter()
+            .find(|(n, _)| n == caller)
+            .map(|(_, t)| t.as_str())
+    }
+
+    /// A file holding the CA's PEM (written beside the other files), for another process.
+    pub fn ca_file(&self) -> Result<PathBuf, BenchError> {
+        let path = self.dir.join("ca.pem");
+        if !path.exists() {
+            std::fs::write(&path, &self.ca_pem).map_err(io_err(&path))?;
+        }
+        Ok(path)
+    }
+
     /// What `caller` presents: trust in the CA and its token.
     pub fn credentials(&self, caller: &str) -> Result<Credentials, BenchError> {
         let token = self

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cccgate_bench::attack::{Attack, AttackConfig, run_attack_blocking};
+use cccgate_bench::attack::{
+    ATTACKER_TOKEN_ENV, Attack, AttackConfig, AttackerPlace, AttackerSpec, run_attack_blocking,
+    run_attacker_blocking,
+};
 use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::replay::progress_mode;
@@ -64,6 +67,70 @@ pub struct Args {
     /// `auto`, `bar`, `lines` or `off`.
     #[arg(long, default_value = "off")]
     progress: String,
+    /// Run the attacker in the gateway's process, on the normal caller's runtime, instead of
+    /// a process of its own.
+    #[arg(long)]
+    attacker_in_process: bool,
+    /// Niceness of the attacker's process (0-19): at 19 its own work (encryption, encoding)
+    /// takes no CPU the gateway and the normal caller need, as on another machine.
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
+    attacker_nice: u8,
+    /// Pin the attacker's process to these CPUs (`taskset -c` syntax, e.g. `1`).
+    #[arg(long, value_name = "CPUS")]
+    attacker_cpus: Option<String>,
+    /// The gateway's --client-max-calls-per-second (0: no quota).
+    #[arg(long, default_value_t = 5_000)]
+    client_max_calls_per_second: u64,
+    /// The gateway's --client-max-checks-per-second (0: no quota).
+    #[arg(long, default_value_t = 100_000)]
+    client_max_checks_per_second: u64,
+}
+
+/// Options of the attacker's process.
+#[derive(Debug, clap::Args)]
+pub struct AttackerArgs {
+    /// The attack.
+    #[arg(long)]
+    attack: Attack,
+    /// The gateway's public plane.
+    #[arg(long)]
+    target: String,
+    /// Its admin plane.
+    #[arg(long)]
+    admin_target: String,
+    /// Its snapshot directory.
+    #[arg(long)]
+    snapshot_dir: PathBuf,
+    /// PEM of the CA of an https:// target.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// How long to attack.
+    #[arg(long)]
+    seconds: f64,
+    /// Calls in flight in the flood.
+    #[arg(long, default_value_t = 2_048)]
+    flood_calls: usize,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+/// Runs one attack and prints what it got as the last line (`answers CODE=N ...`); the token,
+/// if any, comes from the environment.
+pub fn run_attacker(args: AttackerArgs) -> anyhow::Result<()> {
+    let spec = AttackerSpec {
+        attack: args.attack,
+        target: args.target,
+        admin_target: args.admin_target,
+        snapshot_dir: args.snapshot_dir,
+        ca_file: args.ca_file,
+        token: std::env::var(ATTACKER_TOKEN_ENV).ok(),
+        duration: Duration::try_from_secs_f64(args.seconds).context("--seconds")?,
+        flood_calls: args.flood_calls,
+    };
+    let answers = run_attacker_blocking(&spec, args.threads)?;
+    println!("{}", answers.line());
+    Ok(())
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -88,6 +155,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         connections: args.connections,
         flood_calls: args.flood_calls,
         secure: !args.plaintext,
+        attacker: if args.attacker_in_process {
+            AttackerPlace::InProcess
+        } else {
+            AttackerPlace::Process {
+                program: std::env::current_exe().context("the path of this program")?,
+                nice: args.attacker_nice,
+                cpus: args.attacker_cpus,
+            }
+        },
+        client_calls_per_second: args.client_max_calls_per_second,
+        client_checks_per_second: args.client_max_checks_per_second,
         progress: progress_mode(&args.progress, 10.0)?,
         ..d
     };
