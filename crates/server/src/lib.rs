@@ -29,6 +29,7 @@ mod auth;
 pub mod config;
 mod console;
 mod decision_log;
+mod fair;
 mod http_json;
 mod metrics;
 mod public;

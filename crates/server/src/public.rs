@@ -13,7 +13,9 @@
 //!    and the caller's share. Over either: RESOURCE_EXHAUSTED with a retry hint.
 //! 4. The message is decoded by [`crate::wire`]: listings counted first, fields within limits;
 //!    its listings are taken from the caller's checks quota before they are checked.
-//! 5. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
+//! 5. The message waits for its caller's turn at the CPU ([`crate::fair`]): callers take turns
+//!    by listings, so another caller's queued work delays it by about one quantum.
+//! 6. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
 //!    given back only once the answer is encoded.
 
 use std::collections::VecDeque;
@@ -39,6 +41,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admission::{self, Admission, Caller, Held};
 use crate::answer;
 use crate::auth::{self, TokenAuth};
+use crate::fair::FairGate;
 use crate::metrics::Rpc;
 use crate::rate::Rates;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
@@ -255,6 +258,7 @@ pub(crate) struct PublicCheck {
     pub(crate) ctx: Arc<CheckContext>,
     pub(crate) admission: Arc<Admission>,
     rates: Arc<Rates>,
+    fair: Arc<FairGate>,
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
     watch: Option<Arc<crate::watch::WatchHub>>,
@@ -277,6 +281,10 @@ impl PublicCheck {
         });
         PublicCheck {
             rates: Arc::new(Rates::new(&l)),
+            fair: FairGate::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+                crate::fair::QUANTUM,
+            ),
             ctx,
             admission,
             auth,
@@ -470,6 +478,7 @@ impl PublicCheck {
                 codec.permit = Some(permit);
                 codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
                 let svc = Unary {
+                    fair: Arc::clone(&self.fair),
                     listings: self.listings_counter(&caller),
                     ctx: Arc::clone(&self.ctx),
                     caller,
@@ -485,6 +494,7 @@ impl PublicCheck {
                 };
                 let codec = self.codec(Shape::Request, &charges, &caller);
                 let svc = Streams {
+                    fair: Arc::clone(&self.fair),
                     listings: self.listings_counter(&caller),
                     ctx: Arc::clone(&self.ctx),
                     caller,
@@ -582,6 +592,7 @@ pub(crate) fn count_listings(counter: &Counter, msg: &Result<Decoded, WireError>
 /// Check and CheckBatch.
 struct Unary {
     ctx: Arc<CheckContext>,
+    fair: Arc<FairGate>,
     caller: Caller,
     listings: Counter,
     shape: Shape,
@@ -590,21 +601,33 @@ struct Unary {
 
 impl UnaryService<Inbound> for Unary {
     type Response = Answer;
-    type Future = std::future::Ready<Result<Response<Answer>, Status>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Answer>, Status>> + Send>>;
 
     fn call(&mut self, req: Request<Inbound>) -> Self::Future {
         let Inbound { msg, hold } = req.into_inner();
         count_listings(&self.listings, &msg);
-        let answer = msg
-            .map_err(|e| Status::invalid_argument(e.to_string()))
-            .and_then(|m| {
-                match self.shape {
-                    Shape::Request => self.ctx.check_one(&m, &self.caller, self.lean),
-                    Shape::Batch => self.ctx.check_batch(&m, &self.caller, self.lean),
-                }
-                .map_err(Status::from)
-            });
-        std::future::ready(answer.map(|msg| Response::new(Answer { msg, _hold: hold })))
+        let turn = msg
+            .as_ref()
+            .ok()
+            .map(|m| self.fair.turn(&self.caller, m.len()));
+        let (ctx, caller) = (Arc::clone(&self.ctx), Arc::clone(&self.caller));
+        let (shape, lean) = (self.shape, self.lean);
+        Box::pin(async move {
+            let _turn = match turn {
+                Some(t) => Some(t.await),
+                None => None,
+            };
+            let answer = msg
+                .map_err(|e| Status::invalid_argument(e.to_string()))
+                .and_then(|m| {
+                    match shape {
+                        Shape::Request => ctx.check_one(&m, &caller, lean),
+                        Shape::Batch => ctx.check_batch(&m, &caller, lean),
+                    }
+                    .map_err(Status::from)
+                });
+            answer.map(|msg| Response::new(Answer { msg, _hold: hold }))
+        })
     }
 }
 
@@ -620,6 +643,7 @@ struct StreamSlot {
 /// CheckStream.
 struct Streams {
     ctx: Arc<CheckContext>,
+    fair: Arc<FairGate>,
     caller: Caller,
     listings: Counter,
     slot: Option<StreamSlot>,
@@ -642,12 +666,21 @@ impl StreamingService<Inbound> for Streams {
         let input = idle_limited(req.into_inner(), idle);
         // One answer per request message, in order; the first error ends the stream (tonic
         // sends it as the stream's status). The slot is given back when the stream is dropped.
-        let out = input.map(move |msg| {
+        let fair = Arc::clone(&self.fair);
+        let out = input.then(move |msg| {
             let _held = &slot;
-            let Inbound { msg, hold } = msg?;
-            count_listings(&listings, &msg);
-            let msg = ctx.answer_chunk(msg, &caller, lean).map_err(Status::from)?;
-            Ok(Answer { msg, _hold: hold })
+            let (ctx, caller, fair) = (Arc::clone(&ctx), Arc::clone(&caller), Arc::clone(&fair));
+            let listings = listings.clone();
+            async move {
+                let Inbound { msg, hold } = msg?;
+                count_listings(&listings, &msg);
+                let _turn = match &msg {
+                    Ok(m) => Some(fair.turn(&caller, m.len()).await),
+                    Err(_) => None,
+                };
+                let msg = ctx.answer_chunk(msg, &caller, lean).map_err(Status::from)?;
+                Ok(Answer { msg, _hold: hold })
+            }
         });
         std::future::ready(Ok(Response::new(Box::pin(out))))
     }
