@@ -1,7 +1,8 @@
 //! A message over `--max-message-bytes` is refused from its 5-byte gRPC header, before its
-//! bytes are buffered: the gateway answers while the body is still open and most of the
-//! message never sent. A raw HTTP/2 client sends the header (announcing 1 GiB) and a few
-//! bytes, then waits for the answer without sending more, or ending the body.
+//! bytes are buffered; a CheckBatch message of more than `--max-batch` listings is refused as
+//! soon as the listing over the limit arrives. Either way the gateway answers while the body
+//! is still open and most of the message never sent: a raw HTTP/2 client sends the header and
+//! the first bytes, then waits for the answer without sending more, or ending the body.
 
 use std::time::Duration;
 
@@ -10,7 +11,14 @@ use cccgate_core::Status as CertStatus;
 use cccgate_e2e::gateway::{Serving, record};
 use tonic::codegen::http;
 
-async fn answer_to_header_only(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+/// Sends a gRPC header announcing `announced` bytes and then `first`, and waits for the
+/// answer with the body left open.
+async fn answer_to_first_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    announced: u32,
+    first: &[u8],
+) -> (String, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(conn);
@@ -22,10 +30,10 @@ async fn answer_to_header_only(addr: std::net::SocketAddr, path: &str) -> (Strin
         .body(())
         .unwrap();
     let (response, mut body) = client.send_request(req, false).unwrap();
-    let mut first = vec![0u8];
-    first.extend_from_slice(&(1u32 << 30).to_be_bytes());
-    first.extend_from_slice(&[0x0a, 0x00, 0x0a, 0x00]);
-    body.send_data(Bytes::from(first), false).unwrap();
+    let mut data = vec![0u8];
+    data.extend_from_slice(&announced.to_be_bytes());
+    data.extend_from_slice(first);
+    body.send_data(Bytes::from(data), false).unwrap();
     // The body stays open: an answer can only come from the header.
     let response = tokio::time::timeout(Duration::from_secs(30), response)
         .await
@@ -48,7 +56,30 @@ async fn answer_to_header_only(addr: std::net::SocketAddr, path: &str) -> (Strin
             .unwrap_or_default()
     };
     drop(body);
-    (get("grpc-status"), get("grpc-message"))
+    (get("grpc-status"), percent_decoded(&get("grpc-message")))
+}
+
+/// `grpc-message` is percent-encoded on the wire.
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +91,8 @@ async fn a_message_over_the_size_limit_is_refused_from_its_header_before_its_bod
         "/cccgate.v1.ListingCheck/Check",
         "/cccgate.v1.ListingCheck/CheckStream",
     ] {
-        let (status, message) = answer_to_header_only(addr, path).await;
+        let (status, message) =
+            answer_to_first_bytes(addr, path, 1 << 30, &[0x0a, 0x00, 0x0a, 0x00]).await;
         // RESOURCE_EXHAUSTED (8) or OUT_OF_RANGE (11): refused for its size, not answered.
         assert!(
             status == "8" || status == "11",
@@ -68,5 +100,25 @@ async fn a_message_over_the_size_limit_is_refused_from_its_header_before_its_bod
         );
         assert_ne!(status, "0", "{path}");
     }
+    serving.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_over_the_listing_limit_is_refused_as_it_arrives_before_the_rest_is_sent() {
+    let serving = Serving::start(10, &[record(1, CertStatus::Valid, 901, &["X1"])]).await;
+    // 8 MiB announced (within the size limit), the first 10,001 empty listings sent.
+    let first = [0x0a_u8, 0x00].repeat(10_001);
+    let (status, message) = answer_to_first_bytes(
+        serving.addr,
+        "/cccgate.v1.ListingCheck/CheckBatch",
+        8 << 20,
+        &first,
+    )
+    .await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    assert!(
+        message.contains("over the limit of 10000") && message.contains("as it arrived"),
+        "{message}"
+    );
     serving.stop().await.unwrap();
 }

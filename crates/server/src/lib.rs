@@ -25,6 +25,7 @@
 mod admin;
 mod admission;
 mod answer;
+mod arriving;
 mod auth;
 pub mod config;
 mod console;

@@ -40,6 +40,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::{self, Admission, Caller, Held};
 use crate::answer;
+use crate::arriving::ListingCounter;
 use crate::auth::{self, TokenAuth};
 use crate::fair::FairGate;
 use crate::metrics::Rpc;
@@ -165,7 +166,8 @@ impl Encoder for GateEncoder {
 }
 
 /// The request body, watched for gRPC message headers: each message's cost is taken from the
-/// byte budgets when its header arrives, before its bytes are buffered or decoded.
+/// byte budgets when its header arrives, before its bytes are buffered or decoded; a
+/// CheckBatch message's listings are counted as its bytes arrive ([`crate::arriving`]).
 struct BudgetBody {
     inner: Body,
     admission: Arc<Admission>,
@@ -177,6 +179,8 @@ struct BudgetBody {
     have: usize,
     remaining: usize,
     failed: bool,
+    /// CheckBatch only (a stream message over the limit gets one error entry and goes on).
+    counter: Option<ListingCounter>,
 }
 
 impl BudgetBody {
@@ -185,6 +189,16 @@ impl BudgetBody {
         while !data.is_empty() {
             if self.remaining > 0 {
                 let n = self.remaining.min(data.len());
+                if let Some(c) = &mut self.counter {
+                    c.feed(&data[..n]);
+                    if c.count() > self.max_listings {
+                        return Err(Status::invalid_argument(format!(
+                            "more than {max} listings in one message, over the limit of {max} (refused as it arrived, at listing {})",
+                            c.count(),
+                            max = self.max_listings
+                        )));
+                    }
+                }
                 self.remaining -= n;
                 data = &data[n..];
                 continue;
@@ -204,6 +218,9 @@ impl BudgetBody {
                 self.header[4],
             ]) as usize;
             self.remaining = len;
+            if let Some(c) = &mut self.counter {
+                c.reset();
+            }
             // Over the message size: tonic refuses it from the same header, unbuffered.
             let charge = if len > self.max_message {
                 None
@@ -348,7 +365,7 @@ impl PublicCheck {
         c
     }
 
-    fn body(&self, body: Body, caller: &Caller, charges: &Charges) -> BudgetBody {
+    fn body(&self, body: Body, caller: &Caller, charges: &Charges, shape: Shape) -> BudgetBody {
         BudgetBody {
             inner: body,
             admission: Arc::clone(&self.admission),
@@ -360,6 +377,7 @@ impl PublicCheck {
             have: 0,
             remaining: 0,
             failed: false,
+            counter: (shape == Shape::Batch).then(ListingCounter::default),
         }
     }
 
@@ -462,7 +480,7 @@ impl PublicCheck {
             Shape::Request
         };
         let (parts, body) = req.into_parts();
-        let req = http::Request::from_parts(parts, self.body(body, &caller, &charges));
+        let req = http::Request::from_parts(parts, self.body(body, &caller, &charges, shape));
         match method {
             Method::Check | Method::Batch => {
                 let rpc = if shape == Shape::Batch {
