@@ -151,6 +151,10 @@ pub struct GrpcConfig {
     pub rounds: usize,
     /// What the senders present to a `--target` gateway.
     pub credentials: Credentials,
+    /// Fault injection (tests of the failure report): the snapshot prepared for swap `k`
+    /// (1-based) is removed before its swap, which then fails as a lost or unwritable file
+    /// makes it fail.
+    pub fail_at_swap: Option<u32>,
 }
 
 impl GrpcConfig {
@@ -179,6 +183,7 @@ impl GrpcConfig {
             security: Security::Plain,
             rounds: 3,
             credentials: Credentials::default(),
+            fail_at_swap: None,
         }
     }
 }
@@ -482,19 +487,23 @@ pub async fn run_grpc(
         },
         swapped,
     ) = drive(&su, &d, async |shared| match swapping {
-        Some((gw, ring)) => Ok(Some(swap_loop(gw, ring, cfg, shared).await?)),
+        Some((gw, ring)) => Ok(Some(swap_loop(gw, ring, cfg, shared).await)),
         None => Ok(None),
     })
     .await?;
-    let (memory, soak) = match swapped {
-        Some((m, rec)) => (Some(m), Some(rec.finish())),
-        None => (None, None),
+    let (memory, soak, failure) = match swapped {
+        Some(Swapped {
+            memory,
+            soak,
+            failure,
+        }) => (Some(memory), Some(soak.finish()), failure),
+        None => (None, None, None),
     };
     if let Some(gw) = su.embedded {
         let _ = gw.stop().await;
     }
     let checks = stats.checks();
-    Ok(GrpcReport {
+    let report = GrpcReport {
         mode: cfg.mode,
         checks,
         seconds,
@@ -514,7 +523,15 @@ pub async fn run_grpc(
         concurrency: senders,
         target: su.target,
         stats,
-    })
+    };
+    match failure {
+        // What was done is reported with the error, not lost with it.
+        Some(error) => Err(BenchError::Stopped {
+            report: Box::new(report),
+            error: Box::new(error),
+        }),
+        None => Ok(report),
+    }
 }
 
 fn plan(cfg: &GrpcConfig) -> Drive {
@@ -587,33 +604,44 @@ const FIRST_SWAP: u64 = 2;
 /// register takes well under a second on a free machine).
 const SETTLE_WITHIN: Duration = Duration::from_secs(300);
 
+/// What the swap loop did: its figures and soak recorder, whether or not it got through.
+struct Swapped {
+    memory: SwapMemory,
+    soak: SoakRecorder,
+    /// Why it stopped early (the figures then cover the swaps done).
+    failure: Option<BenchError>,
+}
+
 /// Swaps the ring's snapshots in, one every `cfg.swap_every`, each prepared while the
 /// previous one serves; records the swap windows, memory, disk and the soak samples (a tenth
 /// sample just before the swap that follows each tenth of the swaps, when the next snapshot
 /// is prepared and the previous one released: the steady state). Stops the senders one
-/// interval after the last swap. Returns the figures and the recorder, to be finished once
-/// the load has stopped.
+/// interval after the last swap, or at once when a step fails. Returns the figures and the
+/// recorder, to be finished once the load has stopped, and the failure if there was one.
 async fn swap_loop(
     gw: &EmbeddedGateway,
     (ring, snapshot_bytes, first_prepare): (SwapRing, u64, Duration),
     cfg: &GrpcConfig,
     shared: Arc<RunShared>,
-) -> Result<(SwapMemory, SoakRecorder), BenchError> {
+) -> Swapped {
     let dir = ring.dir().to_path_buf();
     let soak = SoakRecorder::start(vec![dir], None);
     soak.set_snapshot_bytes(snapshot_bytes);
     let flipped_certs = ring.flipped_certs;
     let ring = Arc::new(std::sync::Mutex::new(ring));
-    let result = swap_rounds(gw, &ring, cfg, &shared, &soak).await;
+    let (mut memory, result) = swap_rounds(gw, &ring, cfg, &shared, &soak).await;
     // Without --seconds the run ends with the swaps; an error ends it in any case.
     if cfg.seconds.is_none() || result.is_err() {
         shared.stop.store(true, Ordering::Relaxed);
     }
-    let mut m = result?;
-    m.snapshot_bytes = snapshot_bytes;
-    m.flipped_certs = flipped_certs;
-    m.prepare_max = m.prepare_max.max(first_prepare);
-    Ok((m, soak))
+    memory.snapshot_bytes = snapshot_bytes;
+    memory.flipped_certs = flipped_certs;
+    memory.prepare_max = memory.prepare_max.max(first_prepare);
+    Swapped {
+        memory,
+        soak,
+        failure: result.err(),
+    }
 }
 
 async fn swap_rounds(
@@ -622,7 +650,7 @@ async fn swap_rounds(
     cfg: &GrpcConfig,
     shared: &RunShared,
     soak: &SoakRecorder,
-) -> Result<SwapMemory, BenchError> {
+) -> (SwapMemory, Result<(), BenchError>) {
     let every = cfg.swap_every;
     let swaps = cfg.swaps;
     let join = |e: tokio::task::JoinError| BenchError::Runtime(std::io::Error::other(e));
@@ -701,6 +729,11 @@ async fn swap_rounds(
                 w.until_us.store(u64::MAX, Ordering::Release);
                 w.from_us.store(now, Ordering::Release);
             }
+            if cfg.fail_at_swap == Some(k + 1) {
+                let lost = gw.snapshot_dir().join(crate::swap::next_name(seq));
+                std::fs::remove_file(&lost)
+                    .map_err(|source| EmbeddedError::Io { path: lost, source })?;
+            }
             let asked = Instant::now();
             ring.lock()
                 .map_err(|_| BenchError::Invalid("swap ring poisoned".into()))?
@@ -745,12 +778,15 @@ async fn swap_rounds(
         _ => Ok(()),
     };
     m.rss_after = resident_bytes().unwrap_or(0);
-    soak.take(10);
+    if outcome.is_ok() {
+        soak.take(10);
+    }
     watch_stop.store(true, Ordering::Relaxed);
     m.rss_max = m.rss_max.max(watcher.await.unwrap_or(0));
     // Nothing is kept but the base register.
-    if let Ok(r) = ring.lock() {
-        r.clean()?;
-    }
-    outcome.and(settled).map(|()| m)
+    let cleaned = match ring.lock() {
+        Ok(r) => r.clean().map_err(BenchError::from),
+        Err(_) => Err(BenchError::Invalid("swap ring poisoned".into())),
+    };
+    (m, outcome.and(settled).and(cleaned))
 }

@@ -54,6 +54,16 @@ pub enum BenchError {
     /// the wrong thing.
     #[error("{0}")]
     Mismatch(String),
+    /// A run stopped part-way (a swap failed): what it measured until then, to report before
+    /// the error.
+    #[error("the run stopped after {} swaps: {error}", report.memory.map_or(0, |m| m.swaps))]
+    Stopped {
+        /// The report of the run up to the failure (calls, verdicts, latency, memory, soak
+        /// samples).
+        report: Box<crate::grpc::GrpcReport>,
+        /// Why it stopped.
+        error: Box<BenchError>,
+    },
 }
 
 /// A gateway and the listing stream to load it with.

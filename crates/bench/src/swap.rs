@@ -132,7 +132,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
 }
 
 /// The name a prepared snapshot waits under until its swap.
-fn next_name(sequence: u64) -> String {
+pub(crate) fn next_name(sequence: u64) -> String {
     format!(".{}.next", file_name(sequence))
 }
 

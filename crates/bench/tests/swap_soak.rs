@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cccgate_bench::GatewayChoice;
 use cccgate_bench::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
+use cccgate_bench::{BenchError, GatewayChoice};
 use cccgate_client::progress::Mode;
 use cccgate_synth::RegisterSpec;
 
@@ -65,4 +65,69 @@ fn swaps_between_disagreeing_registers_stay_in_three_snapshots_and_are_all_check
     assert!(soak.peak.disk <= 3 * m.snapshot_bytes + 4096, "{soak}");
     assert_eq!(soak.end().unwrap().figures.snapshots, 1);
     assert!(soak.summary_line().starts_with("soak samples=12 "));
+}
+
+#[test]
+fn a_swap_that_fails_still_reports_what_was_done_before_the_error() {
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = GrpcConfig {
+        gateway: GatewayChoice::Embedded {
+            cache_dir: cache.path().to_path_buf(),
+        },
+        register: RegisterSpec {
+            certs: 4_000,
+            seed: 5,
+            ..RegisterSpec::default()
+        },
+        chunk: 200,
+        concurrency: 4,
+        rate: Some(20_000.0),
+        swaps: 10,
+        swap_every: Duration::from_millis(200),
+        progress: Mode::Off,
+        // Swap 5's snapshot is lost before it is put in place.
+        fail_at_swap: Some(5),
+        ..GrpcConfig::new(GrpcMode::Swap)
+    };
+    let err = run_grpc_blocking(&cfg, 2, None).unwrap_err();
+    let BenchError::Stopped { report, error } = err else {
+        panic!("expected the run's report with its error, got {err}");
+    };
+    // The error names the snapshot that could not be put in place.
+    let message = error.to_string();
+    assert!(message.contains("snap-6.ccc"), "{message}");
+    // What was done before it: four swaps, every verdict checked, none wrong.
+    let m = report.memory.expect("the swaps done are reported");
+    assert_eq!(m.swaps, 4, "{report}");
+    assert!(report.checks > 0, "{report}");
+    assert_eq!(report.stats.errors(), 0, "{report}");
+    assert_eq!(report.stats.mismatches, 0, "{report}");
+    assert_eq!(report.stats.sequences, (1, 5), "{report}");
+    assert!(report.latency.samples > 0, "{report}");
+    assert!(m.rss_before > 0 && m.rss_after > 0, "{report}");
+    // The soak samples taken so far: the start, one after each tenth of the swaps done
+    // (the sample of tenth k is taken just before swap k + 1), and the end; the tenths not
+    // reached are not invented.
+    let soak = report.soak.as_ref().expect("soak samples so far");
+    let at: Vec<u32> = soak
+        .samples
+        .iter()
+        .map(|s| (s.at * 10.0).round() as u32)
+        .collect();
+    assert_eq!(at, [0, 1, 2, 3, 4, 10], "{soak}");
+    assert!(soak.summary_line().starts_with("soak samples=6 "));
+    // The whole error says how far the run got.
+    let whole = BenchError::Stopped { report, error }.to_string();
+    assert!(
+        whole.starts_with("the run stopped after 4 swaps: "),
+        "{whole}"
+    );
+    // Nothing is left but the base register.
+    let dirs: Vec<_> = std::fs::read_dir(cache.path()).unwrap().flatten().collect();
+    let snapshots = std::fs::read_dir(dirs[0].path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("snap-"))
+        .count();
+    assert_eq!(snapshots, 1);
 }

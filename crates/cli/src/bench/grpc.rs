@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use cccgate_bench::GatewayChoice;
 use cccgate_bench::grpc::{
-    GrpcConfig, GrpcMode, Security, run_compare_blocking, run_grpc_blocking,
+    GrpcConfig, GrpcMode, GrpcReport, Security, run_compare_blocking, run_grpc_blocking,
 };
+use cccgate_bench::{BenchError, GatewayChoice};
 use cccgate_synth::{Profile, RegisterSpec};
 
 use crate::replay::progress_mode;
@@ -151,13 +151,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let report = run_grpc_blocking(&cfg, args.client_threads, gateway_threads)?;
-    eprintln!("{report}");
-    if let Some(soak) = report.soak.as_ref().filter(|_| args.soak) {
-        eprintln!("{soak}");
-        println!("{}", soak.summary_line());
-    }
-    println!("{}", report.last_line());
+    let report = match run_grpc_blocking(&cfg, args.client_threads, gateway_threads) {
+        Ok(report) => report,
+        // A run that stopped part-way still reports what it did, then fails with the error.
+        Err(BenchError::Stopped { report, error }) => {
+            print_report(&report, args.soak);
+            let swaps = report.memory.map_or(0, |m| m.swaps);
+            anyhow::bail!(
+                "the swap run stopped after {swaps} of {} swaps (the report above covers them): {error}",
+                cfg.swaps
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_report(&report, args.soak);
     if report.stats.errors() > 0 || report.stats.mismatches > 0 {
         anyhow::bail!(
             "{} errors and {} mismatched verdicts (both must be zero)",
@@ -166,4 +173,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The report on stderr, the soak table too and its summary line before the last line on
+/// stdout.
+fn print_report(report: &GrpcReport, soak: bool) {
+    eprintln!("{report}");
+    if let Some(s) = report.soak.as_ref().filter(|_| soak) {
+        eprintln!("{s}");
+        println!("{}", s.summary_line());
+    }
+    println!("{}", report.last_line());
 }
