@@ -625,6 +625,8 @@ async fn swap_loop(
     shared: Arc<RunShared>,
 ) -> Swapped {
     let dir = ring.dir().to_path_buf();
+    // The start sample without the set-up's freed garbage (see `swap_rounds`).
+    cccgate_server::watch::release_freed_memory();
     let soak = SoakRecorder::start(vec![dir], None);
     soak.set_snapshot_bytes(snapshot_bytes);
     let flipped_certs = ring.flipped_certs;
@@ -654,8 +656,14 @@ async fn swap_rounds(
     let every = cfg.swap_every;
     let swaps = cfg.swaps;
     let join = |e: tokio::task::JoinError| BenchError::Runtime(std::io::Error::other(e));
+    let began = Instant::now();
     // The first interval: the load warms up on the base register.
     tokio::time::sleep(every).await;
+    // Memory samples are of what is held, not of what the allocator keeps free: the gateway
+    // gives freed pages back after each swap's diff (`release_freed_memory`), which could
+    // otherwise land just before or just after a sample; the set-up's garbage goes too.
+    let trimmed = cccgate_server::watch::release_freed_memory;
+    trimmed();
     let rss_before = resident_bytes().unwrap_or(0);
     let watch_stop = Arc::new(AtomicBool::new(false));
     let watcher = tokio::spawn({
@@ -706,7 +714,11 @@ async fn swap_rounds(
         for k in 0..swaps {
             let seq = FIRST_SWAP + u64::from(k);
             let due = first + every * k;
-            if shared.stop.load(Ordering::Relaxed) {
+            // With --seconds the swaps stop when the time is up (the report counts those done).
+            let out_of_time = cfg
+                .seconds
+                .is_some_and(|s| began.elapsed() + every >= Duration::from_secs_f64(s));
+            if shared.stop.load(Ordering::Relaxed) || out_of_time {
                 break;
             }
             if let Some(p) = preparing.take() {
@@ -717,6 +729,7 @@ async fn swap_rounds(
             let tenth = k * 10 / swaps.max(1);
             if tenth > tenth_taken {
                 settle(&mut m, seq - 1).await?;
+                trimmed();
                 soak.take(tenth);
                 tenth_taken = tenth;
             }
@@ -777,6 +790,7 @@ async fn swap_rounds(
         Ok(()) if last > FIRST_SWAP => settle(&mut m, last - 1).await,
         _ => Ok(()),
     };
+    trimmed();
     m.rss_after = resident_bytes().unwrap_or(0);
     if outcome.is_ok() {
         soak.take(10);

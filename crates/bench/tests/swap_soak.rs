@@ -131,3 +131,32 @@ fn a_swap_that_fails_still_reports_what_was_done_before_the_error() {
         .count();
     assert_eq!(snapshots, 1);
 }
+
+#[test]
+fn with_seconds_the_swaps_stop_when_the_time_is_up_and_are_reported() {
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = GrpcConfig {
+        gateway: GatewayChoice::Embedded {
+            cache_dir: cache.path().to_path_buf(),
+        },
+        register: RegisterSpec {
+            certs: 2_000,
+            seed: 9,
+            ..RegisterSpec::default()
+        },
+        chunk: 200,
+        concurrency: 2,
+        rate: Some(10_000.0),
+        // Far more swaps than 1.5 s holds at 100 ms apart.
+        swaps: 1_000,
+        swap_every: Duration::from_millis(100),
+        seconds: Some(1.5),
+        progress: Mode::Off,
+        ..GrpcConfig::new(GrpcMode::Swap)
+    };
+    let r = run_grpc_blocking(&cfg, 2, None).unwrap();
+    let m = r.memory.expect("swap mode reports its swaps");
+    assert!(m.swaps >= 1 && m.swaps < 20, "{r}");
+    assert_eq!(r.stats.sequences.1, 1 + u64::from(m.swaps), "{r}");
+    assert_eq!((r.stats.errors(), r.stats.mismatches), (0, 0), "{r}");
+}

@@ -44,7 +44,8 @@ pub struct Args {
     /// Listings to send (default: 10M; 1M for unary).
     #[arg(long)]
     checks: Option<u64>,
-    /// Run for this many seconds instead.
+    /// Run for this many seconds instead (swap mode: the swaps stop when the time is up, and
+    /// the report counts those done).
     #[arg(long)]
     seconds: Option<f64>,
     /// Listings per second over all senders (open loop); default: as fast as answered

@@ -269,8 +269,9 @@ async fn cross_days(hub: &Arc<WatchHub>, current: Option<&Arc<Loaded>>, day: Day
 /// small pieces spread over the allocator's per-thread arenas (glibc keeps up to 8 per core
 /// and trims only the top of each): without this, a soak of full-register swaps grew the
 /// resident set by ~160 MiB within a few swaps and kept it (1.25x; with `MALLOC_ARENA_MAX=2`
-/// 1.08x). `malloc_trim` walks the arenas once, off the request path (tens of ms at most).
-fn release_freed_memory() {
+/// 1.08x). `malloc_trim` walks the arenas once, off the request path. Public for the
+/// benchmarks, which share the process and sample its memory once a trim has run.
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let t = std::time::Instant::now();
