@@ -275,7 +275,10 @@ async fn watch_metrics_count_watched_listings_changes_changed_verdicts_and_resyn
             2.0,
         ),
         ("cccgate_watch_batches_total{cause=\"snapshot\"}", 1.0),
-        ("cccgate_watch_diff_duration_seconds_count", 1.0),
+        (
+            "cccgate_watch_diff_duration_seconds_count{source=\"diff\"}",
+            1.0,
+        ),
         (
             "cccgate_watch_changes_per_batch_bucket{cause=\"snapshot\",le=\"0\"}",
             0.0,
