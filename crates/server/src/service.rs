@@ -208,9 +208,13 @@ impl CheckContext {
                 out.error(&invalid);
             }
             tally.verdict(v.reason);
-            if self.shadow.is_some() || log.is_some() {
+            // The listing's view (six fields validated) only for a sampled listing or the log.
+            let shadow = self.shadow.as_deref().filter(|s| s.sampled());
+            if shadow.is_some() || log.is_some() {
                 let view = req.view(&items[at[k]]);
-                self.shadow(view, v.reason, day);
+                if let Some(shadow) = shadow {
+                    shadow.offer(view, v.reason, day);
+                }
                 if let Some(entries) = log {
                     entries.push(log_verdict(view, &v));
                 }

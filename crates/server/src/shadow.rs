@@ -137,13 +137,22 @@ impl Shadow {
     /// worker without waiting. Nothing is copied or allocated for a listing not sampled.
     #[inline]
     pub(crate) fn consider(&self, listing: View<'_>, active: Reason, day: Day) {
-        if self.on.load(Ordering::Relaxed) && draw() <= self.threshold {
+        if self.sampled() {
             self.offer(listing, active, day);
         }
     }
 
+    /// Whether the next decided listing is sampled: for a caller that has not made the
+    /// listing's [`View`] yet (making it validates six fields), so that only a sampled one
+    /// pays for it; then [`Shadow::offer`].
+    #[inline]
+    pub(crate) fn sampled(&self) -> bool {
+        self.on.load(Ordering::Relaxed) && draw() <= self.threshold
+    }
+
+    /// Queues a sampled listing for the worker, without waiting.
     #[cold]
-    fn offer(&self, listing: View<'_>, active: Reason, day: Day) {
+    pub(crate) fn offer(&self, listing: View<'_>, active: Reason, day: Day) {
         let sample = Sample {
             listing: listing.to_wire(),
             active,
