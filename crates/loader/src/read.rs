@@ -599,11 +599,13 @@ pub(crate) struct Undecodable;
 
 fn decode(encoding: Encoding, bytes: &[u8]) -> Option<Cow<'_, str>> {
     match encoding {
-        Encoding::Utf8 => std::str::from_utf8(bytes).ok().map(Cow::Borrowed),
+        // simdutf8 validates Chinese text several times faster than `std::str::from_utf8`,
+        // which was a tenth of the loader's reading thread.
+        Encoding::Utf8 => simdutf8::basic::from_utf8(bytes).ok().map(Cow::Borrowed),
         Encoding::Gbk => {
             if bytes.is_ascii() {
                 // ASCII is the same in GBK; skip the decoder (and its allocation).
-                std::str::from_utf8(bytes).ok().map(Cow::Borrowed)
+                simdutf8::basic::from_utf8(bytes).ok().map(Cow::Borrowed)
             } else {
                 encoding_rs::GBK.decode_without_bom_handling_and_without_replacement(bytes)
             }

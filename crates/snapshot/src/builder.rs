@@ -275,10 +275,13 @@ impl SnapshotBuilder {
             keys_start: keys_start as u32,
             keys_len: (end - keys_start) as u32,
         };
-        match self.by_number.get(&hot.number) {
-            Some(&i) => self.entries[i as usize] = entry,
-            None => {
-                self.by_number.insert(hot.number, self.entries.len() as u32);
+        // One probe for the look-up and the insert.
+        match self.by_number.entry(hot.number) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                self.entries[*e.get() as usize] = entry
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.entries.len() as u32);
                 self.entries.push(entry);
             }
         }
