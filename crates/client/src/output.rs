@@ -8,16 +8,21 @@
 //! when that much was readable), `error` and `line`, so the output keeps one line per input
 //! record, in input order.
 //!
-//! Lines are serialised with serde, as the gateway's decision log is, from structs that
-//! borrow the response's bytes, straight into a reused buffer: no intermediate value, no
-//! allocation per verdict. [`LineFormatter`] keeps every line printable: control characters
-//! and DEL are escaped, `\n`, `\r` and `\t` as such and the others as `\u00XX`.
+//! Lines are serialised with serde, as the gateway's decision log is: the structs below are
+//! the one description of a line. They borrow the response's bytes and are written straight
+//! into a reused buffer by [`LineSerializer`], serde's data model for flat objects of strings,
+//! integers and options: no intermediate value, no allocation per verdict. A string is
+//! scanned for bytes to escape in one branch-free pass and copied whole when there are none
+//! (almost always); control characters and DEL are escaped, `\n`, `\r` and `\t` as such and
+//! the others as `\u00XX`, so every line is printable. (`serde_json`'s serializer, used here
+//! before, looks up every byte of every key and value in its escape table and took 2.5 to 3
+//! times as long a line: benches/README.md, "The wire".)
 
-use std::io;
+use std::fmt;
 
 use cccgate_core::{Decision, Reason, Status};
 use serde::Serialize;
-use serde_json::ser::{CharEscape, Formatter};
+use serde::ser::{self, Impossible};
 
 use crate::wire::{CertView, Outcome, ResultView};
 
@@ -52,66 +57,240 @@ struct ErrorLine<'a> {
     line: u64,
 }
 
-/// serde_json's compact output, with every control character and DEL escaped: `\n`, `\r`,
-/// `\t` by name, the others (backspace and form feed too) as `\u00XX`, so a line never holds
-/// a byte a terminal or a line-based tool would act on.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LineFormatter;
+/// Whether a byte must be escaped in a JSON string (DEL too, to keep lines printable).
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f
+}
 
-impl Formatter for LineFormatter {
-    fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
-    where
-        W: ?Sized + io::Write,
-    {
-        // serde_json leaves DEL as it is; it is rare, so one scan finds that there is none.
-        let bytes = fragment.as_bytes();
-        if !bytes.contains(&0x7f) {
-            return writer.write_all(bytes);
-        }
-        for (i, part) in bytes.split(|&b| b == 0x7f).enumerate() {
-            if i > 0 {
-                writer.write_all(b"\\u007f")?;
-            }
-            writer.write_all(part)?;
-        }
-        Ok(())
+/// Appends `s` as a JSON string literal.
+fn put_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Fast path, almost always taken: nothing to escape. The OR-reduction has no branch per
+    // byte, so it vectorises.
+    if !bytes.iter().fold(false, |acc, &b| acc | needs_escape(b)) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
     }
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !needs_escape(b) {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(b >> 4)]);
+                out.push(HEX[usize::from(b & 0xf)]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
 
-    fn write_char_escape<W>(&mut self, writer: &mut W, escape: CharEscape) -> io::Result<()>
-    where
-        W: ?Sized + io::Write,
-    {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let control = |b: u8| {
-            [
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]
-        };
-        match escape {
-            CharEscape::Quote => writer.write_all(b"\\\""),
-            CharEscape::ReverseSolidus => writer.write_all(b"\\\\"),
-            CharEscape::Solidus => writer.write_all(b"\\/"),
-            CharEscape::LineFeed => writer.write_all(b"\\n"),
-            CharEscape::CarriageReturn => writer.write_all(b"\\r"),
-            CharEscape::Tab => writer.write_all(b"\\t"),
-            CharEscape::Backspace => writer.write_all(&control(0x08)),
-            CharEscape::FormFeed => writer.write_all(&control(0x0c)),
-            CharEscape::AsciiControl(b) => writer.write_all(&control(b)),
+/// A value a verdict line cannot hold (only flat objects of strings, integers, booleans and
+/// options are lines): a programming error, caught by the tests.
+#[derive(Debug)]
+struct LineError(String);
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LineError {}
+
+impl ser::Error for LineError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        LineError(msg.to_string())
+    }
+}
+
+/// serde's serializer of one line: a flat JSON object of strings, integers, booleans, `null`
+/// for `None`, written compactly (as `serde_json::to_writer` would, with DEL escaped too).
+#[derive(Debug)]
+struct LineSerializer<'a> {
+    out: &'a mut Vec<u8>,
+    /// The object has begun.
+    open: bool,
+    /// Fields written so far.
+    fields: usize,
+}
+
+impl<'a> LineSerializer<'a> {
+    /// A serializer appending to `out`.
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        LineSerializer {
+            out,
+            open: false,
+            fields: 0,
         }
     }
 }
 
-/// Appends `value` and a newline to `out` with [`LineFormatter`].
+macro_rules! unsupported {
+    ($($f:ident($($t:ty),*) -> $r:ty;)*) => {$(
+        fn $f(self, $(_: $t),*) -> Result<$r, LineError> {
+            Err(LineError(concat!("a verdict line cannot hold ", stringify!($f)).into()))
+        }
+    )*};
+}
+
+impl ser::Serializer for &mut LineSerializer<'_> {
+    type Ok = ();
+    type Error = LineError;
+    type SerializeSeq = Impossible<(), LineError>;
+    type SerializeTuple = Impossible<(), LineError>;
+    type SerializeTupleStruct = Impossible<(), LineError>;
+    type SerializeTupleVariant = Impossible<(), LineError>;
+    type SerializeMap = Impossible<(), LineError>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<(), LineError>;
+
+    fn serialize_str(self, v: &str) -> Result<(), LineError> {
+        put_json_str(self.out, v);
+        Ok(())
+    }
+
+    fn serialize_u64(self, mut n: u64) -> Result<(), LineError> {
+        let mut buf = [0u8; 20];
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&buf[i..]);
+        Ok(())
+    }
+
+    fn serialize_u32(self, v: u32) -> Result<(), LineError> {
+        self.serialize_u64(v.into())
+    }
+
+    fn serialize_i64(self, v: i64) -> Result<(), LineError> {
+        if v < 0 {
+            self.out.push(b'-');
+        }
+        self.serialize_u64(v.unsigned_abs())
+    }
+
+    fn serialize_i32(self, v: i32) -> Result<(), LineError> {
+        self.serialize_i64(v.into())
+    }
+
+    fn serialize_bool(self, v: bool) -> Result<(), LineError> {
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn serialize_none(self) -> Result<(), LineError> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), LineError> {
+        value.serialize(self)
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, LineError> {
+        if self.open {
+            return Err(LineError("a verdict line is one flat object".into()));
+        }
+        self.open = true;
+        self.out.push(b'{');
+        Ok(self)
+    }
+
+    unsupported! {
+        serialize_i8(i8) -> ();
+        serialize_i16(i16) -> ();
+        serialize_u8(u8) -> ();
+        serialize_u16(u16) -> ();
+        serialize_f32(f32) -> ();
+        serialize_f64(f64) -> ();
+        serialize_char(char) -> ();
+        serialize_bytes(&[u8]) -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_unit_variant(&'static str, u32, &'static str) -> ();
+        serialize_seq(Option<usize>) -> Self::SerializeSeq;
+        serialize_tuple(usize) -> Self::SerializeTuple;
+        serialize_tuple_struct(&'static str, usize) -> Self::SerializeTupleStruct;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> Self::SerializeTupleVariant;
+        serialize_map(Option<usize>) -> Self::SerializeMap;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> Self::SerializeStructVariant;
+    }
+
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), LineError> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), LineError> {
+        Err(LineError("a verdict line cannot hold an enum".into()))
+    }
+}
+
+impl ser::SerializeStruct for &mut LineSerializer<'_> {
+    type Ok = ();
+    type Error = LineError;
+
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), LineError> {
+        // Keys are the line structs' field names: identifiers, nothing to escape (debug
+        // builds check), so they are copied as they are.
+        debug_assert!(!key.bytes().any(needs_escape), "key {key:?}");
+        self.out
+            .extend_from_slice(if self.fields == 0 { b"\"" } else { b",\"" });
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.fields += 1;
+        value.serialize(&mut **self)
+    }
+
+    fn end(self) -> Result<(), LineError> {
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Appends `value` and a newline to `out`.
 fn put_line<T: Serialize>(out: &mut Vec<u8>, value: &T) {
-    let mut ser = serde_json::Serializer::with_formatter(&mut *out, LineFormatter);
-    // Plain strings and integers into a Vec: serialising cannot fail.
-    if value.serialize(&mut ser).is_ok() {
-        out.push(b'\n');
+    let start = out.len();
+    match value.serialize(&mut LineSerializer::new(out)) {
+        Ok(()) => out.push(b'\n'),
+        // The line types are flat objects of strings and integers: cannot happen (tested).
+        Err(_) => out.truncate(start),
     }
 }
 
@@ -307,6 +486,80 @@ mod tests {
         assert_eq!(reason_of(-1), None);
         assert_eq!(status_name(5), "EXPIRED");
         assert_eq!(status_name(9), "UNSPECIFIED");
+    }
+
+    /// The serializer writes flat objects only: anything else is refused with an error naming
+    /// it, and `put_line` leaves nothing of the line behind.
+    #[test]
+    fn a_value_a_line_cannot_hold_is_refused_and_leaves_nothing() {
+        #[derive(Serialize)]
+        struct Inner {
+            a: u64,
+        }
+        #[derive(Serialize)]
+        struct Nested {
+            id: &'static str,
+            inner: Inner,
+        }
+        #[derive(Serialize)]
+        struct Float {
+            x: f64,
+        }
+        let mut out = b"kept\n".to_vec();
+        put_line(
+            &mut out,
+            &Nested {
+                id: "a",
+                inner: Inner { a: 1 },
+            },
+        );
+        put_line(&mut out, &Float { x: 1.5 });
+        assert_eq!(out, b"kept\n");
+        let mut buf = Vec::new();
+        let e = Float { x: 1.5 }
+            .serialize(&mut LineSerializer::new(&mut buf))
+            .unwrap_err();
+        assert!(e.to_string().contains("serialize_f64"), "{e}");
+        let e = Nested {
+            id: "a",
+            inner: Inner { a: 1 },
+        }
+        .serialize(&mut LineSerializer::new(&mut Vec::new()))
+        .unwrap_err();
+        assert!(e.to_string().contains("flat object"), "{e}");
+    }
+
+    /// What serde_json reads back from a line is what was serialised, for every integer type
+    /// and option a line may hold.
+    #[test]
+    fn integers_booleans_and_options_read_back_as_written() {
+        #[derive(Serialize)]
+        struct All<'a> {
+            a: u64,
+            b: i64,
+            c: u32,
+            d: i32,
+            e: bool,
+            f: Option<&'a str>,
+            g: Option<u64>,
+        }
+        let mut out = Vec::new();
+        put_line(
+            &mut out,
+            &All {
+                a: u64::MAX,
+                b: i64::MIN,
+                c: 0,
+                d: -7,
+                e: true,
+                f: None,
+                g: Some(3),
+            },
+        );
+        assert_eq!(
+            parse(&out),
+            json!({"a": u64::MAX, "b": i64::MIN, "c": 0, "d": -7, "e": true, "f": null, "g": 3})
+        );
     }
 
     /// The exact bytes of verdict lines: every field, every escape, non-ASCII text, the
