@@ -61,6 +61,9 @@ impl From<WatchListingsResponse> for Outgoing {
 /// A stream's responses: bounded; a stream that does not read its CHANGED results is ended.
 pub(crate) type Responses = mpsc::Sender<Result<Outgoing, Status>>;
 
+/// How far ahead a pass asks for the slots it will re-decide.
+const PREFETCH_AHEAD: usize = 16;
+
 /// Listings to re-decide in one stream below which a pass stays on one thread.
 const PARALLEL_FROM: usize = 8_192;
 
@@ -422,7 +425,18 @@ impl Registry {
         let event = WatchEvent::Changed as i32;
         let mut out = Decided::default();
         let mut message: Option<(Encoded, usize)> = None;
-        for &at in slots {
+        // The slots are scattered over the stream's table and arena: each is asked for
+        // PREFETCH_AHEAD places ahead, its text half as far ahead (once the slot is there).
+        for &at in slots.iter().take(PREFETCH_AHEAD) {
+            listings.prefetch_slot(at);
+        }
+        for (i, &at) in slots.iter().enumerate() {
+            if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD) {
+                listings.prefetch_slot(ahead);
+            }
+            if let Some(&half) = slots.get(i + PREFETCH_AHEAD / 2) {
+                listings.prefetch_text(half);
+            }
             let mut digits = [0u8; 16];
             let r = listings.listing(at, day, &mut digits);
             let v = check(snapshot, &r.listing, &self.policy);
