@@ -42,7 +42,7 @@ pub use format::{
     FORMAT_VERSION, HEADER_LEN, SnapshotBytes, file_name, parse_file_name, reject_file_name,
     write_atomic, write_file_atomic,
 };
-pub use snapshot::{CertSummary, Counts, Snapshot};
+pub use snapshot::{CertSummary, Counts, Snapshot, prefetch_line};
 
 /// The decision table over a snapshot: [`cccgate_core::check`] re-exported, so callers of
 /// this crate need not name the core crate to decide a listing.

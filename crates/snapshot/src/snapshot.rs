@@ -558,9 +558,10 @@ fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usi
     Ok(n)
 }
 
-/// Asks the CPU to bring the cache line holding `p` closer.
+/// Asks the CPU to bring the cache line holding `p` closer (a hint: any address will do).
+/// Also used by the watched-listing registry, whose passes read scattered slots.
 #[inline(always)]
-fn prefetch_line(p: *const u8) {
+pub fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and writes
     // nothing.

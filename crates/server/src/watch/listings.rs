@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 
 use cccgate_core::{CertNumber, Day, Decision, Listing, ProductCode, Reason};
+use cccgate_snapshot::prefetch_line;
 use hashbrown::HashTable;
 
 /// No slot (end of a chain, empty free list).
@@ -400,20 +401,6 @@ impl Listings {
     pub(crate) fn set_verdict(&mut self, at: u32, verdict: u8) {
         self.slots[at as usize].verdict = verdict;
     }
-}
-
-/// Asks the CPU to bring the cache line holding `p` closer.
-#[inline(always)]
-fn prefetch_line(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it never faults, whatever the address, and writes
-    // nothing.
-    #[allow(unsafe_code)]
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 fn put_digits(out: &mut [u8; 16], mut n: u64) {
