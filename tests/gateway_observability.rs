@@ -279,6 +279,7 @@ async fn watch_metrics_count_watched_listings_changes_changed_verdicts_and_resyn
             "cccgate_watch_diff_duration_seconds_count{source=\"diff\"}",
             1.0,
         ),
+        ("cccgate_watch_pass_duration_seconds_count", 1.0),
         (
             "cccgate_watch_changes_per_batch_bucket{cause=\"snapshot\",le=\"0\"}",
             0.0,
