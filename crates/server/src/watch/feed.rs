@@ -26,8 +26,8 @@ pub const BOOKMARK_EVERY: Duration = Duration::from_secs(30);
 /// sent as several messages with the same sequence, day and cause, one after the other.
 pub const MAX_CHANGES_PER_MESSAGE: usize = 10_000;
 
-/// Most certificate changes the history holds, all batches together (about 0.5 KB each on the
-/// heap, so ~100 MB): 40 days of the largest daily deltas the feed contract describes. The
+/// Most certificate changes the history holds, all batches together (encoded, a couple of
+/// hundred bytes each): 40 days of the largest daily deltas the feed contract describes. The
 /// newest batch is always kept, whatever its size; older ones leave the history first.
 pub const MAX_HISTORY_CHANGES: usize = 200_000;
 
@@ -37,8 +37,8 @@ struct Entry {
     index: u64,
     sequence: u64,
     cause: ChangeCause,
-    /// Each message protobuf-encoded: ~190 bytes a change in one buffer, where the decoded
-    /// `ChangeBatch` took ~600 in ten small allocations a change (a soak of full-register
+    /// Each message protobuf-encoded: a couple of hundred bytes a change in one buffer, where
+    /// the decoded `ChangeBatch` took ~600 in ten small allocations a change (a soak of full-register
     /// swaps kept 100-200 MB more resident with the decoded form, in freed pieces the
     /// allocator kept). A stream decodes a message when it sends it.
     messages: Vec<Bytes>,
