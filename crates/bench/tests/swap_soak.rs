@@ -9,12 +9,11 @@ use cccgate_bench::{BenchError, GatewayChoice};
 use cccgate_client::progress::Mode;
 use cccgate_synth::RegisterSpec;
 
-#[test]
-fn swaps_between_disagreeing_registers_stay_in_three_snapshots_and_are_all_checked() {
-    let cache = tempfile::tempdir().unwrap();
-    let cfg = GrpcConfig {
+/// Swaps of a 4,000-certificate register under 20,000 checks/s.
+fn small_swaps(cache: &std::path::Path, swaps: u32, every_ms: u64) -> GrpcConfig {
+    GrpcConfig {
         gateway: GatewayChoice::Embedded {
-            cache_dir: cache.path().to_path_buf(),
+            cache_dir: cache.to_path_buf(),
         },
         register: RegisterSpec {
             certs: 4_000,
@@ -24,11 +23,17 @@ fn swaps_between_disagreeing_registers_stay_in_three_snapshots_and_are_all_check
         chunk: 200,
         concurrency: 4,
         rate: Some(20_000.0),
-        swaps: 12,
-        swap_every: Duration::from_millis(200),
+        swaps,
+        swap_every: Duration::from_millis(every_ms),
         progress: Mode::Off,
         ..GrpcConfig::new(GrpcMode::Swap)
-    };
+    }
+}
+
+#[test]
+fn swaps_between_disagreeing_registers_stay_in_three_snapshots_and_are_all_checked() {
+    let cache = tempfile::tempdir().unwrap();
+    let cfg = small_swaps(cache.path(), 12, 200);
     let r = run_grpc_blocking(&cfg, 2, None).unwrap();
     assert_eq!(r.stats.errors(), 0, "{r}");
     assert_eq!(
@@ -71,23 +76,9 @@ fn swaps_between_disagreeing_registers_stay_in_three_snapshots_and_are_all_check
 fn a_swap_that_fails_still_reports_what_was_done_before_the_error() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = GrpcConfig {
-        gateway: GatewayChoice::Embedded {
-            cache_dir: cache.path().to_path_buf(),
-        },
-        register: RegisterSpec {
-            certs: 4_000,
-            seed: 5,
-            ..RegisterSpec::default()
-        },
-        chunk: 200,
-        concurrency: 4,
-        rate: Some(20_000.0),
-        swaps: 10,
-        swap_every: Duration::from_millis(200),
-        progress: Mode::Off,
         // Swap 5's snapshot is lost before it is put in place.
         fail_at_swap: Some(5),
-        ..GrpcConfig::new(GrpcMode::Swap)
+        ..small_swaps(cache.path(), 10, 200)
     };
     let err = run_grpc_blocking(&cfg, 2, None).unwrap_err();
     let BenchError::Stopped { report, error } = err else {
@@ -136,23 +127,9 @@ fn a_swap_that_fails_still_reports_what_was_done_before_the_error() {
 fn with_seconds_the_swaps_stop_when_the_time_is_up_and_are_reported() {
     let cache = tempfile::tempdir().unwrap();
     let cfg = GrpcConfig {
-        gateway: GatewayChoice::Embedded {
-            cache_dir: cache.path().to_path_buf(),
-        },
-        register: RegisterSpec {
-            certs: 2_000,
-            seed: 9,
-            ..RegisterSpec::default()
-        },
-        chunk: 200,
-        concurrency: 2,
-        rate: Some(10_000.0),
         // Far more swaps than 1.5 s holds at 100 ms apart.
-        swaps: 1_000,
-        swap_every: Duration::from_millis(100),
         seconds: Some(1.5),
-        progress: Mode::Off,
-        ..GrpcConfig::new(GrpcMode::Swap)
+        ..small_swaps(cache.path(), 1_000, 100)
     };
     let r = run_grpc_blocking(&cfg, 2, None).unwrap();
     let m = r.memory.expect("swap mode reports its swaps");
