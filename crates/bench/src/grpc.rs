@@ -792,7 +792,9 @@ async fn swap_rounds(
     };
     trimmed();
     m.rss_after = resident_bytes().unwrap_or(0);
-    if outcome.is_ok() {
+    // The last tenth's sample when every swap was done (a run stopped early by an error or
+    // by --seconds does not invent the tenths it did not reach).
+    if outcome.is_ok() && m.swaps == swaps {
         soak.take(10);
     }
     watch_stop.store(true, Ordering::Relaxed);

@@ -136,4 +136,7 @@ fn with_seconds_the_swaps_stop_when_the_time_is_up_and_are_reported() {
     assert!(m.swaps >= 1 && m.swaps < 20, "{r}");
     assert_eq!(r.stats.sequences.1, 1 + u64::from(m.swaps), "{r}");
     assert_eq!((r.stats.errors(), r.stats.mismatches), (0, 0), "{r}");
+    // The start and the end; no tenth of the 1,000 swaps was reached.
+    let soak = r.soak.expect("soak samples");
+    assert_eq!(soak.samples.len(), 2, "{soak}");
 }
