@@ -196,11 +196,29 @@ pub fn write_atomic(bytes: &SnapshotBytes, path: &Path) -> Result<(), SnapshotEr
 /// temporary file's name is unique to this write (process, a counter, the clock) and it is
 /// created exclusively, so two writers of the same file, in one process or several, never
 /// write into the same temporary file; the last rename wins whole.
+///
+/// A `path` that is there and is neither a regular file nor a directory (`/dev/null`, a FIFO,
+/// a terminal: `report --out /dev/null`) is written straight into, never renamed over: a
+/// rename would replace the device itself with a regular file, for every process of the
+/// machine.
 pub fn write_file_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), SnapshotError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| SnapshotError::Io { path: p, source }
     };
+    if let Ok(meta) = fs::metadata(path)
+        && !meta.is_file()
+        && !meta.is_dir()
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        for part in parts {
+            f.write_all(part).map_err(io(path))?;
+        }
+        return f.flush().map_err(io(path));
+    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -252,6 +270,40 @@ fn create_temp(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, File)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `report --out /dev/null` once replaced the machine's `/dev/null` with a regular file (a
+    /// rename over it). A FIFO stands in for the device here: it must stay a FIFO, and what
+    /// was written must come out of it.
+    #[test]
+    fn a_path_that_is_not_a_regular_file_is_written_into_not_renamed_over() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", fifo.display());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read(&fifo).unwrap())
+        };
+        write_file_atomic(&fifo, &[b"first part, ", b"second part\n"]).unwrap();
+        // Checked before joining: had the FIFO been renamed over, its reader would wait forever.
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(reader.join().unwrap(), b"first part, second part\n");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("out.fifo")],
+            "no temporary file left"
+        );
+        // A regular file is still replaced whole.
+        let plain = dir.path().join("out.json");
+        fs::write(&plain, b"old, longer contents").unwrap();
+        write_file_atomic(&plain, &[b"new"]).unwrap();
+        assert_eq!(fs::read(&plain).unwrap(), b"new");
+    }
 
     #[test]
     fn file_names_round_trip() {
