@@ -1,6 +1,7 @@
 //! Per-caller rate quotas (`--client-max-calls-per-second`, `--client-max-checks-per-second`):
 //! a caller sending as fast as it can is refused with RESOURCE_EXHAUSTED and a retry hint,
 //! before its body is read, and counted exactly; another caller is still admitted and answered.
+//! A connection whose calls keep being refused is paused (not read) for a moment; no other is.
 //!
 //! No timed assertion: where the count of admitted calls depends on how long the calls took
 //! (tokens come back with time), the bound is computed from the elapsed time measured.
@@ -123,6 +124,56 @@ async fn metric(addr: std::net::SocketAddr, name: &str, client: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// The value of the unlabelled counter `name` (0 before it was first counted).
+async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Refused calls on one connection that pause its reads (`crates/server/src/tarpit.rs`).
+const STRIKES: usize = 32;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_whose_calls_keep_being_refused_is_paused_and_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path(), "tarpit-", ConfigLayer::default()).await;
+    let metrics = gw.metrics_addr.expect("metrics");
+    let pauses = "cccgate_connection_pauses_total";
+    // No other test of this file refuses as many calls on one connection.
+    let before = counter(metrics, pauses).await;
+    let (storm, other) = (gw.channel().await, gw.channel().await);
+    // Answered calls are not counted against a connection.
+    for _ in 0..2 * STRIKES {
+        check(&storm, "tf").await.expect("a known token");
+    }
+    // Calls with an unknown token: one short of the limit does not pause...
+    for _ in 1..STRIKES {
+        let s = check(&storm, "nope").await.unwrap_err();
+        assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    }
+    assert_eq!(counter(metrics, pauses).await, before);
+    // ...the next refusal does.
+    let s = check(&storm, "nope").await.unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert_eq!(counter(metrics, pauses).await, before + 1);
+    // Another connection is read and answered meanwhile; the paused one is read again after
+    // its pause (100 ms) and answers a known caller.
+    check(&other, "tf").await.expect("another connection");
+    tokio::time::timeout(Duration::from_secs(30), check(&storm, "tf"))
+        .await
+        .expect("read again after the pause")
+        .expect("a known token");
+    assert_eq!(counter(metrics, pauses).await, before + 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_its_calls_quota_is_refused_before_its_body_and_counted_exactly() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,9 +266,11 @@ async fn a_caller_over_its_checks_quota_is_refused_whole_messages_while_another_
     }
     let elapsed = start.elapsed().as_secs_f64();
     assert_eq!(answered % 4, 0);
-    // The burst is 10 listings: two messages of 4 fit, a third does not (2 left) unless 200 ms
-    // passed; never more than the burst plus the tokens that came back.
-    let most = per_second as f64 + elapsed * per_second as f64;
+    // The burst is 10 listings: two messages of 4 fit; a third, admitted from its headers with
+    // 2 left, is answered too, into debt (-2), and the next calls are refused from their
+    // headers until the debt is repaid. Never more than the burst plus the tokens that came
+    // back plus one message of debt (the calls here are one at a time).
+    let most = per_second as f64 + elapsed * per_second as f64 + 4.0;
     assert!(
         answered >= 8 && answered as f64 <= most,
         "{answered} listings answered in {elapsed:.3} s"

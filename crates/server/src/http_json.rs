@@ -183,7 +183,8 @@ impl HttpJson {
                 .check_one(&decoded, &caller, lean)
                 .map(|b| CheckResponse::decode(b).map(|r| response_json(&r))),
             Shape::Batch => ctx
-                .check_batch(&decoded, &caller, lean)
+                .check_batch(&decoded, (&self.check.fair, &caller), lean)
+                .await
                 .map(|b| CheckBatchResponse::decode(b).map(|r| batch_response_json(&r))),
         };
         match answer {

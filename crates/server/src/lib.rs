@@ -40,6 +40,7 @@ pub mod sample;
 mod service;
 mod shadow;
 pub mod store;
+mod tarpit;
 mod tls;
 pub mod watch;
 mod wire;

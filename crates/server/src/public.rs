@@ -14,7 +14,9 @@
 //! 4. The message is decoded by [`crate::wire`]: listings counted first, fields within limits;
 //!    its listings are taken from the caller's checks quota before they are checked.
 //! 5. The message waits for its caller's turn at the CPU ([`crate::fair`]): callers take turns
-//!    by listings, so another caller's queued work delays it by about one quantum.
+//!    by listings, so another caller's queued work delays it by about one quantum. A message
+//!    of more than [`crate::service::TURN_LISTINGS`] listings is checked in several turns,
+//!    yielding the worker thread between them.
 //! 6. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
 //!    given back only once the answer is encoded.
 
@@ -138,7 +140,10 @@ impl Decoder for GateDecoder {
             other => other,
         };
         if let Ok(m) = &msg {
-            self.quota.0.take_checks(&self.quota.1, m.len())?;
+            // A unary call's one message holds the call's permit: it was admitted from its
+            // headers and is not refused now that its bytes are in (the quota goes into debt).
+            let admitted = self.permit.is_some();
+            self.quota.0.take_checks(&self.quota.1, m.len(), admitted)?;
         }
         Ok(Some(Inbound {
             msg,
@@ -275,7 +280,7 @@ pub(crate) struct PublicCheck {
     pub(crate) ctx: Arc<CheckContext>,
     pub(crate) admission: Arc<Admission>,
     rates: Arc<Rates>,
-    fair: Arc<FairGate>,
+    pub(crate) fair: Arc<FairGate>,
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
     watch: Option<Arc<crate::watch::WatchHub>>,
@@ -458,7 +463,7 @@ impl PublicCheck {
         };
         let caller = match self.identify(&req) {
             Ok(c) => c,
-            Err(status) => return status.into_http(),
+            Err(status) => return refused(&req, status),
         };
         let Some(method) = method else {
             let path = req.uri().path();
@@ -469,7 +474,7 @@ impl PublicCheck {
             if method != Method::WatchChanges && method != Method::WatchListings {
                 self.ctx.metrics.shed(method.rpc());
             }
-            return Status::from(e).into_http();
+            return refused(&req, Status::from(e));
         }
         let lean = answer::is_lean(req.headers());
         let conn = req.extensions().get::<ConnInfo>().and_then(|c| c.remote);
@@ -490,7 +495,7 @@ impl PublicCheck {
                 };
                 let permit = match self.admit_call(rpc, &caller) {
                     Ok(p) => p,
-                    Err(status) => return status.into_http(),
+                    Err(status) => return refused(&req, status),
                 };
                 let mut codec = self.codec(shape, &charges, &caller);
                 codec.permit = Some(permit);
@@ -508,7 +513,7 @@ impl PublicCheck {
             Method::Stream => {
                 let slot = match self.admit_stream(&caller, conn) {
                     Ok(s) => s,
-                    Err(status) => return status.into_http(),
+                    Err(status) => return refused(&req, status),
                 };
                 let codec = self.codec(Shape::Request, &charges, &caller);
                 let svc = Streams {
@@ -527,7 +532,7 @@ impl PublicCheck {
                 };
                 let slot = match self.admit_stream(&caller, conn) {
                     Ok(s) => Box::new(s),
-                    Err(status) => return status.into_http(),
+                    Err(status) => return refused(&req, status),
                 };
                 let l = self.ctx.limits;
                 if method == Method::WatchChanges {
@@ -596,6 +601,15 @@ impl NamedService for PublicCheck {
     const NAME: &'static str = "cccgate.v1.ListingCheck";
 }
 
+/// The answer to a call refused before its body was read; the refusal counts against its
+/// connection, whose reads pause after a run of them ([`crate::tarpit`]).
+pub(crate) fn refused<B>(req: &http::Request<B>, status: Status) -> http::Response<Body> {
+    if let Some(conn) = req.extensions().get::<ConnInfo>() {
+        conn.strikes.strike();
+    }
+    status.into_http()
+}
+
 /// Counts a call, stream or message of `caller` shed with RESOURCE_EXHAUSTED.
 pub(crate) fn client_shed(caller: &Caller) {
     metrics::counter!("cccgate_client_shed_total", "client" => caller.to_string()).increment(1);
@@ -627,24 +641,27 @@ impl UnaryService<Inbound> for Unary {
         let turn = msg
             .as_ref()
             .ok()
+            .filter(|_| self.shape == Shape::Request)
             .map(|m| self.fair.turn(&self.caller, m.len()));
         let (ctx, caller) = (Arc::clone(&self.ctx), Arc::clone(&self.caller));
+        let fair = Arc::clone(&self.fair);
         let (shape, lean) = (self.shape, self.lean);
         Box::pin(async move {
-            let _turn = match turn {
-                Some(t) => Some(t.await),
-                None => None,
+            let m = msg.map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let answer = match shape {
+                Shape::Request => {
+                    let _turn = match turn {
+                        Some(t) => Some(t.await),
+                        None => None,
+                    };
+                    ctx.check_one(&m, &caller, lean)
+                }
+                // Checked in turns ([`CheckContext::check_batch`]).
+                Shape::Batch => ctx.check_batch(&m, (&fair, &caller), lean).await,
             };
-            let answer = msg
-                .map_err(|e| Status::invalid_argument(e.to_string()))
-                .and_then(|m| {
-                    match shape {
-                        Shape::Request => ctx.check_one(&m, &caller, lean),
-                        Shape::Batch => ctx.check_batch(&m, &caller, lean),
-                    }
-                    .map_err(Status::from)
-                });
-            answer.map(|msg| Response::new(Answer { msg, _hold: hold }))
+            answer
+                .map(|msg| Response::new(Answer { msg, _hold: hold }))
+                .map_err(Status::from)
         })
     }
 }
@@ -692,11 +709,11 @@ impl StreamingService<Inbound> for Streams {
             async move {
                 let Inbound { msg, hold } = msg?;
                 count_listings(&listings, &msg);
-                let _turn = match &msg {
-                    Ok(m) => Some(fair.turn(&caller, m.len()).await),
-                    Err(_) => None,
-                };
-                let msg = ctx.answer_chunk(msg, &caller, lean).map_err(Status::from)?;
+                // Checked in turns ([`CheckContext::answer_chunk`]).
+                let msg = ctx
+                    .answer_chunk(msg, (&fair, &caller), lean)
+                    .await
+                    .map_err(Status::from)?;
                 Ok(Answer { msg, _hold: hold })
             }
         });

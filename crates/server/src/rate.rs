@@ -9,8 +9,14 @@
 //!   checks bucket, when its headers arrive: before its body is read, so a caller over its
 //!   quota costs the gateway a HEADERS frame and a trailers-only answer;
 //! - a request message takes as many checks tokens as it holds listings once they are counted
-//!   on the wire ([`crate::wire`]), before any listing is decoded or checked; a message that
-//!   does not fit is refused whole (never half answered).
+//!   on the wire ([`crate::wire`]), before any listing is checked. The bucket may go into debt
+//!   by that message: a unary call was admitted from its headers (at least one check left
+//!   then), so its message is always served, never refused after its bytes were received and
+//!   decoded (that refusal would cost the gateway the whole message's work for nothing); a
+//!   stream message is refused whole (never half answered) when the bucket is already in debt.
+//!   The caller's next calls are then refused from their headers until the debt is repaid, so
+//!   its rate over time stays the quota; the debt is at most one message per call or stream the
+//!   caller has in progress at once, which the byte budgets and stream caps bound.
 //!
 //! Refusals are RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` set to when the tokens the
 //! caller needed will be there. A bucket holds one second of its rate (a caller may burst to
@@ -66,9 +72,9 @@ impl RateQuota {
         self.per_second as u64
     }
 
-    /// Takes `n` tokens of `caller` at `now` if it has them (`take`), or only checks that it
-    /// has them (`!take`). Without them: the time until it will.
-    fn spend(&self, caller: &Caller, n: f64, now: Instant, take: bool) -> Result<(), Duration> {
+    /// What `spend` does with `n` tokens of `caller` at `now`. Without what it needs: the time
+    /// until it will have it.
+    fn spend(&self, caller: &Caller, n: f64, now: Instant, how: Spend) -> Result<(), Duration> {
         let mut b = self
             .buckets
             .lock()
@@ -81,13 +87,18 @@ impl RateQuota {
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.at = bucket.at.max(now);
-        let outcome = if bucket.tokens >= n {
-            if take {
+        let need = match how {
+            Spend::Take | Spend::Check => n,
+            Spend::Overdraw => 1.0,
+            Spend::Force => f64::NEG_INFINITY,
+        };
+        let outcome = if bucket.tokens >= need {
+            if how != Spend::Check {
                 bucket.tokens -= n;
             }
             Ok(())
         } else {
-            let wait = (n.min(burst) - bucket.tokens) / per_second;
+            let wait = (need.min(burst) - bucket.tokens) / per_second;
             Err(Duration::from_secs_f64(wait.max(0.001)))
         };
         if b.map.len() > KEEP.max(2 * b.pruned_at) {
@@ -102,13 +113,28 @@ impl RateQuota {
 
     /// Takes `n` tokens of `caller`, or refuses (RESOURCE_EXHAUSTED, counted as shed).
     pub(crate) fn take(&self, caller: &Caller, n: usize, now: Instant) -> Result<(), CheckError> {
-        self.spend(caller, n as f64, now, true)
+        self.spend(caller, n as f64, now, Spend::Take)
+            .map_err(|wait| self.refusal(caller, wait))
+    }
+
+    /// Takes `n` tokens of `caller` if it has at least one (its bucket may go into debt), or
+    /// refuses (as [`RateQuota::take`]); with `force` (work already admitted), takes them
+    /// whatever the bucket holds.
+    pub(crate) fn overdraw(
+        &self,
+        caller: &Caller,
+        n: usize,
+        now: Instant,
+        force: bool,
+    ) -> Result<(), CheckError> {
+        let how = if force { Spend::Force } else { Spend::Overdraw };
+        self.spend(caller, n as f64, now, how)
             .map_err(|wait| self.refusal(caller, wait))
     }
 
     /// Refuses (as [`RateQuota::take`]) unless `caller` has at least one token; takes none.
     pub(crate) fn any_left(&self, caller: &Caller, now: Instant) -> Result<(), CheckError> {
-        self.spend(caller, 1.0, now, false)
+        self.spend(caller, 1.0, now, Spend::Check)
             .map_err(|wait| self.refusal(caller, wait))
     }
 
@@ -130,6 +156,19 @@ impl RateQuota {
             .map
             .len()
     }
+}
+
+/// What [`RateQuota::spend`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Spend {
+    /// Takes the tokens if there are as many.
+    Take,
+    /// Takes none; needs as many.
+    Check,
+    /// Takes the tokens if there is at least one (into debt).
+    Overdraw,
+    /// Takes the tokens, into debt if need be.
+    Force,
 }
 
 /// The public plane's rate quotas (each `None` when off).
@@ -177,10 +216,19 @@ impl Rates {
         Ok(())
     }
 
-    /// A message's `listings`, counted before any is decoded.
-    pub(crate) fn take_checks(&self, caller: &Caller, listings: usize) -> Result<(), CheckError> {
+    /// A message's `listings`, counted before any is checked: taken if the caller's checks
+    /// bucket is not in debt, into debt if need be; `admitted` (a unary call, admitted from
+    /// its headers): taken whatever the bucket holds, never refused.
+    pub(crate) fn take_checks(
+        &self,
+        caller: &Caller,
+        listings: usize,
+        admitted: bool,
+    ) -> Result<(), CheckError> {
         match &self.checks {
-            Some(checks) if listings > 0 => checks.take(caller, listings, Instant::now()),
+            Some(checks) if listings > 0 => {
+                checks.overdraw(caller, listings, Instant::now(), admitted)
+            }
             _ => Ok(()),
         }
     }
@@ -244,9 +292,31 @@ mod tests {
         let rates = Rates::new(&limits);
         assert!(rates.calls.is_none());
         let a = caller("a");
-        rates.take_checks(&a, 10_000).unwrap();
-        assert!(rates.take_checks(&a, 1).is_err());
+        rates.take_checks(&a, 10_000, false).unwrap();
+        assert!(rates.take_checks(&a, 1, false).is_err());
         assert!(rates.admit_call(&a).is_err());
+    }
+
+    #[test]
+    fn a_message_goes_into_debt_and_the_debt_refuses_the_next_calls_until_repaid() {
+        let q = RateQuota::new("checks", 1_000, 1_000);
+        let a = caller("a");
+        let t0 = Instant::now();
+        // 1,000 tokens: a stream message of 1,500 is taken whole, into debt (-500).
+        q.overdraw(&a, 1_500, t0, false).unwrap();
+        // In debt: a stream message is refused, and a call from its headers, with the time
+        // until the debt is repaid and one token is back (501 ms at 1,000 a second).
+        let Err(CheckError::RateLimited { retry_after, .. }) = q.overdraw(&a, 1, t0, false) else {
+            panic!("a stream message while in debt must be refused");
+        };
+        assert_eq!(retry_after, Duration::from_millis(501));
+        assert!(q.any_left(&a, t0).is_err());
+        // A unary call admitted earlier (from its headers) is never refused once its listings
+        // are counted: it goes deeper into debt (-1,500).
+        q.overdraw(&a, 1_000, t0, true).unwrap();
+        assert!(q.any_left(&a, t0 + Duration::from_millis(1_500)).is_err());
+        // Repaid at the quota's rate: 1.501 s later a call is admitted again.
+        assert!(q.any_left(&a, t0 + Duration::from_millis(1_501)).is_ok());
     }
 
     #[test]

@@ -210,7 +210,7 @@ pub mod test_hooks {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use cccgate_core::{Catalogue, CatalogueEntry, ConformityMode, Day, ProductCode};
     use cccgate_snapshot::{BuildInfo, SnapshotBuilder};
 
@@ -237,7 +237,8 @@ mod tests {
         Snapshot::from_bytes(SnapshotBuilder::new(info, catalogue).build().unwrap()).unwrap()
     }
 
-    fn loaded(sequence: u64) -> Loaded {
+    /// A snapshot of no certificate with `sequence`, as put in force (for other modules' tests).
+    pub(crate) fn loaded(sequence: u64) -> Loaded {
         Loaded {
             snapshot: snapshot(sequence),
             origin: "test".into(),

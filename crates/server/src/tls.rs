@@ -26,6 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tonic::transport::server::Connected;
 
+use crate::tarpit::{ReadGate, Strikes};
+
 /// Longest a TLS handshake may take.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -174,12 +176,15 @@ pub(crate) struct ConnInfo {
     pub remote: Option<SocketAddr>,
     /// The caller's name from its client certificate (mTLS).
     pub peer_name: Option<Arc<str>>,
+    /// Refused calls on this connection, which pause its reads ([`crate::tarpit`]).
+    pub strikes: Arc<Strikes>,
 }
 
 /// An accepted connection, plain or TLS, with what is known of it.
 pub(crate) struct Conn {
     io: Io,
     info: ConnInfo,
+    gate: ReadGate,
 }
 
 enum Io {
@@ -215,7 +220,15 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        delegate!(self, io => io.poll_read(cx, buf))
+        let this = self.get_mut();
+        // A connection struck out by refused calls is not read until its pause is over.
+        if this.gate.poll_open(&this.info.strikes, cx).is_pending() {
+            return Poll::Pending;
+        }
+        match &mut this.io {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
     }
 }
 
@@ -293,12 +306,14 @@ pub(crate) fn accept(
             let info = ConnInfo {
                 remote: Some(remote),
                 peer_name: None,
+                strikes: Arc::default(),
             };
             let Some(tls) = &tls else {
                 if tx
                     .send(Ok(Conn {
                         io: Io::Plain(tcp),
                         info,
+                        gate: ReadGate::default(),
                     }))
                     .await
                     .is_err()
@@ -324,7 +339,9 @@ pub(crate) fn accept(
                                 info: ConnInfo {
                                     remote: Some(remote),
                                     peer_name,
+                                    strikes: Arc::default(),
                                 },
+                                gate: ReadGate::default(),
                             }))
                             .await;
                     }

@@ -1,0 +1,181 @@
+//! Connections whose calls keep being refused are read more slowly: the gateway honours its
+//! own retry hint for callers that ignore it.
+//!
+//! A refused call (no token or an unknown one, over a rate quota, over a stream cap or the
+//! calls in progress) costs the gateway little, but a caller that sends the next one at once
+//! can still keep a core busy with refusals alone (a flood of 2,048 calls in flight was
+//! refused ~37,000 times a second). Each refusal on a connection is a strike; at
+//! [`STRIKES`] strikes within [`WINDOW`], the connection's socket is not read for [`PAUSE`]
+//! (its next requests wait in the kernel's buffers, costing nothing), then read again. Calls
+//! already admitted on that connection go on (their answers are written; only new frames
+//! wait). Another connection, another caller, is not touched.
+//!
+//! A caller whose calls are refused was asked to retry after `grpc-retry-pushback-ms` (200 ms
+//! or its quota's refill time): a pause of 100 ms after 32 refusals delays a well-behaved
+//! caller by nothing it was not asked to wait anyway. Pauses are short beside HTTP/2 keepalive
+//! timeouts (10 s), so a paused peer's pings are still answered in time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Refusals on one connection (within [`WINDOW`]) that pause its reads.
+pub(crate) const STRIKES: u32 = 32;
+/// Strikes further apart than this start the count again.
+pub(crate) const WINDOW: Duration = Duration::from_secs(1);
+/// How long a struck-out connection is not read.
+pub(crate) const PAUSE: Duration = Duration::from_millis(100);
+
+/// The instant the microsecond clocks below count from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn micros_since_epoch(t: Instant) -> u64 {
+    // +1: 0 means "never" below.
+    u64::try_from(t.saturating_duration_since(epoch()).as_micros()).unwrap_or(u64::MAX) + 1
+}
+
+/// One connection's strikes, shared by its reads and its requests.
+#[derive(Debug, Default)]
+pub(crate) struct Strikes {
+    /// Strikes in the window that started at `window_us`.
+    count: AtomicU32,
+    window_us: AtomicU64,
+    /// Reads paused until then (µs after the epoch); 0: not paused.
+    until_us: AtomicU64,
+}
+
+impl Strikes {
+    /// Counts a refused call; the [`STRIKES`]th in a window pauses the connection's reads.
+    /// Returns whether this one did.
+    pub(crate) fn strike(&self) -> bool {
+        self.strike_at(Instant::now())
+    }
+
+    fn strike_at(&self, now: Instant) -> bool {
+        let now_us = micros_since_epoch(now);
+        let window = u64::try_from(WINDOW.as_micros()).unwrap_or(u64::MAX);
+        let start = self.window_us.load(Ordering::Relaxed);
+        if now_us.saturating_sub(start) > window {
+            // A new window (a race here only miscounts a strike or two).
+            self.window_us.store(now_us, Ordering::Relaxed);
+            self.count.store(0, Ordering::Relaxed);
+        }
+        if self.count.fetch_add(1, Ordering::Relaxed) + 1 < STRIKES {
+            return false;
+        }
+        self.count.store(0, Ordering::Relaxed);
+        self.window_us.store(now_us, Ordering::Relaxed);
+        let pause = u64::try_from(PAUSE.as_micros()).unwrap_or(u64::MAX);
+        self.until_us.store(now_us + pause, Ordering::Relaxed);
+        metrics::counter!("cccgate_connection_pauses_total").increment(1);
+        true
+    }
+
+    /// Until when reads are paused, if they are (one atomic load when they are not).
+    fn paused_until(&self) -> Option<Instant> {
+        let until = self.until_us.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let at = epoch() + Duration::from_micros(until - 1);
+        if at <= Instant::now() {
+            // Over: back to the one-load path (a strike meanwhile set a later time; keep it).
+            let _ = self
+                .until_us
+                .compare_exchange(until, 0, Ordering::Relaxed, Ordering::Relaxed);
+            return None;
+        }
+        Some(at)
+    }
+}
+
+/// The read side of a connection's pause: `Pending` (woken when it ends) while `strikes` says
+/// the connection is paused.
+#[derive(Debug, Default)]
+pub(crate) struct ReadGate {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ReadGate {
+    /// Ready when the connection may be read.
+    pub(crate) fn poll_open(&mut self, strikes: &Strikes, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(until) = strikes.paused_until() else {
+            self.sleep = None;
+            return Poll::Ready(());
+        };
+        let until = tokio::time::Instant::from_std(until);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+        if sleep.deadline() != until {
+            sleep.as_mut().reset(until);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                self.sleep = None;
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_strike_that_reaches_the_limit_pauses_and_starts_the_count_again() {
+        let s = Strikes::default();
+        let t0 = Instant::now();
+        for i in 1..STRIKES {
+            assert!(!s.strike_at(t0), "strike {i} paused");
+        }
+        assert!(s.paused_until().is_none());
+        assert!(s.strike_at(t0), "strike {STRIKES} did not pause");
+        let until = s.paused_until().expect("paused");
+        assert!(until > t0 && until <= t0 + PAUSE + Duration::from_millis(1));
+        // The count starts again: one more strike does not pause again.
+        assert!(!s.strike_at(t0));
+    }
+
+    #[test]
+    fn strikes_further_apart_than_the_window_never_pause() {
+        let s = Strikes::default();
+        let t0 = Instant::now();
+        for i in 0..3 * STRIKES {
+            let at = t0 + (WINDOW / (STRIKES - 1)) * 2 * i;
+            assert!(!s.strike_at(at), "strike {i} paused");
+        }
+        assert!(s.paused_until().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_paused_connection_is_read_again_when_the_pause_is_over() {
+        let s = Strikes::default();
+        let mut gate = ReadGate::default();
+        let open = |gate: &mut ReadGate| {
+            futures::FutureExt::now_or_never(std::future::poll_fn(|cx| gate.poll_open(&s, cx)))
+        };
+        assert!(open(&mut gate).is_some(), "not paused: open");
+        for _ in 0..STRIKES {
+            s.strike();
+        }
+        assert!(open(&mut gate).is_none(), "paused: not open");
+        // Woken when the pause is over (100 ms; bounded, not timed).
+        tokio::time::timeout(
+            PAUSE * 50,
+            std::future::poll_fn(|cx| gate.poll_open(&s, cx)),
+        )
+        .await
+        .expect("open again after the pause");
+        assert!(s.paused_until().is_none());
+        assert!(open(&mut gate).is_some());
+    }
+}
