@@ -99,8 +99,10 @@ pub struct Args {
     client_max_calls_per_second: Option<u64>,
     /// Listings one caller may send a second (a token bucket holding one second's worth, and
     /// at least --max-batch), taken per message once its listings are counted, before any is
-    /// decoded; a call is refused before its body is read while the caller has none left.
-    /// Over it RESOURCE_EXHAUSTED with a retry hint; 0 for no quota [default: 0].
+    /// checked; a call is refused before its body is read while the caller has none left. A
+    /// unary call so admitted is always answered (its listings taken into debt if need be); a
+    /// stream message is refused while the caller is in debt. Over it RESOURCE_EXHAUSTED with
+    /// a retry hint; 0 for no quota [default: 0].
     #[arg(long, env = "CCCGATE_CLIENT_MAX_CHECKS_PER_SECOND", value_name = "N")]
     client_max_checks_per_second: Option<u64>,
     /// Most CheckStream streams one connection may hold open [default: 64].

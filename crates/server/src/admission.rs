@@ -87,6 +87,8 @@ pub(crate) struct Admission {
     pub client_bytes: Arc<Quota<Caller>>,
     /// Open streams, per caller.
     pub client_streams: Arc<Quota<Caller>>,
+    /// Unary calls in progress, per caller.
+    pub client_calls: Arc<Quota<Caller>>,
     /// Open streams, per connection (the peer's address).
     pub connection_streams: Arc<Quota<Option<SocketAddr>>>,
 }

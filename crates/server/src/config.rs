@@ -92,7 +92,7 @@ pub struct ConfigLayer {
     /// Calls one caller may start a second (token bucket, one second of burst); 0: no quota.
     pub client_max_calls_per_second: Option<u64>,
     /// Listings one caller may send a second (token bucket, one second of burst and at least
-    /// `max_batch`); 0: no quota.
+    /// `max_batch`; an admitted message may take it into debt, see `rate.rs`); 0: no quota.
     pub client_max_checks_per_second: Option<u64>,
     /// CheckStream streams one connection may hold open.
     pub connection_max_open_streams: Option<usize>,

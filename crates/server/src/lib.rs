@@ -32,6 +32,7 @@ mod console;
 mod decision_log;
 mod fair;
 mod http_json;
+mod lanes;
 mod metrics;
 mod public;
 mod rate;

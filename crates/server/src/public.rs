@@ -45,6 +45,7 @@ use crate::answer;
 use crate::arriving::ListingCounter;
 use crate::auth::{self, TokenAuth};
 use crate::fair::FairGate;
+use crate::lanes::Lanes;
 use crate::metrics::Rpc;
 use crate::rate::Rates;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
@@ -55,8 +56,22 @@ use crate::wire::{self, Decoded, Shape, WireError};
 #[derive(Debug, Default)]
 pub(crate) struct Hold {
     _bytes: Option<(Held<()>, Held<Caller>)>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<CallPermit>,
     _gauge: Option<GaugeGuard>,
+}
+
+/// A unary call's place among the calls in progress: one of `--max-in-flight`, and one of its
+/// caller's share of them ([`client_max_in_flight`]).
+#[derive(Debug)]
+pub(crate) struct CallPermit {
+    _global: OwnedSemaphorePermit,
+    _client: Held<Caller>,
+}
+
+/// Calls one caller may have in progress: half of `--max-in-flight`, so that no caller holds
+/// every permit (its calls waiting for their lane, [`crate::lanes`], hold theirs).
+pub(crate) fn client_max_in_flight(max_in_flight: usize) -> usize {
+    (max_in_flight / 2).max(1)
 }
 
 /// A decoded request message and what it holds.
@@ -91,7 +106,7 @@ struct GateCodec {
     quota: Quota,
     max_listings: usize,
     charges: Charges,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<CallPermit>,
     gauge: Option<GaugeGuard>,
 }
 
@@ -123,7 +138,7 @@ struct GateDecoder {
     quota: Quota,
     max_listings: usize,
     charges: Charges,
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<CallPermit>,
     gauge: Option<GaugeGuard>,
 }
 
@@ -281,6 +296,7 @@ pub(crate) struct PublicCheck {
     pub(crate) admission: Arc<Admission>,
     rates: Arc<Rates>,
     pub(crate) fair: Arc<FairGate>,
+    lanes: Arc<Lanes>,
     auth: Option<Arc<TokenAuth>>,
     anonymous: Caller,
     watch: Option<Arc<crate::watch::WatchHub>>,
@@ -299,14 +315,14 @@ impl PublicCheck {
             bytes: admission::Quota::new(l.max_in_flight_bytes),
             client_bytes: admission::Quota::new(l.client_max_in_flight_bytes),
             client_streams: admission::Quota::new(l.client_max_open_streams),
+            client_calls: admission::Quota::new(client_max_in_flight(l.max_in_flight)),
             connection_streams: admission::Quota::new(l.connection_max_open_streams),
         });
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         PublicCheck {
             rates: Arc::new(Rates::new(&l)),
-            fair: FairGate::new(
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
-                crate::fair::QUANTUM,
-            ),
+            fair: FairGate::new(cpus, crate::fair::QUANTUM),
+            lanes: Lanes::new(cpus * crate::lanes::LANES_PER_CPU),
             ctx,
             admission,
             auth,
@@ -391,22 +407,34 @@ impl PublicCheck {
         Grpc::new(codec).apply_max_message_size_config(Some(max), Some(max))
     }
 
-    pub(crate) fn admit_call(
-        &self,
-        rpc: Rpc,
-        caller: &Caller,
-    ) -> Result<OwnedSemaphorePermit, Status> {
-        Arc::clone(&self.ctx.in_flight)
+    pub(crate) fn admit_call(&self, rpc: Rpc, caller: &Caller) -> Result<CallPermit, Status> {
+        let shed = |what, limit| {
+            self.ctx.metrics.shed(rpc);
+            client_shed(caller);
+            Status::from(CheckError::Overloaded { what, limit })
+        };
+        let global = Arc::clone(&self.ctx.in_flight)
             .try_acquire_owned()
             .map_err(|_| {
-                self.ctx.metrics.shed(rpc);
-                client_shed(caller);
-                CheckError::Overloaded {
-                    what: "calls in progress (--max-in-flight)",
-                    limit: self.ctx.limits.max_in_flight,
-                }
-                .into()
-            })
+                shed(
+                    "calls in progress (--max-in-flight)",
+                    self.ctx.limits.max_in_flight,
+                )
+            })?;
+        let client = self
+            .admission
+            .client_calls
+            .try_take(caller, 1)
+            .ok_or_else(|| {
+                shed(
+                    "this caller's calls in progress (half of --max-in-flight)",
+                    self.admission.client_calls.cap(),
+                )
+            })?;
+        Ok(CallPermit {
+            _global: global,
+            _client: client,
+        })
     }
 
     fn admit_stream(
@@ -500,6 +528,9 @@ impl PublicCheck {
                 let mut codec = self.codec(shape, &charges, &caller);
                 codec.permit = Some(permit);
                 codec.gauge = Some(GaugeGuard::new(&self.ctx.metrics.in_flight));
+                // Read, decoded, checked and answered in one of the caller's lanes: its other
+                // calls wait parked meanwhile ([`crate::lanes`]).
+                let _lane = self.lanes.enter(&caller).await;
                 let svc = Unary {
                     fair: Arc::clone(&self.fair),
                     listings: self.listings_counter(&caller),
