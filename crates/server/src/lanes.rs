@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::admission::Caller;
 
 /// Lanes per CPU that one caller's unary calls may use at once.
-pub(crate) const LANES_PER_CPU: usize = 2;
+pub(crate) const LANES_PER_CPU: usize = 4;
 
 /// Every caller's lanes.
 #[derive(Debug)]
