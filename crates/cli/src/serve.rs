@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, env = "CCCGATE_MAX_BATCH", value_name = "N")]
     max_batch: Option<usize>,
     /// Most Check/CheckBatch calls in progress at once; more are shed with
-    /// RESOURCE_EXHAUSTED [default: 1024].
+    /// RESOURCE_EXHAUSTED; one caller may hold half of them [default: 1024].
     #[arg(long, env = "CCCGATE_MAX_IN_FLIGHT", value_name = "N")]
     max_in_flight: Option<usize>,
     /// Most CheckStream streams open at once; more are refused with RESOURCE_EXHAUSTED
