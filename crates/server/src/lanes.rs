@@ -174,7 +174,10 @@ mod tests {
         let mut waiting: Vec<_> = (0..3).map(|_| lanes.enter(&flood)).collect();
         assert!(waiting.iter_mut().all(|w| w.now_or_never().is_none()));
         // Another caller has lanes of its own.
-        let o = lanes.enter(&other).now_or_never().expect("other's own lane");
+        let o = lanes
+            .enter(&other)
+            .now_or_never()
+            .expect("other's own lane");
         drop(o);
         // A lane given back goes to the first waiter, in order.
         drop(a);

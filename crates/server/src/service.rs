@@ -540,7 +540,11 @@ mod tests {
         let listings = (0..n)
             .map(|i| WireListing {
                 listing_id: format!("L{i}"),
-                merchant_id: if i % 7 == 3 { String::new() } else { "M".into() },
+                merchant_id: if i % 7 == 3 {
+                    String::new()
+                } else {
+                    "M".into()
+                },
                 product_code: "0901".into(),
                 certificate_number: "2021010901000123".into(),
                 model: "X1".into(),
