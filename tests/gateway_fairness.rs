@@ -110,7 +110,8 @@ fn assert_quota_refusal(s: &Status, flag: &str, per_second: u64, tokens: u64) {
     );
 }
 
-async fn metric(addr: std::net::SocketAddr, name: &str, client: &str) -> u64 {
+/// The gateway's metrics page.
+async fn scrape(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -118,7 +119,13 @@ async fn metric(addr: std::net::SocketAddr, name: &str, client: &str) -> u64 {
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
-    out.lines()
+    out
+}
+
+async fn metric(addr: std::net::SocketAddr, name: &str, client: &str) -> u64 {
+    scrape(addr)
+        .await
+        .lines()
         .filter(|l| l.starts_with(name) && l.contains(&format!("client=\"{client}\"")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
@@ -126,14 +133,9 @@ async fn metric(addr: std::net::SocketAddr, name: &str, client: &str) -> u64 {
 
 /// The value of the unlabelled counter `name` (0 before it was first counted).
 async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    scrape(addr)
         .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
         .unwrap_or(0.0) as u64
 }

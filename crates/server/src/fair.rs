@@ -50,14 +50,14 @@ struct Queue {
 }
 
 /// A turn: given back (to the next waiter) when dropped.
-#[derive(Debug)]
-pub(crate) struct Turn {
-    gate: Arc<FairGate>,
-}
+pub(crate) type Turn = Given<Arc<FairGate>>;
 
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.gate.give_back();
+/// A caller waiting for its [`Turn`].
+pub(crate) type Wait = HandOff<Arc<FairGate>>;
+
+impl GiveBack for Arc<FairGate> {
+    fn give_back(&self) {
+        FairGate::give_back(self);
     }
 }
 
@@ -84,11 +84,7 @@ impl FairGate {
         let mut st = self.lock();
         if st.free > 0 && st.ring.is_empty() {
             st.free -= 1;
-            return Wait {
-                gate: Arc::clone(self),
-                rx: None,
-                taken: false,
-            };
+            return HandOff::new(Arc::clone(self), None);
         }
         let (tx, rx) = oneshot::channel();
         let q = st.waiting.entry(Arc::clone(caller)).or_default();
@@ -101,11 +97,7 @@ impl FairGate {
             st.free -= 1;
             self.grant(&mut st);
         }
-        Wait {
-            gate: Arc::clone(self),
-            rx: Some(rx),
-            taken: false,
-        }
+        HandOff::new(Arc::clone(self), Some(rx))
     }
 
     fn give_back(&self) {
@@ -155,38 +147,64 @@ impl FairGate {
     }
 }
 
-/// A caller waiting for its [`Turn`]. Dropped before it is ready, it leaves the queue (a turn
-/// given to it meanwhile goes to the next).
-#[derive(Debug)]
-pub(crate) struct Wait {
-    gate: Arc<FairGate>,
-    /// `None`: the turn is this caller's already.
-    rx: Option<oneshot::Receiver<()>>,
-    taken: bool,
+/// What gives back a unit (a turn, a lane) when its holder is done with it, or when a waiter
+/// it was handed to has gone away.
+pub(crate) trait GiveBack {
+    /// Gives one unit back: to the next waiter, or free.
+    fn give_back(&self);
 }
 
-impl Future for Wait {
-    type Output = Turn;
+/// A unit (a turn, a lane) being held: given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Given<O: GiveBack>(O);
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Turn> {
+impl<O: GiveBack> Drop for Given<O> {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
+/// Waiting for a unit that `owner` hands over through `rx` (`None`: it is this waiter's
+/// already). Dropped before it is ready, it leaves the queue, and a unit handed to it
+/// meanwhile is given back (to the next waiter).
+#[derive(Debug)]
+pub(crate) struct HandOff<O: GiveBack> {
+    /// `None` once ready.
+    owner: Option<O>,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl<O: GiveBack> HandOff<O> {
+    pub(crate) fn new(owner: O, rx: Option<oneshot::Receiver<()>>) -> Self {
+        HandOff {
+            owner: Some(owner),
+            rx,
+        }
+    }
+}
+
+impl<O: GiveBack + Unpin> Future for HandOff<O> {
+    type Output = Given<O>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Given<O>> {
         if let Some(rx) = &mut self.rx {
-            // The gate never drops a sender without sending; an error cannot happen.
+            // An owner never drops a sender without sending: an error cannot happen.
             if Pin::new(rx).poll(cx).is_pending() {
                 return Poll::Pending;
             }
         }
-        self.taken = true;
-        Poll::Ready(Turn {
-            gate: Arc::clone(&self.gate),
-        })
+        match self.owner.take() {
+            Some(owner) => Poll::Ready(Given(owner)),
+            None => Poll::Pending,
+        }
     }
 }
 
-impl Drop for Wait {
+impl<O: GiveBack> Drop for HandOff<O> {
     fn drop(&mut self) {
-        if self.taken {
+        let Some(owner) = self.owner.take() else {
             return;
-        }
+        };
         let ours = match &mut self.rx {
             None => true,
             Some(rx) => {
@@ -195,7 +213,7 @@ impl Drop for Wait {
             }
         };
         if ours {
-            self.gate.give_back();
+            owner.give_back();
         }
     }
 }

@@ -12,14 +12,12 @@
 //! of `--max-in-flight`, see [`crate::public`]) and by the request timeout.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 
 use crate::admission::Caller;
+use crate::fair::{GiveBack, HandOff};
 
 /// Lanes per CPU that one caller's unary calls may use at once.
 pub(crate) const LANES_PER_CPU: usize = 4;
@@ -64,12 +62,11 @@ impl Lanes {
             lane.waiting.push_back(tx);
             Some(rx)
         };
-        Enter {
+        let owner = LaneOf {
             lanes: Arc::clone(self),
             caller: Arc::clone(caller),
-            rx,
-            taken: false,
-        }
+        };
+        HandOff::new(owner, rx)
     }
 
     /// Gives a lane of `caller` to its next waiter, or frees it.
@@ -96,63 +93,20 @@ impl Lanes {
     }
 }
 
-/// One lane of a caller, given to its next waiter when dropped.
+/// A call waiting for its caller's lane (see [`HandOff`]); the lane it gets is given to the
+/// caller's next waiter when dropped.
+pub(crate) type Enter = HandOff<LaneOf>;
+
+/// Whose lane it is.
 #[derive(Debug)]
-pub(crate) struct InLane {
+pub(crate) struct LaneOf {
     lanes: Arc<Lanes>,
     caller: Caller,
 }
 
-impl Drop for InLane {
-    fn drop(&mut self) {
+impl GiveBack for LaneOf {
+    fn give_back(&self) {
         self.lanes.leave(&self.caller);
-    }
-}
-
-/// A call waiting for its caller's lane. Dropped before it is ready, it leaves the queue (a
-/// lane handed to it meanwhile goes to the next).
-#[derive(Debug)]
-pub(crate) struct Enter {
-    lanes: Arc<Lanes>,
-    caller: Caller,
-    /// `None`: the lane is this call's already.
-    rx: Option<oneshot::Receiver<()>>,
-    taken: bool,
-}
-
-impl Future for Enter {
-    type Output = InLane;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<InLane> {
-        if let Some(rx) = &mut self.rx {
-            // `leave` never drops a sender without sending: an error cannot happen.
-            if Pin::new(rx).poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-        }
-        self.taken = true;
-        Poll::Ready(InLane {
-            lanes: Arc::clone(&self.lanes),
-            caller: Arc::clone(&self.caller),
-        })
-    }
-}
-
-impl Drop for Enter {
-    fn drop(&mut self) {
-        if self.taken {
-            return;
-        }
-        let ours = match &mut self.rx {
-            None => true,
-            Some(rx) => {
-                rx.close();
-                rx.try_recv().is_ok()
-            }
-        };
-        if ours {
-            self.lanes.leave(&self.caller);
-        }
     }
 }
 
