@@ -20,6 +20,9 @@
 //! `cargo run --release -p cccgate-e2e --example watch_bench -- [W] [S] [DIR]` (defaults
 //! 1,000,000, 10 and /tmp/cccgate-watch-bench; DIR holds two snapshots and is removed at
 //! the end).
+//!
+//! `watch_bench split W S ROUNDS DIR [lean]` measures 3 and 4 again with the gateway, the
+//! watching client and the stream load in three processes (see [`split`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +44,9 @@ use cccgate_proto::v1::{
 use cccgate_snapshot::{Snapshot, SnapshotBuilder, file_name, write_atomic};
 use cccgate_synth::{GeneratedListing, ListingGenerator, Profile, RegisterSpec, SyntheticRegister};
 use tokio_stream::wrappers::ReceiverStream;
+
+#[path = "watch_bench/split.rs"]
+mod split;
 
 /// Rows of the delta.
 const DELTA: usize = 5_000;
@@ -78,6 +84,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("split") => return split::main(&args[1..]),
+        Some("watcher") => return split::watcher_main(&args[1..]),
+        _ => {}
+    }
     let w: usize = args
         .first()
         .and_then(|a| a.parse().ok())

@@ -79,12 +79,16 @@ pub(crate) struct Pass {
 }
 
 /// One thread's share of a stream's pass: the slots whose verdict changed, with their new
-/// code, and the CHANGED messages written for them.
+/// code (their CHANGED messages are sent as each is written).
 #[derive(Default)]
 struct Decided {
     changed: Vec<(u32, u8)>,
-    messages: Vec<Bytes>,
 }
+
+/// Results per CHANGED message (at most `--max-batch`): small enough that the first messages
+/// leave, and the caller decodes them, while the pass is still deciding the rest, so the last
+/// CHANGED arrives about one small message after the pass ends.
+const CHANGED_PER_MESSAGE: usize = 2_048;
 
 /// How many response messages a stream may leave unread before it is ended with
 /// RESOURCE_EXHAUSTED (it should reconnect and add its listings again).
@@ -93,6 +97,8 @@ pub(crate) const STREAM_QUEUE: usize = 64;
 #[derive(Debug)]
 struct Stream {
     caller: Caller,
+    /// The caller asked for lean answers (`cccgate-answer: lean`): no certificate.
+    lean: bool,
     listings: Mutex<Listings>,
     tx: Responses,
     /// Set when the stream fell behind; the stream ends with `kill`.
@@ -173,8 +179,14 @@ impl Registry {
         })
     }
 
-    /// Opens a stream for `caller`, answering on `tx`.
-    pub(crate) fn open(self: &Arc<Self>, caller: Caller, tx: Responses) -> StreamHandle {
+    /// Opens a stream for `caller`, answering on `tx` (`lean`: verdicts without their
+    /// certificate).
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        caller: Caller,
+        tx: Responses,
+        lean: bool,
+    ) -> StreamHandle {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let kill = Arc::new(Notify::new());
         let overflowed = Arc::new(AtomicBool::new(false));
@@ -182,6 +194,7 @@ impl Registry {
             id,
             Arc::new(Stream {
                 caller,
+                lean,
                 listings: Mutex::default(),
                 tx,
                 overflowed: Arc::clone(&overflowed),
@@ -296,9 +309,13 @@ impl Registry {
             if listings.insert(&listing, verdict_code(v.decision, v.reason)) == Inserted::New {
                 added += 1;
             }
+            let mut verdict = verdict_to_wire(&v);
+            if s.lean {
+                verdict.certificate = None;
+            }
             results.push(ListingResult {
                 listing_id: listing.listing_id.to_owned(),
-                outcome: Some(Outcome::Verdict(verdict_to_wire(&v))),
+                outcome: Some(Outcome::Verdict(verdict)),
             });
         }
         drop(listings);
@@ -351,40 +368,43 @@ impl Registry {
                     )
                 }),
             };
-            let parts = self.decide(&listings, &slots, snapshot, day);
+            // Each CHANGED message is sent as soon as it is written, while the stream's lock
+            // is held: an add waiting for it answers after the pass's last one.
+            let parts = self.decide(&listings, &slots, snapshot, day, s.lean, &|msg| {
+                if s.overflowed.load(Ordering::Acquire) {
+                    return;
+                }
+                if s.tx.try_send(Ok(Outgoing::Encoded(msg))).is_err() {
+                    // Full (the caller does not read) or gone: end it; it re-adds on
+                    // reconnect.
+                    s.overflowed.store(true, Ordering::Release);
+                    s.kill.notify_one();
+                }
+            });
             for part in &parts {
+                pass.changed += part.changed.len();
                 for &(at, code) in &part.changed {
                     listings.set_verdict(at, code);
                 }
             }
             pass.decided += slots.len();
             pass.decide += t.elapsed();
-            // Sent before the stream's lock is let go: an add waiting for it answers after.
-            'send: for part in parts {
-                pass.changed += part.changed.len();
-                for msg in part.messages {
-                    if s.tx.try_send(Ok(Outgoing::Encoded(msg))).is_err() {
-                        // Full (the caller does not read) or gone: end it; it re-adds on
-                        // reconnect.
-                        s.overflowed.store(true, Ordering::Release);
-                        s.kill.notify_one();
-                        break 'send;
-                    }
-                }
-            }
             drop(listings);
         }
         metrics::counter!("cccgate_watch_changed_verdicts_total").increment(pass.changed as u64);
         pass
     }
 
-    /// Re-decides `slots` of `listings`, on several threads when there are many.
+    /// Re-decides `slots` of `listings`, on several threads when there are many, giving each
+    /// CHANGED message to `send` as soon as it is written.
     fn decide(
         &self,
         listings: &Listings,
         slots: &[u32],
         snapshot: &Snapshot,
         day: Day,
+        lean: bool,
+        send: &(dyn Fn(Bytes) + Sync),
     ) -> Vec<Decided> {
         let threads = if slots.len() < PARALLEL_FROM {
             1
@@ -394,17 +414,19 @@ impl Registry {
                 .min(slots.len() / (PARALLEL_FROM / 2))
         };
         if threads <= 1 {
-            return vec![self.decide_part(listings, slots, snapshot, day)];
+            return vec![self.decide_part(listings, slots, snapshot, day, lean, send)];
         }
         let per = slots.len().div_ceil(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = slots
                 .chunks(per)
                 .skip(1)
-                .map(|part| scope.spawn(move || self.decide_part(listings, part, snapshot, day)))
+                .map(|part| {
+                    scope.spawn(move || self.decide_part(listings, part, snapshot, day, lean, send))
+                })
                 .collect();
             // This thread takes the first share itself.
-            let mut out = vec![self.decide_part(listings, &slots[..per], snapshot, day)];
+            let mut out = vec![self.decide_part(listings, &slots[..per], snapshot, day, lean, send)];
             out.extend(handles.into_iter().map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -419,8 +441,10 @@ impl Registry {
         slots: &[u32],
         snapshot: &Snapshot,
         day: Day,
+        lean: bool,
+        send: &(dyn Fn(Bytes) + Sync),
     ) -> Decided {
-        let max = self.max_results_per_message;
+        let max = self.max_results_per_message.min(CHANGED_PER_MESSAGE);
         let sequence = snapshot.sequence();
         let event = WatchEvent::Changed as i32;
         let mut out = Decided::default();
@@ -446,18 +470,18 @@ impl Registry {
             }
             out.changed.push((at, code));
             let (m, n) = message.get_or_insert_with(|| {
-                (Encoded::new(Shape::Batch, false, max.min(slots.len())), 0)
+                (Encoded::new(Shape::Batch, lean, max.min(slots.len())), 0)
             });
             m.verdict(r.listing.listing_id, &v);
             *n += 1;
             if *n == max
                 && let Some((m, _)) = message.take()
             {
-                out.messages.push(m.finish_watch(sequence, event));
+                send(m.finish_watch(sequence, event));
             }
         }
         if let Some((m, _)) = message {
-            out.messages.push(m.finish_watch(sequence, event));
+            send(m.finish_watch(sequence, event));
         }
         out
     }

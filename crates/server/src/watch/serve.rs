@@ -178,6 +178,7 @@ where
         caller: Caller,
         slot: Option<Box<dyn std::any::Any + Send + Sync>>,
         max_batch: usize,
+        lean: bool,
     }
     impl StreamingService<WatchListingsRequest> for Svc {
         type Response = Outgoing;
@@ -186,7 +187,10 @@ where
 
         fn call(&mut self, req: Request<Streaming<WatchListingsRequest>>) -> Self::Future {
             let (tx, rx) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-            let handle = self.hub.registry.open(self.caller.clone(), tx.clone());
+            let handle = self
+                .hub
+                .registry
+                .open(self.caller.clone(), tx.clone(), self.lean);
             let registry = Arc::clone(&self.hub.registry);
             let id = handle.id;
             let max_batch = self.max_batch;
@@ -274,6 +278,8 @@ where
             std::future::ready(Ok(Response::new(Box::pin(out))))
         }
     }
+    // `cccgate-answer: lean`: INITIAL and CHANGED verdicts without their certificate.
+    let lean = crate::answer::is_lean(req.headers());
     grpc::<Outgoing, WatchListingsRequest>(charges, max_message)
         .streaming(
             Svc {
@@ -281,6 +287,7 @@ where
                 caller,
                 slot: Some(slot),
                 max_batch,
+                lean,
             },
             req,
         )
