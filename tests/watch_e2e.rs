@@ -503,7 +503,7 @@ async fn watched_listings_get_only_changed_verdicts_and_match_fresh_checks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_changed_verdicts_come_in_several_messages_and_lean_streams_leave_the_certificate_out()
- {
+{
     let mut recs = register();
     let Serving {
         dir,

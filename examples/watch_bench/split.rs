@@ -40,8 +40,7 @@ use cccgate_core::Status;
 use cccgate_proto::v1::admin_client::AdminClient;
 use cccgate_proto::v1::listing_check_client::ListingCheckClient;
 use cccgate_proto::v1::{
-    GetStatusRequest, Listing, ReloadRequest, WatchChangesRequest, WatchEvent,
-    WatchListingsRequest,
+    GetStatusRequest, Listing, ReloadRequest, WatchChangesRequest, WatchEvent, WatchListingsRequest,
 };
 use cccgate_snapshot::file_name;
 use cccgate_synth::{GeneratedListing, ListingGenerator, Profile, RegisterSpec, SyntheticRegister};
@@ -380,8 +379,7 @@ async fn phase(
         // a fifth delta (revoke, 6 on 5): does anything of the watches outlive them?
         drop(wt);
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (after, cpu) =
-            stream_load(&gw, &drops, prepared, seq + 1, revoked, secs).await?;
+        let (after, cpu) = stream_load(&gw, &drops, prepared, seq + 1, revoked, secs).await?;
         out.after = Some(after);
         eprintln!(
             "{name}: watcher gone, same gateway: CheckStream {after:.0} checks/s, gateway \

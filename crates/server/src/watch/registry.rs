@@ -426,7 +426,8 @@ impl Registry {
                 })
                 .collect();
             // This thread takes the first share itself.
-            let mut out = vec![self.decide_part(listings, &slots[..per], snapshot, day, lean, send)];
+            let mut out =
+                vec![self.decide_part(listings, &slots[..per], snapshot, day, lean, send)];
             out.extend(handles.into_iter().map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -469,9 +470,8 @@ impl Registry {
                 continue;
             }
             out.changed.push((at, code));
-            let (m, n) = message.get_or_insert_with(|| {
-                (Encoded::new(Shape::Batch, lean, max.min(slots.len())), 0)
-            });
+            let (m, n) = message
+                .get_or_insert_with(|| (Encoded::new(Shape::Batch, lean, max.min(slots.len())), 0));
             m.verdict(r.listing.listing_id, &v);
             *n += 1;
             if *n == max
