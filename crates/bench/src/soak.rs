@@ -30,6 +30,12 @@ pub struct Figures {
     pub disk: u64,
     /// Snapshot files (`snap-N.ccc`) under the watched paths.
     pub snapshots: u64,
+    /// Heap bytes in use (glibc's `mallinfo2`: arenas and mapped blocks); in samples only,
+    /// not in the 100 ms polls (it walks every arena under its lock).
+    pub heap: Option<u64>,
+    /// Bytes held by the change feed's history of the gateways in this process; in samples
+    /// only.
+    pub history: Option<u64>,
 }
 
 impl Figures {
@@ -45,6 +51,17 @@ impl Figures {
             threads: threads(),
             disk,
             snapshots,
+            heap: None,
+            history: None,
+        }
+    }
+
+    /// [`Figures::now`] with what only samples read: the heap in use and the change history.
+    pub fn sample(paths: &[PathBuf]) -> Figures {
+        Figures {
+            heap: cccgate_server::watch::heap_in_use(),
+            history: Some(cccgate_server::watch::change_history_bytes()),
+            ..Figures::now(paths)
         }
     }
 
@@ -59,6 +76,8 @@ impl Figures {
             threads: m(self.threads, o.threads),
             disk: self.disk.max(o.disk),
             snapshots: self.snapshots.max(o.snapshots),
+            heap: m(self.heap, o.heap),
+            history: m(self.history, o.history),
         }
     }
 }
@@ -244,9 +263,11 @@ impl Soak {
             mib(self.peak.disk),
         );
         line.push_str(&format!(
-            " snapshots={} snapshots_peak={}",
+            " snapshots={} snapshots_peak={} heap_mib={} history_mib={}",
             series(&|f| f.snapshots.to_string()),
-            self.peak.snapshots
+            self.peak.snapshots,
+            series(&|f| f.heap.map_or("-".into(), |b| format!("{:.1}", mib(b)))),
+            series(&|f| f.history.map_or("-".into(), |b| format!("{:.1}", mib(b)))),
         ));
         if let Some(b) = self.snapshot_bytes.filter(|&b| b > 0) {
             line.push_str(&format!(
@@ -262,21 +283,24 @@ impl fmt::Display for Soak {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "  soak          {:>6} {:>8} {:>11} {:>5} {:>7} {:>10} {:>5}",
-            "at", "seconds", "resident", "fds", "threads", "disk", "snaps"
+            "  soak          {:>6} {:>8} {:>11} {:>5} {:>7} {:>10} {:>5} {:>10} {:>9}",
+            "at", "seconds", "resident", "fds", "threads", "disk", "snaps", "heap", "history"
         )?;
         for s in &self.samples {
             let g = &s.figures;
+            let in_mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{:.1} MiB", mib(b)));
             writeln!(
                 f,
-                "                {:>5.0}% {:>8.1} {:>7.1} MiB {:>5} {:>7} {:>6.1} MiB {:>5}",
+                "                {:>5.0}% {:>8.1} {:>7.1} MiB {:>5} {:>7} {:>6.1} MiB {:>5} {:>10} {:>9}",
                 s.at * 100.0,
                 s.seconds,
                 mib(g.rss.unwrap_or(0)),
                 opt(g.fds),
                 opt(g.threads),
                 mib(g.disk),
-                g.snapshots
+                g.snapshots,
+                in_mib(g.heap),
+                in_mib(g.history)
             )?;
         }
         write!(
@@ -353,7 +377,7 @@ impl SoakRecorder {
     pub fn start(paths: Vec<PathBuf>, progress: Option<Progress>) -> SoakRecorder {
         let paths = Arc::new(paths);
         let started = Instant::now();
-        let first = Figures::now(&paths);
+        let first = Figures::sample(&paths);
         let state = Arc::new(Mutex::new(State {
             soak: Soak {
                 samples: vec![SoakSample {
@@ -379,6 +403,11 @@ impl SoakRecorder {
                         st.soak.peak = st.soak.peak.max(now);
                         if let Some(p) = &progress {
                             let reached = (p() * 10.0 + 1e-9).floor().clamp(0.0, 10.0) as u32;
+                            let now = if st.tenths < reached {
+                                Figures::sample(&paths)
+                            } else {
+                                now
+                            };
                             while st.tenths < reached {
                                 st.tenths += 1;
                                 let at = f64::from(st.tenths) / 10.0;
@@ -409,7 +438,7 @@ impl SoakRecorder {
 
     /// Takes the sample of tenth `tenth` (1..=10) now, if it was not taken yet.
     pub fn take(&self, tenth: u32) {
-        let now = Figures::now(&self.paths);
+        let now = Figures::sample(&self.paths);
         let mut st = lock(&self.state);
         st.soak.peak = st.soak.peak.max(now);
         while st.tenths < tenth.min(10) {
@@ -437,7 +466,7 @@ impl SoakRecorder {
         if let Some(p) = self.poller.take() {
             let _ = p.join();
         }
-        let now = Figures::now(&self.paths);
+        let now = Figures::sample(&self.paths);
         let mut st = lock(&self.state);
         st.soak.peak = st.soak.peak.max(now);
         st.soak.samples.push(SoakSample {

@@ -143,6 +143,15 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to compute one swap's changes (the diff of two snapshots)"
     );
+    describe_gauge!(
+        "cccgate_watch_history_changes",
+        "Certificate changes held in the change feed's history (for resuming WatchChanges)"
+    );
+    describe_gauge!(
+        "cccgate_watch_history_bytes",
+        metrics::Unit::Bytes,
+        "Bytes of the change feed's history as held (deflated protobuf)"
+    );
     describe_counter!(
         "cccgate_watch_changed_verdicts_total",
         "CHANGED verdicts sent to WatchListings streams"

@@ -31,17 +31,25 @@ pub const MAX_CHANGES_PER_MESSAGE: usize = 10_000;
 /// newest batch is always kept, whatever its size; older ones leave the history first.
 pub const MAX_HISTORY_CHANGES: usize = 200_000;
 
+/// Most bytes the history holds, all batches together, as stored (deflated): at most this
+/// much memory whatever the changes' text is like. 200,000 changes of the synthetic register
+/// take ~9 MiB. The newest batch is always kept, whatever its size.
+pub const MAX_HISTORY_BYTES: usize = 32 << 20;
+
 /// One swap's or one midnight's batch, as the messages it is sent in.
 #[derive(Debug)]
 struct Entry {
     index: u64,
     sequence: u64,
     cause: ChangeCause,
-    /// Each message protobuf-encoded: a couple of hundred bytes a change in one buffer, where
-    /// the decoded `ChangeBatch` took ~600 in ten small allocations a change (a soak of full-register
-    /// swaps kept 100-200 MB more resident with the decoded form, in freed pieces the
-    /// allocator kept). A stream decodes a message when it sends it.
+    /// Each message protobuf-encoded then deflated ([`pack`]): ~45 bytes a change of the
+    /// synthetic register in one buffer, where the encoding alone took ~240 and the decoded
+    /// `ChangeBatch` ~600 in ten small allocations a change (a soak of full-register swaps
+    /// kept 100-200 MB more resident with the decoded form, 34 MiB with the encoded one). A
+    /// stream unpacks a message when it sends it.
     messages: Vec<Bytes>,
+    /// Bytes of `messages`.
+    bytes: usize,
     /// The China-time day it is for.
     day: String,
     /// Certificate changes in `messages`.
@@ -56,6 +64,8 @@ struct History {
     swaps: usize,
     /// Certificate changes held, all entries together.
     changes: usize,
+    /// Bytes of the messages held, all entries together.
+    bytes: usize,
     /// The oldest sequence a caller may resume from; `None` until a snapshot is in force.
     floor: Option<u64>,
     /// The snapshot in force and the China-time day of the last batch.
@@ -82,35 +92,84 @@ pub struct RecentBatch {
 pub struct Feed {
     cap: usize,
     max_changes: usize,
+    max_bytes: usize,
     history: Mutex<History>,
     appended: tokio::sync::watch::Sender<u64>,
     stopping: std::sync::atomic::AtomicBool,
 }
 
-/// A message of the history, as it was encoded in [`Feed::append`].
+/// A message as the history keeps it: protobuf-encoded, then deflated at the fastest level
+/// (certificate changes repeat the same holders, factories and product names, and a change's
+/// `before` and `after` differ in a field or two: about a fifth of the encoding's bytes).
+fn pack(message: &ChangeBatch) -> Bytes {
+    use std::io::Write;
+    let raw = message.encode_to_vec();
+    let mut deflate = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(raw.len() / 4),
+        flate2::Compression::fast(),
+    );
+    match deflate.write_all(&raw).and_then(|()| deflate.finish()) {
+        Ok(packed) => Bytes::from(packed),
+        // Writing into a Vec does not fail; an empty message stands in rather than a panic.
+        Err(_) => Bytes::new(),
+    }
+}
+
+/// A message of the history, as it was packed in [`Feed::append`].
 fn decode(message: &Bytes) -> ChangeBatch {
-    // The bytes are the encoding of a ChangeBatch made by `append`: decoding them does not
+    use std::io::Read;
+    let mut raw = Vec::with_capacity(message.len() * 5);
+    // The bytes are what `pack` made of a ChangeBatch: unpacking and decoding them does not
     // fail (an empty batch would stand in rather than a panic in the server).
-    ChangeBatch::decode(message.clone()).unwrap_or_default()
+    match flate2::read::DeflateDecoder::new(&message[..]).read_to_end(&mut raw) {
+        Ok(_) => ChangeBatch::decode(&raw[..]).unwrap_or_default(),
+        Err(_) => ChangeBatch::default(),
+    }
+}
+
+/// Bytes held by every feed's history in this process ([`super::change_history_bytes`]).
+pub(crate) static HELD_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Moves the process's count of history bytes from `was` to `now` for one feed.
+fn held(was: usize, now: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if now >= was {
+        HELD_BYTES.fetch_add((now - was) as u64, Relaxed);
+    } else {
+        HELD_BYTES.fetch_sub((was - now) as u64, Relaxed);
+    }
+}
+
+/// What the history holds, for the operators (and the soak's account of resident memory).
+fn history_gauges(h: &History) {
+    metrics::gauge!("cccgate_watch_history_changes").set(h.changes as f64);
+    metrics::gauge!("cccgate_watch_history_bytes").set(h.bytes as f64);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Drop for Feed {
+    fn drop(&mut self) {
+        held(lock(&self.history).bytes, 0);
+    }
+}
+
 impl Feed {
     /// A feed keeping the batches of the last `cap` swaps (at least 1), and at most
-    /// [`MAX_HISTORY_CHANGES`] certificate changes.
+    /// [`MAX_HISTORY_CHANGES`] certificate changes in [`MAX_HISTORY_BYTES`].
     pub fn new(cap: usize) -> Feed {
-        Feed::with_max_changes(cap, MAX_HISTORY_CHANGES)
+        Feed::with_limits(cap, MAX_HISTORY_CHANGES, MAX_HISTORY_BYTES)
     }
 
-    /// A feed keeping the batches of the last `cap` swaps and at most `max_changes`
-    /// certificate changes (the newest batch always).
-    pub fn with_max_changes(cap: usize, max_changes: usize) -> Feed {
+    /// A feed keeping the batches of the last `cap` swaps, at most `max_changes` certificate
+    /// changes and `max_bytes` bytes of packed messages (the newest batch always).
+    pub fn with_limits(cap: usize, max_changes: usize, max_bytes: usize) -> Feed {
         Feed {
             cap: cap.max(1),
             max_changes,
+            max_bytes,
             history: Mutex::default(),
             appended: tokio::sync::watch::Sender::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -143,6 +202,9 @@ impl Feed {
             h.entries.clear();
             h.swaps = 0;
             h.changes = 0;
+            held(h.bytes, 0);
+            h.bytes = 0;
+            history_gauges(&h);
             // One index is skipped: every stream still waiting for it finds it gone.
             h.next_index += 1;
             h.floor = Some(h.floor.map_or(sequence, |f| f.max(sequence)));
@@ -172,13 +234,15 @@ impl Feed {
                 cause: cause as i32,
                 changes: chunk,
             };
-            messages.push(Bytes::from(message.encode_to_vec()));
+            messages.push(pack(&message));
             if changes.peek().is_none() {
                 break;
             }
         }
+        let bytes = messages.iter().map(Bytes::len).sum();
         let index = {
             let mut h = lock(&self.history);
+            let was = h.bytes;
             let index = h.next_index;
             h.next_index += 1;
             if cause == ChangeCause::Snapshot {
@@ -190,15 +254,21 @@ impl Feed {
                 cause,
                 day: day.clone(),
                 messages,
+                bytes,
                 changes: count,
             });
             h.changes += count;
+            h.bytes += bytes;
             h.current = Some((sequence, day));
-            while h.swaps > self.cap || (h.changes > self.max_changes && h.entries.len() > 1) {
+            while h.swaps > self.cap
+                || ((h.changes > self.max_changes || h.bytes > self.max_bytes)
+                    && h.entries.len() > 1)
+            {
                 let Some(old) = h.entries.pop_front() else {
                     break;
                 };
                 h.changes -= old.changes;
+                h.bytes -= old.bytes;
                 // A caller at `old.sequence` (DAY) or just before it (SNAPSHOT) would miss it.
                 let floor = match old.cause {
                     ChangeCause::Snapshot => {
@@ -209,6 +279,8 @@ impl Feed {
                 };
                 h.floor = Some(h.floor.map_or(floor, |f| f.max(floor)));
             }
+            held(was, h.bytes);
+            history_gauges(&h);
             index
         };
         self.appended.send_replace(index + 1);
@@ -479,7 +551,7 @@ mod tests {
 
     #[test]
     fn the_history_holds_a_bounded_number_of_changes_and_always_the_newest_batch() {
-        let feed = Feed::with_max_changes(1_000, 5);
+        let feed = Feed::with_limits(1_000, 5, usize::MAX);
         feed.start(1, "2026-11-28".into());
         feed.append(
             2,
@@ -512,5 +584,61 @@ mod tests {
         assert!(feed.start_index(2).is_err());
         let (msgs, _) = feed.since(feed.start_index(3).unwrap()).unwrap();
         assert_eq!(msgs.iter().map(|m| m.changes.len()).sum::<usize>(), 14);
+    }
+
+    fn revocation(n: u64) -> cccgate_proto::v1::CertificateChange {
+        let cert = |status: i32| cccgate_proto::v1::Certificate {
+            number: format!("{n:016}"),
+            status,
+            product_code: format!("{:04}", 700 + n % 40),
+            producer: format!("Shenzhen {} Electrical Appliance Co., Ltd.", n % 97),
+            expiry_date: format!("2027-{:02}-{:02}", 1 + n % 12, 1 + n % 28),
+        };
+        cccgate_proto::v1::CertificateChange {
+            number: format!("{n:016}"),
+            before: Some(cert(1)),
+            after: Some(cert(4)),
+        }
+    }
+
+    #[test]
+    fn the_history_is_packed_and_bounded_in_bytes_and_gives_back_every_change() {
+        // Unbounded in changes: only the bytes limit the history here.
+        let feed = Feed::with_limits(1_000, usize::MAX, 64 << 10);
+        feed.start(1, "2026-11-28".into());
+        let batch: Vec<_> = (0..2_000).map(revocation).collect();
+        let raw: usize = ChangeBatch {
+            changes: batch.clone(),
+            ..Default::default()
+        }
+        .encoded_len();
+        feed.append(2, "2026-11-28".into(), ChangeCause::Snapshot, batch.clone());
+        let held = lock(&feed.history).bytes;
+        // Packed: well under the encoding's size, and what was appended comes back intact.
+        assert!(held * 3 < raw, "{held} bytes packed of {raw}");
+        let (msgs, _) = feed.since(0).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].changes, batch);
+        assert_eq!(msgs[0].sequence, 2);
+        // Swaps until the bytes exceed the bound: the oldest leave, the bytes stay bounded,
+        // and a caller from before them is refused (re-check everything).
+        for sequence in 3..40 {
+            feed.append(
+                sequence,
+                "2026-11-28".into(),
+                ChangeCause::Snapshot,
+                batch.clone(),
+            );
+            let h = lock(&feed.history);
+            assert!(h.bytes <= 64 << 10 || h.entries.len() == 1, "{} bytes", h.bytes);
+            assert_eq!(h.bytes, h.entries.iter().map(|e| e.bytes).sum::<usize>());
+        }
+        let entries = lock(&feed.history).entries.len();
+        assert!(entries < 37, "{entries} batches held");
+        assert_eq!(
+            feed.start_index(2).unwrap_err().code(),
+            tonic::Code::FailedPrecondition
+        );
+        assert!(feed.start_index(38).is_ok());
     }
 }
