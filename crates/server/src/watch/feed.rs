@@ -631,7 +631,11 @@ mod tests {
                 batch.clone(),
             );
             let h = lock(&feed.history);
-            assert!(h.bytes <= 64 << 10 || h.entries.len() == 1, "{} bytes", h.bytes);
+            assert!(
+                h.bytes <= 64 << 10 || h.entries.len() == 1,
+                "{} bytes",
+                h.bytes
+            );
             assert_eq!(h.bytes, h.entries.iter().map(|e| e.bytes).sum::<usize>());
         }
         let entries = lock(&feed.history).entries.len();
