@@ -714,10 +714,12 @@ async fn swap_rounds(
         for k in 0..swaps {
             let seq = FIRST_SWAP + u64::from(k);
             let due = first + every * k;
-            // With --seconds the swaps stop when the time is up (the report counts those done).
-            let out_of_time = cfg
-                .seconds
-                .is_some_and(|s| began.elapsed() + every >= Duration::from_secs_f64(s));
+            // With --seconds the swaps stop when the time is up (the report counts those done):
+            // the last one leaves time for its reload (the slowest so far) and an interval of
+            // calls answered by it before the load stops.
+            let out_of_time = cfg.seconds.is_some_and(|s| {
+                began.elapsed() + m.reload_max + every >= Duration::from_secs_f64(s)
+            });
             if shared.stop.load(Ordering::Relaxed) || out_of_time {
                 break;
             }

@@ -134,7 +134,13 @@ fn with_seconds_the_swaps_stop_when_the_time_is_up_and_are_reported() {
     let r = run_grpc_blocking(&cfg, 2, None).unwrap();
     let m = r.memory.expect("swap mode reports its swaps");
     assert!(m.swaps >= 1 && m.swaps < 20, "{r}");
-    assert_eq!(r.stats.sequences.1, 1 + u64::from(m.swaps), "{r}");
+    // Every swap done was answered, but the last may not be: on a starved machine its
+    // reload can end after the load did (the run still waits for it and counts it).
+    let answered = r.stats.sequences.1;
+    assert!(
+        answered == 1 + u64::from(m.swaps) || answered == u64::from(m.swaps),
+        "{r}"
+    );
     assert_eq!((r.stats.errors(), r.stats.mismatches), (0, 0), "{r}");
     // The start and the end; no tenth of the 1,000 swaps was reached.
     let soak = r.soak.expect("soak samples");
