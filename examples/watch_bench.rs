@@ -216,15 +216,10 @@ fn resequence(from: &Path, sequence: u64, dir: &Path) -> Result<PathBuf, BenchEr
     Ok(path)
 }
 
-/// One `CheckStream` run of `secs` seconds with `swap` published after a quarter of it;
-/// checks per second, and when the swap returned (from the start of the run).
-async fn stream_load(
-    su: &Setup,
-    gw: &EmbeddedGateway,
-    secs: f64,
-    swap: (&Path, u64),
-) -> Result<(f64, Instant), BenchError> {
-    let d = Drive {
+/// `bench grpc --mode stream`'s load: 8 streams over 2 connections, chunks of 1,000, as fast
+/// as answered, for `secs`.
+fn stream_drive(secs: f64) -> Drive {
+    Drive {
         label: "grpc stream".into(),
         rpc: Rpc::Stream,
         chunk: 1_000,
@@ -235,8 +230,31 @@ async fn stream_load(
         pacing: Pacing::Max,
         swaps: false,
         progress: Mode::Off,
-    };
-    let (driven, swapped) = drive(su, &d, async |_| {
+    }
+}
+
+/// The `k`th watched listing of the bench: the next of `generator` (the synthetic 2021
+/// mix), its id made unique.
+fn watched_listing(
+    generator: &mut ListingGenerator,
+    g: &mut GeneratedListing,
+    k: usize,
+) -> Listing {
+    generator.fill(g);
+    let mut l = Listing::from(g.event.clone());
+    l.listing_id = format!("w{k:010}");
+    l
+}
+
+/// One `CheckStream` run of `secs` seconds with `swap` published after a quarter of it;
+/// checks per second, and when the swap returned (from the start of the run).
+async fn stream_load(
+    su: &Setup,
+    gw: &EmbeddedGateway,
+    secs: f64,
+    swap: (&Path, u64),
+) -> Result<(f64, Instant), BenchError> {
+    let (driven, swapped) = drive(su, &stream_drive(secs), async |_| {
         tokio::time::sleep(Duration::from_secs_f64(secs / 4.0)).await;
         gw.publish(swap.0, swap.1).await.map_err(bench_err)?;
         Ok(Instant::now())
@@ -363,9 +381,7 @@ async fn run(
             let n = ADD_CHUNK.min(w - k);
             let add = (0..n)
                 .map(|i| {
-                    gen_w.fill(&mut g);
-                    let mut l = Listing::from(g.event.clone());
-                    l.listing_id = format!("w{:010}", k + i);
+                    let l = watched_listing(&mut gen_w, &mut g, k + i);
                     text += (l.listing_id.len()
                         + l.merchant_id.len()
                         + l.certificate_number.len()

@@ -32,22 +32,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cccgate_bench::BenchError;
-use cccgate_bench::drive::{Drive, Pacing, drive};
+use cccgate_bench::drive::drive;
 use cccgate_bench::setup::Setup;
-use cccgate_client::progress::Mode;
-use cccgate_client::wire::Rpc;
 use cccgate_core::Status;
 use cccgate_proto::v1::admin_client::AdminClient;
 use cccgate_proto::v1::listing_check_client::ListingCheckClient;
 use cccgate_proto::v1::{
-    GetStatusRequest, Listing, ReloadRequest, WatchChangesRequest, WatchEvent, WatchListingsRequest,
+    GetStatusRequest, ReloadRequest, WatchChangesRequest, WatchEvent, WatchListingsRequest,
 };
 use cccgate_snapshot::file_name;
 use cccgate_synth::{GeneratedListing, ListingGenerator, Profile, RegisterSpec, SyntheticRegister};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{ADD_CHUNK, Prepared, bench_err, median, prepare, write_delta_drop};
+use super::{
+    ADD_CHUNK, Prepared, bench_err, median, prepare, stream_drive, watched_listing,
+    write_delta_drop,
+};
 
 /// Quiet swaps per phase.
 const QUIET_SWAPS: u64 = 3;
@@ -416,22 +417,10 @@ async fn stream_load(
         generator: prepared.generator.clone(),
         setup_seconds: 0.0,
     };
-    let d = Drive {
-        label: "grpc stream".into(),
-        rpc: Rpc::Stream,
-        chunk: 1_000,
-        senders: 8,
-        connections: 2,
-        planned: None,
-        duration: Some(Duration::from_secs_f64(secs)),
-        pacing: Pacing::Max,
-        swaps: false,
-        progress: Mode::Off,
-    };
     write_delta_drop(drops, seq, seq - 1, rows)?;
     let pid = gw.child.id();
     let cpu0 = cpu_seconds(pid);
-    let (driven, _) = drive(&su, &d, async |_| {
+    let (driven, _) = drive(&su, &stream_drive(secs), async |_| {
         tokio::time::sleep(Duration::from_secs_f64(secs / 4.0)).await;
         reload(gw, seq).await
     })
@@ -611,12 +600,7 @@ async fn watcher(target: String, w: usize, lean: bool) -> Result<(), BenchError>
         while k < w {
             let n = ADD_CHUNK.min(w - k);
             let add = (0..n)
-                .map(|i| {
-                    gen_w.fill(&mut g);
-                    let mut l = Listing::from(g.event.clone());
-                    l.listing_id = format!("w{:010}", k + i);
-                    l
-                })
+                .map(|i| watched_listing(&mut gen_w, &mut g, k + i))
                 .collect();
             let msg = WatchListingsRequest {
                 add,
