@@ -41,19 +41,24 @@ pub trait Register {
         let _ = number;
     }
 
-    /// A hint, a few listings after [`prefetch`](Self::prefetch) of the same number, that
-    /// it will be decided soon: the register can find its record now (already on its way
-    /// in) and start fetching what a verdict reads beyond it (the producer's name, model keys
-    /// kept outside the record), so that access overlaps too. The default does nothing.
+    /// A hint, a few listings after [`prefetch`](Self::prefetch) of its number, that this
+    /// certificate (just found) will be decided soon: the register can start fetching what a
+    /// verdict reads beyond the record (the producer's name, model keys kept outside the
+    /// record), so that access overlaps too. The default does nothing.
     #[inline]
-    fn prefetch_facts(&self, number: CertNumber) {
-        let _ = number;
+    fn prefetch_cert(&self, cert: Self::Cert) {
+        let _ = cert;
     }
 }
 
-/// How many listings ahead [`check_all`] asks the register to prefetch: enough to cover one
-/// memory access with the work on the listings in between.
-const AHEAD: usize = 8;
+/// How many listings ahead [`check_all`] normalises a listing's number and asks the register
+/// to prefetch its slot.
+const FAR: usize = 16;
+/// How many listings ahead [`check_all`] finds a certificate (its slot fetched `FAR - NEAR`
+/// listings ago) and asks for what lies beyond the record.
+const NEAR: usize = 8;
+/// The ring of listings in flight: a power of two above `FAR`.
+const RING: usize = 32;
 
 /// Decides one listing: the first rule of the table that matches wins, and the operator's
 /// policy maps its reason to a decision.
@@ -72,55 +77,88 @@ pub fn check<'r, R: Register>(
     }
 }
 
+/// Where a listing stands in [`check_all`]'s pipeline.
+#[derive(Clone, Copy)]
+enum Stage<C> {
+    /// Decided by a rule before the look-up (1 to 4).
+    Done(Reason),
+    /// Its number is to be looked up (its slot on its way into the cache).
+    Lookup(CertNumber, ProductCode),
+    /// Looked up: the certificate, if the register has it.
+    Found(Option<C>, ProductCode),
+}
+
 #[inline]
 /// Decides a run of listings, in order, exactly as [`check`] decides each, calling `each`
-/// with the index and verdict of every one. While deciding one listing it asks the register
-/// to prefetch the certificate of the listing a few places ahead, so the memory latency of
-/// the lookups overlaps instead of adding up: this is how a batch or a stream chunk is
-/// decided. Each listing's later accesses (the producer's name, model keys outside the
-/// record) are prefetched too, halfway along ([`Register::prefetch_facts`]). Allocation-free.
+/// with the index and verdict of every one. This is how a batch or a stream chunk is
+/// decided: as a pipeline over the run, so the dependent memory accesses of a check overlap
+/// with the work on other listings instead of adding up. `FAR` (16) listings ahead, a
+/// listing's catalogue rules are applied and its number normalised, and the register is
+/// asked to prefetch the number's slot ([`Register::prefetch`]); `NEAR` (8) listings ahead,
+/// its certificate is found (the slot is in cache by then) and the register is asked for what
+/// lies beyond the record ([`Register::prefetch_cert`]); then it is decided. Listings that
+/// rules 1 to 4 decide cost no memory access at all. Allocation-free.
 pub fn check_all<'r, R: Register>(
     register: &'r R,
     listings: &[Listing<'_>],
     policy: &Policy,
     mut each: impl FnMut(usize, Verdict<'r>),
 ) {
-    let normalize = |l: &Listing<'_>| CertNumber::normalize(l.certificate_number).map(|p| p.number);
-    // Normalised numbers of the listings from the one decided up to the one prefetched.
-    let mut ring = [Err(CertNumberError::Empty); AHEAD];
-    for (slot, l) in ring.iter_mut().zip(listings) {
-        *slot = normalize(l);
-        if let Ok(n) = *slot {
-            register.prefetch(n);
+    let n = listings.len();
+    let mut ring = [Stage::<R::Cert>::Done(Reason::NotInCatalogue); RING];
+    let first = |l: &Listing<'_>| match before_lookup(register, l, normalize(l)) {
+        Err(reason) => Stage::Done(reason),
+        Ok((number, code)) => {
+            register.prefetch(number);
+            Stage::Lookup(number, code)
         }
-    }
-    for (i, listing) in listings.iter().enumerate() {
-        let number = ring[i % AHEAD];
-        if let Some(ahead) = listings.get(i + AHEAD) {
-            let n = normalize(ahead);
-            if let Ok(n) = n {
-                register.prefetch(n);
+    };
+    let second = |stage: &mut Stage<R::Cert>| {
+        if let Stage::Lookup(number, code) = *stage {
+            let cert = register.find(number);
+            if let Some(c) = cert {
+                register.prefetch_cert(c);
             }
-            ring[i % AHEAD] = n;
+            *stage = Stage::Found(cert, code);
         }
-        // The second dependent access of the listing halfway along: its record was asked for
-        // AHEAD / 2 listings ago, so finding it now costs little and starts the next fetch.
-        if i + AHEAD / 2 < listings.len()
-            && let Ok(n) = ring[(i + AHEAD / 2) % AHEAD]
-        {
-            register.prefetch_facts(n);
+    };
+    for (j, l) in listings.iter().enumerate().take(FAR) {
+        ring[j] = first(l);
+    }
+    for stage in ring.iter_mut().take(NEAR.min(n)) {
+        second(stage);
+    }
+    let sequence = register.sequence();
+    for (i, listing) in listings.iter().enumerate() {
+        if let Some(l) = listings.get(i + FAR) {
+            ring[(i + FAR) % RING] = first(l);
         }
-        let (reason, certificate) = decide(register, listing, number);
+        if i + NEAR < n {
+            second(&mut ring[(i + NEAR) % RING]);
+        }
+        let (reason, certificate) = match ring[i % RING] {
+            Stage::Done(reason) => (reason, None),
+            Stage::Found(cert, code) => after_lookup(register, listing, code, cert),
+            // Every stage reaches `Found` before its turn; this only keeps the match total.
+            Stage::Lookup(number, code) => {
+                after_lookup(register, listing, code, register.find(number))
+            }
+        };
         each(
             i,
             Verdict {
                 decision: policy.decision(reason),
                 reason,
-                snapshot_sequence: register.sequence(),
+                snapshot_sequence: sequence,
                 certificate,
             },
         );
     }
+}
+
+#[inline]
+fn normalize(l: &Listing<'_>) -> Result<CertNumber, CertNumberError> {
+    CertNumber::normalize(l.certificate_number).map(|p| p.number)
 }
 
 /// The table, given the listing's certificate number already normalised.
@@ -130,23 +168,47 @@ pub(crate) fn decide<'r, R: Register>(
     listing: &Listing<'_>,
     number: Result<CertNumber, CertNumberError>,
 ) -> (Reason, Option<CertFacts<'r>>) {
+    match before_lookup(register, listing, number) {
+        Err(reason) => (reason, None),
+        Ok((number, code)) => after_lookup(register, listing, code, register.find(number)),
+    }
+}
+
+/// Rules 1 to 4: the reason when one of them decides, or else the number to look up and the
+/// listing's product code.
+#[inline]
+fn before_lookup<R: Register>(
+    register: &R,
+    listing: &Listing<'_>,
+    number: Result<CertNumber, CertNumberError>,
+) -> Result<(CertNumber, ProductCode), Reason> {
     // Rules 1 and 2: the catalogue in force on the event date.
     let Some(code) = listing.product_code else {
-        return (Reason::NotInCatalogue, None);
+        return Err(Reason::NotInCatalogue);
     };
     match register.catalogue_mode(code, listing.event_day) {
-        None => return (Reason::NotInCatalogue, None),
-        Some(ConformityMode::SelfDeclaration) => return (Reason::SelfDeclarationProduct, None),
+        None => return Err(Reason::NotInCatalogue),
+        Some(ConformityMode::SelfDeclaration) => return Err(Reason::SelfDeclarationProduct),
         Some(ConformityMode::Certificate) => {}
     }
     // Rules 3 and 4: the number as typed.
-    let number = match number {
-        Ok(number) => number,
-        Err(CertNumberError::Empty) => return (Reason::CertificateMissing, None),
-        Err(CertNumberError::Malformed) => return (Reason::CertificateMalformed, None),
-    };
+    match number {
+        Ok(number) => Ok((number, code)),
+        Err(CertNumberError::Empty) => Err(Reason::CertificateMissing),
+        Err(CertNumberError::Malformed) => Err(Reason::CertificateMalformed),
+    }
+}
+
+/// Rules 5 to 11, given what the look-up of the listing's number found.
+#[inline]
+fn after_lookup<'r, R: Register>(
+    register: &'r R,
+    listing: &Listing<'_>,
+    code: ProductCode,
+    cert: Option<R::Cert>,
+) -> (Reason, Option<CertFacts<'r>>) {
     // Rule 5.
-    let Some(cert) = register.find(number) else {
+    let Some(cert) = cert else {
         return (Reason::CertificateNotFound, None);
     };
     let facts = register.facts(cert);
@@ -597,7 +659,17 @@ mod tests {
                 .unwrap()
             })
             .collect();
-        for n in [0, 1, AHEAD - 1, AHEAD, AHEAD + 1, listings.len()] {
+        for n in [
+            0,
+            1,
+            NEAR - 1,
+            NEAR,
+            NEAR + 1,
+            FAR - 1,
+            FAR,
+            FAR + 1,
+            listings.len(),
+        ] {
             let mut got = Vec::new();
             check_all(r, &listings[..n], &Policy::default(), |i, v| {
                 got.push((i, v))

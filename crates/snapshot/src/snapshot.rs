@@ -599,13 +599,11 @@ impl Register for Snapshot {
         }
     }
 
-    /// Finds the record (prefetched a few listings ago) and starts fetching its producer's
-    /// entry and, for a certificate with more models than the record holds, its model keys.
+    /// Starts fetching what a verdict reads beyond the record (found a few listings after
+    /// its slot was prefetched): its producer's entry and, for a certificate with more models
+    /// than the record holds, its model keys.
     #[inline]
-    fn prefetch_facts(&self, number: CertNumber) {
-        let Some(slot) = self.slot(number.get()) else {
-            return;
-        };
+    fn prefetch_cert(&self, slot: u32) {
         let h = self.hot(slot);
         let d = self.data();
         if let Some(p) = d.producers.as_slice().get(h.producer.to_native() as usize) {
