@@ -20,6 +20,9 @@ struct Packed {
     issued: Day,
     expires: Day,
     status_changed: Option<Day>,
+    /// The file (by index) and line it was read from.
+    file: u32,
+    line: u64,
     /// Where its texts start in the batch's buffer, and where each ends.
     start: usize,
     ends: [usize; TEXTS],
@@ -46,9 +49,9 @@ impl Batch {
         self.items.clear();
     }
 
-    /// Copies a certificate in. Models already split are stored joined with `；`, which
-    /// splits back into the same models.
-    pub fn push(&mut self, r: &CertificateRef<'_>) {
+    /// Copies a certificate in, with the file (by index) and line it was read from. Models
+    /// already split are stored joined with `；`, which splits back into the same models.
+    pub fn push(&mut self, r: &CertificateRef<'_>, file: u32, line: u64) {
         let start = self.text.len();
         let mut ends = [0; TEXTS];
         let text = &mut self.text;
@@ -87,9 +90,17 @@ impl Batch {
             issued: r.issued,
             expires: r.expires,
             status_changed: r.status_changed,
+            file,
+            line,
             start,
             ends,
         });
+    }
+
+    /// The file index and line the `i`th certificate was read from.
+    pub fn origin(&self, i: usize) -> (u32, u64) {
+        let p = &self.items[i];
+        (p.file, p.line)
     }
 
     /// The `i`th certificate, borrowed from the batch.
@@ -152,12 +163,13 @@ mod tests {
             .collect();
         let mut b = Batch::default();
         for round in 0..2 {
-            for r in &recs {
-                b.push(&r.as_ref());
+            for (line, r) in recs.iter().enumerate() {
+                b.push(&r.as_ref(), round, line as u64 + 2);
             }
             assert_eq!(b.len(), recs.len(), "round {round}");
             for (i, want) in recs.iter().enumerate() {
                 let got = b.get(i);
+                assert_eq!(b.origin(i), (round, i as u64 + 2));
                 let models: Vec<&str> = got.models.iter().collect();
                 let want_models: Vec<&str> = want.models.iter().map(String::as_str).collect();
                 assert_eq!(models, want_models);

@@ -86,45 +86,39 @@ pub(crate) struct CertTally {
     pub rejected: Vec<RejectedRow>,
 }
 
-/// Reads certificate files one after the other, sharing duplicate detection across them.
+/// Reads certificate files one after the other: parses and validates each row and hands
+/// every good one on, with the file and line it came from; duplicate detection is
+/// [`Dedup`]'s, on the thread that builds the snapshot, so the two threads share the work.
 pub(crate) struct CertReader<'c> {
     catalogue: &'c Catalogue,
     max_bad_rows: u64,
     files: Vec<String>,
-    seen: HashMap<u64, Seen, BuildHasherDefault<NumberHasher>>,
     bad: Vec<RowError>,
     total_bad: u64,
-    conflicts: Vec<DuplicateConflict>,
-    total_conflicts: u64,
-    tally: CertTally,
-    buf: Vec<u8>,
+    rows: u64,
+    rejected: Vec<RejectedRow>,
 }
 
 impl<'c> CertReader<'c> {
-    pub fn new(catalogue: &'c Catalogue, max_bad_rows: u64, expected_rows: u64) -> Self {
-        let mut seen = HashMap::default();
-        // Manifest row counts are untrusted input: cap the reservation.
-        seen.reserve(expected_rows.min(4_000_000) as usize);
+    pub fn new(catalogue: &'c Catalogue, max_bad_rows: u64) -> Self {
         CertReader {
             catalogue,
             max_bad_rows,
             files: Vec::new(),
-            seen,
             bad: Vec::new(),
             total_bad: 0,
-            conflicts: Vec::new(),
-            total_conflicts: 0,
-            tally: CertTally::default(),
-            buf: Vec::with_capacity(1024),
+            rows: 0,
+            rejected: Vec::new(),
         }
     }
 
-    /// Reads one file, handing each new certificate to `sink` (borrowed: the row's fields
-    /// are not copied into a record of their own).
+    /// Reads one file, handing each valid row to `sink` as a certificate (borrowed: the
+    /// row's fields are not copied into a record of their own) with its file index (in the
+    /// order files were read) and line.
     pub fn read_file(
         &mut self,
         file: CsvFile,
-        sink: &mut dyn FnMut(&CertificateRef<'_>),
+        sink: &mut dyn FnMut(&CertificateRef<'_>, u32, u64),
     ) -> Result<FileDigest, LoadError> {
         let (mut file, cols, width) = file.header(&CERTIFICATE_COLUMNS)?;
         let cols: [usize; 13] = cols.try_into().map_err(|_| LoadError::Header {
@@ -136,9 +130,9 @@ impl<'c> CertReader<'c> {
         self.files.push(file.name.clone());
         let name = file.name.clone();
         while let Some(rec) = file.next_record() {
-            self.tally.rows += 1;
+            self.rows += 1;
             match parse_row(&rec, &cols, width, self.catalogue) {
-                Ok(row) => self.accept(&row.as_ref(), file_index, rec.line, sink),
+                Ok(row) => sink(&row.as_ref(), file_index, rec.line),
                 Err((field, message)) => {
                     self.total_bad += 1;
                     let error = RowError {
@@ -148,7 +142,7 @@ impl<'c> CertReader<'c> {
                         message,
                     };
                     if self.total_bad <= self.max_bad_rows {
-                        self.tally.rejected.push(RejectedRow {
+                        self.rejected.push(RejectedRow {
                             error: error.clone(),
                             fields: rec.lossy_fields(),
                         });
@@ -162,13 +156,85 @@ impl<'c> CertReader<'c> {
         file.finish()
     }
 
-    fn accept(
-        &mut self,
-        record: &CertificateRef<'_>,
-        file: u32,
-        line: u64,
-        sink: &mut dyn FnMut(&CertificateRef<'_>),
-    ) {
+    /// The outcome once every file is read and `dedup` has seen every good row: the refusal
+    /// of the first class of error found (bad rows beyond the allowance, then conflicting
+    /// duplicates), or the tally.
+    pub fn finish(self, dedup: Dedup) -> Result<CertTally, LoadError> {
+        if self.total_bad > self.max_bad_rows {
+            return Err(LoadError::BadRows {
+                rows: self.bad,
+                total: self.total_bad,
+                allowed: self.max_bad_rows,
+            });
+        }
+        let name = |file: u32| self.files.get(file as usize).cloned().unwrap_or_default();
+        if dedup.total_conflicts > 0 {
+            return Err(LoadError::Duplicates {
+                conflicts: dedup
+                    .conflicts
+                    .into_iter()
+                    .map(|c| DuplicateConflict {
+                        number: c.number.to_string(),
+                        first: (name(c.first.0), c.first.1),
+                        second: (name(c.second.0), c.second.1),
+                    })
+                    .collect(),
+                total: dedup.total_conflicts,
+            });
+        }
+        Ok(CertTally {
+            rows: self.rows,
+            unique: dedup.unique,
+            valid: dedup.valid,
+            duplicates_collapsed: dedup.duplicates_collapsed,
+            number_code_mismatches: dedup.number_code_mismatches,
+            rejected: self.rejected,
+        })
+    }
+}
+
+/// Two rows of one number with different contents, by file index and line.
+struct Conflict {
+    number: CertNumber,
+    first: (u32, u64),
+    second: (u32, u64),
+}
+
+/// Duplicate detection across the certificate files of a drop, and the counts of the
+/// certificates kept: a second row with the same number is collapsed when its parsed
+/// record is identical and a conflict otherwise.
+pub(crate) struct Dedup {
+    seen: HashMap<u64, Seen, BuildHasherDefault<NumberHasher>>,
+    conflicts: Vec<Conflict>,
+    total_conflicts: u64,
+    unique: u64,
+    valid: u64,
+    duplicates_collapsed: u64,
+    number_code_mismatches: u64,
+    buf: Vec<u8>,
+}
+
+impl Dedup {
+    pub fn new(expected_rows: u64) -> Self {
+        let mut seen = HashMap::default();
+        // Manifest row counts are untrusted input: cap the reservation.
+        seen.reserve(expected_rows.min(4_000_000) as usize);
+        Dedup {
+            seen,
+            conflicts: Vec::new(),
+            total_conflicts: 0,
+            unique: 0,
+            valid: 0,
+            duplicates_collapsed: 0,
+            number_code_mismatches: 0,
+            buf: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Whether `record` (from `line` of the file of index `file`) is the first of its
+    /// number, so it goes into the snapshot; a later row of the same number is collapsed or
+    /// counted as a conflict.
+    pub fn accept(&mut self, record: &CertificateRef<'_>, file: u32, line: u64) -> bool {
         let hash = record_hash(record, &mut self.buf);
         let key = record.number.get();
         // One probe of the table for both the look-up and the insert: with 1.2M entries,
@@ -177,55 +243,36 @@ impl<'c> CertReader<'c> {
             Entry::Occupied(first) => {
                 let first = *first.get();
                 if first.hash == hash {
-                    self.tally.duplicates_collapsed += 1;
+                    self.duplicates_collapsed += 1;
                 } else {
                     self.total_conflicts += 1;
                     if self.conflicts.len() < MAX_LISTED {
-                        self.conflicts.push(DuplicateConflict {
-                            number: record.number.to_string(),
-                            first: (self.files[first.file as usize].clone(), first.line),
-                            second: (self.files[file as usize].clone(), line),
+                        self.conflicts.push(Conflict {
+                            number: record.number,
+                            first: (first.file, first.line),
+                            second: (file, line),
                         });
                     }
                 }
-                return;
+                return false;
             }
             Entry::Vacant(v) => {
                 v.insert(Seen { file, line, hash });
             }
         }
-        self.tally.unique += 1;
+        self.unique += 1;
         if record.status == Status::Valid {
-            self.tally.valid += 1;
+            self.valid += 1;
         }
         if record.number.product_code() != record.product_code {
-            self.tally.number_code_mismatches += 1;
+            self.number_code_mismatches += 1;
         }
-        sink(record);
+        true
     }
 
     /// Whether the drop holds a row for this certificate number.
     pub fn has(&self, number: u64) -> bool {
         self.seen.contains_key(&number)
-    }
-
-    /// The outcome once every file is read: the refusal of the first class of error found
-    /// (bad rows beyond the allowance, then conflicting duplicates), or the tally.
-    pub fn finish(self) -> Result<CertTally, LoadError> {
-        if self.total_bad > self.max_bad_rows {
-            return Err(LoadError::BadRows {
-                rows: self.bad,
-                total: self.total_bad,
-                allowed: self.max_bad_rows,
-            });
-        }
-        if self.total_conflicts > 0 {
-            return Err(LoadError::Duplicates {
-                conflicts: self.conflicts,
-                total: self.total_conflicts,
-            });
-        }
-        Ok(self.tally)
     }
 }
 

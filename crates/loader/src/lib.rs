@@ -273,38 +273,47 @@ impl Loader {
         let expected_rows: u64 = manifest.certificate_files().map(|f| f.rows).sum();
         let mut validity_changes = 0u64;
         let mut delta_numbers = Vec::new();
-        let mut reader = certs::CertReader::new(&catalogue, self.max_bad_rows, expected_rows);
-        // Two stages on two threads: this one reads, hashes, parses and validates; the other
-        // interns records into the builder. Batches keep the channel cheap and its memory
-        // bounded (at most QUEUE batches in flight).
+        let mut reader = certs::CertReader::new(&catalogue, self.max_bad_rows);
+        let mut dedup = certs::Dedup::new(expected_rows);
+        // Two stages on two threads: this one reads, parses and validates (the file's bytes
+        // are read and hashed on a pump thread of their own, `read.rs`); the other detects
+        // duplicates, runs the delta guard's look-ups and interns records into the builder.
+        // Batches keep the channel cheap and its memory bounded (at most QUEUE batches in
+        // flight).
         std::thread::scope(|scope| -> Result<(), LoadError> {
             let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE);
             // Emptied batches travel back to be refilled, so no batch is allocated twice.
             let (back_tx, back_rx) = mpsc::sync_channel::<Batch>(QUEUE + 2);
             let builder = &mut builder;
+            let dedup = &mut dedup;
+            let changed = &mut validity_changes;
+            let numbers = &mut delta_numbers;
             let consumer = scope.spawn(move || {
                 for mut batch in rx {
                     for i in 0..batch.len() {
-                        builder.upsert_ref(&batch.get(i));
+                        let record = batch.get(i);
+                        let (file, line) = batch.origin(i);
+                        if !dedup.accept(&record, file, line) {
+                            continue;
+                        }
+                        if let Some(b) = base {
+                            numbers.push(record.number.get());
+                            if let Some(old) = b.find(record.number)
+                                && (b.facts(old).status == Status::Valid)
+                                    != (record.status == Status::Valid)
+                            {
+                                *changed += 1;
+                            }
+                        }
+                        builder.upsert_ref(&record);
                     }
                     batch.clear();
                     let _ = back_tx.try_send(batch);
                 }
             });
             let mut batch = Batch::default();
-            let changed = &mut validity_changes;
-            let numbers = &mut delta_numbers;
-            let mut sink = |record: &CertificateRef<'_>| {
-                if let Some(b) = base {
-                    numbers.push(record.number.get());
-                    if let Some(old) = b.find(record.number)
-                        && (b.facts(old).status == Status::Valid)
-                            != (record.status == Status::Valid)
-                    {
-                        *changed += 1;
-                    }
-                }
-                batch.push(record);
+            let mut sink = |record: &CertificateRef<'_>, file: u32, line: u64| {
+                batch.push(record, file, line);
                 if batch.len() == BATCH {
                     let next = back_rx.try_recv().unwrap_or_default();
                     // A send fails only if the consumer is gone, which join reports below.
@@ -329,9 +338,9 @@ impl Loader {
         if let Some(b) = base
             && catalogue_replaced
         {
-            check_kept_codes(b, &catalogue, |n| reader.has(n))?;
+            check_kept_codes(b, &catalogue, |n| dedup.has(n))?;
         }
-        let tally = reader.finish()?;
+        let tally = reader.finish(dedup)?;
 
         let mut valid_before = None;
         let mut shrink_forced = false;
