@@ -128,8 +128,18 @@ impl CertNumber {
             }
         };
         if input.is_ascii() {
-            // NFKC is the identity on ASCII: skip it on the common path.
-            input.bytes().for_each(|b| push(b as char));
+            // NFKC is the identity on ASCII: skip it on the common path, a byte at a time.
+            for &b in input.as_bytes() {
+                if matches!(b, b' ' | b'\t'..=b'\r' | b'-') {
+                    continue;
+                }
+                if len < MAX_NORMALISED {
+                    buf[len] = b;
+                    len += 1;
+                } else {
+                    overflow = true;
+                }
+            }
         } else if is_simple(input) {
             input.chars().filter_map(simple_nfkc).for_each(&mut push);
         } else {

@@ -78,6 +78,9 @@ pub struct Snapshot {
     built_at_unix_ms: i64,
     content_id: String,
     periods: Vec<Period>,
+    /// For each product code 0..=9999, the index of its first period in `periods` (the
+    /// periods of a code are contiguous): a catalogue look-up is one read, not a binary search.
+    first_period: Box<[u32]>,
 }
 
 impl Snapshot {
@@ -233,6 +236,9 @@ impl Snapshot {
         if !periods.is_sorted_by_key(|p| (p.code, p.from)) {
             return Err(invalid("catalogue is not sorted".into()));
         }
+        let first_period = (0..=9999u16)
+            .map(|code| periods.partition_point(|p| p.code < code) as u32)
+            .collect();
         let sequence = header.sequence;
         Ok(Snapshot {
             backing,
@@ -240,6 +246,7 @@ impl Snapshot {
             built_at_unix_ms: header.built_at_unix_ms,
             content_id: format!("{sum:032x}"),
             periods,
+            first_period,
         })
     }
 
@@ -577,6 +584,7 @@ fn day_opt(days: i32) -> Option<Day> {
     (days != NO_DAY).then(|| Day::from_days(days))
 }
 
+#[inline]
 fn archive_of(backing: &Backing) -> &[u8] {
     match backing {
         Backing::Mapped(map) => &map[HEADER_LEN..],
@@ -629,8 +637,13 @@ impl Register for Snapshot {
     #[inline]
     fn catalogue_mode(&self, code: ProductCode, day: Day) -> Option<ConformityMode> {
         let (code, day) = (code.get(), day.days());
-        let start = self.periods.partition_point(|p| p.code < code);
-        self.periods[start..]
+        let start = self
+            .first_period
+            .get(usize::from(code))
+            .map_or(self.periods.len(), |&i| i as usize);
+        self.periods
+            .get(start..)
+            .unwrap_or_default()
             .iter()
             .take_while(|p| p.code == code)
             .find(|p| p.from <= day && (p.until == NO_DAY || day < p.until))
