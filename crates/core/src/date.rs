@@ -115,12 +115,13 @@ fn parse_rfc3339_unix(text: &str) -> Option<i64> {
     if !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let year = digits(&text[0..4], 4, 4)? as i32;
-    let month = digits(&text[5..7], 2, 2)?;
-    let day = digits(&text[8..10], 2, 2)?;
-    let hour = digits(&text[11..13], 2, 2)?;
-    let minute = digits(&text[14..16], 2, 2)?;
-    let second = digits(&text[17..19], 2, 2)?;
+    // Fixed positions, read as bytes (no char-boundary checks: the text is ASCII).
+    let year = ascii_digits(&b[0..4])? as i32;
+    let month = ascii_digits(&b[5..7])?;
+    let day = ascii_digits(&b[8..10])?;
+    let hour = ascii_digits(&b[11..13])?;
+    let minute = ascii_digits(&b[14..16])?;
+    let second = ascii_digits(&b[17..19])?;
     if hour > 23 || minute > 59 || second > 60 {
         return None;
     }
@@ -151,6 +152,15 @@ fn parse_rfc3339_unix(text: &str) -> Option<i64> {
         + i64::from(minute) * 60
         + i64::from(second.min(59));
     Some(local - offset)
+}
+
+/// The value of a few ASCII digits, `None` if one is not a digit.
+#[inline]
+fn ascii_digits(b: &[u8]) -> Option<u32> {
+    b.iter().try_fold(0u32, |n, &c| {
+        let d = c.wrapping_sub(b'0');
+        (d < 10).then_some(n * 10 + u32::from(d))
+    })
 }
 
 /// Parses `min..=max` ASCII digits.
