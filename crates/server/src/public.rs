@@ -13,10 +13,12 @@
 //!    and the caller's share. Over either: RESOURCE_EXHAUSTED with a retry hint.
 //! 4. The message is decoded by [`crate::wire`]: listings counted first, fields within limits;
 //!    its listings are taken from the caller's checks quota before they are checked.
-//! 5. The message waits for its caller's turn at the CPU ([`crate::fair`]): callers take turns
-//!    by listings, so another caller's queued work delays it by about one quantum. A message
-//!    of more than [`crate::service::TURN_LISTINGS`] listings is checked in several turns,
-//!    yielding the worker thread between them.
+//! 5. A unary call is worked on in one of its caller's lanes ([`crate::lanes`]): a few of a
+//!    caller's calls at once, the others parked. A CheckBatch or stream message waits for its
+//!    caller's turn at the CPU ([`crate::fair`]): callers take turns by listings, so another
+//!    caller's queued work delays it by about one quantum. A message of more than
+//!    [`crate::service::TURN_LISTINGS`] listings is checked in several turns, yielding the
+//!    worker thread between them. (A Check, one listing, takes no turn.)
 //! 6. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
 //!    given back only once the answer is encoded.
 
@@ -669,24 +671,16 @@ impl UnaryService<Inbound> for Unary {
     fn call(&mut self, req: Request<Inbound>) -> Self::Future {
         let Inbound { msg, hold } = req.into_inner();
         count_listings(&self.listings, &msg);
-        let turn = msg
-            .as_ref()
-            .ok()
-            .filter(|_| self.shape == Shape::Request)
-            .map(|m| self.fair.turn(&self.caller, m.len()));
         let (ctx, caller) = (Arc::clone(&self.ctx), Arc::clone(&self.caller));
         let fair = Arc::clone(&self.fair);
         let (shape, lean) = (self.shape, self.lean);
         Box::pin(async move {
             let m = msg.map_err(|e| Status::invalid_argument(e.to_string()))?;
             let answer = match shape {
-                Shape::Request => {
-                    let _turn = match turn {
-                        Some(t) => Some(t.await),
-                        None => None,
-                    };
-                    ctx.check_one(&m, &caller, lean)
-                }
+                // One listing, checked in microseconds, without a turn: a turn's hand-off would
+                // cost more than the check, and the caller's lanes already bound how many of
+                // its calls run at once ([`crate::lanes`]).
+                Shape::Request => ctx.check_one(&m, &caller, lean),
                 // Checked in turns ([`CheckContext::check_batch`]).
                 Shape::Batch => ctx.check_batch(&m, (&fair, &caller), lean).await,
             };
