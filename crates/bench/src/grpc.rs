@@ -383,12 +383,13 @@ impl fmt::Display for GrpcReport {
         let s = &self.stats;
         write!(
             f,
-            "  errors        {} ({} failed calls, {} error entries); mismatches {}; torn {}{}",
+            "  errors        {} ({} failed calls, {} error entries); mismatches {}; torn {}; {} calls sent again on a new stream after UNAVAILABLE{}",
             thousands(s.errors()),
             thousands(s.failed_calls),
             thousands(s.item_errors),
             thousands(s.mismatches),
             thousands(s.torn),
+            thousands(s.resent_calls),
             s.first_error
                 .as_ref()
                 .map_or(String::new(), |e| format!("; first: {e}"))

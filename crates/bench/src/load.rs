@@ -186,6 +186,10 @@ pub struct LoadStats {
     pub failed_checks: u64,
     /// Calls that failed.
     pub failed_calls: u64,
+    /// Calls sent again on a new stream because the gateway answered UNAVAILABLE (a stream
+    /// it ended at its connection's maximum age, the message not read): as any gRPC client
+    /// retries UNAVAILABLE. Not failures; counted so they are seen.
+    pub resent_calls: u64,
     /// The first failure, for the report.
     pub first_error: Option<String>,
     /// Round trip of each call, microseconds.
@@ -222,6 +226,7 @@ impl Default for LoadStats {
             item_errors: 0,
             failed_checks: 0,
             failed_calls: 0,
+            resent_calls: 0,
             first_error: None,
             latency_us: new_histogram(),
             latency_swap_us: new_histogram(),
@@ -271,6 +276,7 @@ impl LoadStats {
         self.item_errors += other.item_errors;
         self.failed_checks += other.failed_checks;
         self.failed_calls += other.failed_calls;
+        self.resent_calls += other.resent_calls;
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
@@ -320,23 +326,45 @@ struct Conn {
     stream: Option<CheckStream>,
 }
 
+/// Tries of a stream call answered UNAVAILABLE, each on a newly opened stream, paused 5 ms
+/// at first and twice as long each time up to 320 ms (about 2 s in all): time for the
+/// client's channel to see its old connection close and open a new one.
+const STREAM_TRIES: u32 = 10;
+
 impl Conn {
-    async fn call(&mut self, request: prost::bytes::Bytes) -> Result<prost::bytes::Bytes, Status> {
-        match self.rpc {
-            Rpc::Stream => {
-                if self.stream.is_none() {
-                    self.stream = Some(self.client.open_stream().await?);
-                }
-                let Some(s) = self.stream.as_mut() else {
-                    return Err(Status::internal("no stream"));
-                };
-                let r = s.call(request).await;
-                if r.is_err() {
+    /// One call; on a stream, one answered UNAVAILABLE is sent again on a new stream (the
+    /// gateway ends streams at its connection's maximum age between two messages, and says
+    /// the rest were not checked). `resent` counts the calls sent again.
+    async fn call(
+        &mut self,
+        request: prost::bytes::Bytes,
+        resent: &mut u64,
+    ) -> Result<prost::bytes::Bytes, Status> {
+        if self.rpc != Rpc::Stream {
+            return self.client.unary(self.rpc, request).await;
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let r = match self.stream.as_mut() {
+                Some(s) => s.call(request.clone()).await,
+                None => match self.client.open_stream().await {
+                    Ok(s) => self.stream.insert(s).call(request.clone()).await,
+                    Err(e) => Err(e),
+                },
+            };
+            match r {
+                Ok(b) => return Ok(b),
+                Err(status) => {
                     self.stream = None;
+                    if status.code() != tonic::Code::Unavailable || tries >= STREAM_TRIES {
+                        return Err(status);
+                    }
+                    *resent += 1;
+                    let pause = 5u64 << (tries - 1).min(6);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
-                r
             }
-            rpc => self.client.unary(rpc, request).await,
         }
     }
 }
@@ -414,7 +442,7 @@ pub async fn run_sender(
                 start = due;
             }
         }
-        let result = conn.call(request).await;
+        let result = conn.call(request, &mut stats.resent_calls).await;
         let end = Instant::now();
         stats.calls += 1;
         sent += n as u64;
