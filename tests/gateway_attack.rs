@@ -326,7 +326,10 @@ async fn a_connection_past_its_maximum_age_ends_its_streams_cleanly_and_its_clie
             .expect("an answer or an end within 10 s")
         {
             Ok(Some(r)) => {
-                assert_eq!(r.result.expect("a result").listing_id, format!("S{answered}"));
+                assert_eq!(
+                    r.result.expect("a result").listing_id,
+                    format!("S{answered}")
+                );
                 answered += 1;
             }
             Ok(None) => break None,
@@ -347,13 +350,12 @@ async fn a_connection_past_its_maximum_age_ends_its_streams_cleanly_and_its_clie
     // which the same channel opens on a new connection, and it is answered.
     let mut resent = None;
     for _ in 0..100 {
-        if let Ok((tx, mut out)) = open_stream(channel.clone()).await {
-            if tx.send(one(&format!("S{answered}"))).await.is_ok() {
-                if let Ok(Some(r)) = out.message().await {
-                    resent = Some(r);
-                    break;
-                }
-            }
+        if let Ok((tx, mut out)) = open_stream(channel.clone()).await
+            && tx.send(one(&format!("S{answered}"))).await.is_ok()
+            && let Ok(Some(r)) = out.message().await
+        {
+            resent = Some(r);
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
