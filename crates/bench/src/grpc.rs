@@ -383,7 +383,7 @@ impl fmt::Display for GrpcReport {
         let s = &self.stats;
         write!(
             f,
-            "  errors        {} ({} failed calls, {} error entries); mismatches {}; torn {}; {} calls sent again on a new stream after UNAVAILABLE{}",
+            "  errors        {} ({} failed calls, {} error entries); mismatches {}; torn {}; {} calls sent again on a new stream after theirs was cut{}",
             thousands(s.errors()),
             thousands(s.failed_calls),
             thousands(s.item_errors),

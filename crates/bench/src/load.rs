@@ -186,9 +186,9 @@ pub struct LoadStats {
     pub failed_checks: u64,
     /// Calls that failed.
     pub failed_calls: u64,
-    /// Calls sent again on a new stream because the gateway answered UNAVAILABLE (a stream
-    /// it ended at its connection's maximum age, the message not read): as any gRPC client
-    /// retries UNAVAILABLE. Not failures; counted so they are seen.
+    /// Calls sent again on a new stream because theirs was cut (UNAVAILABLE or UNKNOWN, as
+    /// when a connection past its maximum age and grace is closed): as a gRPC client retries.
+    /// Not failures; counted so they are seen.
     pub resent_calls: u64,
     /// The first failure, for the report.
     pub first_error: Option<String>,
@@ -326,15 +326,17 @@ struct Conn {
     stream: Option<CheckStream>,
 }
 
-/// Tries of a stream call answered UNAVAILABLE, each on a newly opened stream, paused 5 ms
-/// at first and twice as long each time up to 320 ms (about 2 s in all): time for the
-/// client's channel to see its old connection close and open a new one.
+/// Tries of a stream call whose stream was cut (UNAVAILABLE, or UNKNOWN: the connection
+/// closed under it, as at the end of `--max-connection-age-grace-ms`), each on a newly
+/// opened stream, paused 5 ms at first and twice as long each time up to 320 ms (about 2 s in
+/// all): time for the client's channel to open a new connection.
 const STREAM_TRIES: u32 = 10;
 
 impl Conn {
-    /// One call; on a stream, one answered UNAVAILABLE is sent again on a new stream (the
-    /// gateway ends streams at its connection's maximum age between two messages, and says
-    /// the rest were not checked). `resent` counts the calls sent again.
+    /// One call; on a stream, one whose stream was cut (a connection closed at the end of
+    /// its maximum age's grace, with the message in flight) is sent again on a new stream, as
+    /// a gRPC client retries: a check has no effect but its answer (and a decision-log line,
+    /// which may then appear twice). `resent` counts the calls sent again.
     async fn call(
         &mut self,
         request: prost::bytes::Bytes,
@@ -357,7 +359,11 @@ impl Conn {
                 Ok(b) => return Ok(b),
                 Err(status) => {
                     self.stream = None;
-                    if status.code() != tonic::Code::Unavailable || tries >= STREAM_TRIES {
+                    let cut = matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown
+                    );
+                    if !cut || tries >= STREAM_TRIES {
                         return Err(status);
                     }
                     *resent += 1;

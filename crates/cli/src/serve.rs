@@ -119,8 +119,7 @@ pub struct Args {
     #[arg(long, env = "CCCGATE_HTTP2_KEEPALIVE_TIMEOUT_MS", value_name = "MS")]
     http2_keepalive_timeout_ms: Option<u64>,
     /// Ask a connection to reconnect (GOAWAY) after this long, so new replicas get load;
-    /// 0 for never [default: 1800000]. Its CheckStreams end half the grace later, between
-    /// two messages, with UNAVAILABLE: the client sends the unanswered ones again.
+    /// 0 for never [default: 1800000].
     #[arg(long, env = "CCCGATE_MAX_CONNECTION_AGE_MS", value_name = "MS")]
     max_connection_age_ms: Option<u64>,
     /// Time a connection past its age has to finish its calls before it is closed

@@ -723,8 +723,7 @@ impl StreamingService<Inbound> for Streams {
         let slot = self.slot.take();
         let (listings, lean) = (self.listings.clone(), self.lean);
         let idle = ctx.limits.stream_idle_timeout;
-        let ends_at = stream_end(&ctx.limits, req.extensions().get::<ConnInfo>());
-        let input = idle_limited(req.into_inner(), idle, ends_at);
+        let input = idle_limited(req.into_inner(), idle);
         // One answer per request message, in order; the first error ends the stream (tonic
         // sends it as the stream's status). The slot is given back when the stream is dropped.
         let fair = Arc::clone(&self.fair);
@@ -747,60 +746,26 @@ impl StreamingService<Inbound> for Streams {
     }
 }
 
-/// When a stream on this connection ends at the connection's maximum age: half the grace
-/// period after the age, so the gateway's GOAWAY has gone out (the client opens its next
-/// stream on a new connection) and the connection can still close gracefully, with every
-/// answered message delivered, before the grace period forces it shut.
-fn stream_end(
-    limits: &crate::config::Limits,
-    conn: Option<&ConnInfo>,
-) -> Option<tokio::time::Instant> {
-    let age = limits.max_connection_age?;
-    Some(conn?.accepted + age + limits.max_connection_age_grace / 2)
-}
-
-/// Ends `input` with DEADLINE_EXCEEDED when no message arrives for `idle` (`None`: never),
-/// and with UNAVAILABLE at `ends_at` (the connection's maximum age), between two messages:
-/// every message read has been answered, and the ones not read were not checked, so the
-/// client can send them again on a new stream.
+/// Ends `input` with DEADLINE_EXCEEDED when no message arrives for `idle` (`None`: never).
 fn idle_limited(
     input: Streaming<Inbound>,
     idle: Option<Duration>,
-    ends_at: Option<tokio::time::Instant>,
 ) -> impl Stream<Item = Result<Inbound, Status>> + Send {
     futures::stream::unfold(Some(input), move |state| async move {
         let mut input = state?;
-        let aged = async {
-            match ends_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
+        let next = match idle {
+            None => input.next().await,
+            Some(idle) => match tokio::time::timeout(idle, input.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let status = Status::deadline_exceeded(format!(
+                        "no message for {} ms (--stream-idle-timeout-ms): stream closed; open a new one when there is work",
+                        idle.as_millis()
+                    ));
+                    return Some((Err(status), None));
+                }
+            },
         };
-        let next = async {
-            match idle {
-                None => Ok(input.next().await),
-                Some(idle) => tokio::time::timeout(idle, input.next())
-                    .await
-                    .map_err(|_| {
-                        Status::deadline_exceeded(format!(
-                            "no message for {} ms (--stream-idle-timeout-ms): stream closed; open a new one when there is work",
-                            idle.as_millis()
-                        ))
-                    }),
-            }
-        };
-        // Biased: past the age, the stream ends before it reads another message.
-        let next = tokio::select! {
-            biased;
-            () = aged => Err(Status::unavailable(AGED)),
-            next = next => next,
-        };
-        match next {
-            Ok(next) => next.map(|item| (item, Some(input))),
-            Err(status) => Some((Err(status), None)),
-        }
+        next.map(|item| (item, Some(input)))
     })
 }
-
-/// The status of a stream ended by its connection's maximum age.
-pub(crate) const AGED: &str = "the connection reached its maximum age (--max-connection-age-ms): every message answered was checked, none after it was; open a new stream (it goes to a new connection) and send the rest again";

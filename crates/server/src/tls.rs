@@ -178,9 +178,6 @@ pub(crate) struct ConnInfo {
     pub peer_name: Option<Arc<str>>,
     /// Refused calls on this connection, which pause its reads ([`crate::tarpit`]).
     pub strikes: Arc<Strikes>,
-    /// When the connection was handed to the server (after its TLS handshake): its age,
-    /// against `--max-connection-age-ms`, counts from here.
-    pub accepted: tokio::time::Instant,
 }
 
 /// An accepted connection, plain or TLS, with what is known of it.
@@ -310,7 +307,6 @@ pub(crate) fn accept(
                 remote: Some(remote),
                 peer_name: None,
                 strikes: Arc::default(),
-                accepted: tokio::time::Instant::now(),
             };
             let Some(tls) = &tls else {
                 if tx
@@ -344,7 +340,6 @@ pub(crate) fn accept(
                                     remote: Some(remote),
                                     peer_name,
                                     strikes: Arc::default(),
-                                    accepted: tokio::time::Instant::now(),
                                 },
                                 gate: ReadGate::default(),
                             }))
