@@ -1,12 +1,18 @@
 //! `cccgate bench grpc` at a small size in the test suite: every mode against the embedded
 //! gateway, every verdict the one expected and no errors; the swap mode swaps snapshots in
-//! under load without a failed or changed answer and reports memory. Speed is not checked.
+//! under load without a failed or changed answer and reports memory; against a real gateway
+//! that closes its connections at a short maximum age, a cut stream's call is sent again and
+//! none fails. Speed is not checked.
 
 use std::time::Duration;
 
 use cccgate_bench::GatewayChoice;
+use cccgate_bench::embedded::register_snapshot;
 use cccgate_bench::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
 use cccgate_client::progress::Mode;
+use cccgate_e2e::gateway::{TestGateway, test_config_with};
+use cccgate_proto::v1::ReloadRequest;
+use cccgate_server::ConfigLayer;
 use cccgate_synth::RegisterSpec;
 
 fn small(mode: GrpcMode, cache: &std::path::Path) -> GrpcConfig {
@@ -94,4 +100,72 @@ fn swap_mode_needs_the_embedded_gateway() {
     };
     let err = run_grpc_blocking(&cfg, 1, None).unwrap_err();
     assert!(err.to_string().contains("--embedded"), "{err}");
+}
+
+/// `bench grpc --target URL --mode stream` against a real gateway whose connections are closed
+/// at a short maximum age: each stream is cut at the end of the grace with its connection,
+/// and the bench sends the cut call again on a new stream (a new connection) as a gRPC client
+/// retries UNAVAILABLE, so no call fails and every verdict is still the expected one.
+#[test]
+fn a_stream_cut_at_its_connections_maximum_age_is_sent_again_and_no_call_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let register = RegisterSpec {
+        certs: 5_000,
+        seed: 9,
+        ..RegisterSpec::default()
+    };
+    let dir = register_snapshot(&register, register.generate(), tmp.path()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gw = rt.block_on(async {
+        let layer = ConfigLayer {
+            max_connection_age_ms: Some(1_000),
+            max_connection_age_grace_ms: Some(300),
+            ..ConfigLayer::default()
+        };
+        let gw = TestGateway::start(test_config_with(Some(&dir), layer), false).await;
+        let r = gw
+            .admin_client()
+            .await
+            .reload(ReloadRequest {})
+            .await
+            .expect("Reload")
+            .into_inner();
+        assert_eq!(r.snapshot_sequence, 1, "{}", r.message);
+        gw
+    });
+    // Four seconds of paced streams on two connections: each connection is closed about every
+    // 1.3 s (age and grace), with streams open on it.
+    let cfg = GrpcConfig {
+        gateway: GatewayChoice::Target(format!("http://{}", gw.addr)),
+        register,
+        seconds: Some(4.0),
+        rate: Some(20_000.0),
+        chunk: 100,
+        concurrency: 4,
+        connections: 2,
+        progress: Mode::Off,
+        ..GrpcConfig::new(GrpcMode::Stream)
+    };
+    let r = run_grpc_blocking(&cfg, 2, None).unwrap();
+    assert!(r.checks > 0, "{r}");
+    assert_eq!(r.stats.failed_calls, 0, "{r}");
+    assert_eq!(r.stats.errors(), 0, "{r}");
+    assert_eq!(r.stats.mismatches, 0, "{r}");
+    // The streams were cut and their calls sent again (the connections were renewed), and
+    // the report says so.
+    assert!(r.stats.resent_calls > 0, "no stream was cut: {r}");
+    assert!(
+        r.to_string().contains(&format!(
+            "{} calls sent again on a new stream",
+            r.stats.resent_calls
+        )),
+        "{r}"
+    );
+    // Every call is answered once: a resent call is not counted twice.
+    assert_eq!(r.checks, r.stats.calls * cfg.chunk as u64, "{r}");
+    rt.block_on(gw.stop()).unwrap();
 }
