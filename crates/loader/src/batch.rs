@@ -1,12 +1,15 @@
-//! Certificates on their way from the reading thread to the building thread.
+//! Certificates on their way from the parsing threads to the building thread.
 //!
 //! A batch keeps the texts of all its certificates in one buffer and the rest of each in a
 //! small fixed record, so filling one allocates nothing once its buffers have grown, and
-//! an emptied batch is sent back to be filled again. Before it, every row became a
+//! an emptied batch is sent back to be filled again. What the building thread would
+//! otherwise derive from each record (its model keys and model text, the hash duplicate
+//! detection compares) is computed as the batch is filled, on the parsing thread. Before it, every row became a
 //! `CertificateRecord` of about a dozen `String`s, allocated on one thread and freed on the
 //! other: the allocator took a third of the loader's time.
 
 use cccgate_core::{CertNumber, CertificateRef, Day, Models, ProductCode, Status};
+use cccgate_snapshot::prepare_models;
 
 /// The texts of a certificate, in the order they are stored.
 const TEXTS: usize = 7;
@@ -26,12 +29,28 @@ struct Packed {
     /// Where its texts start in the batch's buffer, and where each ends.
     start: usize,
     ends: [usize; TEXTS],
+    /// Its model keys: `keys[keys_start..keys_end]`.
+    keys_start: usize,
+    keys_end: usize,
+    /// The hash of its parsed contents (`certs::record_hash`).
+    hash: u128,
+}
+
+/// What was prepared for a certificate of a batch.
+pub(crate) struct Prepared<'a> {
+    /// The hash of its parsed contents.
+    pub hash: u128,
+    /// Its model keys, as `cccgate_snapshot::prepare_models` gives them.
+    pub keys: &'a [u64],
+    /// Its model text, as `cccgate_snapshot::prepare_models` gives it.
+    pub model_text: &'a str,
 }
 
 /// Certificates, their texts in one buffer.
 #[derive(Default)]
 pub(crate) struct Batch {
     text: String,
+    keys: Vec<u64>,
     items: Vec<Packed>,
 }
 
@@ -40,34 +59,23 @@ impl Batch {
         self.items.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     pub fn clear(&mut self) {
         self.text.clear();
+        self.keys.clear();
         self.items.clear();
     }
 
-    /// Copies a certificate in, with the file (by index) and line it was read from. Models
-    /// already split are stored joined with `；`, which splits back into the same models.
-    pub fn push(&mut self, r: &CertificateRef<'_>, file: u32, line: u64) {
+    /// Copies a certificate in, with the hash of its contents and the file (by index) and
+    /// line it was read from, and prepares its models: they are stored as the snapshot
+    /// stores them (trimmed, joined with `；`, which splits back into the same models).
+    pub fn push(&mut self, r: &CertificateRef<'_>, hash: u128, file: u32, line: u64) {
         let start = self.text.len();
         let mut ends = [0; TEXTS];
+        let keys_start = self.keys.len();
         let text = &mut self.text;
         text.push_str(r.product_name);
         ends[0] = text.len();
-        match r.models {
-            Models::Field(f) => text.push_str(f),
-            Models::Split(list) => {
-                for (i, m) in list.iter().enumerate() {
-                    if i > 0 {
-                        text.push('；');
-                    }
-                    text.push_str(m);
-                }
-            }
-        }
+        prepare_models(r.models, &mut self.keys, text);
         ends[1] = text.len();
         for (k, s) in [
             r.applicant,
@@ -94,7 +102,20 @@ impl Batch {
             line,
             start,
             ends,
+            keys_start,
+            keys_end: self.keys.len(),
+            hash,
         });
+    }
+
+    /// The hash, model keys and model text prepared for the `i`th certificate.
+    pub fn prepared(&self, i: usize) -> Prepared<'_> {
+        let p = &self.items[i];
+        Prepared {
+            hash: p.hash,
+            keys: self.keys.get(p.keys_start..p.keys_end).unwrap_or_default(),
+            model_text: self.text.get(p.ends[0]..p.ends[1]).unwrap_or_default(),
+        }
     }
 
     /// The file index and line the `i`th certificate was read from.
@@ -164,12 +185,17 @@ mod tests {
         let mut b = Batch::default();
         for round in 0..2 {
             for (line, r) in recs.iter().enumerate() {
-                b.push(&r.as_ref(), round, line as u64 + 2);
+                b.push(&r.as_ref(), line as u128, round, line as u64 + 2);
             }
             assert_eq!(b.len(), recs.len(), "round {round}");
             for (i, want) in recs.iter().enumerate() {
                 let got = b.get(i);
                 assert_eq!(b.origin(i), (round, i as u64 + 2));
+                let prepared = b.prepared(i);
+                assert_eq!(prepared.hash, i as u128);
+                let (mut keys, mut text) = (Vec::new(), String::new());
+                prepare_models(want.as_ref().models, &mut keys, &mut text);
+                assert_eq!((prepared.keys, prepared.model_text), (&keys[..], &*text));
                 let models: Vec<&str> = got.models.iter().collect();
                 let want_models: Vec<&str> = want.models.iter().map(String::as_str).collect();
                 assert_eq!(models, want_models);

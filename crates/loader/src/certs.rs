@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use cccgate_core::{
     Catalogue, CertNumber, CertificateRecord, CertificateRef, Day, Models, ProductCode, Status,
@@ -18,8 +19,9 @@ use cccgate_core::{
 
 use crate::error::{DuplicateConflict, MAX_LISTED, RowError};
 use crate::fields::{UNDECODABLE, parse_date, parse_with_nfkc};
-use crate::read::{CsvFile, Record};
-use crate::{FileDigest, LoadError};
+use crate::batch::Batch;
+use crate::read::{CsvFile, RawBatch, Record};
+use crate::{Encoding, FileDigest, LoadError};
 
 const NUMBER: &str = "证书编号";
 const STATUS: &str = "证书状态";
@@ -86,39 +88,45 @@ pub(crate) struct CertTally {
     pub rejected: Vec<RejectedRow>,
 }
 
-/// Reads certificate files one after the other: parses and validates each row and hands
-/// every good one on, with the file and line it came from; duplicate detection is
-/// [`Dedup`]'s, on the thread that builds the snapshot, so the two threads share the work.
-pub(crate) struct CertReader<'c> {
-    catalogue: &'c Catalogue,
-    max_bad_rows: u64,
-    files: Vec<String>,
-    bad: Vec<RowError>,
-    total_bad: u64,
-    rows: u64,
-    rejected: Vec<RejectedRow>,
+/// How a certificate file's rows are laid out and where they come from: what a parsing
+/// thread needs besides the rows.
+#[derive(Clone)]
+pub(crate) struct Layout {
+    /// The file's name, for row errors.
+    pub name: Arc<str>,
+    /// Its index, in the order files were read.
+    pub file: u32,
+    /// Where each of [`CERTIFICATE_COLUMNS`] is.
+    pub cols: [usize; 13],
+    /// Fields in the header.
+    pub width: usize,
+    pub encoding: Encoding,
 }
 
-impl<'c> CertReader<'c> {
-    pub fn new(catalogue: &'c Catalogue, max_bad_rows: u64) -> Self {
+/// Reads certificate files one after the other on the calling thread: splits them into
+/// records (bounds and row counts applied as they are read) and hands the records on in
+/// batches, unparsed, with the file's [`Layout`]; parsing and validating is [`parse_rows`]'s,
+/// on other threads.
+pub(crate) struct CertReader {
+    files: Vec<String>,
+    rows: u64,
+}
+
+impl CertReader {
+    pub fn new() -> Self {
         CertReader {
-            catalogue,
-            max_bad_rows,
             files: Vec::new(),
-            bad: Vec::new(),
-            total_bad: 0,
             rows: 0,
-            rejected: Vec::new(),
         }
     }
 
-    /// Reads one file, handing each valid row to `sink` as a certificate (borrowed: the
-    /// row's fields are not copied into a record of their own) with its file index (in the
-    /// order files were read) and line.
+    /// Reads one file, handing each full batch of records to `send` (and the last one,
+    /// whatever its size), taking empty ones from `empty`.
     pub fn read_file(
         &mut self,
         file: CsvFile,
-        sink: &mut dyn FnMut(&CertificateRef<'_>, u32, u64),
+        empty: &mut dyn FnMut() -> RawBatch,
+        send: &mut dyn FnMut(RawBatch, &Layout),
     ) -> Result<FileDigest, LoadError> {
         let (mut file, cols, width) = file.header(&CERTIFICATE_COLUMNS)?;
         let cols: [usize; 13] = cols.try_into().map_err(|_| LoadError::Header {
@@ -126,45 +134,36 @@ impl<'c> CertReader<'c> {
             field: "header".into(),
             message: "internal: column count".into(),
         })?;
-        let file_index = self.files.len() as u32;
+        let layout = Layout {
+            name: Arc::from(file.name.as_str()),
+            file: self.files.len() as u32,
+            cols,
+            width,
+            encoding: file.encoding(),
+        };
         self.files.push(file.name.clone());
-        let name = file.name.clone();
-        while let Some(rec) = file.next_record() {
+        let mut batch = empty();
+        while file.next_into(&mut batch) {
             self.rows += 1;
-            match parse_row(&rec, &cols, width, self.catalogue) {
-                Ok(row) => sink(&row.as_ref(), file_index, rec.line),
-                Err((field, message)) => {
-                    self.total_bad += 1;
-                    let error = RowError {
-                        file: name.clone(),
-                        line: rec.line,
-                        field: field.to_owned(),
-                        message,
-                    };
-                    if self.total_bad <= self.max_bad_rows {
-                        self.rejected.push(RejectedRow {
-                            error: error.clone(),
-                            fields: rec.lossy_fields(),
-                        });
-                    }
-                    if self.bad.len() < MAX_LISTED {
-                        self.bad.push(error);
-                    }
-                }
+            if batch.len() == BATCH_ROWS || batch.bytes() >= BATCH_BYTES {
+                send(std::mem::replace(&mut batch, empty()), &layout);
             }
+        }
+        if batch.len() > 0 {
+            send(batch, &layout);
         }
         file.finish()
     }
 
-    /// The outcome once every file is read and `dedup` has seen every good row: the refusal
-    /// of the first class of error found (bad rows beyond the allowance, then conflicting
-    /// duplicates), or the tally.
-    pub fn finish(self, dedup: Dedup) -> Result<CertTally, LoadError> {
-        if self.total_bad > self.max_bad_rows {
+    /// The outcome once every file is read and the building thread has seen every row:
+    /// the refusal of the first class of error found (bad rows beyond the allowance, then
+    /// conflicting duplicates), or the tally.
+    pub fn finish(self, bad: BadRows, dedup: Dedup) -> Result<CertTally, LoadError> {
+        if bad.total > bad.max_bad_rows {
             return Err(LoadError::BadRows {
-                rows: self.bad,
-                total: self.total_bad,
-                allowed: self.max_bad_rows,
+                rows: bad.listed,
+                total: bad.total,
+                allowed: bad.max_bad_rows,
             });
         }
         let name = |file: u32| self.files.get(file as usize).cloned().unwrap_or_default();
@@ -188,8 +187,96 @@ impl<'c> CertReader<'c> {
             valid: dedup.valid,
             duplicates_collapsed: dedup.duplicates_collapsed,
             number_code_mismatches: dedup.number_code_mismatches,
-            rejected: self.rejected,
+            rejected: bad.rejected,
         })
+    }
+}
+
+/// Rows per batch handed from the reading thread to a parsing thread (small under test, so
+/// the tests' drops cross batches and parsing threads).
+pub(crate) const BATCH_ROWS: usize = if cfg!(test) { 3 } else { 2048 };
+/// Bytes of field text at which a batch is handed on before it has [`BATCH_ROWS`] rows.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A batch of rows parsed: the good ones as certificates, the bad ones as errors naming the
+/// row (by index in `raw`), and the rows themselves, for reject files and to be reused.
+#[derive(Default)]
+pub(crate) struct Parsed {
+    pub batch: Batch,
+    pub errors: Vec<(usize, RowError)>,
+    pub raw: RawBatch,
+    pub encoding: Option<Encoding>,
+}
+
+/// Parses and validates a batch of rows of the file `layout` describes (a parsing thread's
+/// work), into `out`: rows independent of each other, so batches are parsed in parallel
+/// and put back in file order by whoever reads `out`.
+pub(crate) fn parse_rows(
+    raw: RawBatch,
+    layout: &Layout,
+    catalogue: &Catalogue,
+    out: &mut Parsed,
+    buf: &mut Vec<u8>,
+) {
+    out.batch.clear();
+    out.errors.clear();
+    for i in 0..raw.len() {
+        let rec = raw.record(i, layout.encoding);
+        match parse_row(&rec, &layout.cols, layout.width, catalogue) {
+            Ok(row) => {
+                let record = row.as_ref();
+                let hash = record_hash(&record, buf);
+                out.batch.push(&record, hash, layout.file, rec.line);
+            }
+            Err((field, message)) => out.errors.push((
+                i,
+                RowError {
+                    file: layout.name.to_string(),
+                    line: rec.line,
+                    field: field.to_owned(),
+                    message,
+                },
+            )),
+        }
+    }
+    out.raw = raw;
+    out.encoding = Some(layout.encoding);
+}
+
+/// Bad rows in file order: up to [`MAX_LISTED`] listed for a refusal, up to the allowance
+/// set aside with their fields.
+pub(crate) struct BadRows {
+    max_bad_rows: u64,
+    listed: Vec<RowError>,
+    total: u64,
+    rejected: Vec<RejectedRow>,
+}
+
+impl BadRows {
+    pub fn new(max_bad_rows: u64) -> Self {
+        BadRows {
+            max_bad_rows,
+            listed: Vec::new(),
+            total: 0,
+            rejected: Vec::new(),
+        }
+    }
+
+    /// Takes the bad rows of a parsed batch; batches must come in file order.
+    pub fn take(&mut self, parsed: &mut Parsed) {
+        let encoding = parsed.encoding.unwrap_or(Encoding::Utf8);
+        for (i, error) in parsed.errors.drain(..) {
+            self.total += 1;
+            if self.total <= self.max_bad_rows {
+                self.rejected.push(RejectedRow {
+                    error: error.clone(),
+                    fields: parsed.raw.record(i, encoding).lossy_fields(),
+                });
+            }
+            if self.listed.len() < MAX_LISTED {
+                self.listed.push(error);
+            }
+        }
     }
 }
 
@@ -211,7 +298,6 @@ pub(crate) struct Dedup {
     valid: u64,
     duplicates_collapsed: u64,
     number_code_mismatches: u64,
-    buf: Vec<u8>,
 }
 
 impl Dedup {
@@ -227,15 +313,14 @@ impl Dedup {
             valid: 0,
             duplicates_collapsed: 0,
             number_code_mismatches: 0,
-            buf: Vec::with_capacity(1024),
         }
     }
 
     /// Whether `record` (from `line` of the file of index `file`) is the first of its
     /// number, so it goes into the snapshot; a later row of the same number is collapsed or
     /// counted as a conflict.
-    pub fn accept(&mut self, record: &CertificateRef<'_>, file: u32, line: u64) -> bool {
-        let hash = record_hash(record, &mut self.buf);
+    /// `hash` is [`record_hash`]'s of it.
+    pub fn accept(&mut self, record: &CertificateRef<'_>, hash: u128, file: u32, line: u64) -> bool {
         let key = record.number.get();
         // One probe of the table for both the look-up and the insert: with 1.2M entries,
         // each probe is a cache miss.
@@ -333,13 +418,10 @@ fn parse_row<'a>(
     width: usize,
     catalogue: &Catalogue,
 ) -> Result<Row<'a>, FieldError> {
-    if rec.raw.len() != width {
+    if rec.len() != width {
         return Err((
             "row",
-            format!(
-                "{} fields but the header has {width} columns",
-                rec.raw.len()
-            ),
+            format!("{} fields but the header has {width} columns", rec.len()),
         ));
     }
     let get = |i: usize| -> Result<Cow<'a, str>, FieldError> {
@@ -422,7 +504,7 @@ fn parse_row<'a>(
 }
 
 /// A 128-bit hash of every field of a record, in a fixed length-prefixed encoding.
-fn record_hash(r: &CertificateRef<'_>, buf: &mut Vec<u8>) -> u128 {
+pub(crate) fn record_hash(r: &CertificateRef<'_>, buf: &mut Vec<u8>) -> u128 {
     fn s(buf: &mut Vec<u8>, t: &str) {
         buf.extend_from_slice(&(t.len() as u32).to_le_bytes());
         buf.extend_from_slice(t.as_bytes());

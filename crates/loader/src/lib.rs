@@ -30,6 +30,7 @@ mod error;
 mod fields;
 mod limits;
 mod manifest;
+mod pipeline;
 mod read;
 mod sign;
 mod writer;
@@ -40,10 +41,9 @@ mod tests;
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cccgate_core::{Catalogue, CertificateRef, Register, Status};
+use cccgate_core::Catalogue;
 use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, SnapshotBytes};
 
 pub use catalogue::{CATALOGUE_COLUMNS, catalogue_csv};
@@ -62,13 +62,7 @@ pub use sign::{
 };
 pub use writer::{DropHeader, DropWriter, FileStream, WrittenFile};
 
-use batch::Batch;
 use read::{CsvFile, FileDigest};
-
-/// Records per batch handed from the reading thread to the building thread.
-const BATCH: usize = 2048;
-/// Batches in flight between the two threads.
-const QUEUE: usize = 8;
 
 /// The manifest's file name inside a drop.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -253,7 +247,7 @@ impl Loader {
             built_at_unix_ms: now_unix_ms(),
         };
         let catalogue_replaced = new_catalogue.is_some();
-        let (mut builder, catalogue): (SnapshotBuilder, Catalogue) = match (base, new_catalogue) {
+        let (builder, catalogue): (SnapshotBuilder, Catalogue) = match (base, new_catalogue) {
             (Some(base), new) => {
                 let b = SnapshotBuilder::from_snapshot(base, info, new);
                 let c = b.catalogue().clone();
@@ -271,76 +265,38 @@ impl Loader {
         };
 
         let expected_rows: u64 = manifest.certificate_files().map(|f| f.rows).sum();
-        let mut validity_changes = 0u64;
-        let mut delta_numbers = Vec::new();
-        let mut reader = certs::CertReader::new(&catalogue, self.max_bad_rows);
-        let mut dedup = certs::Dedup::new(expected_rows);
-        // Two stages on two threads: this one reads, parses and validates (the file's bytes
-        // are read and hashed on a pump thread of their own, `read.rs`); the other detects
-        // duplicates, runs the delta guard's look-ups and interns records into the builder.
-        // Batches keep the channel cheap and its memory bounded (at most QUEUE batches in
-        // flight).
-        std::thread::scope(|scope| -> Result<(), LoadError> {
-            let (tx, rx) = mpsc::sync_channel::<Batch>(QUEUE);
-            // Emptied batches travel back to be refilled, so no batch is allocated twice.
-            let (back_tx, back_rx) = mpsc::sync_channel::<Batch>(QUEUE + 2);
-            let builder = &mut builder;
-            let dedup = &mut dedup;
-            let changed = &mut validity_changes;
-            let numbers = &mut delta_numbers;
-            let consumer = scope.spawn(move || {
-                for mut batch in rx {
-                    for i in 0..batch.len() {
-                        let record = batch.get(i);
-                        let (file, line) = batch.origin(i);
-                        if !dedup.accept(&record, file, line) {
-                            continue;
-                        }
-                        if let Some(b) = base {
-                            numbers.push(record.number.get());
-                            if let Some(old) = b.find(record.number)
-                                && (b.facts(old).status == Status::Valid)
-                                    != (record.status == Status::Valid)
-                            {
-                                *changed += 1;
-                            }
-                        }
-                        builder.upsert_ref(&record);
-                    }
-                    batch.clear();
-                    let _ = back_tx.try_send(batch);
-                }
-            });
-            let mut batch = Batch::default();
-            let mut sink = |record: &CertificateRef<'_>, file: u32, line: u64| {
-                batch.push(record, file, line);
-                if batch.len() == BATCH {
-                    let next = back_rx.try_recv().unwrap_or_default();
-                    // A send fails only if the consumer is gone, which join reports below.
-                    let _ = tx.send(std::mem::replace(&mut batch, next));
-                }
-            };
-            for entry in manifest.certificate_files() {
-                let file = CsvFile::open(drop_dir, entry, manifest.encoding, &self.limits)?;
-                let path = file.path.clone();
-                let digest = reader.read_file(file, &mut sink)?;
-                check_digest(entry, &path, &digest)?;
-                files.push(file_report(entry, &digest));
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-            drop(tx);
-            consumer
-                .join()
-                .map_err(|_| LoadError::Internal("the snapshot builder thread panicked".into()))
-        })?;
+        let mut reader = certs::CertReader::new();
+        let mut building = pipeline::Building {
+            base,
+            builder,
+            dedup: certs::Dedup::new(expected_rows),
+            bad: certs::BadRows::new(self.max_bad_rows),
+            validity_changes: 0,
+            delta_numbers: Vec::new(),
+        };
+        pipeline::read_certificates(
+            drop_dir,
+            &manifest,
+            &self.limits,
+            &catalogue,
+            &mut reader,
+            &mut building,
+            &mut files,
+        )?;
+        let pipeline::Building {
+            builder,
+            dedup,
+            bad,
+            validity_changes,
+            mut delta_numbers,
+            ..
+        } = building;
         if let Some(b) = base
             && catalogue_replaced
         {
             check_kept_codes(b, &catalogue, |n| dedup.has(n))?;
         }
-        let tally = reader.finish(dedup)?;
+        let tally = reader.finish(bad, dedup)?;
 
         let mut valid_before = None;
         let mut shrink_forced = false;

@@ -219,6 +219,8 @@ pub(crate) struct CsvFile {
     pump: JoinHandle<io::Result<Digest32>>,
     abort: Arc<AtomicBool>,
     record: ByteRecord,
+    /// Where each field of `record` ends in its bytes (for [`CsvFile::next_record`]).
+    ends: Vec<usize>,
     rows: u64,
     /// Physical line of the first byte after the last record read (1 before any).
     next_line: u64,
@@ -305,6 +307,7 @@ impl CsvFile {
             pump,
             abort,
             record: ByteRecord::new(),
+            ends: Vec::new(),
             rows: 0,
             next_line: 1,
             max_field: limits.max_field_bytes,
@@ -504,9 +507,10 @@ impl CsvFile {
         }
     }
 
-    /// Reads the next data record; `None` at the end of the file or after a read error
-    /// (kept for [`CsvFile::finish`]).
-    pub fn next_record(&mut self) -> Option<Record<'_>> {
+    /// Counts the next data record and returns the line it starts on; `None` at the end of
+    /// the file, after a read error (kept for [`CsvFile::finish`]) or when the file has more
+    /// rows than its manifest lists (refused before the row is parsed).
+    fn next_row(&mut self) -> Option<u64> {
         let line = self.read_raw()?;
         self.rows += 1;
         if self.rows > self.listed.rows {
@@ -517,11 +521,43 @@ impl CsvFile {
             });
             return None;
         }
+        Some(line)
+    }
+
+    /// Reads the next data record; `None` at the end of the file or after a read error
+    /// (kept for [`CsvFile::finish`]).
+    pub fn next_record(&mut self) -> Option<Record<'_>> {
+        let line = self.next_row()?;
+        self.ends.clear();
+        let mut end = 0;
+        for f in self.record.iter() {
+            end += f.len();
+            self.ends.push(end);
+        }
         Some(Record {
-            raw: &self.record,
+            bytes: self.record.as_slice(),
+            start: 0,
+            ends: &self.ends,
             line,
             encoding: self.encoding,
         })
+    }
+
+    /// Reads the next data record into `batch` (its fields as stored, not yet decoded, for
+    /// another thread to parse); `false` where [`CsvFile::next_record`] gives `None`.
+    pub fn next_into(&mut self, batch: &mut RawBatch) -> bool {
+        match self.next_row() {
+            Some(line) => {
+                batch.push(&self.record, line);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The drop's text encoding, which this file's fields are in.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Drains the file and returns its digest, size and row count; a refusal met while
@@ -549,18 +585,35 @@ fn into_io(e: csv::Error) -> io::Error {
     }
 }
 
-/// One data record, its fields still in the file's encoding.
+/// One data record, its fields still in the file's encoding: a view of fields laid end to
+/// end in `bytes`, from `start`, each ending at the next of `ends`.
 pub(crate) struct Record<'a> {
-    pub raw: &'a ByteRecord,
+    bytes: &'a [u8],
+    start: usize,
+    ends: &'a [usize],
     /// Physical line where the record starts (header = line 1).
     pub line: u64,
     encoding: Encoding,
 }
 
 impl<'a> Record<'a> {
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn raw(&self, index: usize) -> Option<&'a [u8]> {
+        let end = *self.ends.get(index)?;
+        let from = match index {
+            0 => self.start,
+            i => self.ends[i - 1],
+        };
+        self.bytes.get(from..end)
+    }
+
     /// The decoded field at `index`; `Ok("")` when the row is too short to have it.
     pub fn field(&self, index: usize) -> Result<Cow<'a, str>, Undecodable> {
-        match self.raw.get(index) {
+        match self.raw(index) {
             None => Ok(Cow::Borrowed("")),
             Some(bytes) => decode(self.encoding, self.strip_cr(index, bytes)).ok_or(Undecodable),
         }
@@ -568,7 +621,7 @@ impl<'a> Record<'a> {
 
     /// The `\r` of a CRLF line ending is part of the last field (records end at `\n`).
     fn strip_cr<'b>(&self, index: usize, bytes: &'b [u8]) -> &'b [u8] {
-        if index + 1 == self.raw.len() {
+        if index + 1 == self.len() {
             bytes.strip_suffix(b"\r").unwrap_or(bytes)
         } else {
             bytes
@@ -578,10 +631,8 @@ impl<'a> Record<'a> {
     /// The whole row, decoded with replacement characters where bytes are undecodable: for
     /// reject files, which must show the row even when it is broken.
     pub fn lossy_fields(&self) -> Vec<String> {
-        self.raw
-            .iter()
-            .enumerate()
-            .map(|(i, b)| self.strip_cr(i, b))
+        (0..self.len())
+            .filter_map(|i| self.raw(i).map(|b| self.strip_cr(i, b)))
             .map(|b| match self.encoding {
                 Encoding::Utf8 => String::from_utf8_lossy(b).into_owned(),
                 Encoding::Gbk => encoding_rs::GBK
@@ -590,6 +641,60 @@ impl<'a> Record<'a> {
                     .into_owned(),
             })
             .collect()
+    }
+}
+
+/// Records read on one thread for another to parse: their fields as stored, laid end to end
+/// in one buffer, so a batch allocates nothing once its buffers have grown and an emptied
+/// one is sent back to be refilled.
+#[derive(Default)]
+pub(crate) struct RawBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    /// Per record: its line, where its bytes start, and its first field in `ends`.
+    rows: Vec<(u64, usize, usize)>,
+}
+
+impl RawBatch {
+    fn push(&mut self, record: &ByteRecord, line: u64) {
+        let start = self.bytes.len();
+        self.rows.push((line, start, self.ends.len()));
+        self.bytes.extend_from_slice(record.as_slice());
+        let mut end = start;
+        for f in record.iter() {
+            end += f.len();
+            self.ends.push(end);
+        }
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Bytes of field text held.
+    pub fn bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.rows.clear();
+    }
+
+    /// The `i`th record, its fields in `encoding`.
+    pub fn record(&self, i: usize, encoding: Encoding) -> Record<'_> {
+        let (line, start, first) = self.rows[i];
+        let last = self.rows.get(i + 1).map_or(self.ends.len(), |r| r.2);
+        Record {
+            bytes: &self.bytes,
+            start,
+            ends: &self.ends[first..last],
+            line,
+            encoding,
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use cccgate_core::{Catalogue, CertificateRecord, CertificateRef, ConformityMode, model_key};
+use cccgate_core::{
+    Catalogue, CertificateRecord, CertificateRef, ConformityMode, Models, model_key,
+};
 use hashbrown::{HashTable, hash_table};
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
@@ -104,6 +106,30 @@ impl Interner {
                 id
             }
         }
+    }
+}
+
+/// What the builder derives from a certificate's models, appended: their keys to `keys`
+/// (sorted, each once) and their text as the snapshot stores it (trimmed, joined with `；`)
+/// to `text`. Pure, so the loader runs it on its parsing threads and hands the result to
+/// [`SnapshotBuilder::upsert_prepared`].
+pub fn prepare_models(models: Models<'_>, keys: &mut Vec<u64>, text: &mut String) {
+    let keys_start = keys.len();
+    keys.extend(models.iter().filter_map(model_key).map(|k| k.0));
+    keys[keys_start..].sort_unstable();
+    let mut end = keys_start;
+    for i in keys_start..keys.len() {
+        if i == keys_start || keys[i] != keys[end - 1] {
+            keys[end] = keys[i];
+            end += 1;
+        }
+    }
+    keys.truncate(end);
+    for (i, m) in models.iter().enumerate() {
+        if i > 0 {
+            text.push('；');
+        }
+        text.push_str(m);
     }
 }
 
@@ -231,24 +257,24 @@ impl SnapshotBuilder {
     /// time they are seen).
     pub fn upsert_ref(&mut self, r: &CertificateRef<'_>) {
         let keys_start = self.keys.len();
-        self.keys
-            .extend(r.models.iter().filter_map(model_key).map(|k| k.0));
-        self.keys[keys_start..].sort_unstable();
-        let mut end = keys_start;
-        for i in keys_start..self.keys.len() {
-            if i == keys_start || self.keys[i] != self.keys[end - 1] {
-                self.keys[end] = self.keys[i];
-                end += 1;
-            }
-        }
-        self.keys.truncate(end);
         let text_start = self.model_text.len();
-        for (i, m) in r.models.iter().enumerate() {
-            if i > 0 {
-                self.model_text.push('；');
-            }
-            self.model_text.push_str(m);
-        }
+        prepare_models(r.models, &mut self.keys, &mut self.model_text);
+        self.insert(r, keys_start, text_start);
+    }
+
+    /// Inserts a certificate whose models were prepared elsewhere (on another thread) by
+    /// [`prepare_models`]: `keys` and `model_text` are exactly what it appended for
+    /// `r.models`, which is not read again. The same snapshot as [`SnapshotBuilder::upsert_ref`].
+    pub fn upsert_prepared(&mut self, r: &CertificateRef<'_>, keys: &[u64], model_text: &str) {
+        let keys_start = self.keys.len();
+        let text_start = self.model_text.len();
+        self.keys.extend_from_slice(keys);
+        self.model_text.push_str(model_text);
+        self.insert(r, keys_start, text_start);
+    }
+
+    fn insert(&mut self, r: &CertificateRef<'_>, keys_start: usize, text_start: usize) {
+        let end = self.keys.len();
         let hot = Hot {
             number: r.number.get(),
             expires: r.expires.days(),
