@@ -19,6 +19,8 @@ use cccgate_core::{
 
 use crate::error::{DuplicateConflict, MAX_LISTED, RowError};
 use crate::fields::{UNDECODABLE, parse_date, parse_with_nfkc};
+use cccgate_snapshot::SnapshotBuilder;
+
 use crate::batch::Batch;
 use crate::read::{CsvFile, RawBatch, Record};
 use crate::{Encoding, FileDigest, LoadError};
@@ -53,7 +55,7 @@ pub struct RejectedRow {
 }
 
 #[derive(Clone, Copy)]
-struct Seen {
+struct First {
     file: u32,
     line: u64,
     hash: u128,
@@ -220,8 +222,9 @@ pub(crate) fn parse_rows(
 ) {
     out.batch.clear();
     out.errors.clear();
+    let text = raw.text(layout.encoding);
     for i in 0..raw.len() {
-        let rec = raw.record(i, layout.encoding);
+        let rec = raw.record(i, layout.encoding, text);
         match parse_row(&rec, &layout.cols, layout.width, catalogue) {
             Ok(row) => {
                 let record = row.as_ref();
@@ -270,7 +273,7 @@ impl BadRows {
             if self.total <= self.max_bad_rows {
                 self.rejected.push(RejectedRow {
                     error: error.clone(),
-                    fields: parsed.raw.record(i, encoding).lossy_fields(),
+                    fields: parsed.raw.record(i, encoding, None).lossy_fields(),
                 });
             }
             if self.listed.len() < MAX_LISTED {
@@ -291,7 +294,7 @@ struct Conflict {
 /// certificates kept: a second row with the same number is collapsed when its parsed
 /// record is identical and a conflict otherwise.
 pub(crate) struct Dedup {
-    seen: HashMap<u64, Seen, BuildHasherDefault<NumberHasher>>,
+    seen: Seen,
     conflicts: Vec<Conflict>,
     total_conflicts: u64,
     unique: u64,
@@ -300,11 +303,29 @@ pub(crate) struct Dedup {
     number_code_mismatches: u64,
 }
 
+/// Where the first row of each number was seen.
+enum Seen {
+    /// A full drop: the builder starts empty, so it holds exactly the certificates of the
+    /// drop's rows, and its position of a number (found by the same probe of its index that
+    /// inserting it makes, so with the cache line already in) indexes this list.
+    ByPosition(Vec<First>),
+    /// A delta: the builder also holds the base's certificates, so numbers are looked up
+    /// in a table of their own.
+    ByNumber(HashMap<u64, First, BuildHasherDefault<NumberHasher>>),
+}
+
 impl Dedup {
-    pub fn new(expected_rows: u64) -> Self {
-        let mut seen = HashMap::default();
+    /// For a full drop when `delta` is false (the builder is then empty).
+    pub fn new(expected_rows: u64, delta: bool) -> Self {
         // Manifest row counts are untrusted input: cap the reservation.
-        seen.reserve(expected_rows.min(4_000_000) as usize);
+        let reserve = expected_rows.min(4_000_000) as usize;
+        let seen = if delta {
+            let mut seen = HashMap::default();
+            seen.reserve(reserve);
+            Seen::ByNumber(seen)
+        } else {
+            Seen::ByPosition(Vec::with_capacity(reserve))
+        };
         Dedup {
             seen,
             conflicts: Vec::new(),
@@ -317,33 +338,51 @@ impl Dedup {
     }
 
     /// Whether `record` (from `line` of the file of index `file`) is the first of its
-    /// number, so it goes into the snapshot; a later row of the same number is collapsed or
-    /// counted as a conflict.
-    /// `hash` is [`record_hash`]'s of it.
-    pub fn accept(&mut self, record: &CertificateRef<'_>, hash: u128, file: u32, line: u64) -> bool {
+    /// number, so it goes into the snapshot (the caller then inserts it into `builder`); a
+    /// later row of the same number is collapsed or counted as a conflict. `hash` is
+    /// [`record_hash`]'s of it.
+    pub fn accept(
+        &mut self,
+        record: &CertificateRef<'_>,
+        hash: u128,
+        file: u32,
+        line: u64,
+        builder: &SnapshotBuilder,
+    ) -> bool {
         let key = record.number.get();
-        // One probe of the table for both the look-up and the insert: with 1.2M entries,
-        // each probe is a cache miss.
-        match self.seen.entry(key) {
-            Entry::Occupied(first) => {
-                let first = *first.get();
-                if first.hash == hash {
-                    self.duplicates_collapsed += 1;
-                } else {
-                    self.total_conflicts += 1;
-                    if self.conflicts.len() < MAX_LISTED {
-                        self.conflicts.push(Conflict {
-                            number: record.number,
-                            first: (first.file, first.line),
-                            second: (file, line),
-                        });
-                    }
+        let this = First { file, line, hash };
+        let first = match &mut self.seen {
+            Seen::ByPosition(list) => match builder.position(key) {
+                Some(i) => list.get(i).copied(),
+                None => {
+                    list.push(this);
+                    None
                 }
-                return false;
+            },
+            // One probe of the table for both the look-up and the insert: with 1.2M
+            // entries, each probe is a cache miss.
+            Seen::ByNumber(table) => match table.entry(key) {
+                Entry::Occupied(first) => Some(*first.get()),
+                Entry::Vacant(v) => {
+                    v.insert(this);
+                    None
+                }
+            },
+        };
+        if let Some(first) = first {
+            if first.hash == hash {
+                self.duplicates_collapsed += 1;
+            } else {
+                self.total_conflicts += 1;
+                if self.conflicts.len() < MAX_LISTED {
+                    self.conflicts.push(Conflict {
+                        number: record.number,
+                        first: (first.file, first.line),
+                        second: (file, line),
+                    });
+                }
             }
-            Entry::Vacant(v) => {
-                v.insert(Seen { file, line, hash });
-            }
+            return false;
         }
         self.unique += 1;
         if record.status == Status::Valid {
@@ -355,9 +394,13 @@ impl Dedup {
         true
     }
 
-    /// Whether the drop holds a row for this certificate number.
-    pub fn has(&self, number: u64) -> bool {
-        self.seen.contains_key(&number)
+    /// Whether the drop holds a row for this certificate number (`builder` is the one
+    /// [`Dedup::accept`] was given).
+    pub fn has(&self, number: u64, builder: &SnapshotBuilder) -> bool {
+        match &self.seen {
+            Seen::ByPosition(_) => builder.position(number).is_some(),
+            Seen::ByNumber(table) => table.contains_key(&number),
+        }
     }
 }
 

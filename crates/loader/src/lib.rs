@@ -269,7 +269,7 @@ impl Loader {
         let mut building = pipeline::Building {
             base,
             builder,
-            dedup: certs::Dedup::new(expected_rows),
+            dedup: certs::Dedup::new(expected_rows, base.is_some()),
             bad: certs::BadRows::new(self.max_bad_rows),
             validity_changes: 0,
             delta_numbers: Vec::new(),
@@ -294,7 +294,7 @@ impl Loader {
         if let Some(b) = base
             && catalogue_replaced
         {
-            check_kept_codes(b, &catalogue, |n| dedup.has(n))?;
+            check_kept_codes(b, &catalogue, |n| dedup.has(n, &builder))?;
         }
         let tally = reader.finish(bad, dedup)?;
 

@@ -21,9 +21,9 @@ use cccgate_core::{Catalogue, Register, Status};
 use cccgate_snapshot::{Snapshot, SnapshotBuilder};
 
 use crate::certs::{BadRows, CertReader, Dedup, Layout, Parsed, parse_rows};
+use crate::limits::Limits;
 use crate::read::{CsvFile, RawBatch};
 use crate::{FileReport, LoadError, Manifest, check_digest, file_report};
-use crate::limits::Limits;
 
 /// Batches waiting at each parsing thread, in and out.
 const QUEUE: usize = 4;
@@ -61,7 +61,10 @@ impl Building<'_> {
             let record = batch.get(i);
             let prepared = batch.prepared(i);
             let (file, line) = batch.origin(i);
-            if !self.dedup.accept(&record, prepared.hash, file, line) {
+            if !self
+                .dedup
+                .accept(&record, prepared.hash, file, line, &self.builder)
+            {
                 continue;
             }
             if let Some(b) = self.base {

@@ -536,6 +536,7 @@ impl CsvFile {
         }
         Some(Record {
             bytes: self.record.as_slice(),
+            text: None,
             start: 0,
             ends: &self.ends,
             line,
@@ -589,6 +590,9 @@ fn into_io(e: csv::Error) -> io::Error {
 /// end in `bytes`, from `start`, each ending at the next of `ends`.
 pub(crate) struct Record<'a> {
     bytes: &'a [u8],
+    /// `bytes` as text when the drop is UTF-8 and they were validated as a whole: a field
+    /// is then a slice of it (one validation per batch instead of one per field).
+    text: Option<&'a str>,
     start: usize,
     ends: &'a [usize],
     /// Physical line where the record starts (header = line 1).
@@ -602,21 +606,43 @@ impl<'a> Record<'a> {
         self.ends.len()
     }
 
-    fn raw(&self, index: usize) -> Option<&'a [u8]> {
+    /// Where field `index` lies in `bytes`.
+    fn range(&self, index: usize) -> Option<(usize, usize)> {
         let end = *self.ends.get(index)?;
         let from = match index {
             0 => self.start,
             i => self.ends[i - 1],
         };
+        Some((from, end))
+    }
+
+    fn raw(&self, index: usize) -> Option<&'a [u8]> {
+        let (from, end) = self.range(index)?;
         self.bytes.get(from..end)
     }
 
     /// The decoded field at `index`; `Ok("")` when the row is too short to have it.
     pub fn field(&self, index: usize) -> Result<Cow<'a, str>, Undecodable> {
-        match self.raw(index) {
-            None => Ok(Cow::Borrowed("")),
-            Some(bytes) => decode(self.encoding, self.strip_cr(index, bytes)).ok_or(Undecodable),
+        let Some((from, end)) = self.range(index) else {
+            return Ok(Cow::Borrowed(""));
+        };
+        if let Some(text) = self.text {
+            let end = if index + 1 == self.len()
+                && self.bytes.get(end.wrapping_sub(1)) == Some(&b'\r')
+                && end > from
+            {
+                end - 1
+            } else {
+                end
+            };
+            // `get` is `None` unless both ends fall between characters: a field split inside
+            // a character is undecodable on its own, whatever the text around it.
+            if let Some(field) = text.get(from..end) {
+                return Ok(Cow::Borrowed(field));
+            }
         }
+        let bytes = self.bytes.get(from..end).unwrap_or_default();
+        decode(self.encoding, self.strip_cr(index, bytes)).ok_or(Undecodable)
     }
 
     /// The `\r` of a CRLF line ending is part of the last field (records end at `\n`).
@@ -684,12 +710,22 @@ impl RawBatch {
         self.rows.clear();
     }
 
-    /// The `i`th record, its fields in `encoding`.
-    pub fn record(&self, i: usize, encoding: Encoding) -> Record<'_> {
+    /// The batch's bytes as text, if the drop is UTF-8 and they are valid as a whole:
+    /// validated once, for [`RawBatch::record`].
+    pub fn text(&self, encoding: Encoding) -> Option<&str> {
+        match encoding {
+            Encoding::Utf8 => simdutf8::basic::from_utf8(&self.bytes).ok(),
+            Encoding::Gbk => None,
+        }
+    }
+
+    /// The `i`th record, its fields in `encoding`; `text` is [`RawBatch::text`]'s (or `None`).
+    pub fn record<'a>(&'a self, i: usize, encoding: Encoding, text: Option<&'a str>) -> Record<'a> {
         let (line, start, first) = self.rows[i];
         let last = self.rows.get(i + 1).map_or(self.ends.len(), |r| r.2);
         Record {
             bytes: &self.bytes,
+            text,
             start,
             ends: &self.ends[first..last],
             line,
@@ -785,6 +821,31 @@ mod tests {
         assert_eq!(decode(Encoding::Gbk, &gbk).unwrap(), "有效");
         // A lead byte with no trail byte.
         assert!(decode(Encoding::Gbk, b"\xd3").is_none());
+    }
+
+    #[test]
+    fn a_batch_validated_whole_still_refuses_a_field_split_inside_a_character() {
+        // `汉` is E6 B1 89: split across two fields, the batch's bytes are valid UTF-8 as a
+        // whole (the comma between the fields is not stored) but neither field is.
+        let mut batch = RawBatch::default();
+        batch.push(&ByteRecord::from(vec![&b"a\xE6"[..], b"\xB1\x89b"]), 2);
+        batch.push(&ByteRecord::from(vec!["有效", "汉\r"]), 3);
+        let text = batch.text(Encoding::Utf8);
+        assert!(text.is_some(), "valid as a whole");
+        for t in [text, None] {
+            let split = batch.record(0, Encoding::Utf8, t);
+            assert!(split.field(0).is_err() && split.field(1).is_err());
+            let good = batch.record(1, Encoding::Utf8, t);
+            assert_eq!((good.line, good.len()), (3, 2));
+            assert_eq!(good.field(0).unwrap(), "有效");
+            // The last field's `\r` (a CRLF line ending) is dropped either way.
+            assert_eq!(good.field(1).unwrap(), "汉");
+            assert_eq!(good.field(2).unwrap(), "");
+        }
+        assert_eq!(
+            batch.record(0, Encoding::Utf8, text).lossy_fields(),
+            ["a\u{FFFD}", "\u{FFFD}\u{FFFD}b"]
+        );
     }
 
     #[test]

@@ -242,6 +242,12 @@ impl SnapshotBuilder {
         self.entries.len()
     }
 
+    /// Where the certificate of `number` is among those inserted (in the order first
+    /// inserted, from 0; a builder made from a snapshot counts the snapshot's first), if it is.
+    pub fn position(&self, number: u64) -> Option<usize> {
+        self.by_number.get(&number).map(|&i| i as usize)
+    }
+
     /// Whether there are no certificates.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

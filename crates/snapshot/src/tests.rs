@@ -358,6 +358,30 @@ fn upserting_the_same_number_keeps_the_last() {
 }
 
 #[test]
+fn models_prepared_elsewhere_build_the_same_snapshot_and_positions_follow_first_insertion() {
+    let mut recs = records(300);
+    // A replacement: the same number again, other models.
+    let mut again = recs[5].clone();
+    again.models = vec!["X 1".into(), "x1".into(), "Y-2".into()];
+    recs.push(again);
+    let mut by_ref = SnapshotBuilder::new(info(3), catalogue());
+    let mut prepared = SnapshotBuilder::new(info(3), catalogue());
+    let (mut keys, mut text) = (Vec::new(), String::new());
+    for r in &recs {
+        by_ref.upsert_ref(&r.as_ref());
+        keys.clear();
+        text.clear();
+        crate::prepare_models(r.as_ref().models, &mut keys, &mut text);
+        prepared.upsert_prepared(&r.as_ref(), &keys, &text);
+    }
+    assert_eq!(prepared.position(recs[5].number.get()), Some(5));
+    assert_eq!(prepared.position(recs[299].number.get()), Some(299));
+    assert_eq!(prepared.position(1), None);
+    let (a, b) = (by_ref.build().unwrap(), prepared.build().unwrap());
+    assert_eq!((a.header, &*a.archive), (b.header, &*b.archive));
+}
+
+#[test]
 fn empty_register_builds_and_finds_nothing() {
     let s = build(1, &[]);
     assert_eq!(s.counts().total, 0);
