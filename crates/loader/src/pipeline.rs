@@ -146,7 +146,7 @@ pub(crate) fn read_certificates(
             }
             next += 1;
         };
-        let mut read = || -> Result<(), LoadError> {
+        let read = (|| -> Result<(), LoadError> {
             for entry in manifest.certificate_files() {
                 let file = CsvFile::open(drop_dir, entry, manifest.encoding, limits)?;
                 let path = file.path.clone();
@@ -155,9 +155,8 @@ pub(crate) fn read_certificates(
                 files.push(file_report(entry, &digest));
             }
             Ok(())
-        };
-        let read = read();
-        drop(send);
+        })();
+        // The parsing threads end once their queues are empty, then the building thread.
         drop(to_parsers);
         let mut panicked = false;
         for w in workers {
