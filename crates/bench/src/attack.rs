@@ -10,18 +10,36 @@
 //! phase drives the same paced stream ([`crate::drive`]) for the same time; the attack runs
 //! alongside it from the phase's start to its end, on connections of its own. The phases
 //! without attack are pooled into the baseline. Resident memory growth (the peak, `VmHWM`,
-//! reset at each phase's start, less the resident memory then) is of the whole process: the
-//! gateway, the normal caller and, when it runs in the same process, the attacker's buffers.
+//! reset at each phase's start, less the resident memory then) is of the gateway's process:
+//! with [`GatewayPlace::InProcess`] that is the benchmark's own, so it counts the normal
+//! caller and an in-process attacker's buffers too.
+//!
+//! # Where the gateway runs
+//!
+//! In production the gateway is a process of its own and its callers are other machines.
+//! [`GatewayPlace::Process`] runs it so: a `cccgate serve` child process
+//! ([`crate::spawned`]) at normal priority, its own runtime and memory, while the normal
+//! caller runs in this process, at normal priority, as a marketplace client would. The normal
+//! caller's latency is then the gateway's answer time plus loopback, not also the time its
+//! own sends and receives waited behind the gateway's tasks on a shared runtime.
+//! [`GatewayPlace::InProcess`] starts it in this process ([`crate::embedded`]), as the first
+//! measurements did.
 //!
 //! # Where the attacker runs
 //!
 //! A real attacker is on another machine: its own encryption, encoding and scheduling cost the
 //! gateway nothing. On one machine, [`AttackerPlace::Process`] runs each attack in a child
-//! process (`cccgate bench attacker`) at a lower CPU priority (`nice`, 19 by default) and
-//! optionally pinned to some CPUs (`taskset`), so that the attacker's own work does not take
-//! the CPU the gateway and the normal caller need: what the gateway sees is every request the
-//! attacker can make with the CPU they leave. [`AttackerPlace::InProcess`] runs it on the
-//! normal caller's runtime, as the first measurements did.
+//! process (`cccgate bench attacker`) at the lowest CPU priority, so that the attacker's own
+//! work does not take the CPU the gateway and the normal caller need: what the gateway sees is
+//! every request the attacker can make with the CPU they leave. By default that priority is
+//! Linux's `SCHED_IDLE` class ([`Priority::Idle`], `chrt --idle 0`): such a task runs only on
+//! a CPU nobody else wants and is preempted at once when a normal task wakes, so the gateway
+//! and the normal caller never wait for it. At `nice 19` ([`Priority::Nice`]) the attacker
+//! still holds a CPU for up to the scheduler's wake-up granularity (around a millisecond)
+//! after the gateway's thread wakes: a delay the attacker's own CPU would never cause on
+//! another machine, measured as the gateway's. The attacker may also be pinned to some CPUs
+//! (`taskset`). [`AttackerPlace::InProcess`] runs it on the normal caller's runtime, as the
+//! first measurements did.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,17 +54,17 @@ use cccgate_client::summary::{Latency, micros, thousands};
 use cccgate_client::wire::Rpc;
 use cccgate_proto::v1::admin_client::AdminClient;
 use cccgate_proto::v1::{CheckBatchRequest, CheckRequest, Listing, ReloadRequest};
-use cccgate_synth::{Profile, RegisterSpec};
+use cccgate_synth::{ListingGenerator, Profile, RegisterSpec};
 use hdrhistogram::Histogram;
 use prost::Message;
 use prost::bytes::Bytes;
 use tonic::Code;
 
 use crate::drive::{Drive, Pacing, drive};
-use crate::embedded::EmbeddedGateway;
-use crate::load::resident_bytes;
+use crate::embedded::{EmbeddedGateway, register_snapshot};
 use crate::secure::{SecureFiles, secure_dir};
 use crate::setup::{BenchError, GatewayChoice, Setup, block_on_runtimes, setup_with};
+use crate::spawned::SpawnedGateway;
 
 /// An attack of issue #9.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,17 +134,57 @@ impl fmt::Display for Attack {
 /// Where the attacker runs (see the module's doc).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttackerPlace {
-    /// On the normal caller's runtime, in the gateway's process.
+    /// On the normal caller's runtime, in the benchmark's process.
     InProcess,
-    /// In a child process: `program bench attacker ...` (the `cccgate` binary), run under
-    /// `nice -n nice`, and `taskset -c cpus` when given.
+    /// In a child process: `program bench attacker ...` (the `cccgate` binary), run at
+    /// `priority`, and under `taskset -c cpus` when given.
     Process {
         /// The `cccgate` binary.
         program: PathBuf,
-        /// Its niceness (0-19; 19 is the lowest priority).
-        nice: u8,
+        /// Its CPU priority.
+        priority: Priority,
         /// The CPUs it may run on (`taskset -c` syntax), if pinned.
         cpus: Option<String>,
+    },
+}
+
+/// The CPU priority of the attacker's process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Linux's `SCHED_IDLE` class (`chrt --idle 0`): runs only on a CPU no other task wants.
+    Idle,
+    /// `nice -n N` (0-19) in the normal class.
+    Nice(u8),
+}
+
+impl Priority {
+    /// The command (and its arguments) that runs a program at this priority.
+    pub fn wrapper(self) -> Vec<String> {
+        match self {
+            Priority::Idle => ["chrt", "--idle", "0"].map(str::to_owned).to_vec(),
+            Priority::Nice(n) => vec!["nice".into(), "-n".into(), n.to_string()],
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Priority::Idle => f.write_str("SCHED_IDLE"),
+            Priority::Nice(n) => write!(f, "nice {n}"),
+        }
+    }
+}
+
+/// Where the gateway runs (see the module's doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GatewayPlace {
+    /// In the benchmark's process, on the runtime it is given.
+    InProcess,
+    /// A `program serve ...` child process (the `cccgate` binary) at normal priority.
+    Process {
+        /// The `cccgate` binary.
+        program: PathBuf,
     },
 }
 
@@ -159,6 +217,8 @@ pub struct AttackConfig {
     pub secure: bool,
     /// Where the attacker runs.
     pub attacker: AttackerPlace,
+    /// Where the gateway runs.
+    pub gateway: GatewayPlace,
     /// The gateway's `--client-max-calls-per-second` (0: no quota).
     pub client_calls_per_second: u64,
     /// The gateway's `--client-max-checks-per-second` (0: no quota).
@@ -170,8 +230,8 @@ pub struct AttackConfig {
 impl Default for AttackConfig {
     /// Every attack, 10 s phases, the normal caller at 20,000 checks/s in messages of 100
     /// over 4 streams and 2 connections, a flood of 2,048 calls, TLS and tokens on, over the
-    /// full-scale register, the attacker in the same process, the per-caller quotas of the
-    /// production deployment (5,000 calls/s, 100,000 checks/s).
+    /// full-scale register, the gateway and the attacker in the same process, the per-caller
+    /// quotas of the production deployment (5,000 calls/s, 100,000 checks/s).
     fn default() -> Self {
         AttackConfig {
             register: RegisterSpec::default(),
@@ -187,6 +247,7 @@ impl Default for AttackConfig {
             flood_calls: 2_048,
             secure: true,
             attacker: AttackerPlace::InProcess,
+            gateway: GatewayPlace::InProcess,
             client_calls_per_second: 5_000,
             client_checks_per_second: 100_000,
             progress: Mode::auto(Duration::from_secs(10)),
@@ -339,7 +400,7 @@ impl fmt::Display for AttackReport {
         let c = &self.config;
         writeln!(
             f,
-            "attack: a normal CheckStream caller at {} checks/s ({} listings a message, {} streams) for {:.0} s a phase, {}; per-caller quotas {} calls/s, {} checks/s (0: none); the attacker {}",
+            "attack: a normal CheckStream caller at {} checks/s ({} listings a message, {} streams) for {:.0} s a phase, {}; per-caller quotas {} calls/s, {} checks/s (0: none); the attacker {}; the gateway {}",
             thousands(c.rate.round() as u64),
             c.chunk,
             c.streams,
@@ -352,12 +413,16 @@ impl fmt::Display for AttackReport {
             thousands(c.client_calls_per_second),
             thousands(c.client_checks_per_second),
             match &c.attacker {
-                AttackerPlace::InProcess => "in the gateway's process".to_owned(),
-                AttackerPlace::Process { nice, cpus, .. } => format!(
-                    "in a process of its own at nice {nice}{}",
+                AttackerPlace::InProcess => "in the normal caller's process".to_owned(),
+                AttackerPlace::Process { priority, cpus, .. } => format!(
+                    "in a process of its own at {priority}{}",
                     cpus.as_ref()
                         .map_or(String::new(), |c| format!(", on CPUs {c}"))
                 ),
+            },
+            match &c.gateway {
+                GatewayPlace::InProcess => "in the normal caller's process",
+                GatewayPlace::Process { .. } => "in a `cccgate serve` process of its own",
             }
         )?;
         let base = self.baseline();
@@ -443,40 +508,143 @@ pub async fn run_attack(
     } else {
         None
     };
-    let mut su = setup_with(
-        &GatewayChoice::Embedded {
-            cache_dir: cfg.cache_dir.clone(),
-        },
-        cfg.register,
-        cfg.profile,
-        cfg.listing_seed,
-        gateway_rt,
-        |c| {
-            c.limits.max_message_bytes = 16 << 20;
-            c.limits.client_max_calls_per_second = cfg.client_calls_per_second;
-            c.limits.client_max_checks_per_second = cfg.client_checks_per_second;
-            if let Some(s) = &secure {
-                s.configure(c);
-            }
-        },
-    )
-    .await?;
-    let gw = su
-        .embedded
-        .take()
-        .ok_or_else(|| BenchError::Invalid("no embedded gateway".into()))?;
+    let (mut su, gw) = match &cfg.gateway {
+        GatewayPlace::InProcess => {
+            let mut su = setup_with(
+                &GatewayChoice::Embedded {
+                    cache_dir: cfg.cache_dir.clone(),
+                },
+                cfg.register,
+                cfg.profile,
+                cfg.listing_seed,
+                gateway_rt,
+                |c| {
+                    c.limits.max_message_bytes = MAX_MESSAGE_BYTES;
+                    c.limits.client_max_calls_per_second = cfg.client_calls_per_second;
+                    c.limits.client_max_checks_per_second = cfg.client_checks_per_second;
+                    if let Some(s) = &secure {
+                        s.configure(c);
+                    }
+                },
+            )
+            .await?;
+            let gw = su
+                .embedded
+                .take()
+                .ok_or_else(|| BenchError::Invalid("no embedded gateway".into()))?;
+            (su, Served::InProcess(gw))
+        }
+        GatewayPlace::Process { program } => {
+            let (su, gw) = spawn_gateway(cfg, program, secure.as_ref()).await?;
+            (su, Served::Process(gw))
+        }
+    };
     let result = phases(cfg, &mut su, &gw, secure.as_ref()).await;
-    let _ = gw.stop().await;
+    if let Served::InProcess(gw) = gw {
+        let _ = gw.stop().await;
+    }
     result.map(|phases| AttackReport {
         config: cfg.clone(),
         phases,
     })
 }
 
+/// The gateway's `--max-message-bytes` here: the largest hostile messages reach the decoder.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// The gateway being attacked.
+enum Served {
+    InProcess(EmbeddedGateway),
+    Process(SpawnedGateway),
+}
+
+impl Served {
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Served::InProcess(g) => g.addr(),
+            Served::Process(g) => g.addr(),
+        }
+    }
+
+    fn admin_target(&self) -> &str {
+        match self {
+            Served::InProcess(g) => g.admin_target(),
+            Served::Process(g) => g.admin_target(),
+        }
+    }
+
+    fn snapshot_dir(&self) -> &std::path::Path {
+        match self {
+            Served::InProcess(g) => g.snapshot_dir(),
+            Served::Process(g) => g.snapshot_dir(),
+        }
+    }
+
+    /// The gateway process's directory under `/proc`.
+    fn proc_dir(&self) -> PathBuf {
+        match self {
+            Served::InProcess(_) => PathBuf::from("/proc/self"),
+            Served::Process(g) => PathBuf::from(format!("/proc/{}", g.pid())),
+        }
+    }
+}
+
+/// The register, its listing stream and its snapshot, and a `cccgate serve` child process
+/// over it with the settings the in-process gateway gets.
+async fn spawn_gateway(
+    cfg: &AttackConfig,
+    program: &std::path::Path,
+    secure: Option<&SecureFiles>,
+) -> Result<(Setup, SpawnedGateway), BenchError> {
+    let start = Instant::now();
+    let (spec, profile, seed) = (cfg.register, cfg.profile, cfg.listing_seed);
+    let cache_dir = cfg.cache_dir.clone();
+    let (generator, dir) = tokio::task::spawn_blocking(move || {
+        let register = spec.generate();
+        let generator = ListingGenerator::new(&register, profile, seed);
+        let dir = register_snapshot(&spec, register, &cache_dir);
+        (generator, dir)
+    })
+    .await
+    .map_err(|e| BenchError::Runtime(std::io::Error::other(e)))?;
+    let dir = dir?;
+    let mut flags: Vec<String> = vec![
+        "--max-message-bytes".into(),
+        MAX_MESSAGE_BYTES.to_string(),
+        "--client-max-calls-per-second".into(),
+        cfg.client_calls_per_second.to_string(),
+        "--client-max-checks-per-second".into(),
+        cfg.client_checks_per_second.to_string(),
+    ];
+    if let Some(s) = secure {
+        let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        flags.extend([
+            "--tls-cert".into(),
+            path(&s.tls.cert),
+            "--tls-key".into(),
+            path(&s.tls.key),
+            "--auth-tokens".into(),
+            path(&s.tokens_file),
+        ]);
+    }
+    let log = cfg
+        .cache_dir
+        .join(format!("attack-gateway-{}.log", std::process::id()));
+    let gw = SpawnedGateway::start(program, &dir, &flags, &log, Duration::from_secs(300)).await?;
+    let su = Setup {
+        target: format!("http://{}", gw.addr()),
+        credentials: Credentials::default(),
+        embedded: None,
+        generator,
+        setup_seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((su, gw))
+}
+
 async fn phases(
     cfg: &AttackConfig,
     su: &mut Setup,
-    gw: &EmbeddedGateway,
+    gw: &Served,
     secure: Option<&SecureFiles>,
 ) -> Result<Vec<Phase>, BenchError> {
     let (target, market, attacker, anonymous) = match secure {
@@ -487,7 +655,7 @@ async fn phases(
             s.credentials("attacker")?.with_token(None)?,
         ),
         None => (
-            gw.target().to_owned(),
+            format!("http://{}", gw.addr()),
             Credentials::default(),
             Credentials::default(),
             Credentials::default(),
@@ -527,11 +695,12 @@ async fn phases(
         order.push(None);
     }
     let mut out = Vec::new();
+    let proc_dir = gw.proc_dir();
     for attack in order {
         let label = format!("attack {}", attack.map_or("none", Attack::name));
         let answers = Arc::new(Answers::default());
-        let rss_start = resident_bytes();
-        let peak_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+        let rss_start = status_bytes(&proc_dir, "VmRSS:");
+        let peak_reset = std::fs::write(proc_dir.join("clear_refs"), "5").is_ok();
         let (run, ()) = drive(su, &normal(label, cfg.phase), async |_| {
             if let Some(a) = attack {
                 let until = Instant::now() + cfg.phase;
@@ -551,7 +720,7 @@ async fn phases(
             Ok(())
         })
         .await?;
-        let rss_growth = match (peak_reset, rss_start, peak_resident()) {
+        let rss_growth = match (peak_reset, rss_start, status_bytes(&proc_dir, "VmHWM:")) {
             (true, Some(start), Some(peak)) => Some(peak.saturating_sub(start)),
             _ => None,
         };
@@ -571,10 +740,10 @@ async fn phases(
     Ok(out)
 }
 
-/// `VmHWM`, if the system says.
-fn peak_resident() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// The line `key` of the process's `status` (`VmRSS:`, `VmHWM:`), in bytes, if the system says.
+fn status_bytes(proc_dir: &std::path::Path, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
@@ -685,7 +854,7 @@ async fn attacker_process(
 ) -> Result<Answers, BenchError> {
     let AttackerPlace::Process {
         program,
-        nice,
+        priority,
         cpus,
     } = &cfg.attacker
     else {
@@ -693,8 +862,9 @@ async fn attacker_process(
             "the attacker runs in this process".into(),
         ));
     };
-    let mut cmd = std::process::Command::new("nice");
-    cmd.arg("-n").arg(nice.to_string());
+    let wrapper = priority.wrapper();
+    let mut cmd = std::process::Command::new(&wrapper[0]);
+    cmd.args(&wrapper[1..]);
     if let Some(cpus) = cpus {
         cmd.args(["taskset", "-c", cpus]);
     }

@@ -14,7 +14,8 @@
 //! - [`secure`]: TLS and caller tokens for an embedded gateway, and the cost of them.
 //! - [`snapload`]: what loading a snapshot into private memory costs at a swap.
 //! - [`setup`]: the gateway to load (a URL, or [`embedded`]: the real gateway started
-//!   in-process over a cached synthetic snapshot) and the listing stream of its register.
+//!   in-process over a cached synthetic snapshot) and the listing stream of its register;
+//!   [`spawned`]: the gateway as a `cccgate serve` child process instead.
 //!
 //! The client side (wire encoding, connections, summaries, progress) is `cccgate-client`'s.
 
@@ -31,6 +32,7 @@ pub mod secure;
 pub mod setup;
 pub mod snapload;
 pub mod soak;
+pub mod spawned;
 pub mod swap;
 pub mod year;
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cccgate_bench::attack::{
-    ATTACKER_TOKEN_ENV, Attack, AttackConfig, AttackerPlace, AttackerSpec, run_attack_blocking,
-    run_attacker_blocking,
+    ATTACKER_TOKEN_ENV, Attack, AttackConfig, AttackerPlace, AttackerSpec, GatewayPlace, Priority,
+    run_attack_blocking, run_attacker_blocking,
 };
 use cccgate_synth::{Profile, RegisterSpec};
 
@@ -58,7 +58,12 @@ pub struct Args {
     /// Worker threads of the callers' runtime.
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
-    /// Worker threads of a runtime of the gateway's own; 0 (default) shares the callers'.
+    /// Run the gateway in this process (on the callers' runtime, or one of
+    /// --gateway-threads), instead of a `cccgate serve` process of its own.
+    #[arg(long)]
+    gateway_in_process: bool,
+    /// With --gateway-in-process: worker threads of a runtime of the gateway's own; 0
+    /// (default) shares the callers'.
     #[arg(long, default_value_t = 0)]
     gateway_threads: usize,
     /// Where the embedded gateway's snapshots are cached between runs.
@@ -71,10 +76,11 @@ pub struct Args {
     /// a process of its own.
     #[arg(long)]
     attacker_in_process: bool,
-    /// Niceness of the attacker's process (0-19): at 19 its own work (encryption, encoding)
-    /// takes no CPU the gateway and the normal caller need, as on another machine.
-    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
-    attacker_nice: u8,
+    /// Run the attacker's process at this niceness (0-19) instead of in the SCHED_IDLE class
+    /// (the default: it runs only on CPU the gateway and the normal caller leave, and yields
+    /// at once when they wake, as an attacker on another machine would cost them nothing).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=19))]
+    attacker_nice: Option<u8>,
     /// Pin the attacker's process to these CPUs (`taskset -c` syntax, e.g. `1`).
     #[arg(long, value_name = "CPUS")]
     attacker_cpus: Option<String>,
@@ -135,6 +141,7 @@ pub fn run_attacker(args: AttackerArgs) -> anyhow::Result<()> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let d = AttackConfig::default();
+    let program = std::env::current_exe().context("the path of this program")?;
     let cfg = AttackConfig {
         register: RegisterSpec {
             certs: args.certs,
@@ -159,17 +166,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             AttackerPlace::InProcess
         } else {
             AttackerPlace::Process {
-                program: std::env::current_exe().context("the path of this program")?,
-                nice: args.attacker_nice,
+                program: program.clone(),
+                priority: args.attacker_nice.map_or(Priority::Idle, Priority::Nice),
                 cpus: args.attacker_cpus,
             }
+        },
+        gateway: if args.gateway_in_process {
+            GatewayPlace::InProcess
+        } else {
+            GatewayPlace::Process { program }
         },
         client_calls_per_second: args.client_max_calls_per_second,
         client_checks_per_second: args.client_max_checks_per_second,
         progress: progress_mode(&args.progress, 10.0)?,
         ..d
     };
-    let gateway_threads = (args.gateway_threads > 0).then_some(args.gateway_threads);
+    let gateway_threads =
+        (args.gateway_in_process && args.gateway_threads > 0).then_some(args.gateway_threads);
     let report = run_attack_blocking(&cfg, args.client_threads, gateway_threads)?;
     eprintln!("{report}");
     println!("{}", report.last_line());
