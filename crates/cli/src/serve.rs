@@ -129,6 +129,23 @@ pub struct Args {
     /// How long shutdown waits for in-flight requests and streams [default: 30000].
     #[arg(long, env = "CCCGATE_SHUTDOWN_GRACE_MS", value_name = "MS")]
     shutdown_grace_ms: Option<u64>,
+    /// Bytes read from one connection before its task lets other connections' work go first;
+    /// 0 for no limit [default: 16384].
+    #[arg(
+        long,
+        env = "CCCGATE_CONNECTION_READ_SLICE_BYTES",
+        value_name = "BYTES"
+    )]
+    connection_read_slice_bytes: Option<usize>,
+    /// Listings of one CheckBatch or stream message checked in one fair turn at the CPU; a
+    /// larger message is checked in several, other callers' messages going in between
+    /// [default: 250].
+    #[arg(long, env = "CCCGATE_TURN_LISTINGS", value_name = "N")]
+    turn_listings: Option<usize>,
+    /// Tasks a worker thread runs between two looks for network events (tokio's
+    /// event_interval; tokio's own default is 61) [default: 8].
+    #[arg(long, env = "CCCGATE_RUNTIME_EVENT_INTERVAL", value_name = "N")]
+    runtime_event_interval: Option<u32>,
     /// Log format: human or json [default: human].
     #[arg(long, env = "CCCGATE_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -279,6 +296,9 @@ impl Args {
             max_connection_age_ms: self.max_connection_age_ms,
             max_connection_age_grace_ms: self.max_connection_age_grace_ms,
             shutdown_grace_ms: self.shutdown_grace_ms,
+            connection_read_slice_bytes: self.connection_read_slice_bytes,
+            turn_listings: self.turn_listings,
+            runtime_event_interval: self.runtime_event_interval,
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
             decision_log: self.decision_log.clone(),
@@ -324,6 +344,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .event_interval(config.runtime_event_interval)
         .thread_name("cccgate")
         .build()
         .context("cannot start the async runtime")?;

@@ -108,6 +108,12 @@ pub struct ConfigLayer {
     pub max_connection_age_grace_ms: Option<u64>,
     /// How long shutdown waits for in-flight requests and streams, in milliseconds.
     pub shutdown_grace_ms: Option<u64>,
+    /// Bytes read from one connection before its task yields to the others; 0: no limit.
+    pub connection_read_slice_bytes: Option<usize>,
+    /// Listings of one message checked in one fair turn.
+    pub turn_listings: Option<usize>,
+    /// Tasks a worker thread of `cccgate serve` runs between two looks for I/O events.
+    pub runtime_event_interval: Option<u32>,
     /// `human` or `json`.
     pub log_format: Option<LogFormat>,
     /// A tracing filter, e.g. `info` or `cccgate_server=debug,info`.
@@ -236,6 +242,9 @@ pub struct Config {
     pub limits: Limits,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// Tasks a worker thread runs between two looks for I/O events (the binary's runtime;
+    /// `run` takes a runtime already built).
+    pub runtime_event_interval: u32,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -327,6 +336,10 @@ pub struct Limits {
     pub max_connection_age: Option<Duration>,
     /// Grace after the maximum connection age.
     pub max_connection_age_grace: Duration,
+    /// Bytes read from one connection before its task yields to the others; 0: no limit.
+    pub connection_read_slice_bytes: usize,
+    /// Listings of one message checked in one fair turn.
+    pub turn_listings: usize,
 }
 
 impl Default for Limits {
@@ -355,9 +368,20 @@ impl Default for Limits {
             http2_keepalive_timeout: Duration::from_secs(10),
             max_connection_age: Some(Duration::from_secs(30 * 60)),
             max_connection_age_grace: Duration::from_secs(60),
+            // One TLS record's worth: a connection sending a flood of small calls hands the
+            // worker on after ~16 of them, not after hundreds (`tls::Conn`).
+            connection_read_slice_bytes: 16 * 1024,
+            // ~0.25 ms of one core: a normal caller's message waits for about that behind
+            // another caller's largest batch (`service::CheckContext::decide_in_turns`).
+            turn_listings: 250,
         }
     }
 }
+
+/// Tasks a worker thread of `cccgate serve` runs between two looks for I/O events (tokio's
+/// default is 61): under load, a connection that became readable waits for that many other
+/// tasks (~20-50 µs each) before its worker notices.
+pub const DEFAULT_RUNTIME_EVENT_INTERVAL: u32 = 8;
 
 impl Default for Config {
     fn default() -> Self {
@@ -512,6 +536,12 @@ impl Config {
             max_connection_age: ms_or_off(pick!(max_connection_age_ms), d.max_connection_age),
             max_connection_age_grace: pick!(max_connection_age_grace_ms)
                 .map_or(d.max_connection_age_grace, Duration::from_millis),
+            connection_read_slice_bytes: pick!(connection_read_slice_bytes)
+                .unwrap_or(d.connection_read_slice_bytes),
+            turn_listings: positive(
+                "turn_listings",
+                pick!(turn_listings).unwrap_or(d.turn_listings),
+            )?,
         };
         // The smallest message must fit the budgets, or every call would be refused.
         let one = crate::admission::message_cost(64, limits.max_batch);
@@ -574,6 +604,15 @@ impl Config {
             policy,
             limits,
             shutdown_grace: Duration::from_millis(pick!(shutdown_grace_ms).unwrap_or(30_000)),
+            runtime_event_interval: match pick!(runtime_event_interval) {
+                Some(0) => {
+                    return Err(ConfigError::Invalid {
+                        key: "runtime_event_interval",
+                        message: "must be at least 1".into(),
+                    });
+                }
+                v => v.unwrap_or(DEFAULT_RUNTIME_EVENT_INTERVAL),
+            },
             log_format: pick!(log_format).unwrap_or_default(),
             log_filter: pick!(log_filter).unwrap_or_else(|| "info".into()),
             decision_log: pick!(decision_log),
@@ -793,6 +832,28 @@ mod tests {
             text.starts_with("gw.toml") && text.contains("max_bacth"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn turns_and_worker_event_interval_must_be_positive_and_read_slices_may_be_off() {
+        let d = Config::default();
+        assert_eq!(d.limits.turn_listings, 250);
+        assert_eq!(d.limits.connection_read_slice_bytes, 16 * 1024);
+        assert_eq!(d.runtime_event_interval, DEFAULT_RUNTIME_EVENT_INTERVAL);
+        for (text, key) in [
+            ("turn_listings = 0\n", "turn_listings"),
+            ("runtime_event_interval = 0\n", "runtime_event_interval"),
+        ] {
+            let err = Config::resolve(&[toml(text)]).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{err}");
+        }
+        let c = Config::resolve(&[toml(
+            "connection_read_slice_bytes = 0\nturn_listings = 1000\nruntime_event_interval = 61\n",
+        )])
+        .unwrap();
+        assert_eq!(c.limits.connection_read_slice_bytes, 0);
+        assert_eq!(c.limits.turn_listings, 1000);
+        assert_eq!(c.runtime_event_interval, 61);
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! caller has nothing in progress and nobody waiting starts at once (no lock held over the
 //! check, no allocation). Otherwise it waits in its caller's own queue; each time a turn is
 //! given back, the next caller in the ring that has enough credit (its deficit, topped up by
-//! `quantum` listings each time its turn comes round) goes next. A caller with a message of
-//! 100 listings therefore waits for at most the messages in progress and about one quantum of
-//! each other waiting caller's work, however much that caller has queued.
+//! `quantum` listings each time its turn comes round; the gateway uses one turn's listings,
+//! `--turn-listings`) goes next. A caller with a message of 100 listings therefore waits for at
+//! most the messages in progress and about one quantum of each other waiting caller's work,
+//! however much that caller has queued.
 //!
 //! Queues hold only messages already admitted (their bytes charged to the byte budgets, their
 //! calls and listings to the quotas), so they are bounded by those; a waiter that goes away
@@ -23,9 +24,6 @@ use std::task::{Context, Poll};
 use tokio::sync::oneshot;
 
 use crate::admission::Caller;
-
-/// Listings a caller's credit grows by each time its turn comes round.
-pub(crate) const QUANTUM: usize = 1_000;
 
 /// The gate.
 #[derive(Debug)]

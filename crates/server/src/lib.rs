@@ -388,7 +388,7 @@ pub async fn run_with(
                 .add_service(a1alpha)
                 .add_service(admin);
             let mut stop = stop_rx.clone();
-            let incoming = tls::accept(listener, admin_tls);
+            let incoming = tls::accept(listener, admin_tls, limits.connection_read_slice_bytes);
             futures::future::Either::Left(router.serve_with_incoming_shutdown(
                 incoming,
                 async move {
@@ -417,7 +417,11 @@ pub async fn run_with(
             let _ = stop_tx.send(true);
         }
     };
-    let incoming = tls::accept(listeners.grpc, public_tls);
+    let incoming = tls::accept(
+        listeners.grpc,
+        public_tls,
+        limits.connection_read_slice_bytes,
+    );
     let public_serve = router.serve_with_incoming_shutdown(incoming, signal);
     // The public plane's end ends the gateway; the admin plane stops with it.
     let serve = async move {

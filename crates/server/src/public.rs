@@ -17,7 +17,7 @@
 //!    caller's calls at once, the others parked. A CheckBatch or stream message waits for its
 //!    caller's turn at the CPU ([`crate::fair`]): callers take turns by listings, so another
 //!    caller's queued work delays it by about one quantum. A message of more than
-//!    [`crate::service::TURN_LISTINGS`] listings is checked in several turns, yielding the
+//!    `--turn-listings` listings is checked in several turns, yielding the
 //!    worker thread between them. (A Check, one listing, takes no turn.)
 //! 6. The permit and the bytes travel with the message into the answer ([`Answer`]) and are
 //!    given back only once the answer is encoded.
@@ -323,7 +323,9 @@ impl PublicCheck {
         let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         PublicCheck {
             rates: Arc::new(Rates::new(&l)),
-            fair: FairGate::new(cpus, crate::fair::QUANTUM),
+            // A caller's credit grows by one turn a round: a message of another caller waits
+            // for about one turn of it, not several.
+            fair: FairGate::new(cpus, l.turn_listings),
             lanes: Lanes::new(cpus * crate::lanes::LANES_PER_CPU),
             ctx,
             admission,

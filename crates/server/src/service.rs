@@ -126,11 +126,11 @@ impl From<CheckError> for Status {
 /// How long a shed caller is asked to wait before it retries, in milliseconds.
 pub(crate) const RETRY_PUSHBACK_MS: &str = "200";
 
-/// Listings checked in one turn at the CPU. A message with more (up to `--max-batch`) is
-/// checked in turns of this many: between two turns the worker thread is yielded and the
-/// caller takes a fresh fair turn ([`FairGate`]), so another caller's message waits for about
-/// one turn of it (~1 ms), not for the whole message (~10 ms at 10,000 listings).
-pub(crate) const TURN_LISTINGS: usize = 1_000;
+// Listings checked in one turn at the CPU: `Limits::turn_listings` (`--turn-listings`, 250 by
+// default). A message with more (up to `--max-batch`) is checked in turns of that many:
+// between two turns the worker thread is yielded and the caller takes a fresh fair turn
+// ([`FairGate`]), so another caller's message waits for about one turn of it (~0.25 ms), not
+// for the whole message (~10 ms at 10,000 listings).
 
 /// What every check needs, shared by all calls.
 #[derive(Debug)]
@@ -235,7 +235,7 @@ impl CheckContext {
     }
 
     /// Decides `items` as [`CheckContext::decide_all`] does, in turns of at most
-    /// [`TURN_LISTINGS`] listings: `turn` (already held) covers the first; before each next
+    /// `--turn-listings` listings: `turn` (already held) covers the first; before each next
     /// one the turn is given back, the worker thread yielded (other tasks run) and a fresh
     /// turn of `caller` awaited. Results are written in order: the same bytes as in one piece.
     #[allow(clippy::too_many_arguments)]
@@ -252,7 +252,7 @@ impl CheckContext {
     ) {
         let (fair, caller) = turns;
         let mut turn = Some(turn);
-        for (i, part) in req.listings.chunks(TURN_LISTINGS).enumerate() {
+        for (i, part) in req.listings.chunks(self.limits.turn_listings).enumerate() {
             if i > 0 {
                 drop(turn.take());
                 tokio::task::yield_now().await;
@@ -339,7 +339,9 @@ impl CheckContext {
             Err(e) => return self.answer_refused_chunk(&e, lean),
         };
         let (fair, caller) = turns;
-        let turn = fair.turn(caller, req.len().min(TURN_LISTINGS)).await;
+        let turn = fair
+            .turn(caller, req.len().min(self.limits.turn_listings))
+            .await;
         let started = Instant::now();
         // Owned (one reference count a message): held across the turns.
         let loaded = self.reader.load().as_ref().map(Arc::clone);
@@ -428,7 +430,9 @@ impl CheckContext {
         lean: bool,
     ) -> Result<Bytes, CheckError> {
         let (fair, caller) = turns;
-        let turn = fair.turn(caller, req.len().min(TURN_LISTINGS)).await;
+        let turn = fair
+            .turn(caller, req.len().min(self.limits.turn_listings))
+            .await;
         let started = Instant::now();
         // Owned (one reference count a message): held across the turns.
         let loaded = self.reader.load().as_ref().map(Arc::clone);
@@ -563,9 +567,10 @@ mod tests {
     async fn a_batch_in_turns_lets_another_callers_message_in_between_and_answers_the_same_bytes() {
         let ctx = context();
         // One turn at the CPU in all, as if every other were busy.
-        let gate = FairGate::new(1, crate::fair::QUANTUM);
+        let turn = ctx.limits.turn_listings;
+        let gate = FairGate::new(1, turn);
         let (big_caller, small_caller) = (Caller::from("big"), Caller::from("small"));
-        let (big, small) = (batch(2 * TURN_LISTINGS + 500), batch(10));
+        let (big, small) = (batch(2 * turn + 500), batch(10));
         let mut answer = Box::pin(ctx.check_batch(&big, (&gate, &big_caller), false));
         // Its first turn is checked, then it gives the turn back and yields.
         assert!(futures::poll!(&mut answer).is_pending());
@@ -595,7 +600,7 @@ mod tests {
         assert_eq!(got, whole, "answered in turns, the bytes differ");
         let decoded = cccgate_proto::v1::CheckBatchResponse::decode(got).unwrap();
         assert_eq!(decoded.results.len(), big.listings.len());
-        assert!(decoded.results[TURN_LISTINGS + 3].outcome.is_some());
+        assert!(decoded.results[turn + 3].outcome.is_some());
     }
 
     #[test]

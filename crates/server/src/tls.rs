@@ -185,6 +185,45 @@ pub(crate) struct Conn {
     io: Io,
     info: ConnInfo,
     gate: ReadGate,
+    slice: ReadSlice,
+}
+
+/// Bytes read from one connection since its task last found nothing to read: past `slice`
+/// (`--connection-read-slice-bytes`; 0: no limit), its next read says "not now" and wakes the
+/// task again, which goes to the back of its worker's queue.
+///
+/// A connection with a flood of small calls buffered (hundreds of them after a pause of its
+/// reads) would otherwise be read, and each call's task spawned, in one poll of its task:
+/// another connection that became readable meanwhile, a normal caller's, waits behind all of
+/// them. With a slice of 16 KiB it waits behind about one slice of each busy connection.
+#[derive(Debug, Default)]
+pub(crate) struct ReadSlice {
+    slice: usize,
+    read: usize,
+}
+
+impl ReadSlice {
+    pub(crate) fn new(slice: usize) -> Self {
+        ReadSlice { slice, read: 0 }
+    }
+
+    /// Before a read: `Pending` (the task woken again) when the slice is used up.
+    fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.slice > 0 && self.read >= self.slice {
+            self.read = 0;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(())
+    }
+
+    /// After a read of `n` bytes (`None`: nothing to read now).
+    fn count(&mut self, n: Option<usize>) {
+        match n {
+            Some(n) => self.read = self.read.saturating_add(n),
+            None => self.read = 0,
+        }
+    }
 }
 
 enum Io {
@@ -225,10 +264,20 @@ impl AsyncRead for Conn {
         if this.gate.poll_open(&this.info.strikes, cx).is_pending() {
             return Poll::Pending;
         }
-        match &mut this.io {
+        if this.slice.poll_turn(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        let r = match &mut this.io {
             Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
             Io::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        };
+        match &r {
+            Poll::Ready(Ok(())) => this.slice.count(Some(buf.filled().len() - before)),
+            Poll::Pending => this.slice.count(None),
+            Poll::Ready(Err(_)) => {}
         }
+        r
     }
 }
 
@@ -278,10 +327,12 @@ pub(crate) fn peer_name(cert: &[u8]) -> Option<Arc<str>> {
 }
 
 /// Accepts connections on `listener`: TCP_NODELAY set, TLS handshakes (when `tls` is set) in
-/// tasks of their own. Connections arrive on the returned stream.
+/// tasks of their own, each read in slices of `read_slice` bytes ([`ReadSlice`]).
+/// Connections arrive on the returned stream.
 pub(crate) fn accept(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
+    read_slice: usize,
 ) -> impl futures::Stream<Item = io::Result<Conn>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Conn>>(64);
     tokio::spawn(async move {
@@ -314,6 +365,7 @@ pub(crate) fn accept(
                         io: Io::Plain(tcp),
                         info,
                         gate: ReadGate::default(),
+                        slice: ReadSlice::new(read_slice),
                     }))
                     .await
                     .is_err()
@@ -342,6 +394,7 @@ pub(crate) fn accept(
                                     strikes: Arc::default(),
                                 },
                                 gate: ReadGate::default(),
+                                slice: ReadSlice::new(read_slice),
                             }))
                             .await;
                     }
@@ -352,4 +405,87 @@ pub(crate) fn accept(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_used_up_slice_says_not_now_once_wakes_the_task_and_starts_again() {
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut s = ReadSlice::new(100);
+        assert!(s.poll_turn(&mut cx).is_ready());
+        s.count(Some(60));
+        assert!(s.poll_turn(&mut cx).is_ready(), "60 of 100 bytes read");
+        s.count(Some(60));
+        assert!(s.poll_turn(&mut cx).is_pending(), "120 of 100 bytes read");
+        assert_eq!(
+            wakes.0.load(Ordering::Relaxed),
+            1,
+            "the task is woken again"
+        );
+        assert!(s.poll_turn(&mut cx).is_ready(), "a new slice");
+        // Nothing to read ends a slice too.
+        s.count(Some(99));
+        s.count(None);
+        s.count(Some(99));
+        assert!(s.poll_turn(&mut cx).is_ready());
+        // Off: never says not now.
+        let mut off = ReadSlice::new(0);
+        off.count(Some(usize::MAX));
+        assert!(off.poll_turn(&mut cx).is_ready());
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_in_slices_loses_and_reorders_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, remote) = listener.accept().await.unwrap();
+        let mut conn = Conn {
+            io: Io::Plain(tcp),
+            info: ConnInfo {
+                remote: Some(remote),
+                peer_name: None,
+                strikes: Arc::default(),
+            },
+            gate: ReadGate::default(),
+            slice: ReadSlice::new(1024),
+        };
+        let sent: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                client.write_all(&sent).await.unwrap();
+                client
+            })
+        };
+        let mut got = vec![0u8; sent.len()];
+        tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut got))
+            .await
+            .expect("read within the bound")
+            .unwrap();
+        assert!(
+            got == sent,
+            "the bytes read in slices differ from those sent"
+        );
+        drop(writer.await.unwrap());
+    }
 }
