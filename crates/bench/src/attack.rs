@@ -1028,6 +1028,13 @@ mod tests {
     }
 
     #[test]
+    fn the_attacker_runs_in_sched_idle_or_at_a_niceness() {
+        assert_eq!(Priority::Idle.wrapper(), ["chrt", "--idle", "0"]);
+        assert_eq!(Priority::Nice(19).wrapper(), ["nice", "-n", "19"]);
+        assert_eq!(Priority::Idle.to_string(), "SCHED_IDLE");
+    }
+
+    #[test]
     fn empty_listings_are_two_bytes_each() {
         let b = empty_listings(3);
         assert_eq!(&b[..], &[0x0a, 0, 0x0a, 0, 0x0a, 0]);
