@@ -12,8 +12,12 @@
 //!
 //! A caller whose calls are refused was asked to retry after `grpc-retry-pushback-ms` (200 ms
 //! or its quota's refill time): a pause of 100 ms after 32 refusals delays a well-behaved
-//! caller by nothing it was not asked to wait anyway. Pauses are short beside HTTP/2 keepalive
-//! timeouts (10 s), so a paused peer's pings are still answered in time.
+//! caller by nothing it was not asked to wait anyway. A connection struck out again within
+//! [`WINDOW`] of its last pause's end ignores the hint: each such pause is twice the one before,
+//! up to [`MAX_PAUSE`] (800 ms), so a storm of refused calls costs the gateway a few batches a
+//! second, not ten; a second without a strike-out starts again at [`PAUSE`]. Pauses are short
+//! beside HTTP/2 keepalive timeouts (10 s), so a paused peer's pings are still answered in
+//! time.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,8 +30,10 @@ use std::time::{Duration, Instant};
 pub(crate) const STRIKES: u32 = 32;
 /// Strikes further apart than this start the count again.
 pub(crate) const WINDOW: Duration = Duration::from_secs(1);
-/// How long a struck-out connection is not read.
+/// How long a struck-out connection is not read (the first time).
 pub(crate) const PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause, after strike-outs in a row (`PAUSE` doubled each time).
+pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(800);
 
 /// The instant the microsecond clocks below count from.
 fn epoch() -> Instant {
@@ -48,6 +54,10 @@ pub(crate) struct Strikes {
     window_us: AtomicU64,
     /// Reads paused until then (µs after the epoch); 0: not paused.
     until_us: AtomicU64,
+    /// The end of the last pause (µs after the epoch); 0: never paused.
+    last_end_us: AtomicU64,
+    /// The last pause, in µs.
+    last_pause_us: AtomicU64,
 }
 
 impl Strikes {
@@ -71,7 +81,17 @@ impl Strikes {
         }
         self.count.store(0, Ordering::Relaxed);
         self.window_us.store(now_us, Ordering::Relaxed);
-        let pause = u64::try_from(PAUSE.as_micros()).unwrap_or(u64::MAX);
+        let first = u64::try_from(PAUSE.as_micros()).unwrap_or(u64::MAX);
+        let most = u64::try_from(MAX_PAUSE.as_micros()).unwrap_or(u64::MAX);
+        let last_end = self.last_end_us.load(Ordering::Relaxed);
+        // Struck out again soon after the last pause: the hint is ignored, pause longer.
+        let pause = if last_end != 0 && now_us.saturating_sub(last_end) <= window {
+            (self.last_pause_us.load(Ordering::Relaxed) * 2).clamp(first, most)
+        } else {
+            first
+        };
+        self.last_pause_us.store(pause, Ordering::Relaxed);
+        self.last_end_us.store(now_us + pause, Ordering::Relaxed);
         self.until_us.store(now_us + pause, Ordering::Relaxed);
         metrics::counter!("cccgate_connection_pauses_total").increment(1);
         true
@@ -143,6 +163,33 @@ mod tests {
         assert!(until > t0 && until <= t0 + PAUSE + Duration::from_millis(1));
         // The count starts again: one more strike does not pause again.
         assert!(!s.strike_at(t0));
+    }
+
+    /// Strikes out `s` at `at`; how long the pause is.
+    fn strike_out(s: &Strikes, at: Instant) -> Duration {
+        for _ in 1..STRIKES {
+            assert!(!s.strike_at(at));
+        }
+        assert!(s.strike_at(at));
+        let until = s.until_us.load(Ordering::Relaxed);
+        Duration::from_micros(until - micros_since_epoch(at))
+    }
+
+    #[test]
+    fn strike_outs_in_a_row_pause_twice_as_long_each_time_up_to_the_most() {
+        let s = Strikes::default();
+        let mut t = Instant::now();
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            let p = strike_out(&s, t);
+            pauses.push(p.as_millis());
+            // Struck out again soon after this pause ends.
+            t += p + Duration::from_millis(50);
+        }
+        assert_eq!(pauses, [100, 200, 400, 800, 800, 800]);
+        // A quiet second after the last pause: the first pause again.
+        t += WINDOW + Duration::from_millis(1);
+        assert_eq!(strike_out(&s, t), PAUSE);
     }
 
     #[test]
