@@ -9,7 +9,7 @@
 //! other: the allocator took a third of the loader's time.
 
 use cccgate_core::{CertNumber, CertificateRef, Day, Models, ProductCode, Status};
-use cccgate_snapshot::prepare_models;
+use cccgate_snapshot::{name_hashes, prepare_models};
 
 /// The texts of a certificate, in the order they are stored.
 const TEXTS: usize = 7;
@@ -34,6 +34,8 @@ struct Packed {
     keys_end: usize,
     /// The hash of its parsed contents (`certs::record_hash`).
     hash: u128,
+    /// The hashes its names are interned by (`cccgate_snapshot::name_hashes`).
+    names: [u64; 6],
 }
 
 /// What was prepared for a certificate of a batch.
@@ -44,6 +46,8 @@ pub(crate) struct Prepared<'a> {
     pub keys: &'a [u64],
     /// Its model text, as `cccgate_snapshot::prepare_models` gives it.
     pub model_text: &'a str,
+    /// The hashes of its names, as `cccgate_snapshot::name_hashes` gives them.
+    pub names: &'a [u64; 6],
 }
 
 /// Certificates, their texts in one buffer.
@@ -105,6 +109,7 @@ impl Batch {
             keys_start,
             keys_end: self.keys.len(),
             hash,
+            names: name_hashes(r),
         });
     }
 
@@ -115,6 +120,7 @@ impl Batch {
             hash: p.hash,
             keys: self.keys.get(p.keys_start..p.keys_end).unwrap_or_default(),
             model_text: self.text.get(p.ends[0]..p.ends[1]).unwrap_or_default(),
+            names: &p.names,
         }
     }
 
@@ -196,6 +202,7 @@ mod tests {
                 let (mut keys, mut text) = (Vec::new(), String::new());
                 prepare_models(want.as_ref().models, &mut keys, &mut text);
                 assert_eq!((prepared.keys, prepared.model_text), (&keys[..], &*text));
+                assert_eq!(*prepared.names, name_hashes(&want.as_ref()));
                 let models: Vec<&str> = got.models.iter().collect();
                 let want_models: Vec<&str> = want.models.iter().map(String::as_str).collect();
                 assert_eq!(models, want_models);

@@ -1,6 +1,7 @@
 //! Certificate files: rows to certificates ([`CertificateRef`]s borrowing the row), validated, with duplicates resolved.
 //!
-//! Rows stream through one at a time and go straight to the snapshot builder; what is kept
+//! Rows stream through in batches, parsed on several threads and put back in file order
+//! (`pipeline.rs`) before duplicate detection and the snapshot builder; what is kept
 //! per certificate for the rest of the drop is only its number, where it was seen and a
 //! 128-bit hash of its parsed contents, so a second row with the same number can be told
 //! identical (collapsed) or conflicting (the drop is refused, naming both lines). Identity is

@@ -12,10 +12,10 @@
 //!
 //! One pass, streaming: every data file is read once, through a reader that hashes the bytes
 //! as stored (below the gzip decoder), a CSV splitter that works on raw bytes, and a per-field
-//! decoder (see `read.rs` for why splitting before decoding is sound for GBK). Each row is
-//! validated where it lies in the reader's buffer, its texts copied into a reused batch
-//! (`batch.rs`: no allocation per record) and handed to the snapshot builder on a second
-//! thread, so memory
+//! decoder (see `read.rs` for why splitting before decoding is sound for GBK). Records are
+//! split and bounded on the calling thread, parsed and validated in batches on one thread per
+//! core, and put back in file order on the thread that builds the snapshot (`pipeline.rs`);
+//! batches are reused (`batch.rs`: no allocation per record), so memory
 //! holds the records and a small per-certificate entry for duplicate detection, never the
 //! CSV. Errors are typed ([`LoadError`]) and name the file, the line where the record starts
 //! (header = line 1) and the column; refusals of a row class list up to [`MAX_LISTED`] rows.

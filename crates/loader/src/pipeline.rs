@@ -75,8 +75,12 @@ impl Building<'_> {
                     self.validity_changes += 1;
                 }
             }
-            self.builder
-                .upsert_prepared(&record, prepared.keys, prepared.model_text);
+            self.builder.upsert_prepared(
+                &record,
+                prepared.keys,
+                prepared.model_text,
+                prepared.names,
+            );
         }
     }
 }

@@ -91,10 +91,11 @@ impl Interner {
         interner
     }
 
-    fn intern(&mut self, s: &str) -> u32 {
+    /// `hash` is `text_hash(s)`.
+    fn intern(&mut self, s: &str, hash: u64) -> u32 {
         let strings = &self.strings;
         match self.ids.entry(
-            text_hash(s),
+            hash,
             |&i| strings[i as usize] == s,
             |&i| text_hash(&strings[i as usize]),
         ) {
@@ -131,6 +132,22 @@ pub fn prepare_models(models: Models<'_>, keys: &mut Vec<u64>, text: &mut String
         }
         text.push_str(m);
     }
+}
+
+/// The hashes the builder interns a certificate's names by (producer, product name,
+/// applicant, factory, status reason, certification body), for
+/// [`SnapshotBuilder::upsert_prepared`]. Pure, so the loader computes them on its parsing
+/// threads.
+pub fn name_hashes(r: &CertificateRef<'_>) -> [u64; 6] {
+    [
+        r.producer,
+        r.product_name,
+        r.applicant,
+        r.factory,
+        r.status_reason,
+        r.body_name,
+    ]
+    .map(text_hash)
 }
 
 /// One certificate inside the builder: names as interned ids, its model keys and model text
@@ -265,41 +282,54 @@ impl SnapshotBuilder {
         let keys_start = self.keys.len();
         let text_start = self.model_text.len();
         prepare_models(r.models, &mut self.keys, &mut self.model_text);
-        self.insert(r, keys_start, text_start);
+        self.insert(r, keys_start, text_start, &name_hashes(r));
     }
 
-    /// Inserts a certificate whose models were prepared elsewhere (on another thread) by
-    /// [`prepare_models`]: `keys` and `model_text` are exactly what it appended for
-    /// `r.models`, which is not read again. The same snapshot as [`SnapshotBuilder::upsert_ref`].
-    pub fn upsert_prepared(&mut self, r: &CertificateRef<'_>, keys: &[u64], model_text: &str) {
+    /// Inserts a certificate whose models and names were prepared elsewhere (on another
+    /// thread): `keys` and `model_text` exactly what [`prepare_models`] appended for
+    /// `r.models` (which is not read again), `names` what [`name_hashes`] gives for `r`. The
+    /// same snapshot as [`SnapshotBuilder::upsert_ref`].
+    pub fn upsert_prepared(
+        &mut self,
+        r: &CertificateRef<'_>,
+        keys: &[u64],
+        model_text: &str,
+        names: &[u64; 6],
+    ) {
         let keys_start = self.keys.len();
         let text_start = self.model_text.len();
         self.keys.extend_from_slice(keys);
         self.model_text.push_str(model_text);
-        self.insert(r, keys_start, text_start);
+        self.insert(r, keys_start, text_start, names);
     }
 
-    fn insert(&mut self, r: &CertificateRef<'_>, keys_start: usize, text_start: usize) {
+    fn insert(
+        &mut self,
+        r: &CertificateRef<'_>,
+        keys_start: usize,
+        text_start: usize,
+        names: &[u64; 6],
+    ) {
         let end = self.keys.len();
         let hot = Hot {
             number: r.number.get(),
             expires: r.expires.days(),
             product_code: r.product_code.get(),
             status: r.status.code(),
-            producer: self.producers.intern(r.producer),
+            producer: self.producers.intern(r.producer, names[0]),
             ..Hot::default()
         };
         let cold = Cold {
             suffix: r.suffix.unwrap_or([0, 0]),
             issued: r.issued.days(),
             status_changed: r.status_changed.map_or(NO_DAY, |d| d.days()),
-            product_name: self.names.intern(r.product_name),
+            product_name: self.names.intern(r.product_name, names[1]),
             text_start: text_start as u32,
             text_len: (self.model_text.len() - text_start) as u32,
-            applicant: self.names.intern(r.applicant),
-            factory: self.names.intern(r.factory),
-            status_reason: self.names.intern(r.status_reason),
-            body_name: self.names.intern(r.body_name),
+            applicant: self.names.intern(r.applicant, names[2]),
+            factory: self.names.intern(r.factory, names[3]),
+            status_reason: self.names.intern(r.status_reason, names[4]),
+            body_name: self.names.intern(r.body_name, names[5]),
         };
         let entry = Entry {
             hot,

@@ -33,7 +33,7 @@ mod error;
 mod format;
 mod snapshot;
 
-pub use builder::{BuildInfo, SnapshotBuilder, prepare_models};
+pub use builder::{BuildInfo, SnapshotBuilder, name_hashes, prepare_models};
 pub use changes::{CertChange, lapsed, verdict_changes, verdict_changes_among};
 pub use diff::{Change, SnapshotDiff, diff};
 pub use dir::{HIGH_WATER_FILE, Latest, OpenMode, Published, SnapshotDir};

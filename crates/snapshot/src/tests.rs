@@ -372,7 +372,8 @@ fn models_prepared_elsewhere_build_the_same_snapshot_and_positions_follow_first_
         keys.clear();
         text.clear();
         crate::prepare_models(r.as_ref().models, &mut keys, &mut text);
-        prepared.upsert_prepared(&r.as_ref(), &keys, &text);
+        let names = crate::name_hashes(&r.as_ref());
+        prepared.upsert_prepared(&r.as_ref(), &keys, &text, &names);
     }
     assert_eq!(prepared.position(recs[5].number.get()), Some(5));
     assert_eq!(prepared.position(recs[299].number.get()), Some(299));
