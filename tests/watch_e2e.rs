@@ -571,6 +571,109 @@ async fn many_changed_verdicts_come_in_several_messages_and_lean_streams_leave_t
     gw.stop().await.unwrap();
 }
 
+/// What a fresh CheckBatch answers for `listings`, as of `d`, whole results by listing id.
+async fn fresh_results(
+    client: &mut ListingCheckClient<Channel>,
+    listings: &[Listing],
+    d: Day,
+) -> BTreeMap<String, ListingResult> {
+    let mut out = BTreeMap::new();
+    for chunk in listings.chunks(1_000) {
+        let listings = chunk
+            .iter()
+            .map(|l| Listing {
+                event_time: format!("{d}T12:00:00+08:00"),
+                ..l.clone()
+            })
+            .collect();
+        let r = client
+            .check_batch(CheckBatchRequest {
+                listings,
+                min_snapshot_sequence: 0,
+            })
+            .await
+            .expect("CheckBatch")
+            .into_inner();
+        out.extend(r.results.into_iter().map(|r| (r.listing_id.clone(), r)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_changed_verdicts_of_many_listings_per_certificate_are_fresh_checks_field_for_field() {
+    let mut recs = register();
+    let Serving {
+        dir,
+        gw,
+        mut client,
+        ..
+    } = serving(&recs, ConfigLayer::default()).await;
+    // 16,000 listings (10,000 re-decided: a pass on several threads, whose shares cut through the runs of one
+    // certificate) of 8 certificates, each cited with every model (covered, not covered,
+    // none), product code (its own, another, self-declared, none) and typing of the number.
+    let codes = ["0901", "0901", "1606", "1101", ""];
+    let models = ["M-1", "M-2", "M-3", ""];
+    let add: Vec<Listing> = (0..16_000u32)
+        .map(|i| {
+            let serial = 1 + i % 8;
+            let number = if (i / 160) % 2 == 0 {
+                num(serial)
+            } else {
+                format!("CCC {}", num(serial))
+            };
+            Listing {
+                product_code: codes[(i / 32) as usize % codes.len()].into(),
+                certificate_number: number,
+                ..listing(&format!("L{i:05}"), serial, models[(i / 8) as usize % 4])
+            }
+        })
+        .collect();
+    let mut w = Watch::open(&mut client).await;
+    for chunk in add.chunks(2_000) {
+        w.send(chunk.to_vec(), vec![]).await;
+        assert_eq!(w.next().await.results.len(), chunk.len());
+    }
+    let before = fresh_results(&mut client, &add, today()).await;
+
+    recs[1].status = Status::Revoked; // 2: BLOCK, reported with its new producer
+    recs[1].producer = "新生产者".into();
+    recs[2].models.push("M-3".into()); // 3: M-3 now covered
+    recs[4].product_code = cccgate_core::ProductCode::new(1606).unwrap(); // 5: another product
+    recs[5].expires = day(2026, 11, 28); // 6: expired yesterday
+    recs.remove(3); // 4: leaves the register
+    write_snapshot(dir.path(), 2, &recs);
+    reload(&gw).await;
+    let after = fresh_results(&mut client, &add, today()).await;
+    let want: BTreeSet<&String> = after
+        .iter()
+        .filter(|(id, r)| verdict(r) != verdict(&before[*id]))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(want.len() > 4_000, "{} changed", want.len());
+    let mut got = BTreeMap::new();
+    while got.len() < want.len() {
+        let m = w.next().await;
+        assert_eq!(
+            (m.event, m.snapshot_sequence),
+            (WatchEvent::Changed as i32, 2)
+        );
+        for r in m.results {
+            assert!(
+                got.insert(r.listing_id.clone(), r).is_none(),
+                "a listing twice"
+            );
+        }
+    }
+    assert_eq!(got.keys().collect::<BTreeSet<_>>(), want);
+    for (id, r) in &got {
+        assert_eq!(
+            r, &after[id],
+            "{id}: CHANGED is not what a fresh check says"
+        );
+    }
+    gw.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn midnight_expires_the_valid_certificates_whose_day_passed() {
     let mut recs = register();

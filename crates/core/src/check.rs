@@ -77,6 +77,31 @@ pub fn check<'r, R: Register>(
     }
 }
 
+/// Decides one listing exactly as [`check`] does, its certificate number already normalised
+/// and looked up: `number` is what [`CertNumber::normalize`] gives for the listing's
+/// `certificate_number`, and `found` what [`Register::find`] gives for `number`. For deciding
+/// the many listings that cite one certificate with one look-up (a watch pass re-decides the
+/// listings of each changed certificate together).
+pub fn check_found<'r, R: Register>(
+    register: &'r R,
+    listing: &Listing<'_>,
+    policy: &Policy,
+    number: CertNumber,
+    found: Option<R::Cert>,
+) -> Verdict<'r> {
+    debug_assert_eq!(normalize(listing), Ok(number), "the listing's own number");
+    let (reason, certificate) = match before_lookup(register, listing, Ok(number)) {
+        Err(reason) => (reason, None),
+        Ok((_, code)) => after_lookup(register, listing, code, found),
+    };
+    Verdict {
+        decision: policy.decision(reason),
+        reason,
+        snapshot_sequence: register.sequence(),
+        certificate,
+    }
+}
+
 /// Where a listing stands in [`check_all`]'s pipeline.
 #[derive(Clone, Copy)]
 enum Stage<C> {
@@ -757,6 +782,11 @@ mod tests {
                     order.push(i);
                     // The batch decides each exactly as `check` does alone.
                     assert_eq!(v, check(register(), &listings[i], &policy));
+                    // So does a decision given the number's look-up.
+                    if let Ok(p) = CertNumber::normalize(listings[i].certificate_number) {
+                        let found = register().find(p.number);
+                        assert_eq!(v, check_found(register(), &listings[i], &policy, p.number, found));
+                    }
                     assert_eq!(v.decision, policy.decision(v.reason));
                     assert_eq!(v.snapshot_sequence, 42);
                 });

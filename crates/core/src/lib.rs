@@ -30,7 +30,7 @@ mod width;
 
 pub use catalogue::{Catalogue, CatalogueEntry, CatalogueError, ConformityMode, ProductCode};
 pub use cert::{CertNumber, CertNumberError, ParsedCertNumber};
-pub use check::{Register, check, check_all};
+pub use check::{Register, check, check_all, check_found};
 pub use date::{DateError, Day};
 pub use event::ListingEvent;
 pub use explain::{Explanation, explain};

@@ -12,7 +12,7 @@
 //! more (see the byte counts in `benches/README.md`).
 
 use bytes::{BufMut, Bytes, BytesMut};
-use cccgate_core::Verdict;
+use cccgate_core::{CertFacts, Verdict};
 use cccgate_proto::v1::{Decision as WireDecision, Reason as WireReason};
 use cccgate_proto::{CertificateText, InvalidListing};
 
@@ -77,6 +77,36 @@ impl Encoded {
         let cert_len = cert
             .as_ref()
             .map(|(t, producer)| certificate_len(t, producer));
+        self.verdict_with(listing_id, v, cert_len, |b| {
+            if let Some((t, producer)) = cert {
+                put_certificate(b, &t, producer);
+            }
+        });
+    }
+
+    /// The answer to one listing whose verdict reports the certificate whose fields
+    /// [`certificate_body`] wrote to `certificate`: the same bytes as [`Encoded::verdict`],
+    /// with the certificate copied instead of formatted again (a watch pass answers every
+    /// listing of a changed certificate with the same one).
+    #[inline]
+    pub fn verdict_prepared(&mut self, listing_id: &str, v: &Verdict<'_>, certificate: &[u8]) {
+        let cert = (!self.lean && v.certificate.is_some()).then_some(certificate);
+        self.verdict_with(listing_id, v, cert.map(<[u8]>::len), |b| {
+            if let Some(c) = cert {
+                b.put_slice(c);
+            }
+        });
+    }
+
+    /// A verdict whose certificate's fields (`cert_len` bytes, if any) `write_cert` writes.
+    #[inline]
+    fn verdict_with(
+        &mut self,
+        listing_id: &str,
+        v: &Verdict<'_>,
+        cert_len: Option<usize>,
+        write_cert: impl FnOnce(&mut BytesMut),
+    ) {
         let decision = WireDecision::from(v.decision) as i32 as u64;
         let reason = WireReason::from(v.reason) as i32 as u64;
         let verdict_len = varint_field_len(decision)
@@ -90,14 +120,10 @@ impl Encoded {
         put_varint_field(b, 1, decision);
         put_varint_field(b, 2, reason);
         put_varint_field(b, 3, v.snapshot_sequence);
-        if let (Some((t, producer)), Some(len)) = (cert, cert_len) {
+        if let Some(len) = cert_len {
             put_key(b, 4, LEN);
             put_varint(b, len as u64);
-            put_str_field(b, 1, &t.number);
-            put_varint_field(b, 2, t.status as u64);
-            put_str_field(b, 3, &t.product_code);
-            put_str_field(b, 4, producer.as_bytes());
-            put_str_field(b, 5, &t.expiry_date);
+            write_cert(b);
         }
         self.field = self.results_field();
     }
@@ -162,6 +188,22 @@ impl Encoded {
     }
 }
 
+/// Writes the fields of `c` as a verdict's `certificate` holds them (without the field's key
+/// and length), for [`Encoded::verdict_prepared`]; `out` is cleared first.
+pub(crate) fn certificate_body(c: &CertFacts<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    put_certificate(out, &CertificateText::of(c), c.producer);
+}
+
+#[inline]
+fn put_certificate(b: &mut impl BufMut, t: &CertificateText, producer: &str) {
+    put_str_field(b, 1, &t.number);
+    put_varint_field(b, 2, t.status as u64);
+    put_str_field(b, 3, &t.product_code);
+    put_str_field(b, 4, producer.as_bytes());
+    put_str_field(b, 5, &t.expiry_date);
+}
+
 fn certificate_len(t: &CertificateText, producer: &str) -> usize {
     str_field_len(t.number.len())
         + varint_field_len(t.status as u64)
@@ -175,12 +217,12 @@ const LEN: u8 = 2;
 
 /// Field numbers here are all under 16: one byte of key.
 #[inline]
-fn put_key(b: &mut BytesMut, field: u8, wire_type: u8) {
+fn put_key(b: &mut impl BufMut, field: u8, wire_type: u8) {
     b.put_u8(field << 3 | wire_type);
 }
 
 #[inline]
-fn put_varint(b: &mut BytesMut, mut v: u64) {
+fn put_varint(b: &mut impl BufMut, mut v: u64) {
     while v >= 0x80 {
         b.put_u8(v as u8 | 0x80);
         v >>= 7;
@@ -196,7 +238,7 @@ fn varint_len(v: u64) -> usize {
 
 /// A varint field, left out when zero (proto3).
 #[inline]
-fn put_varint_field(b: &mut BytesMut, field: u8, v: u64) {
+fn put_varint_field(b: &mut impl BufMut, field: u8, v: u64) {
     if v != 0 {
         put_key(b, field, VARINT);
         put_varint(b, v);
@@ -210,7 +252,7 @@ fn varint_field_len(v: u64) -> usize {
 
 /// A string field, left out when empty (proto3).
 #[inline]
-fn put_str_field(b: &mut BytesMut, field: u8, s: &[u8]) {
+fn put_str_field(b: &mut impl BufMut, field: u8, s: &[u8]) {
     if !s.is_empty() {
         put_key(b, field, LEN);
         put_varint(b, s.len() as u64);
@@ -308,6 +350,28 @@ mod tests {
             want.snapshot_content_id = "0123456789abcdef0123456789abcdef".into();
             let got = enc.finish(want.snapshot_sequence, &want.snapshot_content_id);
             assert_eq!(got.as_ref(), want.encode_to_vec().as_slice(), "lean {lean}");
+        }
+    }
+
+    #[test]
+    fn a_prepared_certificate_gives_the_same_bytes() {
+        for lean in [false, true] {
+            let (mut a, mut b) = (
+                Encoded::new(Shape::Batch, lean, 4),
+                Encoded::new(Shape::Batch, lean, 4),
+            );
+            let mut body = Vec::new();
+            for (i, v) in verdicts().iter().enumerate() {
+                let id = format!("L{i}");
+                a.verdict(&id, v);
+                // A stale body must not leak into a verdict without a certificate.
+                body.extend_from_slice(b"stale");
+                if let Some(c) = &v.certificate {
+                    certificate_body(c, &mut body);
+                }
+                b.verdict_prepared(&id, v, &body);
+            }
+            assert_eq!(a.finish(7, "x"), b.finish(7, "x"), "lean {lean}");
         }
     }
 

@@ -104,6 +104,62 @@ impl Default for Listings {
     }
 }
 
+/// The slots a pass re-decides, those citing one certificate next to each other.
+#[derive(Debug, Default)]
+pub(crate) struct Cited {
+    pub(crate) slots: Vec<u32>,
+    /// Runs of `slots`, in order, each ending (exclusive) at `end`.
+    pub(crate) groups: Vec<Group>,
+}
+
+/// A run of [`Cited::slots`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Group {
+    /// The certificate number every listing of the run cites, normalised; `None`: listings
+    /// citing any (or none), each decided alone.
+    pub(crate) number: Option<CertNumber>,
+    pub(crate) end: u32,
+}
+
+impl Cited {
+    /// Slots decided one by one, whatever they cite.
+    pub(crate) fn ungrouped(slots: Vec<u32>) -> Self {
+        let end = slots.len() as u32;
+        Cited {
+            slots,
+            groups: vec![Group { number: None, end }],
+        }
+    }
+
+    fn push_chain(&mut self, number: u64, chain: &[u32]) {
+        self.slots.extend_from_slice(chain);
+        self.groups.push(Group {
+            // Chained numbers came from `CertNumber::normalize`.
+            number: CertNumber::from_u64(number),
+            end: self.slots.len() as u32,
+        });
+    }
+
+    /// The runs within `slots[range]`, clipped to it: (first slot, end, number).
+    pub(crate) fn runs(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (usize, usize, Option<CertNumber>)> + '_ {
+        let first = self
+            .groups
+            .partition_point(|g| g.end as usize <= range.start);
+        let mut start = range.start;
+        self.groups[first..].iter().map_while(move |g| {
+            let end = (g.end as usize).min(range.end);
+            (start < range.end).then(|| {
+                let run = (start, end, g.number);
+                start = end;
+                run
+            })
+        })
+    }
+}
+
 /// A watched listing, as [`Listings::listing`] rebuilds it for a decision.
 pub(crate) struct Rebuilt<'a> {
     pub(crate) listing: Listing<'a>,
@@ -270,57 +326,65 @@ impl Listings {
         self.garbage = 0;
     }
 
-    /// The slots to re-decide when these certificates changed (`numbers` without repeats):
-    /// the numbers are looked up one by one, or, when this stream cites fewer certificates
-    /// than changed, its own certificates are looked up in `set` (built once by the caller's
-    /// closure and shared by every stream).
+    /// The slots to re-decide when these certificates changed (`numbers` without repeats),
+    /// those citing one certificate together ([`Cited`]): the numbers are looked up one by
+    /// one, or, when this stream cites fewer certificates than changed, its own certificates
+    /// are looked up in `set` (built once by the caller's closure and shared by every stream).
     pub(crate) fn citing(
         &self,
         numbers: &[u64],
         set: &mut dyn FnMut() -> std::sync::Arc<HashSet<u64>>,
-    ) -> Vec<u32> {
-        let mut out = Vec::new();
-        let mut walk = |mut at: u32| {
-            while at != NONE {
-                out.push(at);
-                at = self.slots[at as usize].next;
-            }
-        };
+    ) -> Cited {
+        let mut out = Cited::default();
         if numbers.len() <= self.by_cert.len() {
             // Up to CURSORS chains are walked at once, each a step in turn, so the fetches of
-            // their scattered slots overlap instead of waiting one for another.
+            // their scattered slots overlap instead of waiting one for another; each chain is
+            // gathered apart and appended whole once walked.
             const CURSORS: usize = 8;
-            let mut heads = numbers.iter().filter_map(|n| self.by_cert.get(n).copied());
-            let mut cursors: Vec<u32> = Vec::with_capacity(CURSORS);
+            let mut heads = numbers
+                .iter()
+                .filter_map(|&n| self.by_cert.get(&n).map(|&head| (n, head)));
+            let mut cursors: Vec<(u64, u32, Vec<u32>)> = Vec::with_capacity(CURSORS);
+            let mut spare: Vec<Vec<u32>> = Vec::with_capacity(CURSORS);
             loop {
                 while cursors.len() < CURSORS
-                    && let Some(head) = heads.next()
+                    && let Some((number, head)) = heads.next()
                 {
                     self.prefetch_slot(head);
-                    cursors.push(head);
+                    cursors.push((number, head, spare.pop().unwrap_or_default()));
                 }
                 if cursors.is_empty() {
                     break;
                 }
                 let mut k = 0;
                 while k < cursors.len() {
-                    let at = cursors[k];
-                    out.push(at);
-                    let next = self.slots[at as usize].next;
+                    let (_, at, chain) = &mut cursors[k];
+                    chain.push(*at);
+                    let next = self.slots[*at as usize].next;
                     if next == NONE {
-                        cursors.swap_remove(k);
+                        let (number, _, mut chain) = cursors.swap_remove(k);
+                        out.push_chain(number, &chain);
+                        chain.clear();
+                        spare.push(chain);
                     } else {
                         self.prefetch_slot(next);
-                        cursors[k] = next;
+                        *at = next;
                         k += 1;
                     }
                 }
             }
         } else {
             let set = set();
+            let mut chain = Vec::new();
             for (n, &head) in &self.by_cert {
                 if set.contains(n) {
-                    walk(head);
+                    let mut at = head;
+                    while at != NONE {
+                        chain.push(at);
+                        at = self.slots[at as usize].next;
+                    }
+                    out.push_chain(*n, &chain);
+                    chain.clear();
                 }
             }
         }
@@ -441,6 +505,28 @@ mod tests {
         )
     }
 
+    /// The slots citing `numbers`, after checking that the runs of each certificate are
+    /// whole and hold only its listings.
+    fn cited(
+        l: &Listings,
+        numbers: &[u64],
+        set: &mut dyn FnMut() -> std::sync::Arc<HashSet<u64>>,
+    ) -> Vec<u32> {
+        let c = l.citing(numbers, set);
+        let mut start = 0;
+        let mut seen = HashSet::new();
+        for g in &c.groups {
+            let n = g.number.expect("a number").get();
+            assert!(seen.insert(n), "one run per certificate");
+            let run = &c.slots[start..g.end as usize];
+            assert!(!run.is_empty());
+            assert!(run.iter().all(|&at| l.slots[at as usize].cert == n));
+            start = g.end as usize;
+        }
+        assert_eq!(start, c.slots.len());
+        c.slots
+    }
+
     fn ids(l: &Listings, slots: Vec<u32>) -> Vec<String> {
         let mut v: Vec<String> = slots.into_iter().map(|s| back(l, s).0).collect();
         v.sort();
@@ -468,7 +554,7 @@ mod tests {
         // Both typings of A are indexed under it; the bad number under nothing.
         let num = A.parse::<u64>().unwrap();
         assert_eq!(
-            ids(&l, l.citing(&[num], &mut || unreachable!())),
+            ids(&l, cited(&l, &[num], &mut || unreachable!())),
             ["x", "y"]
         );
     }
@@ -484,15 +570,15 @@ mod tests {
         assert_eq!(l.insert(&listing("2", B, ""), 0), Inserted::Replaced);
         assert_eq!(l.len(), 4);
         let none = &mut || unreachable!();
-        assert_eq!(ids(&l, l.citing(&[a], none)), ["1", "3", "4"]);
-        assert_eq!(ids(&l, l.citing(&[b], none)), ["2"]);
+        assert_eq!(ids(&l, cited(&l, &[a], none)), ["1", "3", "4"]);
+        assert_eq!(ids(&l, cited(&l, &[b], none)), ["2"]);
         // Middle, head and tail of A's chain.
         assert!(l.remove("3"));
         assert!(l.remove("4"));
         assert!(!l.remove("4"));
-        assert_eq!(ids(&l, l.citing(&[a], none)), ["1"]);
+        assert_eq!(ids(&l, cited(&l, &[a], none)), ["1"]);
         assert!(l.remove("1"));
-        assert!(l.citing(&[a], none).is_empty());
+        assert!(cited(&l, &[a], none).is_empty());
         assert!(!l.by_cert.contains_key(&a));
         // Freed slots are reused.
         l.insert(&listing("5", A, ""), 0);
@@ -521,24 +607,55 @@ mod tests {
         }
         want.sort();
         let asked: Vec<u64> = (0..30u64).step_by(2).map(|i| base + i).collect();
-        let got = l.citing(&asked, &mut || unreachable!());
+        let got = cited(&l, &asked, &mut || unreachable!());
         assert_eq!(got.len(), want.len());
         assert_eq!(ids(&l, got), want);
+    }
+
+    #[test]
+    fn runs_are_clipped_to_a_range_of_the_slots() {
+        let g = |number: u64, end| Group {
+            number: CertNumber::from_u64(number),
+            end,
+        };
+        let c = Cited {
+            slots: (0..10).collect(),
+            groups: vec![g(1, 3), g(2, 4), g(3, 10)],
+        };
+        let runs = |r| {
+            c.runs(r)
+                .map(|(a, b, n)| (a, b, n.map(CertNumber::get)))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            runs(0..10),
+            [(0, 3, Some(1)), (3, 4, Some(2)), (4, 10, Some(3))]
+        );
+        assert_eq!(
+            runs(2..5),
+            [(2, 3, Some(1)), (3, 4, Some(2)), (4, 5, Some(3))]
+        );
+        assert_eq!(runs(3..4), [(3, 4, Some(2))]);
+        assert_eq!(runs(5..5), []);
+        let all = Cited::ungrouped(vec![4, 2, 9]);
+        assert_eq!(all.runs(1..3).collect::<Vec<_>>(), [(1, 3, None)]);
     }
 
     #[test]
     fn many_changed_numbers_are_matched_through_the_set() {
         let mut l = Listings::default();
         l.insert(&listing("x", A, ""), 0);
+        l.insert(&listing("y", B, ""), 0);
+        l.insert(&listing("z", A, ""), 0);
         let numbers: Vec<u64> = (0..10).map(|i| A.parse::<u64>().unwrap() + i).collect();
         let mut built = 0;
         let set: HashSet<u64> = numbers.iter().copied().collect();
         let set = std::sync::Arc::new(set);
-        let got = l.citing(&numbers, &mut || {
+        let got = cited(&l, &numbers, &mut || {
             built += 1;
             std::sync::Arc::clone(&set)
         });
-        assert_eq!(ids(&l, got), ["x"]);
+        assert_eq!(ids(&l, got), ["x", "y", "z"]);
         assert_eq!(built, 1);
     }
 

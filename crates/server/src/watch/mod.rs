@@ -28,6 +28,9 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 use crate::store::{Loaded, Swaps};
 use registry::{Affected, Registry};
 
+/// How long the work after a swap's pass waits for its CHANGED messages to leave.
+const SENT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Default of `--watch-history`: swaps whose change batches are kept for resuming streams.
 pub const DEFAULT_HISTORY: usize = 1_000;
 /// Default of `--watch-max-listings`: listings one caller may watch at once.
@@ -205,14 +208,18 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                             metrics::histogram!("cccgate_watch_pass_duration_seconds")
                                 .record(t.elapsed().as_secs_f64());
                             let pushed_in = t.elapsed();
-                            // The previous snapshot and the diff's buffers are gone: give
-                            // their freed pages back (see `release_freed_memory`).
+                            // Freeing the previous snapshot and the diff's buffers, and giving
+                            // their pages back (see `release_freed_memory`), waits until the
+                            // CHANGED messages have left: a trim takes the allocator's locks
+                            // and an unmap the address space's, which their sending needs.
+                            hub2.registry.wait_sent(SENT_WAIT);
+                            let sent_in = t.elapsed();
                             drop((old, affected));
                             release_freed_memory();
-                            (n, source, diff, pass, pushed_in)
+                            (n, source, diff, pass, pushed_in, sent_in)
                         })
                         .await;
-                        if let Ok((n, source, diff, pass, pushed_in)) = r {
+                        if let Ok((n, source, diff, pass, pushed_in, sent_in)) = r {
                             tracing::info!(
                                 sequence,
                                 changes = n,
@@ -222,6 +229,7 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                                 changed_verdicts = pass.changed,
                                 decide_ms = pass.decide.as_secs_f64() * 1e3,
                                 pass_ms = pushed_in.as_secs_f64() * 1e3,
+                                sent_ms = sent_in.as_secs_f64() * 1e3,
                                 "change feed: swap"
                             );
                         }

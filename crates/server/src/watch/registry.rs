@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use cccgate_snapshot::Snapshot;
 
-use cccgate_core::{Day, Listing, Policy, check};
+use cccgate_core::{Day, Listing, Policy, Register, check, check_found};
 use cccgate_proto::v1::listing_result::Outcome;
 use cccgate_proto::v1::{
     Listing as WireListing, ListingError, ListingResult, WatchEvent, WatchListingsResponse,
@@ -36,9 +36,9 @@ use dashmap::DashMap;
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
-use super::listings::{Inserted, Listings, verdict_code};
+use super::listings::{Cited, Inserted, Listings, verdict_code};
 use crate::admission::Caller;
-use crate::answer::Encoded;
+use crate::answer::{Encoded, certificate_body};
 use crate::store::Loaded;
 use crate::wire::Shape;
 
@@ -360,8 +360,8 @@ impl Registry {
         for s in streams {
             let t = Instant::now();
             let mut listings = lock(&s.listings);
-            let slots = match affected {
-                Affected::All => listings.all(),
+            let cited = match affected {
+                Affected::All => Cited::ungrouped(listings.all()),
                 Affected::Certificates(numbers) => listings.citing(numbers, &mut || {
                     Arc::clone(
                         set.get_or_insert_with(|| Arc::new(numbers.iter().copied().collect())),
@@ -370,7 +370,7 @@ impl Registry {
             };
             // Each CHANGED message is sent as soon as it is written, while the stream's lock
             // is held: an add waiting for it answers after the pass's last one.
-            let parts = self.decide(&listings, &slots, snapshot, day, s.lean, &|msg| {
+            let parts = self.decide(&listings, &cited, snapshot, day, s.lean, &|msg| {
                 if s.overflowed.load(Ordering::Acquire) {
                     return;
                 }
@@ -387,7 +387,7 @@ impl Registry {
                     listings.set_verdict(at, code);
                 }
             }
-            pass.decided += slots.len();
+            pass.decided += cited.slots.len();
             pass.decide += t.elapsed();
             drop(listings);
         }
@@ -395,39 +395,61 @@ impl Registry {
         pass
     }
 
-    /// Re-decides `slots` of `listings`, on several threads when there are many, giving each
-    /// CHANGED message to `send` as soon as it is written.
+    /// Waits, at most `max`, until every stream's connection has taken the responses queued
+    /// for it (a pass's CHANGED messages are on their way to the caller), so that what
+    /// follows a pass (the old snapshot freed, the heap trimmed) does not compete with
+    /// sending them. Returns how long it waited.
+    pub(crate) fn wait_sent(&self, max: Duration) -> Duration {
+        let t = Instant::now();
+        let streams: Vec<Arc<Stream>> = self.streams.iter().map(|s| Arc::clone(&s)).collect();
+        for s in streams {
+            while s.tx.capacity() < s.tx.max_capacity()
+                && !s.tx.is_closed()
+                && !s.overflowed.load(Ordering::Acquire)
+                && t.elapsed() < max
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        t.elapsed()
+    }
+
+    /// Re-decides the `cited` slots of `listings`, on several threads when there are many,
+    /// giving each CHANGED message to `send` as soon as it is written.
     fn decide(
         &self,
         listings: &Listings,
-        slots: &[u32],
+        cited: &Cited,
         snapshot: &Snapshot,
         day: Day,
         lean: bool,
         send: &(dyn Fn(Bytes) + Sync),
     ) -> Vec<Decided> {
-        let threads = if slots.len() < PARALLEL_FROM {
+        let n = cited.slots.len();
+        let threads = if n < PARALLEL_FROM {
             1
         } else {
             std::thread::available_parallelism()
                 .map_or(1, std::num::NonZero::get)
-                .min(slots.len() / (PARALLEL_FROM / 2))
+                .min(n / (PARALLEL_FROM / 2))
         };
         if threads <= 1 {
-            return vec![self.decide_part(listings, slots, snapshot, day, lean, send)];
+            return vec![self.decide_part(listings, cited, 0..n, snapshot, day, lean, send)];
         }
-        let per = slots.len().div_ceil(threads);
+        let per = n.div_ceil(threads);
         std::thread::scope(|scope| {
-            let handles: Vec<_> = slots
-                .chunks(per)
-                .skip(1)
-                .map(|part| {
-                    scope.spawn(move || self.decide_part(listings, part, snapshot, day, lean, send))
+            let handles: Vec<_> = (per..n)
+                .step_by(per)
+                .map(|start| {
+                    let part = start..(start + per).min(n);
+                    scope.spawn(move || {
+                        self.decide_part(listings, cited, part, snapshot, day, lean, send)
+                    })
                 })
                 .collect();
             // This thread takes the first share itself.
             let mut out =
-                vec![self.decide_part(listings, &slots[..per], snapshot, day, lean, send)];
+                vec![self.decide_part(listings, cited, 0..per, snapshot, day, lean, send)];
             out.extend(handles.into_iter().map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -436,10 +458,15 @@ impl Registry {
         })
     }
 
+    /// Re-decides `cited.slots[part]`. The listings citing one certificate come together:
+    /// the certificate is looked up once for all of them ([`check_found`]), and, for full
+    /// answers, its wire fields written once and copied into each CHANGED verdict.
+    #[allow(clippy::too_many_arguments)] // one share of `decide`'s work
     fn decide_part(
         &self,
         listings: &Listings,
-        slots: &[u32],
+        cited: &Cited,
+        part: std::ops::Range<usize>,
         snapshot: &Snapshot,
         day: Day,
         lean: bool,
@@ -448,36 +475,63 @@ impl Registry {
         let max = self.max_results_per_message.min(CHANGED_PER_MESSAGE);
         let sequence = snapshot.sequence();
         let event = WatchEvent::Changed as i32;
+        let slots = &cited.slots[part.clone()];
         let mut out = Decided::default();
         let mut message: Option<(Encoded, usize)> = None;
+        // The certificate's wire fields, for the run being decided.
+        let mut body = Vec::with_capacity(128);
         // The slots are scattered over the stream's table and arena: each is asked for
         // PREFETCH_AHEAD places ahead, its text half as far ahead (once the slot is there).
         for &at in slots.iter().take(PREFETCH_AHEAD) {
             listings.prefetch_slot(at);
         }
-        for (i, &at) in slots.iter().enumerate() {
-            if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD) {
-                listings.prefetch_slot(ahead);
+        let mut runs = cited.runs(part.clone()).peekable();
+        while let Some((start, end, number)) = runs.next() {
+            // The next run's certificate is fetched while this one is decided.
+            if let Some(&(_, _, Some(next))) = runs.peek() {
+                snapshot.prefetch(next);
             }
-            if let Some(&half) = slots.get(i + PREFETCH_AHEAD / 2) {
-                listings.prefetch_text(half);
-            }
-            let mut digits = [0u8; 16];
-            let r = listings.listing(at, day, &mut digits);
-            let v = check(snapshot, &r.listing, &self.policy);
-            let code = verdict_code(v.decision, v.reason);
-            if code == r.verdict {
-                continue;
-            }
-            out.changed.push((at, code));
-            let (m, n) = message
-                .get_or_insert_with(|| (Encoded::new(Shape::Batch, lean, max.min(slots.len())), 0));
-            m.verdict(r.listing.listing_id, &v);
-            *n += 1;
-            if *n == max
-                && let Some((m, _)) = message.take()
-            {
-                send(m.finish_watch(sequence, event));
+            let found = number.and_then(|n| snapshot.find(n));
+            let mut body_for_run = false;
+            for i in start - part.start..end - part.start {
+                let at = slots[i];
+                if let Some(&ahead) = slots.get(i + PREFETCH_AHEAD) {
+                    listings.prefetch_slot(ahead);
+                }
+                if let Some(&half) = slots.get(i + PREFETCH_AHEAD / 2) {
+                    listings.prefetch_text(half);
+                }
+                let mut digits = [0u8; 16];
+                let r = listings.listing(at, day, &mut digits);
+                let v = match number {
+                    Some(n) => check_found(snapshot, &r.listing, &self.policy, n, found),
+                    None => check(snapshot, &r.listing, &self.policy),
+                };
+                let code = verdict_code(v.decision, v.reason);
+                if code == r.verdict {
+                    continue;
+                }
+                out.changed.push((at, code));
+                let (m, k) = message.get_or_insert_with(|| {
+                    (Encoded::new(Shape::Batch, lean, max.min(slots.len())), 0)
+                });
+                match (&v.certificate, number) {
+                    // Every verdict of the run that reports a certificate reports `found`.
+                    (Some(c), Some(_)) if !lean => {
+                        if !body_for_run {
+                            certificate_body(c, &mut body);
+                            body_for_run = true;
+                        }
+                        m.verdict_prepared(r.listing.listing_id, &v, &body);
+                    }
+                    _ => m.verdict(r.listing.listing_id, &v),
+                }
+                *k += 1;
+                if *k == max
+                    && let Some((m, _)) = message.take()
+                {
+                    send(m.finish_watch(sequence, event));
+                }
             }
         }
         if let Some((m, _)) = message {
