@@ -308,18 +308,54 @@ pub const TRIM_THRESHOLD: usize = 4 << 20;
 /// `malloc_trim` does not return for the threads' heaps (glibc 2.36 trims only their free
 /// lists). A soak of 100 swaps of a 200,000-certificate register ended 2.4x its resident
 /// memory before the swaps with the defaults, 1.6x with these. Fixed values also stop the
-/// raising. No effect but on Linux with glibc.
+/// raising. A value the operator set in the environment (`MALLOC_MMAP_THRESHOLD_`,
+/// `MALLOC_TRIM_THRESHOLD_`, or `glibc.malloc.mmap_threshold` / `trim_threshold` in
+/// `GLIBC_TUNABLES`) is kept. No effect but on Linux with glibc.
 pub fn limit_allocator_retention() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: `mallopt` only sets the allocator's parameters; it takes the allocator's
-        // lock itself and touches no memory the program owns.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
-        }
+        let set = |param: libc::c_int, value: usize, env: &str, tunable: &str| {
+            if allocator_setting_in_env(env, tunable) {
+                return;
+            }
+            // SAFETY: `mallopt` only sets the allocator's parameters; it takes the
+            // allocator's lock itself and touches no memory the program owns.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::mallopt(param, value as libc::c_int);
+            }
+        };
+        set(
+            libc::M_MMAP_THRESHOLD,
+            MMAP_THRESHOLD,
+            "MALLOC_MMAP_THRESHOLD_",
+            "mmap_threshold",
+        );
+        set(
+            libc::M_TRIM_THRESHOLD,
+            TRIM_THRESHOLD,
+            "MALLOC_TRIM_THRESHOLD_",
+            "trim_threshold",
+        );
     }
+}
+
+/// Whether glibc's allocator setting `tunable` is given in the environment, by its own
+/// variable `env` or in `GLIBC_TUNABLES`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn allocator_setting_in_env(env: &str, tunable: &str) -> bool {
+    std::env::var_os(env).is_some()
+        || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| in_tunables(&t, tunable))
+}
+
+/// Whether `glibc.malloc.<tunable>=...` is among the colon-separated `tunables`.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+fn in_tunables(tunables: &str, tunable: &str) -> bool {
+    tunables.split(':').any(|kv| {
+        kv.split_once('=')
+            .and_then(|(k, _)| k.strip_prefix("glibc.malloc."))
+            .is_some_and(|k| k == tunable)
+    })
 }
 
 /// Returns the heap's free pages to the system after a swap. A swap frees hundreds of MB
@@ -342,5 +378,27 @@ pub fn release_freed_memory() {
             seconds = t.elapsed().as_secs_f64(),
             "heap trimmed after a swap"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_tunables;
+
+    #[test]
+    fn an_allocator_setting_in_glibc_tunables_is_found_by_its_name_only() {
+        let t = "glibc.malloc.arena_max=4:glibc.malloc.trim_threshold=131072";
+        assert!(in_tunables(t, "trim_threshold"));
+        assert!(in_tunables(t, "arena_max"));
+        assert!(!in_tunables(t, "mmap_threshold"));
+        assert!(!in_tunables(
+            "glibc.malloc.trim_threshold_x=1",
+            "trim_threshold"
+        ));
+        assert!(!in_tunables(
+            "glibc.rtld.trim_threshold=1",
+            "trim_threshold"
+        ));
+        assert!(!in_tunables("", "trim_threshold"));
     }
 }
