@@ -34,12 +34,12 @@
 //! every request the attacker can make with the CPU they leave. By default that priority is
 //! Linux's `SCHED_IDLE` class ([`Priority::Idle`], `chrt --idle 0`): such a task runs only on
 //! a CPU nobody else wants and is preempted at once when a normal task wakes, so the gateway
-//! and the normal caller never wait for it. At `nice 19` ([`Priority::Nice`]) the attacker
-//! still holds a CPU for up to the scheduler's wake-up granularity (around a millisecond)
-//! after the gateway's thread wakes: a delay the attacker's own CPU would never cause on
-//! another machine, measured as the gateway's. The attacker may also be pinned to some CPUs
-//! (`taskset`). [`AttackerPlace::InProcess`] runs it on the normal caller's runtime, as the
-//! first measurements did.
+//! and the normal caller never wait for it, by the scheduler's rule rather than by weights. At
+//! `nice 19` ([`Priority::Nice`]) it is in the normal class with a small weight, and may keep
+//! a CPU for a while after a normal thread wakes, depending on the kernel. (On the 6.18 kernel
+//! of the measurements neither delayed a normal thread's wake-up: `benches/README.md`.) The
+//! attacker may also be pinned to some CPUs (`taskset`). [`AttackerPlace::InProcess`] runs it
+//! on the normal caller's runtime, as the first measurements did.
 
 use std::fmt;
 use std::path::PathBuf;
