@@ -11,6 +11,8 @@
 use cccgate_core::{CertNumber, CertificateRef, Day, Models, ProductCode, Status};
 use cccgate_snapshot::{name_hashes, prepare_models};
 
+use crate::certs::record_hash;
+
 /// The texts of a certificate, in the order they are stored.
 const TEXTS: usize = 7;
 
@@ -69,10 +71,11 @@ impl Batch {
         self.items.clear();
     }
 
-    /// Copies a certificate in, with the hash of its contents and the file (by index) and
-    /// line it was read from, and prepares its models: they are stored as the snapshot
-    /// stores them (trimmed, joined with `；`, which splits back into the same models).
-    pub fn push(&mut self, r: &CertificateRef<'_>, hash: u128, file: u32, line: u64) {
+    /// Copies a certificate in, with the file (by index) and line it was read from, and
+    /// prepares its models (stored as the snapshot stores them: trimmed, joined with `；`,
+    /// which splits back into the same models), the hash of its contents and of its names.
+    /// `buf` is scratch space.
+    pub fn push(&mut self, r: &CertificateRef<'_>, file: u32, line: u64, buf: &mut Vec<u8>) {
         let start = self.text.len();
         let mut ends = [0; TEXTS];
         let keys_start = self.keys.len();
@@ -108,7 +111,7 @@ impl Batch {
             ends,
             keys_start,
             keys_end: self.keys.len(),
-            hash,
+            hash: record_hash(r, self.text.get(ends[0]..ends[1]).unwrap_or_default(), buf),
             names: name_hashes(r),
         });
     }
@@ -189,19 +192,24 @@ mod tests {
             .map(|n| record(n, &["X1", "型号 二", "a b"][..(n as usize % 3) + 1]))
             .collect();
         let mut b = Batch::default();
+        let mut buf = Vec::new();
         for round in 0..2 {
             for (line, r) in recs.iter().enumerate() {
-                b.push(&r.as_ref(), line as u128, round, line as u64 + 2);
+                b.push(&r.as_ref(), round, line as u64 + 2, &mut buf);
             }
             assert_eq!(b.len(), recs.len(), "round {round}");
             for (i, want) in recs.iter().enumerate() {
                 let got = b.get(i);
                 assert_eq!(b.origin(i), (round, i as u64 + 2));
                 let prepared = b.prepared(i);
-                assert_eq!(prepared.hash, i as u128);
                 let (mut keys, mut text) = (Vec::new(), String::new());
                 prepare_models(want.as_ref().models, &mut keys, &mut text);
                 assert_eq!((prepared.keys, prepared.model_text), (&keys[..], &*text));
+                assert_eq!(prepared.hash, record_hash(&want.as_ref(), &text, &mut buf));
+                // Every record differs from the others (number, models...), so must its hash.
+                for j in 0..i {
+                    assert_ne!(b.prepared(j).hash, prepared.hash, "{j} and {i}");
+                }
                 assert_eq!(*prepared.names, name_hashes(&want.as_ref()));
                 let models: Vec<&str> = got.models.iter().collect();
                 let want_models: Vec<&str> = want.models.iter().map(String::as_str).collect();

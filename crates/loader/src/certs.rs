@@ -227,11 +227,7 @@ pub(crate) fn parse_rows(
     for i in 0..raw.len() {
         let rec = raw.record(i, layout.encoding, text);
         match parse_row(&rec, &layout.cols, layout.width, catalogue) {
-            Ok(row) => {
-                let record = row.as_ref();
-                let hash = record_hash(&record, buf);
-                out.batch.push(&record, hash, layout.file, rec.line);
-            }
+            Ok(row) => out.batch.push(&row.as_ref(), layout.file, rec.line, buf),
             Err((field, message)) => out.errors.push((
                 i,
                 RowError {
@@ -547,8 +543,11 @@ fn parse_row<'a>(
     })
 }
 
-/// A 128-bit hash of every field of a record, in a fixed length-prefixed encoding.
-pub(crate) fn record_hash(r: &CertificateRef<'_>, buf: &mut Vec<u8>) -> u128 {
+/// A 128-bit hash of every field of a record, in a fixed length-prefixed encoding. The
+/// models are given as `cccgate_snapshot::prepare_models` joins them (`models`): each is
+/// trimmed, not empty and holds no `；`, so two lists of models join to the same text only
+/// if they are the same list.
+pub(crate) fn record_hash(r: &CertificateRef<'_>, models: &str, buf: &mut Vec<u8>) -> u128 {
     fn s(buf: &mut Vec<u8>, t: &str) {
         buf.extend_from_slice(&(t.len() as u32).to_le_bytes());
         buf.extend_from_slice(t.as_bytes());
@@ -559,10 +558,7 @@ pub(crate) fn record_hash(r: &CertificateRef<'_>, buf: &mut Vec<u8>) -> u128 {
     buf.push(r.status.code());
     buf.extend_from_slice(&r.product_code.get().to_le_bytes());
     s(buf, r.product_name);
-    buf.extend_from_slice(&(r.models.iter().count() as u32).to_le_bytes());
-    for m in r.models.iter() {
-        s(buf, m);
-    }
+    s(buf, models);
     s(buf, r.applicant);
     s(buf, r.producer);
     s(buf, r.factory);

@@ -116,7 +116,16 @@ impl Interner {
 /// [`SnapshotBuilder::upsert_prepared`].
 pub fn prepare_models(models: Models<'_>, keys: &mut Vec<u64>, text: &mut String) {
     let keys_start = keys.len();
-    keys.extend(models.iter().filter_map(model_key).map(|k| k.0));
+    // One pass over the models (splitting the field is most of the cost).
+    for (i, m) in models.iter().enumerate() {
+        if i > 0 {
+            text.push('；');
+        }
+        text.push_str(m);
+        if let Some(k) = model_key(m) {
+            keys.push(k.0);
+        }
+    }
     keys[keys_start..].sort_unstable();
     let mut end = keys_start;
     for i in keys_start..keys.len() {
@@ -126,12 +135,6 @@ pub fn prepare_models(models: Models<'_>, keys: &mut Vec<u64>, text: &mut String
         }
     }
     keys.truncate(end);
-    for (i, m) in models.iter().enumerate() {
-        if i > 0 {
-            text.push('；');
-        }
-        text.push_str(m);
-    }
 }
 
 /// The hashes the builder interns a certificate's names by (producer, product name,
