@@ -15,7 +15,8 @@
 //! caller by nothing it was not asked to wait anyway. A connection struck out again within
 //! [`WINDOW`] of its last pause's end ignores the hint: each such pause is twice the one before,
 //! up to [`MAX_PAUSE`] (800 ms), so a storm of refused calls costs the gateway a few batches a
-//! second, not ten; a second without a strike-out starts again at [`PAUSE`]. Pauses are short
+//! second, not ten; a second without a strike-out starts again at [`PAUSE`]. For [`WINDOW`]
+//! after each pause the connection is read in a trickle ([`ReadGate`]). Pauses are short
 //! beside HTTP/2 keepalive timeouts (10 s), so a paused peer's pings are still answered in
 //! time.
 
@@ -34,6 +35,11 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(1);
 pub(crate) const PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause, after strike-outs in a row (`PAUSE` doubled each time).
 pub(crate) const MAX_PAUSE: Duration = Duration::from_millis(800);
+/// After a pause, for [`WINDOW`], a struck-out connection is read at most this many bytes at a
+/// time...
+pub(crate) const TRICKLE_BYTES: usize = 4 * 1024;
+/// ...and at most once in this long.
+pub(crate) const TRICKLE_GAP: Duration = Duration::from_millis(10);
 
 /// The instant the microsecond clocks below count from.
 fn epoch() -> Instant {
@@ -58,6 +64,9 @@ pub(crate) struct Strikes {
     last_end_us: AtomicU64,
     /// The last pause, in µs.
     last_pause_us: AtomicU64,
+    /// Reads trickle until then (µs after the epoch; the end of the last pause plus
+    /// [`WINDOW`]).
+    trickle_until_us: AtomicU64,
 }
 
 impl Strikes {
@@ -93,6 +102,8 @@ impl Strikes {
         self.last_pause_us.store(pause, Ordering::Relaxed);
         self.last_end_us.store(now_us + pause, Ordering::Relaxed);
         self.until_us.store(now_us + pause, Ordering::Relaxed);
+        self.trickle_until_us
+            .store(now_us + pause + window, Ordering::Relaxed);
         metrics::counter!("cccgate_connection_pauses_total").increment(1);
         true
     }
@@ -113,22 +124,62 @@ impl Strikes {
         }
         Some(at)
     }
+
+    /// Whether reads trickle at `now` (after a pause, for [`WINDOW`]).
+    fn trickling(&self, now: Instant) -> bool {
+        let until = self.trickle_until_us.load(Ordering::Relaxed);
+        until != 0 && micros_since_epoch(now) < until
+    }
 }
 
 /// The read side of a connection's pause: `Pending` (woken when it ends) while `strikes` says
-/// the connection is paused.
+/// the connection is paused. After a pause, for [`WINDOW`], the connection's backlog (up to
+/// its HTTP/2 streams' worth of calls, buffered in the kernel while it was paused) is read in
+/// a trickle, [`TRICKLE_BYTES`] every [`TRICKLE_GAP`], not all at once: read at once it was a
+/// burst of hundreds of calls to refuse or park, during which every other connection's
+/// message waited (a normal caller's p99 is made of such bursts).
 #[derive(Debug, Default)]
 pub(crate) struct ReadGate {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// While trickling, the next read not before then.
+    next: Option<Instant>,
 }
 
 impl ReadGate {
-    /// Ready when the connection may be read.
-    pub(crate) fn poll_open(&mut self, strikes: &Strikes, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(until) = strikes.paused_until() else {
+    /// Ready when the connection may be read: `Some(n)` when at most `n` bytes may be read now
+    /// (trickling), `None` for no limit.
+    pub(crate) fn poll_open(
+        &mut self,
+        strikes: &Strikes,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<usize>> {
+        if let Some(until) = strikes.paused_until() {
+            std::task::ready!(self.wait_until(until, cx));
+        }
+        let now = Instant::now();
+        if !strikes.trickling(now) {
             self.sleep = None;
-            return Poll::Ready(());
-        };
+            self.next = None;
+            return Poll::Ready(None);
+        }
+        if let Some(next) = self.next
+            && next > now
+        {
+            return match self.wait_until(next, cx) {
+                Poll::Pending => Poll::Pending,
+                // The gap is over: this read is the trickle's next.
+                Poll::Ready(()) => {
+                    self.next = Some(Instant::now() + TRICKLE_GAP);
+                    Poll::Ready(Some(TRICKLE_BYTES))
+                }
+            };
+        }
+        self.next = Some(now + TRICKLE_GAP);
+        Poll::Ready(Some(TRICKLE_BYTES))
+    }
+
+    /// `Pending` until `until` (woken then).
+    fn wait_until(&mut self, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
         let until = tokio::time::Instant::from_std(until);
         let sleep = self
             .sleep
@@ -210,19 +261,36 @@ mod tests {
         let open = |gate: &mut ReadGate| {
             futures::FutureExt::now_or_never(std::future::poll_fn(|cx| gate.poll_open(&s, cx)))
         };
-        assert!(open(&mut gate).is_some(), "not paused: open");
+        assert_eq!(open(&mut gate), Some(None), "not paused: open, no limit");
         for _ in 0..STRIKES {
             s.strike();
         }
         assert!(open(&mut gate).is_none(), "paused: not open");
         // Woken when the pause is over (100 ms; bounded, not timed).
-        tokio::time::timeout(
+        let first = tokio::time::timeout(
             PAUSE * 50,
             std::future::poll_fn(|cx| gate.poll_open(&s, cx)),
         )
         .await
         .expect("open again after the pause");
+        assert_eq!(first, Some(TRICKLE_BYTES), "then read in a trickle");
         assert!(s.paused_until().is_none());
-        assert!(open(&mut gate).is_some());
+        // The next read waits for the trickle's gap (not open now), then is open again.
+        assert!(open(&mut gate).is_none(), "within the gap: not open");
+        let next = tokio::time::timeout(
+            TRICKLE_GAP * 500,
+            std::future::poll_fn(|cx| gate.poll_open(&s, cx)),
+        )
+        .await
+        .expect("open again after the gap");
+        assert_eq!(next, Some(TRICKLE_BYTES));
+        // A connection never struck out is never trickled.
+        let calm = Strikes::default();
+        let mut g = ReadGate::default();
+        for _ in 0..3 {
+            let o =
+                futures::FutureExt::now_or_never(std::future::poll_fn(|cx| g.poll_open(&calm, cx)));
+            assert_eq!(o, Some(None));
+        }
     }
 }

@@ -231,6 +231,15 @@ enum Io {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+impl Io {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Io::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
+    }
+}
+
 impl Connected for Conn {
     type ConnectInfo = ConnInfo;
     fn connect_info(&self) -> ConnInfo {
@@ -260,17 +269,28 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        // A connection struck out by refused calls is not read until its pause is over.
-        if this.gate.poll_open(&this.info.strikes, cx).is_pending() {
+        // A connection struck out by refused calls is not read until its pause is over, then
+        // read in a trickle for a while.
+        let Poll::Ready(limit) = this.gate.poll_open(&this.info.strikes, cx) else {
             return Poll::Pending;
-        }
+        };
         if this.slice.poll_turn(cx).is_pending() {
             return Poll::Pending;
         }
         let before = buf.filled().len();
-        let r = match &mut this.io {
-            Io::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Io::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        let r = match limit {
+            None => this.io.poll_read(cx, buf),
+            Some(max) => {
+                // At most `max` bytes: read into a small buffer, then copied.
+                let mut small = [0u8; crate::tarpit::TRICKLE_BYTES];
+                let max = max.min(small.len()).min(buf.remaining());
+                let mut part = ReadBuf::new(&mut small[..max]);
+                let r = this.io.poll_read(cx, &mut part);
+                if let Poll::Ready(Ok(())) = r {
+                    buf.put_slice(part.filled());
+                }
+                r
+            }
         };
         match &r {
             Poll::Ready(Ok(())) => this.slice.count(Some(buf.filled().len() - before)),
@@ -487,5 +507,40 @@ mod tests {
             "the bytes read in slices differ from those sent"
         );
         drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_struck_out_connection_read_in_a_trickle_loses_and_reorders_nothing() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (tcp, remote) = listener.accept().await.unwrap();
+        let strikes: Arc<Strikes> = Arc::default();
+        for _ in 0..crate::tarpit::STRIKES {
+            strikes.strike();
+        }
+        let mut conn = Conn {
+            io: Io::Plain(tcp),
+            info: ConnInfo {
+                remote: Some(remote),
+                peer_name: None,
+                strikes,
+            },
+            gate: ReadGate::default(),
+            slice: ReadSlice::new(16 * 1024),
+        };
+        // Paused, then eight trickles of 4 KiB, 10 ms apart.
+        let sent: Vec<u8> = (0..32 * 1024).map(|i| (i % 253) as u8).collect();
+        client.write_all(&sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut got))
+            .await
+            .expect("read within the bound")
+            .unwrap();
+        assert!(
+            got == sent,
+            "the bytes read in a trickle differ from those sent"
+        );
     }
 }
