@@ -472,54 +472,14 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
     }
 
-    #[tokio::test]
-    async fn a_connection_read_in_slices_loses_and_reorders_nothing() {
+    /// `n` bytes sent by a client on loopback and read back through a [`Conn`] read in
+    /// slices of `slice` bytes, with `strikes`; whether they came back whole and in order.
+    async fn round_trip(n: usize, slice: usize, strikes: Arc<Strikes>) -> bool {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (tcp, remote) = listener.accept().await.unwrap();
-        let mut conn = Conn {
-            io: Io::Plain(tcp),
-            info: ConnInfo {
-                remote: Some(remote),
-                peer_name: None,
-                strikes: Arc::default(),
-            },
-            gate: ReadGate::default(),
-            slice: ReadSlice::new(1024),
-        };
-        let sent: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-        let writer = {
-            let sent = sent.clone();
-            tokio::spawn(async move {
-                client.write_all(&sent).await.unwrap();
-                client
-            })
-        };
-        let mut got = vec![0u8; sent.len()];
-        tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut got))
-            .await
-            .expect("read within the bound")
-            .unwrap();
-        assert!(
-            got == sent,
-            "the bytes read in slices differ from those sent"
-        );
-        drop(writer.await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn a_struck_out_connection_read_in_a_trickle_loses_and_reorders_nothing() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (tcp, remote) = listener.accept().await.unwrap();
-        let strikes: Arc<Strikes> = Arc::default();
-        for _ in 0..crate::tarpit::STRIKES {
-            strikes.strike();
-        }
         let mut conn = Conn {
             io: Io::Plain(tcp),
             info: ConnInfo {
@@ -528,19 +488,37 @@ mod tests {
                 strikes,
             },
             gate: ReadGate::default(),
-            slice: ReadSlice::new(16 * 1024),
+            slice: ReadSlice::new(slice),
         };
-        // Paused, then eight trickles of 4 KiB, 10 ms apart.
-        let sent: Vec<u8> = (0..32 * 1024).map(|i| (i % 253) as u8).collect();
-        client.write_all(&sent).await.unwrap();
-        let mut got = vec![0u8; sent.len()];
+        let sent: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                client.write_all(&sent).await.unwrap();
+                client
+            })
+        };
+        let mut got = vec![0u8; n];
         tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut got))
             .await
             .expect("read within the bound")
             .unwrap();
-        assert!(
-            got == sent,
-            "the bytes read in a trickle differ from those sent"
-        );
+        drop(writer.await.unwrap());
+        got == sent
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_in_slices_loses_and_reorders_nothing() {
+        assert!(round_trip(256 * 1024, 1024, Arc::default()).await);
+    }
+
+    #[tokio::test]
+    async fn a_struck_out_connection_read_in_a_trickle_loses_and_reorders_nothing() {
+        let strikes: Arc<Strikes> = Arc::default();
+        for _ in 0..crate::tarpit::STRIKES {
+            strikes.strike();
+        }
+        // Paused, then eight trickles of 4 KiB, 10 ms apart.
+        assert!(round_trip(32 * 1024, 16 * 1024, strikes).await);
     }
 }
