@@ -272,6 +272,9 @@ struct Phase {
     cpu_us_per_check: f64,
     /// In force -> last CHANGED, ms, per quiet swap (watched).
     to_last: Vec<f64>,
+    /// In force -> last CHANGED taken by the stream's connection, ms, per quiet swap
+    /// (watched; the gateway's `change feed: swap` log).
+    to_sent: Vec<f64>,
     /// (Reload start -> last CHANGED) / Reload, per quiet swap (watched).
     ratio: Vec<f64>,
     reload_ms: Vec<f64>,
@@ -395,6 +398,18 @@ async fn phase(
         .filter(|l| l.contains("change feed: swap") || l.contains("WARN"))
     {
         eprintln!("{name}: gateway: {line}");
+        // The gateway's own in force -> last CHANGED taken by the connection, quiet swaps.
+        let field = |key: &str| {
+            line.split_whitespace()
+                .find_map(|f| f.strip_prefix(key)?.parse::<f64>().ok())
+        };
+        if watched
+            && out.to_sent.len() < QUIET_SWAPS as usize
+            && field("changed_verdicts=").is_some_and(|n| n > 0.0)
+            && let Some(ms) = field("in_force_to_sent_ms=")
+        {
+            out.to_sent.push(ms);
+        }
     }
     drop(gw);
     Ok(out)
@@ -530,16 +545,24 @@ async fn run(
         median(col(&with, |p| p.cpu_us_per_check))
     );
     let to_last: Vec<f64> = with.iter().flat_map(|p| p.to_last.clone()).collect();
+    let to_sent: Vec<f64> = with.iter().flat_map(|p| p.to_sent.clone()).collect();
     let ratio: Vec<f64> = with.iter().flat_map(|p| p.ratio.clone()).collect();
     let reloads: Vec<f64> = with.iter().flat_map(|p| p.reload_ms.clone()).collect();
     if !to_last.is_empty() {
         println!(
             "quiet swaps with {w} watched{}: Reload (the swap) {} ms (median {:.0}); snapshot in \
-             force -> last CHANGED decoded by the watcher {} ms (median {:.0}); ratio (Reload \
-             start -> last CHANGED) / Reload median {:.2}",
+             force -> last CHANGED taken by the connection (gateway) {} ms (median {:.0}); \
+             snapshot in force -> last CHANGED decoded by the watcher {} ms (median {:.0}); \
+             ratio (Reload start -> last CHANGED) / Reload median {:.2}",
             if lean { " (lean answers)" } else { "" },
             show(&reloads),
             median(reloads.clone()),
+            show(&to_sent),
+            if to_sent.is_empty() {
+                f64::NAN
+            } else {
+                median(to_sent.clone())
+            },
             show(&to_last),
             median(to_last.clone()),
             median(ratio)

@@ -194,6 +194,11 @@ impl Listings {
             .copied()
     }
 
+    /// Certificates cited by at least one listing.
+    pub(crate) fn certificates(&self) -> usize {
+        self.by_cert.len()
+    }
+
     /// Whether `id` is watched.
     pub(crate) fn contains(&self, id: &str) -> bool {
         self.find(id).is_some()
@@ -361,6 +366,8 @@ impl Listings {
                     let (_, at, chain) = &mut cursors[k];
                     chain.push(*at);
                     let next = self.slots[*at as usize].next;
+                    // The slot is here: its text is asked for, to be in cache when decided.
+                    self.prefetch_text(*at);
                     if next == NONE {
                         let (number, _, mut chain) = cursors.swap_remove(k);
                         out.push_chain(number, &chain);

@@ -204,6 +204,7 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                                 hub2.feed.restart(sequence, day.to_string());
                             }
                             let t = std::time::Instant::now();
+                            let in_force_at = new.loaded_at_unix_ms;
                             let pass = hub2.registry.apply(new, day, &affected);
                             metrics::histogram!("cccgate_watch_pass_duration_seconds")
                                 .record(t.elapsed().as_secs_f64());
@@ -214,12 +215,19 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                             // and an unmap the address space's, which their sending needs.
                             hub2.registry.wait_sent(SENT_WAIT);
                             let sent_in = t.elapsed();
+                            // From the swap itself (the snapshot put in force) to the last
+                            // CHANGED message taken by its connection.
+                            let in_force_to_sent = crate::metrics::now_unix_ms() - in_force_at;
+                            if pass.changed > 0 {
+                                metrics::histogram!("cccgate_watch_swap_to_sent_seconds")
+                                    .record(in_force_to_sent as f64 / 1e3);
+                            }
                             drop((old, affected));
                             release_freed_memory();
-                            (n, source, diff, pass, pushed_in, sent_in)
+                            (n, source, diff, pass, pushed_in, sent_in, in_force_to_sent)
                         })
                         .await;
-                        if let Ok((n, source, diff, pass, pushed_in, sent_in)) = r {
+                        if let Ok((n, source, diff, pass, pushed_in, sent_in, in_force_to_sent)) = r {
                             tracing::info!(
                                 sequence,
                                 changes = n,
@@ -230,6 +238,7 @@ pub(crate) async fn run(hub: Arc<WatchHub>, mut swaps: Swaps) {
                                 decide_ms = pass.decide.as_secs_f64() * 1e3,
                                 pass_ms = pushed_in.as_secs_f64() * 1e3,
                                 sent_ms = sent_in.as_secs_f64() * 1e3,
+                                in_force_to_sent_ms = in_force_to_sent,
                                 "change feed: swap"
                             );
                         }

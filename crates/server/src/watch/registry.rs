@@ -83,6 +83,8 @@ pub(crate) struct Pass {
 #[derive(Default)]
 struct Decided {
     changed: Vec<(u32, u8)>,
+    /// Listings re-decided.
+    decided: usize,
 }
 
 /// Results per CHANGED message (at most `--max-batch`): small enough that the first messages
@@ -360,17 +362,9 @@ impl Registry {
         for s in streams {
             let t = Instant::now();
             let mut listings = lock(&s.listings);
-            let cited = match affected {
-                Affected::All => Cited::ungrouped(listings.all()),
-                Affected::Certificates(numbers) => listings.citing(numbers, &mut || {
-                    Arc::clone(
-                        set.get_or_insert_with(|| Arc::new(numbers.iter().copied().collect())),
-                    )
-                }),
-            };
             // Each CHANGED message is sent as soon as it is written, while the stream's lock
             // is held: an add waiting for it answers after the pass's last one.
-            let parts = self.decide(&listings, &cited, snapshot, day, s.lean, &|msg| {
+            let send = |msg| {
                 if s.overflowed.load(Ordering::Acquire) {
                     return;
                 }
@@ -380,14 +374,34 @@ impl Registry {
                     s.overflowed.store(true, Ordering::Release);
                     s.kill.notify_one();
                 }
-            });
+            };
+            let parts = match affected {
+                Affected::All => {
+                    let cited = Cited::ungrouped(listings.all());
+                    self.decide(&listings, &cited, snapshot, day, s.lean, &send)
+                }
+                // The stream cites at least as many certificates as changed: their chains
+                // are walked, a few at a time on each thread.
+                Affected::Certificates(numbers) if numbers.len() <= listings.certificates() => {
+                    self.decide_numbers(&listings, numbers, snapshot, day, s.lean, &send)
+                }
+                // Fewer: its own certificates are looked up among the changed ones.
+                Affected::Certificates(numbers) => {
+                    let cited = listings.citing(numbers, &mut || {
+                        Arc::clone(
+                            set.get_or_insert_with(|| Arc::new(numbers.iter().copied().collect())),
+                        )
+                    });
+                    self.decide(&listings, &cited, snapshot, day, s.lean, &send)
+                }
+            };
             for part in &parts {
                 pass.changed += part.changed.len();
+                pass.decided += part.decided;
                 for &(at, code) in &part.changed {
                     listings.set_verdict(at, code);
                 }
             }
-            pass.decided += cited.slots.len();
             pass.decide += t.elapsed();
             drop(listings);
         }
@@ -426,30 +440,29 @@ impl Registry {
         send: &(dyn Fn(Bytes) + Sync),
     ) -> Vec<Decided> {
         let n = cited.slots.len();
-        let threads = if n < PARALLEL_FROM {
-            1
-        } else {
-            std::thread::available_parallelism()
-                .map_or(1, std::num::NonZero::get)
-                .min(n / (PARALLEL_FROM / 2))
-        };
+        let share = || Share::new(self, listings, snapshot, day, lean, send, n);
+        let threads = threads_for(n);
         if threads <= 1 {
-            return vec![self.decide_part(listings, cited, 0..n, snapshot, day, lean, send)];
+            let mut one = share();
+            one.decide(cited, 0..n);
+            return vec![one.finish()];
         }
         let per = n.div_ceil(threads);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (per..n)
                 .step_by(per)
                 .map(|start| {
-                    let part = start..(start + per).min(n);
                     scope.spawn(move || {
-                        self.decide_part(listings, cited, part, snapshot, day, lean, send)
+                        let mut s = share();
+                        s.decide(cited, start..(start + per).min(n));
+                        s.finish()
                     })
                 })
                 .collect();
             // This thread takes the first share itself.
-            let mut out =
-                vec![self.decide_part(listings, cited, 0..per, snapshot, day, lean, send)];
+            let mut first = share();
+            first.decide(cited, 0..per);
+            let mut out = vec![first.finish()];
             out.extend(handles.into_iter().map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -458,28 +471,118 @@ impl Registry {
         })
     }
 
-    /// Re-decides `cited.slots[part]`. The listings citing one certificate come together:
-    /// the certificate is looked up once for all of them ([`check_found`]), and, for full
-    /// answers, its wire fields written once and copied into each CHANGED verdict.
-    #[allow(clippy::too_many_arguments)] // one share of `decide`'s work
-    fn decide_part(
+    /// Re-decides the listings of `listings` citing `numbers` (at most as many as the
+    /// certificates it cites), the numbers shared out between threads when the listings to
+    /// decide are many: each thread walks the chains of a few of its numbers
+    /// ([`CITE_CHUNK`]), decides them while their slots are in cache, and goes on, so the
+    /// first CHANGED message leaves after a few thousand listings, not after every chain was
+    /// walked.
+    fn decide_numbers(
         &self,
         listings: &Listings,
-        cited: &Cited,
-        part: std::ops::Range<usize>,
+        numbers: &[u64],
         snapshot: &Snapshot,
         day: Day,
         lean: bool,
         send: &(dyn Fn(Bytes) + Sync),
-    ) -> Decided {
-        let max = self.max_results_per_message.min(CHANGED_PER_MESSAGE);
+    ) -> Vec<Decided> {
+        // The listings to decide, if every certificate is cited as often as the average.
+        let expected = numbers.len() * listings.len() / listings.certificates().max(1);
+        let share = |numbers: &[u64]| {
+            let mut s = Share::new(self, listings, snapshot, day, lean, send, expected);
+            for chunk in numbers.chunks(CITE_CHUNK) {
+                let cited =
+                    listings.citing(chunk, &mut || Arc::new(chunk.iter().copied().collect()));
+                s.decide(&cited, 0..cited.slots.len());
+            }
+            s.finish()
+        };
+        let threads = threads_for(expected).min(numbers.len());
+        if threads <= 1 {
+            return vec![share(numbers)];
+        }
+        let per = numbers.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = numbers
+                .chunks(per)
+                .skip(1)
+                .map(|part| scope.spawn(move || share(part)))
+                .collect();
+            let mut out = vec![share(&numbers[..per])];
+            out.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }));
+            out
+        })
+    }
+}
+
+/// Threads for a pass of `n` listings: one below [`PARALLEL_FROM`], else every core.
+fn threads_for(n: usize) -> usize {
+    if n < PARALLEL_FROM {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(n / (PARALLEL_FROM / 2))
+    }
+}
+
+/// Changed certificates whose chains a thread walks before deciding their listings.
+const CITE_CHUNK: usize = 128;
+
+/// One thread's share of a pass being written: its CHANGED message in progress (sent when
+/// full), the certificate's wire fields for the run being decided, what it changed.
+struct Share<'a> {
+    registry: &'a Registry,
+    listings: &'a Listings,
+    snapshot: &'a Snapshot,
+    day: Day,
+    lean: bool,
+    send: &'a (dyn Fn(Bytes) + Sync),
+    max: usize,
+    /// About how many listings the share decides (room for a small pass's one message).
+    hint: usize,
+    message: Option<(Encoded, usize)>,
+    body: Vec<u8>,
+    out: Decided,
+}
+
+impl<'a> Share<'a> {
+    #[allow(clippy::too_many_arguments)] // what every share of a pass decides with
+    fn new(
+        registry: &'a Registry,
+        listings: &'a Listings,
+        snapshot: &'a Snapshot,
+        day: Day,
+        lean: bool,
+        send: &'a (dyn Fn(Bytes) + Sync),
+        hint: usize,
+    ) -> Self {
+        Share {
+            hint,
+            registry,
+            listings,
+            snapshot,
+            day,
+            lean,
+            send,
+            max: registry.max_results_per_message.min(CHANGED_PER_MESSAGE),
+            message: None,
+            body: Vec::with_capacity(128),
+            out: Decided::default(),
+        }
+    }
+
+    /// Re-decides `cited.slots[part]`. The listings citing one certificate come together:
+    /// the certificate is looked up once for all of them ([`check_found`]), and, for full
+    /// answers, its wire fields written once and copied into each CHANGED verdict.
+    fn decide(&mut self, cited: &Cited, part: std::ops::Range<usize>) {
+        let (listings, snapshot, policy) = (self.listings, self.snapshot, &self.registry.policy);
         let sequence = snapshot.sequence();
-        let event = WatchEvent::Changed as i32;
         let slots = &cited.slots[part.clone()];
-        let mut out = Decided::default();
-        let mut message: Option<(Encoded, usize)> = None;
-        // The certificate's wire fields, for the run being decided.
-        let mut body = Vec::with_capacity(128);
+        self.out.decided += slots.len();
         // The slots are scattered over the stream's table and arena: each is asked for
         // PREFETCH_AHEAD places ahead, its text half as far ahead (once the slot is there).
         for &at in slots.iter().take(PREFETCH_AHEAD) {
@@ -502,42 +605,47 @@ impl Registry {
                     listings.prefetch_text(half);
                 }
                 let mut digits = [0u8; 16];
-                let r = listings.listing(at, day, &mut digits);
+                let r = listings.listing(at, self.day, &mut digits);
                 let v = match number {
-                    Some(n) => check_found(snapshot, &r.listing, &self.policy, n, found),
-                    None => check(snapshot, &r.listing, &self.policy),
+                    Some(n) => check_found(snapshot, &r.listing, policy, n, found),
+                    None => check(snapshot, &r.listing, policy),
                 };
                 let code = verdict_code(v.decision, v.reason);
                 if code == r.verdict {
                     continue;
                 }
-                out.changed.push((at, code));
-                let (m, k) = message.get_or_insert_with(|| {
-                    (Encoded::new(Shape::Batch, lean, max.min(slots.len())), 0)
-                });
+                self.out.changed.push((at, code));
+                let (lean, max, room) = (self.lean, self.max, self.max.min(self.hint.max(1)));
+                let (m, k) = self
+                    .message
+                    .get_or_insert_with(|| (Encoded::new(Shape::Batch, lean, room), 0));
                 match (&v.certificate, number) {
                     // Every verdict of the run that reports a certificate reports `found`.
                     (Some(c), Some(_)) if !lean => {
                         if !body_for_run {
-                            certificate_body(c, &mut body);
+                            certificate_body(c, &mut self.body);
                             body_for_run = true;
                         }
-                        m.verdict_prepared(r.listing.listing_id, &v, &body);
+                        m.verdict_prepared(r.listing.listing_id, &v, &self.body);
                     }
                     _ => m.verdict(r.listing.listing_id, &v),
                 }
                 *k += 1;
                 if *k == max
-                    && let Some((m, _)) = message.take()
+                    && let Some((m, _)) = self.message.take()
                 {
-                    send(m.finish_watch(sequence, event));
+                    (self.send)(m.finish_watch(sequence, WatchEvent::Changed as i32));
                 }
             }
         }
-        if let Some((m, _)) = message {
-            send(m.finish_watch(sequence, event));
+    }
+
+    /// Sends the message in progress, if any.
+    fn finish(mut self) -> Decided {
+        if let Some((m, _)) = self.message.take() {
+            (self.send)(m.finish_watch(self.snapshot.sequence(), WatchEvent::Changed as i32));
         }
-        out
+        self.out
     }
 }
 
