@@ -206,24 +206,13 @@ async fn fresh(
     listings: &[Listing],
     d: Day,
 ) -> BTreeMap<String, (i32, i32)> {
-    let listings = listings
-        .iter()
-        .map(|l| Listing {
-            event_time: format!("{d}T12:00:00+08:00"),
-            ..l.clone()
-        })
-        .collect();
-    let r = client
-        .check_batch(CheckBatchRequest {
-            listings,
-            min_snapshot_sequence: 0,
-        })
+    fresh_results(client, listings, d)
         .await
-        .expect("CheckBatch")
-        .into_inner();
-    r.results
-        .iter()
-        .map(|r| (r.listing_id.clone(), verdict(r)))
+        .into_iter()
+        .map(|(id, r)| {
+            let v = verdict(&r);
+            (id, v)
+        })
         .collect()
 }
 
