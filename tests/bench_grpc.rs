@@ -10,8 +10,7 @@ use cccgate_bench::GatewayChoice;
 use cccgate_bench::embedded::register_snapshot;
 use cccgate_bench::grpc::{GrpcConfig, GrpcMode, run_grpc_blocking};
 use cccgate_client::progress::Mode;
-use cccgate_e2e::gateway::{TestGateway, test_config_with};
-use cccgate_proto::v1::ReloadRequest;
+use cccgate_e2e::gateway::TestGateway;
 use cccgate_server::ConfigLayer;
 use cccgate_synth::RegisterSpec;
 
@@ -126,16 +125,7 @@ fn a_stream_cut_at_its_connections_maximum_age_is_sent_again_and_no_call_fails()
             max_connection_age_grace_ms: Some(300),
             ..ConfigLayer::default()
         };
-        let gw = TestGateway::start(test_config_with(Some(&dir), layer), false).await;
-        let r = gw
-            .admin_client()
-            .await
-            .reload(ReloadRequest {})
-            .await
-            .expect("Reload")
-            .into_inner();
-        assert_eq!(r.snapshot_sequence, 1, "{}", r.message);
-        gw
+        TestGateway::start_in_force(&dir, layer, 1).await
     });
     // Four seconds of paced streams on two connections: each connection is closed about every
     // 1.3 s (age and grace), with streams open on it.

@@ -62,17 +62,7 @@ impl Serving {
     ) -> Serving {
         let dir = tempfile::tempdir().expect("a temporary directory");
         write_snapshot(dir.path(), sequence, records);
-        let gateway = TestGateway::start(test_config_with(Some(dir.path()), layer), false).await;
-        // The start-up load runs in the background; a reload runs the same serialised pass,
-        // so once it returns the snapshot is in force.
-        let r = gateway
-            .admin_client()
-            .await
-            .reload(ReloadRequest {})
-            .await
-            .expect("Reload")
-            .into_inner();
-        assert_eq!(r.snapshot_sequence, sequence, "{}", r.message);
+        let gateway = TestGateway::start_in_force(dir.path(), layer, sequence).await;
         Serving { gateway, dir }
     }
 
@@ -119,6 +109,23 @@ pub fn test_config_with(snapshot_dir: Option<&Path>, mut layer: ConfigLayer) -> 
 }
 
 impl TestGateway {
+    /// Starts a gateway over the snapshots in `dir`, with `layer`'s settings on top of
+    /// [`test_config`]'s, and returns once snapshot `sequence` is in force.
+    pub async fn start_in_force(dir: &Path, layer: ConfigLayer, sequence: u64) -> TestGateway {
+        let gateway = TestGateway::start(test_config_with(Some(dir), layer), false).await;
+        // The start-up load runs in the background; a reload runs the same serialised pass,
+        // so once it returns the snapshot is in force.
+        let r = gateway
+            .admin_client()
+            .await
+            .reload(ReloadRequest {})
+            .await
+            .expect("Reload")
+            .into_inner();
+        assert_eq!(r.snapshot_sequence, sequence, "{}", r.message);
+        gateway
+    }
+
     /// Starts the gateway on `127.0.0.1:0` (and a metrics endpoint on another ephemeral port
     /// when `with_metrics`).
     pub async fn start(config: Config, with_metrics: bool) -> TestGateway {
