@@ -122,3 +122,62 @@ async fn a_batch_over_the_listing_limit_is_refused_as_it_arrives_before_the_rest
     );
     serving.stop().await.unwrap();
 }
+
+/// The send capacity a raw HTTP/2 client is given on a new stream, asking for 4 MiB: what the
+/// gateway lets it send before reading (its stream window, within its connection window).
+async fn send_capacity(addr: std::net::SocketAddr) -> usize {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // h2 buffers 400 KiB a stream by default: room for more, so the window is what limits.
+    let (client, conn) = h2::client::Builder::new()
+        .max_send_buffer_size(8 << 20)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = |path: &str| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    };
+    // A first call answered: the gateway's SETTINGS are in force on the connection.
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client
+        .send_request(request("/grpc.health.v1.Health/Check"), true)
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), response)
+        .await
+        .expect("health answered within 30 s");
+    let mut client = client.ready().await.unwrap();
+    let (_response, mut body) = client
+        .send_request(request("/cccgate.v1.ListingCheck/CheckBatch"), false)
+        .unwrap();
+    body.reserve_capacity(4 << 20);
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        std::future::poll_fn(|cx| body.poll_capacity(cx)),
+    )
+    .await
+    .expect("capacity within 30 s")
+    .unwrap()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_may_send_one_stream_window_ahead_of_the_gateway_and_no_more() {
+    let records = [record(1, CertStatus::Valid, 901, &["X1"])];
+    // hyper's 1 MiB by default: what a refused 16 MiB message can still push at the gateway.
+    let serving = Serving::start(10, &records).await;
+    assert_eq!(send_capacity(serving.addr).await, 1 << 20);
+    serving.stop().await.unwrap();
+    let layer = cccgate_server::ConfigLayer {
+        http2_stream_window_bytes: Some(64 * 1024),
+        ..Default::default()
+    };
+    let serving = Serving::start_with(10, &records, layer).await;
+    assert_eq!(send_capacity(serving.addr).await, 64 * 1024);
+    serving.stop().await.unwrap();
+}

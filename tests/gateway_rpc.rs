@@ -15,6 +15,7 @@ use cccgate_proto::v1::{
     ReloadOutcome, ReloadRequest, listing_result::Outcome,
 };
 use cccgate_server::ConfigLayer;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -867,4 +868,53 @@ async fn shutdown_lets_an_open_stream_finish_then_stops() {
     drop(out);
     drop(client);
     gw.stop().await.expect("a clean stop");
+}
+
+#[tokio::test]
+async fn a_listing_malformed_past_the_first_turn_refuses_its_message_and_nothing_else() {
+    // Turns of 2 listings: the bad one (the fifth) is parsed in the third turn, after the
+    // handler has yielded twice.
+    let gw = Serving::start_with(
+        10,
+        &register(),
+        ConfigLayer {
+            turn_listings: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let five: Vec<Listing> = (0..5)
+        .map(|i| listing(&format!("L{i}"), "0901", &number(1), "X1-2026"))
+        .collect();
+    let mut bad = CheckBatchRequest {
+        listings: five.clone(),
+        min_snapshot_sequence: 0,
+    }
+    .encode_to_vec();
+    // The last listing's model, "X1-2026", made invalid UTF-8.
+    let at = bad.len() - EVENT_TIME.len() - 2 - 7;
+    assert_eq!(&bad[at..at + 7], b"X1-2026");
+    bad[at] = 0xff;
+    let channel = gw.channel().await;
+    let path = "/cccgate.v1.ListingCheck/CheckBatch";
+    let err = cccgate_e2e::raw::unary(channel.clone(), path, bad.into(), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(err.message(), "listing 4: model is not valid UTF-8");
+    // The same gateway answers the same listings, well formed, in full.
+    let mut client = gw.check_client().await;
+    let ok = client
+        .check_batch(CheckBatchRequest {
+            listings: five,
+            min_snapshot_sequence: 0,
+        })
+        .await
+        .expect("well formed")
+        .into_inner();
+    let got: Vec<Got> = ok.results.iter().map(outcome).collect();
+    assert_eq!(
+        got,
+        vec![Ok((v1::Decision::Allow, v1::Reason::CertificateValid)); 5]
+    );
 }

@@ -118,6 +118,11 @@ pub struct Args {
     /// Close a connection whose keepalive ping goes unanswered this long [default: 10000].
     #[arg(long, env = "CCCGATE_HTTP2_KEEPALIVE_TIMEOUT_MS", value_name = "MS")]
     http2_keepalive_timeout_ms: Option<u64>,
+    /// Bytes a caller may send on one HTTP/2 stream ahead of what the gateway has taken in
+    /// (the initial stream window): what a refused message can still push at the gateway
+    /// [default: 1048576].
+    #[arg(long, env = "CCCGATE_HTTP2_STREAM_WINDOW_BYTES", value_name = "BYTES")]
+    http2_stream_window_bytes: Option<u32>,
     /// Ask a connection to reconnect (GOAWAY) after this long, so new replicas get load;
     /// 0 for never [default: 1800000].
     #[arg(long, env = "CCCGATE_MAX_CONNECTION_AGE_MS", value_name = "MS")]
@@ -293,6 +298,7 @@ impl Args {
             stream_idle_timeout_ms: self.stream_idle_timeout_ms,
             http2_keepalive_interval_ms: self.http2_keepalive_interval_ms,
             http2_keepalive_timeout_ms: self.http2_keepalive_timeout_ms,
+            http2_stream_window_bytes: self.http2_stream_window_bytes,
             max_connection_age_ms: self.max_connection_age_ms,
             max_connection_age_grace_ms: self.max_connection_age_grace_ms,
             shutdown_grace_ms: self.shutdown_grace_ms,

@@ -102,6 +102,8 @@ pub struct ConfigLayer {
     pub http2_keepalive_interval_ms: Option<u64>,
     /// How long a keepalive ping may go unanswered before the connection is closed, in ms.
     pub http2_keepalive_timeout_ms: Option<u64>,
+    /// Bytes a caller may send on one HTTP/2 stream before the gateway has taken them in.
+    pub http2_stream_window_bytes: Option<u32>,
     /// Connections are asked to reconnect (GOAWAY) after this long, in milliseconds; 0: never.
     pub max_connection_age_ms: Option<u64>,
     /// How long a connection past its age may finish its calls before it is closed, in ms.
@@ -332,6 +334,9 @@ pub struct Limits {
     pub http2_keepalive_interval: Option<Duration>,
     /// HTTP/2 keepalive ping timeout.
     pub http2_keepalive_timeout: Duration,
+    /// HTTP/2 initial stream window (`SETTINGS_INITIAL_WINDOW_SIZE`): bytes a caller may send
+    /// on one stream ahead of what the gateway has taken in.
+    pub http2_stream_window_bytes: u32,
     /// Maximum connection age; `None`: none.
     pub max_connection_age: Option<Duration>,
     /// Grace after the maximum connection age.
@@ -341,6 +346,9 @@ pub struct Limits {
     /// Listings of one message checked in one fair turn.
     pub turn_listings: usize,
 }
+
+/// The largest HTTP/2 flow-control window (RFC 9113, 6.9.1).
+pub const MAX_HTTP2_WINDOW: u32 = (1 << 31) - 1;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -366,6 +374,9 @@ impl Default for Limits {
             stream_idle_timeout: Some(Duration::from_secs(120)),
             http2_keepalive_interval: Some(Duration::from_secs(30)),
             http2_keepalive_timeout: Duration::from_secs(10),
+            // hyper's default. What a caller can push at the gateway ahead of its reading:
+            // a refused message's bytes still in flight, received (and decrypted) for nothing.
+            http2_stream_window_bytes: 1024 * 1024,
             max_connection_age: Some(Duration::from_secs(30 * 60)),
             max_connection_age_grace: Duration::from_secs(60),
             // One TLS record's worth: a connection sending a flood of small calls hands the
@@ -481,6 +492,17 @@ impl Config {
                 Ok(v)
             }
         };
+        // HTTP/2 allows windows of 1 to 2^31-1 bytes; 0 would stall every message.
+        let window = |v: u32| {
+            if v == 0 || v > MAX_HTTP2_WINDOW {
+                Err(ConfigError::Invalid {
+                    key: "http2_stream_window_bytes",
+                    message: format!("must be 1 to {MAX_HTTP2_WINDOW} bytes, not {v}"),
+                })
+            } else {
+                Ok(v)
+            }
+        };
         let limits = Limits {
             max_message_bytes: positive(
                 "max_message_bytes",
@@ -533,6 +555,9 @@ impl Config {
             ),
             http2_keepalive_timeout: pick!(http2_keepalive_timeout_ms)
                 .map_or(d.http2_keepalive_timeout, Duration::from_millis),
+            http2_stream_window_bytes: window(
+                pick!(http2_stream_window_bytes).unwrap_or(d.http2_stream_window_bytes),
+            )?,
             max_connection_age: ms_or_off(pick!(max_connection_age_ms), d.max_connection_age),
             max_connection_age_grace: pick!(max_connection_age_grace_ms)
                 .map_or(d.max_connection_age_grace, Duration::from_millis),
@@ -832,6 +857,25 @@ mod tests {
             text.starts_with("gw.toml") && text.contains("max_bacth"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_http2_stream_window_is_one_byte_to_two_gib_and_hypers_mib_by_default() {
+        assert_eq!(
+            Config::default().limits.http2_stream_window_bytes,
+            1024 * 1024
+        );
+        for bad in [0, u64::from(MAX_HTTP2_WINDOW) + 1] {
+            let err = Config::resolve(&[toml(&format!("http2_stream_window_bytes = {bad}\n"))])
+                .unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.starts_with("http2_stream_window_bytes") && text.contains(&bad.to_string()),
+                "{text}"
+            );
+        }
+        let c = Config::resolve(&[toml("http2_stream_window_bytes = 65536\n")]).unwrap();
+        assert_eq!(c.limits.http2_stream_window_bytes, 65536);
     }
 
     #[test]

@@ -354,7 +354,8 @@ pub async fn run_with(
         .load_shed(true)
         .max_concurrent_streams(Some(limits.max_concurrent_streams_per_connection))
         .http2_keepalive_interval(limits.http2_keepalive_interval)
-        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout));
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .initial_stream_window_size(Some(limits.http2_stream_window_bytes));
     if let Some(age) = limits.max_connection_age {
         builder = builder
             .max_connection_age(age)

@@ -52,7 +52,7 @@ use crate::metrics::Rpc;
 use crate::rate::Rates;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
 use crate::tls::ConnInfo;
-use crate::wire::{self, Decoded, Shape, WireError};
+use crate::wire::{self, Counted, Decoded, Shape, WireError};
 
 /// What a message holds while it is in progress: given back when the answer is encoded.
 #[derive(Debug, Default)]
@@ -79,7 +79,8 @@ pub(crate) fn client_max_in_flight(max_in_flight: usize) -> usize {
 /// A decoded request message and what it holds.
 #[derive(Debug)]
 pub(crate) struct Inbound {
-    msg: Result<Decoded, WireError>,
+    /// Counted, not yet parsed: the handler parses it in turns ([`parsed`]).
+    msg: Result<Counted, WireError>,
     hold: Hold,
 }
 
@@ -152,7 +153,9 @@ impl Decoder for GateDecoder {
         // The received buffer itself (split off, not copied); the decoded listings borrow it.
         let bytes: Bytes = src.copy_to_bytes(src.remaining());
         let charge = lock(&self.charges).pop_front().flatten();
-        let msg = match wire::decode(bytes, self.shape, self.max_listings) {
+        // Counted only (the first pass, allocating nothing); the listings are parsed in the
+        // handler, in turns ([`parsed`]), not here in one poll.
+        let msg = match wire::count(bytes, self.shape, self.max_listings) {
             Err(WireError::Malformed(m)) => return Err(Status::invalid_argument(m)),
             other => other,
         };
@@ -656,6 +659,23 @@ pub(crate) fn count_listings(counter: &Counter, msg: &Result<Decoded, WireError>
     counter.increment(msg.as_ref().map_or(0, Decoded::len) as u64);
 }
 
+/// Parses a counted message's listings `turn` at a time, yielding the worker thread between
+/// two turns ([`Counted::parse_in_turns`]). A malformed message fails the call (or ends the
+/// stream) with INVALID_ARGUMENT, as one refused by the decoder does; too many listings stay
+/// the message's own answer.
+async fn parsed(
+    msg: Result<Counted, WireError>,
+    turn: usize,
+) -> Result<Result<Decoded, WireError>, Status> {
+    match msg {
+        Ok(c) => match c.parse_in_turns(turn).await {
+            Err(WireError::Malformed(m)) => Err(Status::invalid_argument(m)),
+            other => Ok(other),
+        },
+        Err(e) => Ok(Err(e)),
+    }
+}
+
 /// Check and CheckBatch.
 struct Unary {
     ctx: Arc<CheckContext>,
@@ -672,11 +692,13 @@ impl UnaryService<Inbound> for Unary {
 
     fn call(&mut self, req: Request<Inbound>) -> Self::Future {
         let Inbound { msg, hold } = req.into_inner();
-        count_listings(&self.listings, &msg);
         let (ctx, caller) = (Arc::clone(&self.ctx), Arc::clone(&self.caller));
         let fair = Arc::clone(&self.fair);
         let (shape, lean) = (self.shape, self.lean);
+        let listings = self.listings.clone();
         Box::pin(async move {
+            let msg = parsed(msg, ctx.limits.turn_listings).await?;
+            count_listings(&listings, &msg);
             let m = msg.map_err(|e| Status::invalid_argument(e.to_string()))?;
             let answer = match shape {
                 // One listing, checked in microseconds, without a turn: a turn's hand-off would
@@ -735,6 +757,7 @@ impl StreamingService<Inbound> for Streams {
             let listings = listings.clone();
             async move {
                 let Inbound { msg, hold } = msg?;
+                let msg = parsed(msg, ctx.limits.turn_listings).await?;
                 count_listings(&listings, &msg);
                 // Checked in turns ([`CheckContext::answer_chunk`]).
                 let msg = ctx
