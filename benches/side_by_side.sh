@@ -8,7 +8,8 @@
 #     unpipelined Redis rate (the latency goal) and at half cccgate's own unary rate;
 #   * the gateway alone (`cccgate serve`) under an independent client, h2load: CheckBatch of
 #     1,000 listings, and unary Check from 50 connections x 1 in flight and from 1 connection x
-#     16 in flight; the gateway's own CPU time per check is read from /proc;
+#     16 in flight; the gateway's own CPU time per check and per unary call (and
+#     redis-server's per GET) is read from /proc;
 #   * the engine in-process: `bench engine --batch 1000` (and the cost of one uncached memory
 #     access, measured in the same run);
 #
@@ -62,9 +63,13 @@ wait_port "$RPORT"
 redis-benchmark -p "$RPORT" -t set -r 1000000 -n 1000000 -d 64 -P 16 -c 50 -q >/dev/null
 redis_rps() { awk -F'"' '/"GET"/ {print $4}'; }
 R[redis_p]=$(redis-benchmark -p "$RPORT" -t get -r 1000000 -n $((SECS * 600000)) -P 16 -c 50 --csv | redis_rps)
+t0=$(cpu_ticks "${PIDS[0]}")
 R[redis_u]=$(redis-benchmark -p "$RPORT" -t get -r 1000000 -n $((SECS * 50000)) -c 50 --csv | redis_rps)
+t1=$(cpu_ticks "${PIDS[0]}")
+# redis-server's CPU per unpipelined GET, as the gateway's per unary call below.
+R[redis_u_cpu_us]=$(python3 -c "print(round(($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / ($SECS * 50000), 1))")
 kill "${PIDS[0]}"; PIDS=()
-echo "redis GET pipelined (-P 16 -c 50): ${R[redis_p]}/s; unpipelined (-c 50): ${R[redis_u]}/s"
+echo "redis GET pipelined (-P 16 -c 50): ${R[redis_p]}/s; unpipelined (-c 50): ${R[redis_u]}/s, redis-server CPU ${R[redis_u_cpu_us]} us a GET"
 
 # --- cccgate bench grpc (embedded gateway, verdicts checked) -------------------------------
 for mode in stream batch unary; do
@@ -136,10 +141,13 @@ R[bytes_full]=$(python3 -c "print(round($bytes / ($SECS * 100 * 1000), 1))")
 read -r rps ticks bytes < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1 -H 'cccgate-answer: lean')
 R[h2_lean]=$(python3 -c "print(round($rps * 1000))")
 R[bytes_lean]=$(python3 -c "print(round($bytes / ($SECS * 100 * 1000), 1))")
-read -r rps _ _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 50 -m 1 -t 2)
+cpu_us_a_call() { python3 -c "print(round($1 / $(getconf CLK_TCK) * 1e6 / ($SECS * 10000), 1))"; }
+read -r rps ticks _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 50 -m 1 -t 2)
 R[h2_unary_c50]=$rps
-read -r rps _ _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 1 -m 16 -t 1)
+R[h2_unary_c50_cpu_us]=$(cpu_us_a_call "$ticks")
+read -r rps ticks _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 1 -m 16 -t 1)
 R[h2_unary_c1]=$rps
+R[h2_unary_c1_cpu_us]=$(cpu_us_a_call "$ticks")
 # h2load counts HTTP 200s; a gRPC error is a 200 too: every listing sent must have a verdict.
 sent=$((SECS * 100 * 1000 * 2 + SECS * 10000 * 2))
 decided=$(python3 -c "
@@ -150,7 +158,7 @@ print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('c
 kill "$GPID"; PIDS=()
 echo "h2load CheckBatch(1000) -c 2 -m 4: ${R[h2_batch]} checks/s, gateway CPU ${R[h2_batch_cpu_ns]} ns a check, ${R[bytes_full]} response bytes a verdict"
 echo "h2load CheckBatch(1000) lean: ${R[h2_lean]} checks/s, ${R[bytes_lean]} response bytes a verdict"
-echo "h2load Check -c 50 -m 1: ${R[h2_unary_c50]}/s; -c 1 -m 16: ${R[h2_unary_c1]}/s"
+echo "h2load Check -c 50 -m 1: ${R[h2_unary_c50]}/s, gateway CPU ${R[h2_unary_c50_cpu_us]} us a call; -c 1 -m 16: ${R[h2_unary_c1]}/s, ${R[h2_unary_c1_cpu_us]} us a call"
 
 # --- the engine in-process ---------------------------------------------------------------------
 line=$("$BIN" bench engine --batch 1000 --checks 5000000 --rounds 3 --cache-dir "$CACHE" 2>"$WORK/engine.err")
@@ -168,6 +176,8 @@ rows = [
     ("gateway CPU a check (h2load batch) / in-process chunked check", r["h2_batch_cpu_ns"] / r["engine_ns"], "goal <= 1.3"),
     ("lean / full answers, bytes a verdict (h2load batch)", r["bytes_lean"] / r["bytes_full"], ""),
     ("h2load unary 50 conns x 1 / 1 conn x 16", r["h2_unary_c50"] / r["h2_unary_c1"], "goal >= 1.0"),
+    ("gateway CPU a unary call, 50 conns x 1 / 1 conn x 16", r["h2_unary_c50_cpu_us"] / r["h2_unary_c1_cpu_us"], "goal <= 1.0"),
+    ("gateway CPU a unary call (h2load 50 x 1) / redis-server CPU a GET (-c 50)", r["h2_unary_c50_cpu_us"] / r["redis_u_cpu_us"], ""),
     ("chunked check / one uncached memory access", r["engine_ns"] / r["mem_ns"], "goal <= 1.0 (bar 1.3)"),
 ]
 print("| ratio | value | goal |")
