@@ -190,9 +190,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tokio::spawn(async move {
                 let io = TokioIo::new(tcp);
                 let _ = if inline {
-                    Builder::new(InlineFirst)
-                        .serve_connection(io, svc)
-                        .await
+                    Builder::new(InlineFirst).serve_connection(io, svc).await
                 } else {
                     Builder::new(TokioExecutor::new())
                         .serve_connection(io, svc)
