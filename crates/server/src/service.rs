@@ -252,7 +252,7 @@ impl CheckContext {
     ) {
         let (fair, caller) = turns;
         let mut turn = Some(turn);
-        for (i, part) in req.listings.chunks(self.limits.turn_listings).enumerate() {
+        for (i, part) in req.listings().chunks(self.limits.turn_listings).enumerate() {
             if i > 0 {
                 drop(turn.take());
                 tokio::task::yield_now().await;
@@ -354,7 +354,7 @@ impl CheckContext {
         let mut out = Encoded::new(Shape::Request, lean, n);
         let day = today_cn();
         let mut log = self.log_entries(n);
-        if let Some(item) = &req.listing {
+        if let Some(item) = req.listing() {
             let view = req.view(item);
             match self.decide_one(&loaded, view, item, day, &mut tally, &mut log) {
                 Ok(v) => out.single().verdict(view.listing_id, &v),
@@ -403,10 +403,10 @@ impl CheckContext {
         let Some(loaded) = guard.as_ref() else {
             return Err(CheckError::NoSnapshot);
         };
-        if !req.listings.is_empty() {
+        if !req.listings().is_empty() {
             return Err(CheckError::ListingsInUnary);
         }
-        let item = req.listing.as_ref().ok_or(CheckError::MissingListing)?;
+        let item = req.listing().ok_or(CheckError::MissingListing)?;
         let view = req.view(item);
         let mut tally = Tally::default();
         let mut log = self.log_entries(1);
@@ -441,8 +441,8 @@ impl CheckContext {
             return Err(CheckError::NoSnapshot);
         };
         let mut tally = Tally::default();
-        let mut log = self.log_entries(req.listings.len());
-        let mut out = Encoded::new(Shape::Batch, lean, req.listings.len());
+        let mut log = self.log_entries(req.listings().len());
+        let mut out = Encoded::new(Shape::Batch, lean, req.listings().len());
         self.decide_in_turns(
             turn,
             turns,

@@ -104,10 +104,11 @@ pub(crate) fn cut(s: &str, max: usize) -> &str {
 pub(crate) struct Decoded {
     /// The message as received (shared with the receive buffer, not copied).
     bytes: Bytes,
-    /// `CheckRequest.listing` (always `None` for a batch).
-    pub listing: Option<Item>,
+    /// `CheckRequest.listing` (always `None` for a batch). Private, as `listings`: every
+    /// item in a `Decoded` was made from its own `bytes` ([`Decoded::view`] relies on it).
+    listing: Option<Item>,
     /// `listings`.
-    pub listings: Vec<Item>,
+    listings: Vec<Item>,
     /// `min_snapshot_sequence`.
     pub min_snapshot_sequence: u64,
 }
@@ -118,17 +119,50 @@ impl Decoded {
         usize::from(self.listing.is_some()) + self.listings.len()
     }
 
+    /// `CheckRequest.listing` (always `None` for a batch).
+    pub fn listing(&self) -> Option<&Item> {
+        self.listing.as_ref()
+    }
+
+    /// `listings`.
+    pub fn listings(&self) -> &[Item] {
+        &self.listings
+    }
+
+    /// Whether `item` is one of this message's own items (not a clone, not another's).
+    #[inline]
+    fn owns(&self, item: &Item) -> bool {
+        let item: *const Item = item;
+        self.listings.as_ptr_range().contains(&item)
+            || self.listing.as_ref().is_some_and(|l| std::ptr::eq(l, item))
+    }
+
     /// The text of `item`, one of this message's listings.
     #[inline]
     pub fn view(&self, item: &Item) -> View<'_> {
-        // Every span was checked to be in bounds and valid UTF-8 when it was decoded; a span
-        // of another message's item (a bug) reads as empty rather than panicking.
+        // Every span of an item this message holds was checked to be in bounds and valid
+        // UTF-8 when it was decoded (`parse_listing`) or gathered from strings (`From<
+        // OwnedRequest>`), and neither the bytes nor the items change after: its text is not
+        // checked a second time. Another message's item (a bug) is checked, and a span of it
+        // out of bounds or not UTF-8 here reads as empty rather than panicking.
+        let ours = self.owns(item);
         let field = |i: usize| {
             let (s, e) = item.spans[i];
-            self.bytes
-                .get(s as usize..e as usize)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default()
+            let Some(b) = self.bytes.get(s as usize..e as usize) else {
+                return "";
+            };
+            if ours {
+                debug_assert!(std::str::from_utf8(b).is_ok());
+                // SAFETY: `b` is a span of one of this message's own items, checked to be
+                // valid UTF-8 when the item was made from these same (immutable) bytes: see
+                // `parse_listing` and `From<OwnedRequest>`, the only places spans are set.
+                #[allow(unsafe_code)]
+                unsafe {
+                    std::str::from_utf8_unchecked(b)
+                }
+            } else {
+                std::str::from_utf8(b).unwrap_or_default()
+            }
         };
         View {
             listing_id: field(0),
@@ -454,7 +488,9 @@ fn parse_listing(
             continue;
         }
         let e = if over { s + max } else { e };
-        let e = match std::str::from_utf8(&bytes[s..e]) {
+        // Nearly every field is ASCII: a word at a time, inline, before the full check.
+        let text = &bytes[s..e];
+        let e = match if text.is_ascii() { Ok("") } else { std::str::from_utf8(text) } {
             Ok(_) => e,
             Err(err) if over => s + err.valid_up_to(),
             Err(_) => {
