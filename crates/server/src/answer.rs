@@ -11,7 +11,7 @@
 //! `certificate` out: decision, reason and snapshot sequence only, for callers that need no
 //! more (see the byte counts in `benches/README.md`).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use cccgate_core::{CertFacts, Verdict};
 use cccgate_proto::v1::{Decision as WireDecision, Reason as WireReason};
 use cccgate_proto::{CertificateText, InvalidListing};
@@ -33,7 +33,9 @@ pub(crate) fn is_lean(headers: &tonic::codegen::http::HeaderMap) -> bool {
 /// One response message being written.
 #[derive(Debug)]
 pub(crate) struct Encoded {
-    buf: BytesMut,
+    /// A `Vec`, not a `BytesMut`: a push after the reserve is one compare and a store
+    /// (`Bytes::from` at the end takes it without a copy).
+    buf: Vec<u8>,
     shape: Shape,
     lean: bool,
     /// The field the next result goes to (`result` or `results`).
@@ -49,7 +51,7 @@ impl Encoded {
     pub fn new(shape: Shape, lean: bool, listings: usize) -> Self {
         let each = if lean { 48 } else { TYPICAL_RESULT_BYTES };
         Encoded {
-            buf: BytesMut::with_capacity(listings.saturating_mul(each).min(1 << 24) + 64),
+            buf: Vec::with_capacity(listings.saturating_mul(each).min(1 << 24) + 64),
             shape,
             lean,
             field: match shape {
@@ -93,7 +95,7 @@ impl Encoded {
         let cert = (!self.lean && v.certificate.is_some()).then_some(certificate);
         self.verdict_with(listing_id, v, cert.map(<[u8]>::len), |b| {
             if let Some(c) = cert {
-                b.put_slice(c);
+                b.extend_from_slice(c);
             }
         });
     }
@@ -105,7 +107,7 @@ impl Encoded {
         listing_id: &str,
         v: &Verdict<'_>,
         cert_len: Option<usize>,
-        write_cert: impl FnOnce(&mut BytesMut),
+        write_cert: impl FnOnce(&mut Vec<u8>),
     ) {
         let decision = WireDecision::from(v.decision) as i32 as u64;
         let reason = WireReason::from(v.reason) as i32 as u64;
@@ -157,7 +159,7 @@ impl Encoded {
         };
         put_varint_field(&mut self.buf, seq_field, sequence);
         put_str_field(&mut self.buf, id_field, content_id.as_bytes());
-        self.buf.freeze()
+        Bytes::from(self.buf)
     }
 
     /// Ends a `WatchListingsResponse` (written with [`Shape::Batch`]: its `results` are field
@@ -166,7 +168,7 @@ impl Encoded {
         debug_assert!(self.shape == Shape::Batch);
         put_varint_field(&mut self.buf, 2, sequence);
         put_varint_field(&mut self.buf, 3, event as u64);
-        self.buf.freeze()
+        Bytes::from(self.buf)
     }
 
     fn results_field(&self) -> u8 {
@@ -196,7 +198,7 @@ pub(crate) fn certificate_body(c: &CertFacts<'_>, out: &mut Vec<u8>) {
 }
 
 #[inline]
-fn put_certificate(b: &mut impl BufMut, t: &CertificateText, producer: &str) {
+fn put_certificate(b: &mut Vec<u8>, t: &CertificateText, producer: &str) {
     put_str_field(b, 1, &t.number);
     put_varint_field(b, 2, t.status as u64);
     put_str_field(b, 3, &t.product_code);
@@ -217,17 +219,17 @@ const LEN: u8 = 2;
 
 /// Field numbers here are all under 16: one byte of key.
 #[inline]
-fn put_key(b: &mut impl BufMut, field: u8, wire_type: u8) {
-    b.put_u8(field << 3 | wire_type);
+fn put_key(b: &mut Vec<u8>, field: u8, wire_type: u8) {
+    b.push(field << 3 | wire_type);
 }
 
 #[inline]
-fn put_varint(b: &mut impl BufMut, mut v: u64) {
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        b.put_u8(v as u8 | 0x80);
+        b.push(v as u8 | 0x80);
         v >>= 7;
     }
-    b.put_u8(v as u8);
+    b.push(v as u8);
 }
 
 #[inline]
@@ -238,7 +240,7 @@ fn varint_len(v: u64) -> usize {
 
 /// A varint field, left out when zero (proto3).
 #[inline]
-fn put_varint_field(b: &mut impl BufMut, field: u8, v: u64) {
+fn put_varint_field(b: &mut Vec<u8>, field: u8, v: u64) {
     if v != 0 {
         put_key(b, field, VARINT);
         put_varint(b, v);
@@ -252,11 +254,11 @@ fn varint_field_len(v: u64) -> usize {
 
 /// A string field, left out when empty (proto3).
 #[inline]
-fn put_str_field(b: &mut impl BufMut, field: u8, s: &[u8]) {
+fn put_str_field(b: &mut Vec<u8>, field: u8, s: &[u8]) {
     if !s.is_empty() {
         put_key(b, field, LEN);
         put_varint(b, s.len() as u64);
-        b.put_slice(s);
+        b.extend_from_slice(s);
     }
 }
 
@@ -455,7 +457,7 @@ mod tests {
     #[test]
     fn varint_lengths_match_the_encoding() {
         for v in [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX] {
-            let mut b = BytesMut::new();
+            let mut b = Vec::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v), "{v}");
         }

@@ -520,11 +520,25 @@ impl<'a> Reader<'a> {
         Reader { b, at: 0 }
     }
 
+    #[inline]
     fn done(&self) -> bool {
         self.at >= self.b.len()
     }
 
+    /// A varint; the one-byte case (every key and short length here) inline.
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        match self.b.get(self.at) {
+            Some(&byte) if byte < 0x80 => {
+                self.at += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, WireError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let Some(&byte) = self.b.get(self.at) else {
@@ -539,6 +553,7 @@ impl<'a> Reader<'a> {
         Err(WireError::Malformed("varint over 10 bytes".into()))
     }
 
+    #[inline]
     fn key(&mut self) -> Result<(u64, u8), WireError> {
         let k = self.varint()?;
         let (field, wt) = (k >> 3, (k & 7) as u8);
@@ -548,6 +563,7 @@ impl<'a> Reader<'a> {
         Ok((field, wt))
     }
 
+    #[inline]
     fn take(&mut self, n: u64) -> Result<&'a [u8], WireError> {
         let end = usize::try_from(n)
             .ok()
@@ -565,6 +581,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A length-delimited field's `(start, end)` in the bytes.
+    #[inline]
     fn range(&mut self) -> Result<(usize, usize), WireError> {
         let n = self.varint()?;
         let start = self.at;
