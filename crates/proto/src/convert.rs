@@ -159,10 +159,37 @@ impl CertificateText {
 
 /// Writes `n` as zero-padded decimal filling `out` (the low digits, if `n` is wider).
 /// Cheaper than `format!` on the hot path: no formatter, one exact-size allocation later.
-fn put_digits(out: &mut [u8], mut n: u64) {
-    for b in out.iter_mut().rev() {
-        *b = b'0' + (n % 10) as u8;
-        n /= 10;
+/// Two digits a step from a table; a field of more than 8 digits (a certificate number) is
+/// written as two independent halves, so the two chains of divisions overlap.
+#[inline]
+fn put_digits(out: &mut [u8], n: u64) {
+    if out.len() > 8 {
+        let (high, low) = out.split_at_mut(out.len() - 8);
+        put_digits_u32(low, (n % 100_000_000) as u32);
+        put_digits(high, n / 100_000_000);
+    } else {
+        // At most 8 digits: only the low 8 are written, as before.
+        put_digits_u32(out, (n % 100_000_000) as u32);
+    }
+}
+
+/// At most 8 digits of `n` (`out.len() <= 8`).
+#[inline]
+fn put_digits_u32(out: &mut [u8], mut n: u32) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut end = out.len();
+    while end >= 2 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        out[end - 2..end].copy_from_slice(&PAIRS[pair..pair + 2]);
+        end -= 2;
+    }
+    if end == 1 {
+        out[0] = b'0' + (n % 10) as u8;
     }
 }
 
@@ -256,6 +283,29 @@ mod tests {
     use cccgate_core::{CertNumber, Day, ProductCode};
 
     use super::*;
+
+    #[test]
+    fn digits_are_what_format_writes_zero_padded_low_digits_kept() {
+        let mut n = 1u64;
+        let mut values = vec![0, 9, 10, 99, 100, 12_345_678, 99_999_999, 100_000_000];
+        values.extend([2021010901000123, 9_999_999_999_999_999, u64::MAX]);
+        while n < u64::MAX / 7 {
+            values.extend([n, n - 1, n + 1]);
+            n *= 7;
+        }
+        for v in values {
+            for width in 1..=20 {
+                let mut out = vec![b'x'; width];
+                put_digits(&mut out, v);
+                let full = format!("{v:020}");
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    &full[20 - width..],
+                    "{v} in {width}"
+                );
+            }
+        }
+    }
 
     fn day() -> Day {
         Day::from_ymd(2026, 11, 27).unwrap()

@@ -586,11 +586,11 @@ mod tests {
         let got = answer.await.unwrap();
         let loaded = ctx.reader.load_full().unwrap();
         let day = today_cn();
-        let mut out = Encoded::new(Shape::Batch, false, big.listings.len());
+        let mut out = Encoded::new(Shape::Batch, false, big.listings().len());
         ctx.decide_all(
             &loaded,
             &big,
-            &big.listings,
+            big.listings(),
             day,
             &mut Tally::default(),
             &mut None,
@@ -599,7 +599,7 @@ mod tests {
         let whole = out.finish(loaded.snapshot.sequence(), loaded.snapshot.content_id());
         assert_eq!(got, whole, "answered in turns, the bytes differ");
         let decoded = cccgate_proto::v1::CheckBatchResponse::decode(got).unwrap();
-        assert_eq!(decoded.results.len(), big.listings.len());
+        assert_eq!(decoded.results.len(), big.listings().len());
         assert!(decoded.results[turn + 3].outcome.is_some());
     }
 

@@ -490,7 +490,11 @@ fn parse_listing(
         let e = if over { s + max } else { e };
         // Nearly every field is ASCII: a word at a time, inline, before the full check.
         let text = &bytes[s..e];
-        let e = match if text.is_ascii() { Ok("") } else { std::str::from_utf8(text) } {
+        let e = match if text.is_ascii() {
+            Ok("")
+        } else {
+            std::str::from_utf8(text)
+        } {
             Ok(_) => e,
             Err(err) if over => s + err.valid_up_to(),
             Err(_) => {
@@ -694,6 +698,39 @@ mod tests {
             matches!(&err, Err(WireError::Malformed(m)) if m.starts_with("listing 1000:")),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn only_a_message_s_own_items_are_read_unchecked() {
+        let l = |id: &str| WireListing {
+            listing_id: id.into(),
+            merchant_id: "商户".into(),
+            model: "型号 X-1".into(),
+            ..WireListing::default()
+        };
+        let batch = |ls: Vec<WireListing>| CheckBatchRequest {
+            listings: ls,
+            min_snapshot_sequence: 0,
+        };
+        let a = decode(
+            batch(vec![l("长的编号-0001"), l("L2")])
+                .encode_to_vec()
+                .into(),
+            Shape::Batch,
+            10,
+        )
+        .unwrap();
+        let b = decode(batch(vec![l("")]).encode_to_vec().into(), Shape::Batch, 10).unwrap();
+        let own = &a.listings()[0];
+        assert!(a.owns(own) && a.owns(&a.listings()[1]) && !b.owns(own));
+        // A clone is not one of the message's items: read checked, the same text.
+        let clone = own.clone();
+        assert!(!a.owns(&clone));
+        assert_eq!(a.view(&clone), a.view(own));
+        assert_eq!(a.view(own).to_wire(), l("长的编号-0001"));
+        // Another message's item: its spans run past these bytes; empty, not a panic.
+        let other = b.view(&a.listings()[1]);
+        assert_eq!(other.model, "");
     }
 
     #[test]
