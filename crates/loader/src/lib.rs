@@ -33,6 +33,7 @@ mod manifest;
 mod pipeline;
 mod read;
 mod sign;
+mod split;
 mod writer;
 
 #[cfg(test)]

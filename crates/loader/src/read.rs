@@ -25,15 +25,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use csv::ByteRecord;
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 
 use crate::LoadError;
 use crate::limits::{Limits, OpenRefusal, open_regular};
 use crate::manifest::{Encoding, FileEntry};
+use crate::split::{Fields, Splitter};
 
-/// Buffer of the CSV reader: large reads keep system calls few.
+/// Buffer of the record splitter: large reads keep system calls few.
 const BUFFER: usize = 1 << 20;
 /// Size of the chunks the pump thread hands over.
 const CHUNK: usize = 256 << 10;
@@ -122,7 +122,7 @@ fn send_all(r: &mut impl Read, tx: &SyncSender<Chunk>, back: &Receiver<Vec<u8>>)
 
 /// A bound the source hit; [`CsvFile`] turns it into a [`LoadError::Limit`].
 #[derive(Debug)]
-enum Hit {
+pub(crate) enum Hit {
     /// The record being read passed `max_record_bytes`.
     Record,
     /// The file passed its decompressed budget.
@@ -131,7 +131,7 @@ enum Hit {
 
 /// The parser's side of the pump: a `Read` over the chunks, which counts the bytes it hands
 /// out and refuses to hand out more than the bounds allow.
-struct Source {
+pub(crate) struct Source {
     rx: Receiver<Chunk>,
     back: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
@@ -143,13 +143,13 @@ struct Source {
     /// Where the record being read started (set by [`CsvFile`] after each record). When the
     /// parser asks for more, it has consumed everything handed out, so `handed - record_start`
     /// is exactly what it holds of the record in progress.
-    record_start: u64,
+    pub(crate) record_start: u64,
     max_record: u64,
     /// The last byte handed out, so a file that does not end in `\n` gets one (every record
     /// then ends the same way, which keeps line arithmetic exact).
     last: u8,
     ended: bool,
-    hit: Option<Hit>,
+    pub(crate) hit: Option<Hit>,
 }
 
 impl Read for Source {
@@ -197,6 +197,31 @@ impl Read for Source {
     }
 }
 
+#[cfg(test)]
+impl Source {
+    /// A source handing out `bytes` in chunks of `chunk` bytes, within `max_record`.
+    pub(crate) fn of_bytes(bytes: &[u8], chunk: usize, max_record: u64) -> Source {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for piece in bytes.chunks(chunk.max(1)) {
+            tx.send(Ok(piece.to_vec())).unwrap();
+        }
+        let (back, _) = sync_channel(1);
+        Source {
+            rx,
+            back,
+            chunk: Vec::new(),
+            pos: 0,
+            handed: 0,
+            budget: u64::MAX,
+            record_start: 0,
+            max_record,
+            last: b'\n',
+            ended: false,
+            hit: None,
+        }
+    }
+}
+
 /// What reading a whole file found out about its bytes.
 #[derive(Debug)]
 pub(crate) struct FileDigest {
@@ -215,12 +240,10 @@ pub(crate) struct CsvFile {
     listed: FileEntry,
     pub path: PathBuf,
     encoding: Encoding,
-    reader: csv::Reader<Source>,
+    reader: Splitter,
     pump: JoinHandle<io::Result<Digest32>>,
     abort: Arc<AtomicBool>,
-    record: ByteRecord,
-    /// Where each field of `record` ends in its bytes (for [`CsvFile::next_record`]).
-    ends: Vec<usize>,
+    record: Fields,
     rows: u64,
     /// Physical line of the first byte after the last record read (1 before any).
     next_line: u64,
@@ -292,12 +315,7 @@ impl CsvFile {
             ended: false,
             hit: None,
         };
-        let reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .terminator(csv::Terminator::Any(b'\n'))
-            .buffer_capacity(BUFFER)
-            .from_reader(source);
+        let reader = Splitter::new(source, BUFFER);
         Ok(CsvFile {
             name: name.to_owned(),
             listed: listed.clone(),
@@ -306,8 +324,7 @@ impl CsvFile {
             reader,
             pump,
             abort,
-            record: ByteRecord::new(),
-            ends: Vec::new(),
+            record: Fields::default(),
             rows: 0,
             next_line: 1,
             max_field: limits.max_field_bytes,
@@ -322,11 +339,11 @@ impl CsvFile {
     /// for a refusal (a bound) or a read error, both kept for [`CsvFile::finish`].
     fn read_raw(&mut self) -> Option<u64> {
         loop {
-            match self.reader.read_byte_record(&mut self.record) {
-                Ok(true) => {}
-                Ok(false) => return None,
+            let line = match self.reader.read_record(&mut self.record) {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
                 Err(e) => {
-                    match self.reader.get_mut().hit.take() {
+                    match self.reader.source_mut().hit.take() {
                         Some(Hit::Record) => {
                             self.refusal = Some(self.limit(
                                 Some(self.next_line),
@@ -338,7 +355,7 @@ impl CsvFile {
                             ));
                         }
                         Some(Hit::Decompressed) => {
-                            let source = self.reader.get_ref();
+                            let source = self.reader.source();
                             let message = if self.listed.is_gzip() {
                                 format!(
                                     "decompresses to more than {} bytes (--[drop-]max-file-bytes, --[drop-]max-gzip-ratio)",
@@ -352,20 +369,13 @@ impl CsvFile {
                             };
                             self.refusal = Some(self.limit(None, None, message));
                         }
-                        None => self.read_error = Some(into_io(e)),
+                        None => self.read_error = Some(e),
                     }
                     return None;
                 }
-            }
-            let end = self.reader.position();
-            let (end_byte, end_line) = (end.byte(), end.line());
+            };
+            self.next_line = self.reader.next_line();
             let bytes = self.record.as_slice();
-            let breaks = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-            // Every record ends in a `\n` the parser counted (the source adds one at the end
-            // of a file that lacks it): the record starts that many lines back.
-            let line = end_line.saturating_sub(1 + breaks);
-            self.next_line = end_line;
-            self.reader.get_mut().record_start = end_byte;
             let blank = self.record.len() == 1 && matches!(bytes, b"" | b"\r");
             if blank {
                 continue;
@@ -383,17 +393,18 @@ impl CsvFile {
                 return None;
             }
             if bytes.len() as u64 > self.max_field
-                && let Some(i) = self
+                && let Some((i, long)) = self
                     .record
                     .iter()
-                    .position(|f| f.len() as u64 > self.max_field)
+                    .enumerate()
+                    .find(|(_, f)| f.len() as u64 > self.max_field)
             {
                 self.refusal = Some(self.limit(
                     Some(line),
                     Some(format!("column {}", i + 1)),
                     format!(
                         "field of {} bytes, longer than {} bytes (--[drop-]max-field-bytes)",
-                        self.record[i].len(),
+                        long.len(),
                         self.max_field
                     ),
                 ));
@@ -528,17 +539,11 @@ impl CsvFile {
     /// (kept for [`CsvFile::finish`]).
     pub fn next_record(&mut self) -> Option<Record<'_>> {
         let line = self.next_row()?;
-        self.ends.clear();
-        let mut end = 0;
-        for f in self.record.iter() {
-            end += f.len();
-            self.ends.push(end);
-        }
         Some(Record {
             bytes: self.record.as_slice(),
             text: None,
             start: 0,
-            ends: &self.ends,
+            ends: self.record.ends(),
             line,
             encoding: self.encoding,
         })
@@ -576,13 +581,6 @@ impl CsvFile {
             rows,
             read_error,
         })
-    }
-}
-
-fn into_io(e: csv::Error) -> io::Error {
-    match e.into_kind() {
-        csv::ErrorKind::Io(io) => io,
-        other => io::Error::other(format!("{other:?}")),
     }
 }
 
@@ -682,15 +680,11 @@ pub(crate) struct RawBatch {
 }
 
 impl RawBatch {
-    fn push(&mut self, record: &ByteRecord, line: u64) {
+    fn push(&mut self, record: &Fields, line: u64) {
         let start = self.bytes.len();
         self.rows.push((line, start, self.ends.len()));
         self.bytes.extend_from_slice(record.as_slice());
-        let mut end = start;
-        for f in record.iter() {
-            end += f.len();
-            self.ends.push(end);
-        }
+        self.ends.extend(record.ends().iter().map(|end| start + end));
     }
 
     /// Records held.
@@ -828,8 +822,8 @@ mod tests {
         // `汉` is E6 B1 89: split across two fields, the batch's bytes are valid UTF-8 as a
         // whole (the comma between the fields is not stored) but neither field is.
         let mut batch = RawBatch::default();
-        batch.push(&ByteRecord::from(vec![&b"a\xE6"[..], b"\xB1\x89b"]), 2);
-        batch.push(&ByteRecord::from(vec!["有效", "汉\r"]), 3);
+        batch.push(&Fields::of(&[&b"a\xE6"[..], b"\xB1\x89b"]), 2);
+        batch.push(&Fields::of(&["有效".as_bytes(), "汉\r".as_bytes()]), 3);
         let text = batch.text(Encoding::Utf8);
         assert!(text.is_some(), "valid as a whole");
         for t in [text, None] {

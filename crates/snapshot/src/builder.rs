@@ -18,7 +18,7 @@ use crate::data::{
 };
 use crate::error::SnapshotError;
 use crate::format::{FORMAT_VERSION, Header, SnapshotBytes, checksum};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, prefetch_line};
 
 /// Hashes a certificate number with murmur3's finaliser: a few multiplies, where a general
 /// streaming hasher cost ~12% of applying a delta (1.2M inserts to index the base).
@@ -355,40 +355,39 @@ impl SnapshotBuilder {
     /// Builds the snapshot: lays out the table, serialises, checksums. Replaced
     /// certificates leave nothing behind: keys and texts are re-packed.
     pub fn build(self) -> Result<SnapshotBytes, SnapshotError> {
-        let n = self.entries.len();
-        let mut counts = [0u64; 5];
-        let mut slots = vec![Hot::default(); table_len(n)];
-        let mut cold = Vec::with_capacity(n);
-        let mut overflow_keys = Vec::new();
-        let mut model_text = String::with_capacity(self.model_text.len());
-        for (pos, e) in self.entries.iter().enumerate() {
-            let mut h = e.hot;
-            let keys = &self.keys[e.keys_start as usize..(e.keys_start + e.keys_len) as usize];
-            if keys.len() <= INLINE_KEYS {
-                h.inline = keys.len() as u8;
-                h.keys[..keys.len()].copy_from_slice(keys);
-            } else {
-                h.inline = KEYS_OVERFLOW;
-                h.keys[0] = overflow_keys.len() as u64 | (keys.len() as u64) << 32;
-                overflow_keys.extend_from_slice(keys);
-            }
-            h.cold = pos as u32;
-            let mut c = e.cold;
-            let (start, len) = (c.text_start as usize, c.text_len as usize);
-            c.text_start = model_text.len() as u32;
-            model_text.push_str(self.model_text.get(start..start + len).unwrap_or_default());
-            cold.push(c);
-            if let Some(count) = counts.get_mut(usize::from(h.status).wrapping_sub(1)) {
-                *count += 1;
-            }
-            let mut slot = home_slot(h.number, slots.len());
-            while slots[slot].number != 0 {
-                slot = if slot + 1 == slots.len() { 0 } else { slot + 1 };
-            }
-            slots[slot] = h;
-        }
-        let catalogue = self
-            .catalogue
+        let SnapshotBuilder {
+            info,
+            catalogue,
+            producers,
+            names,
+            model_text: texts,
+            keys,
+            entries,
+            by_number,
+        } = self;
+        // The index is not needed any more: its memory goes before the table's comes.
+        drop(by_number);
+        let n = entries.len();
+        // The table (scattered writes, one cache miss each) is laid out on a second thread
+        // while this one packs the cold records and their texts: two independent passes
+        // over the entries, each in entry order, so the result is the one pass's before.
+        let ((slots, overflow_keys), (cold, model_text, counts)) = std::thread::scope(|scope| {
+            let table = std::thread::Builder::new()
+                .name("snapshot table".into())
+                .spawn_scoped(scope, || lay_out(&entries, &keys));
+            let packed = pack_cold(&entries, texts);
+            let laid = match table {
+                Ok(handle) => handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: the same pass, here.
+                Err(_) => lay_out(&entries, &keys),
+            };
+            (laid, packed)
+        });
+        drop(entries);
+        drop(keys);
+        let catalogue = catalogue
             .entries()
             .iter()
             .map(|e| CatalogueRow {
@@ -405,17 +404,17 @@ impl SnapshotBuilder {
             })
             .collect();
         let data = Data {
-            sequence: self.info.sequence,
-            source: self.info.source,
-            generated_at: self.info.generated_at,
+            sequence: info.sequence,
+            source: info.source,
+            generated_at: info.generated_at,
             catalogue,
             counts,
             total: n as u64,
             slots,
             cold,
             overflow_keys,
-            producers: self.producers.strings,
-            names: self.names.strings,
+            producers: producers.strings,
+            names: names.strings,
             model_text,
         };
         let archive = rkyv::api::high::to_bytes_in::<_, BoxedError>(&data, AlignedVec::<16>::new())
@@ -425,11 +424,87 @@ impl SnapshotBuilder {
             archive_len: archive.len() as u64,
             checksum: checksum(&archive),
             sequence: data.sequence,
-            built_at_unix_ms: self.info.built_at_unix_ms,
+            built_at_unix_ms: info.built_at_unix_ms,
         };
         Ok(SnapshotBytes {
             header: header.encode(),
             archive,
         })
     }
+}
+
+/// Entries ahead whose home slot is prefetched while one is placed.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Lays out the hash table: each entry's hot record, its model keys inline or as a run of
+/// the overflow keys, placed by linear probing in entry order (so the same table for the
+/// same entries). Returns the slots and the overflow keys.
+fn lay_out(entries: &[Entry], keys: &[u64]) -> (Vec<Hot>, Vec<u64>) {
+    let mut slots = vec![Hot::default(); table_len(entries.len())];
+    let len = slots.len();
+    let mut overflow_keys = Vec::new();
+    for (pos, e) in entries.iter().enumerate() {
+        if let Some(ahead) = entries.get(pos + PREFETCH_AHEAD) {
+            let home = home_slot(ahead.hot.number, len);
+            prefetch_line(slots.as_ptr().wrapping_add(home).cast());
+        }
+        let mut h = e.hot;
+        let run = keys
+            .get(e.keys_start as usize..(e.keys_start + e.keys_len) as usize)
+            .unwrap_or_default();
+        if run.len() <= INLINE_KEYS {
+            h.inline = run.len() as u8;
+            h.keys[..run.len()].copy_from_slice(run);
+        } else {
+            h.inline = KEYS_OVERFLOW;
+            h.keys[0] = overflow_keys.len() as u64 | (run.len() as u64) << 32;
+            overflow_keys.extend_from_slice(run);
+        }
+        h.cold = pos as u32;
+        let mut slot = home_slot(h.number, len);
+        while slots[slot].number != 0 {
+            slot = if slot + 1 == len { 0 } else { slot + 1 };
+        }
+        slots[slot] = h;
+    }
+    (slots, overflow_keys)
+}
+
+/// The cold records in entry order with their model texts re-packed (replaced entries leave
+/// nothing behind), and the count of each status. When the texts already lie packed in
+/// entry order (a full drop: every entry appended once), `texts` is kept as it is rather
+/// than copied.
+fn pack_cold(entries: &[Entry], mut texts: String) -> (Vec<Cold>, String, [u64; 5]) {
+    let mut counts = [0u64; 5];
+    let mut cold = Vec::with_capacity(entries.len());
+    // `None` while every text so far lies where the packed text would put it.
+    let mut copied: Option<String> = None;
+    let mut packed_len = 0usize;
+    for e in entries {
+        let mut c = e.cold;
+        let (start, len) = (c.text_start as usize, c.text_len as usize);
+        if copied.is_none() && start != packed_len {
+            let mut fresh = String::with_capacity(texts.len());
+            fresh.push_str(texts.get(..packed_len).unwrap_or_default());
+            copied = Some(fresh);
+        }
+        let text = texts.get(start..start + len).unwrap_or_default();
+        c.text_start = packed_len as u32;
+        if let Some(out) = copied.as_mut() {
+            out.push_str(text);
+        }
+        packed_len += text.len();
+        cold.push(c);
+        if let Some(count) = counts.get_mut(usize::from(e.hot.status).wrapping_sub(1)) {
+            *count += 1;
+        }
+    }
+    let model_text = match copied {
+        Some(out) => out,
+        None => {
+            texts.truncate(packed_len);
+            texts
+        }
+    };
+    (cold, model_text, counts)
 }
