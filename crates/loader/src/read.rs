@@ -684,7 +684,8 @@ impl RawBatch {
         let start = self.bytes.len();
         self.rows.push((line, start, self.ends.len()));
         self.bytes.extend_from_slice(record.as_slice());
-        self.ends.extend(record.ends().iter().map(|end| start + end));
+        self.ends
+            .extend(record.ends().iter().map(|end| start + end));
     }
 
     /// Records held.

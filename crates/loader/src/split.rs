@@ -100,7 +100,9 @@ impl Splitter {
             eof: false,
             byte: 0,
             line: 1,
-            core: ReaderBuilder::new().terminator(Terminator::Any(b'\n')).build(),
+            core: ReaderBuilder::new()
+                .terminator(Terminator::Any(b'\n'))
+                .build(),
             scratch: Vec::new(),
             scratch_ends: Vec::new(),
         }
@@ -332,7 +334,10 @@ mod tests {
         let mut fields = Fields::default();
         assert_eq!(s.read_record(&mut fields).unwrap(), Some(1));
         assert!(s.read_record(&mut fields).is_err());
-        assert!(matches!(s.source_mut().hit.take(), Some(crate::read::Hit::Record)));
+        assert!(matches!(
+            s.source_mut().hit.take(),
+            Some(crate::read::Hit::Record)
+        ));
         // It stopped within a chunk and the buffer of the bound, not at the record's end.
         assert!(s.buf.len() <= 256, "buffer grew to {}", s.buf.len());
     }
