@@ -144,7 +144,8 @@ async fn counter(addr: std::net::SocketAddr, name: &str) -> u64 {
 const STRIKES: usize = 32;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_whose_calls_keep_being_refused_is_paused_and_no_other() {
+async fn a_connection_whose_calls_or_oversized_messages_keep_being_refused_is_paused_and_no_other()
+{
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(dir.path(), "tarpit-", ConfigLayer::default()).await;
     let metrics = gw.metrics_addr.expect("metrics");
@@ -174,6 +175,23 @@ async fn a_connection_whose_calls_keep_being_refused_is_paused_and_no_other() {
         .expect("read again after the pause")
         .expect("a known token");
     assert_eq!(counter(metrics, pauses).await, before + 1);
+    // A message over --max-batch weighs 8 strikes (a quarter of the limit): three leave a
+    // fresh connection read...
+    let big = gw.channel().await;
+    for _ in 0..3 {
+        let s = batch(&big, "tg", 10_001).await.unwrap_err();
+        assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    }
+    assert_eq!(counter(metrics, pauses).await, before + 1);
+    // ...the fourth pauses it; it is read again after the pause.
+    let s = batch(&big, "tg", 10_001).await.unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    assert_eq!(counter(metrics, pauses).await, before + 2);
+    check(&other, "tf").await.expect("another connection");
+    tokio::time::timeout(Duration::from_secs(30), batch(&big, "tg", 10_000))
+        .await
+        .expect("read again after the pause")
+        .expect("at the limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,6 +51,7 @@ use crate::lanes::Lanes;
 use crate::metrics::Rpc;
 use crate::rate::Rates;
 use crate::service::{CheckContext, CheckError, GaugeGuard};
+use crate::tarpit::{OVERSIZED_STRIKES, Strikes};
 use crate::tls::ConnInfo;
 use crate::wire::{self, Counted, Decoded, Shape, WireError};
 
@@ -206,6 +207,8 @@ struct BudgetBody {
     failed: bool,
     /// CheckBatch only (a stream message over the limit gets one error entry and goes on).
     counter: Option<ListingCounter>,
+    /// The connection's strikes ([`crate::tarpit`]): a message refused here counts against it.
+    strikes: Option<Arc<Strikes>>,
 }
 
 impl BudgetBody {
@@ -217,6 +220,9 @@ impl BudgetBody {
                 if let Some(c) = &mut self.counter {
                     c.feed(&data[..n]);
                     if c.count() > self.max_listings {
+                        if let Some(s) = &self.strikes {
+                            s.strikes(OVERSIZED_STRIKES);
+                        }
                         return Err(Status::invalid_argument(format!(
                             "more than {max} listings in one message, over the limit of {max} (refused as it arrived, at listing {})",
                             c.count(),
@@ -248,13 +254,21 @@ impl BudgetBody {
             }
             // Over the message size: tonic refuses it from the same header, unbuffered.
             let charge = if len > self.max_message {
+                self.strike(OVERSIZED_STRIKES);
                 None
             } else {
-                Some(self.charge(len)?)
+                Some(self.charge(len).inspect_err(|_| self.strike(1))?)
             };
             lock(&self.charges).push_back(charge);
         }
         Ok(())
+    }
+
+    /// Counts `n` strikes against the connection ([`Strikes::strikes`]).
+    fn strike(&self, n: u32) {
+        if let Some(s) = &self.strikes {
+            s.strikes(n);
+        }
     }
 
     fn charge(&self, len: usize) -> Result<(Held<()>, Held<Caller>), Status> {
@@ -393,8 +407,16 @@ impl PublicCheck {
         c
     }
 
-    fn body(&self, body: Body, caller: &Caller, charges: &Charges, shape: Shape) -> BudgetBody {
+    fn body(
+        &self,
+        body: Body,
+        caller: &Caller,
+        charges: &Charges,
+        shape: Shape,
+        strikes: Option<Arc<Strikes>>,
+    ) -> BudgetBody {
         BudgetBody {
+            strikes,
             inner: body,
             admission: Arc::clone(&self.admission),
             caller: Arc::clone(caller),
@@ -519,8 +541,13 @@ impl PublicCheck {
         } else {
             Shape::Request
         };
+        let strikes = req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|c| Arc::clone(&c.strikes));
         let (parts, body) = req.into_parts();
-        let req = http::Request::from_parts(parts, self.body(body, &caller, &charges, shape));
+        let body = self.body(body, &caller, &charges, shape, strikes);
+        let req = http::Request::from_parts(parts, body);
         match method {
             Method::Check | Method::Batch => {
                 let rpc = if shape == Shape::Batch {

@@ -29,6 +29,12 @@ use std::time::{Duration, Instant};
 
 /// Refusals on one connection (within [`WINDOW`]) that pause its reads.
 pub(crate) const STRIKES: u32 = 32;
+/// The strikes of a message refused for its size or its listings (over `--max-message-bytes`,
+/// over `--max-batch`): four of them within [`WINDOW`] pause the connection. Such a refusal
+/// costs the gateway more than another: the caller has by then sent up to a stream window
+/// (`--http2-stream-window-bytes`) of the message, which the gateway receives (and decrypts)
+/// for nothing; and no client built against the contract sends one.
+pub(crate) const OVERSIZED_STRIKES: u32 = STRIKES / 4;
 /// Strikes further apart than this start the count again.
 pub(crate) const WINDOW: Duration = Duration::from_secs(1);
 /// How long a struck-out connection is not read (the first time).
@@ -76,7 +82,16 @@ impl Strikes {
         self.strike_at(Instant::now())
     }
 
+    /// Counts a refusal that weighs `n` strikes ([`OVERSIZED_STRIKES`]); as [`Strikes::strike`].
+    pub(crate) fn strikes(&self, n: u32) -> bool {
+        self.strikes_at(Instant::now(), n)
+    }
+
     fn strike_at(&self, now: Instant) -> bool {
+        self.strikes_at(now, 1)
+    }
+
+    fn strikes_at(&self, now: Instant, n: u32) -> bool {
         let now_us = micros_since_epoch(now);
         let window = u64::try_from(WINDOW.as_micros()).unwrap_or(u64::MAX);
         let start = self.window_us.load(Ordering::Relaxed);
@@ -85,7 +100,7 @@ impl Strikes {
             self.window_us.store(now_us, Ordering::Relaxed);
             self.count.store(0, Ordering::Relaxed);
         }
-        if self.count.fetch_add(1, Ordering::Relaxed) + 1 < STRIKES {
+        if self.count.fetch_add(n, Ordering::Relaxed).saturating_add(n) < STRIKES {
             return false;
         }
         self.count.store(0, Ordering::Relaxed);
@@ -241,6 +256,29 @@ mod tests {
         // A quiet second after the last pause: the first pause again.
         t += WINDOW + Duration::from_millis(1);
         assert_eq!(strike_out(&s, t), PAUSE);
+    }
+
+    #[test]
+    fn four_oversized_messages_pause_as_thirty_two_refusals_do() {
+        let s = Strikes::default();
+        let t0 = Instant::now();
+        for i in 1..4 {
+            assert!(!s.strikes_at(t0, OVERSIZED_STRIKES), "oversized {i} paused");
+        }
+        assert!(
+            s.strikes_at(t0, OVERSIZED_STRIKES),
+            "the fourth did not pause"
+        );
+        assert!(s.paused_until().is_some());
+        // Three oversized and seven other refusals: one short.
+        let s = Strikes::default();
+        for _ in 0..3 {
+            assert!(!s.strikes_at(t0, OVERSIZED_STRIKES));
+        }
+        for _ in 0..7 {
+            assert!(!s.strike_at(t0));
+        }
+        assert!(s.strike_at(t0));
     }
 
     #[test]
