@@ -11,7 +11,8 @@
 //! # Design
 //!
 //! One pass, streaming: every data file is read once, through a reader that hashes the bytes
-//! as stored (below the gzip decoder), a CSV splitter that works on raw bytes, and a per-field
+//! as stored (below the gzip decoder), a CSV splitter that works on raw bytes (`split.rs`:
+//! quote-free records cut where they lie, quoted ones through `csv-core`), and a per-field
 //! decoder (see `read.rs` for why splitting before decoding is sound for GBK). Records are
 //! split and bounded on the calling thread, parsed and validated in batches on one thread per
 //! core, and put back in file order on the thread that builds the snapshot (`pipeline.rs`);
