@@ -90,6 +90,9 @@ impl Day {
     /// (`Z` or a numeric offset; `T`, `t` or a space between date and time; fractional
     /// seconds allowed).
     pub fn parse_rfc3339_cn(text: &str) -> Result<Self, DateError> {
+        if let Some(day) = rfc3339_cn_fast(text.as_bytes()) {
+            return Ok(day);
+        }
         let secs = parse_rfc3339_unix(text).ok_or_else(|| DateError::Instant(text.to_owned()))?;
         Ok(Day::from_unix_seconds_cn(secs))
     }
@@ -100,6 +103,62 @@ impl fmt::Display for Day {
         let (y, m, d) = self.ymd();
         write!(f, "{y:04}-{m:02}-{d:02}")
     }
+}
+
+/// The fast path of [`Day::parse_rfc3339_cn`] for the two shapes marketplaces send nearly
+/// always, `YYYY-MM-DDThh:mm:ss+08:00` and `YYYY-MM-DDThh:mm:ssZ`: fixed positions, no
+/// seconds arithmetic (at +08:00 the China day is the date written; at `Z` it is the next
+/// day from 16:00 on), and the day number of the last date read remembered per thread (a
+/// batch's listings mostly share a day). `None` for anything else, valid or not: the general
+/// parser then decides, so every error and every unusual shape is exactly its answer.
+#[inline]
+fn rfc3339_cn_fast(b: &[u8]) -> Option<Day> {
+    let utc = match b.len() {
+        25 if &b[19..25] == b"+08:00" => false,
+        20 if b[19] == b'Z' => true,
+        _ => return None,
+    };
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let d = |i: usize| u32::from(b[i].wrapping_sub(b'0'));
+    let mut bad = false;
+    for i in [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18] {
+        bad |= d(i) > 9;
+    }
+    if bad {
+        return None;
+    }
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let date = day_of_ymd_memo(year, month, day)?;
+    Some(if utc && hour >= 16 {
+        Day(date.0 + 1)
+    } else {
+        date
+    })
+}
+
+/// [`Day::from_ymd`] for a year of four digits, the last answer remembered per thread.
+#[inline]
+fn day_of_ymd_memo(year: u32, month: u32, day: u32) -> Option<Day> {
+    use std::cell::Cell;
+    thread_local! {
+        // (year << 9 | month << 5 | day, its day number); key 0 (month 0) is never a date.
+        static LAST: Cell<(u32, i32)> = const { Cell::new((0, 0)) };
+    }
+    let key = year << 9 | month << 5 | day;
+    let (last, days) = LAST.get();
+    if key == last {
+        return Some(Day(days));
+    }
+    let date = Day::from_ymd(year as i32, month, day)?;
+    LAST.set((key, date.0));
+    Some(date)
 }
 
 /// Seconds since the Unix epoch of an RFC 3339 instant, or `None` if it is not one.
@@ -301,6 +360,82 @@ mod tests {
             Day::parse_rfc3339_cn("2026-11-26 12:00:00z").unwrap(),
             day(2026, 11, 26)
         );
+    }
+
+    /// The general parser alone (what `parse_rfc3339_cn` was before its fast path).
+    fn general(text: &str) -> Result<Day, DateError> {
+        parse_rfc3339_unix(text)
+            .map(Day::from_unix_seconds_cn)
+            .ok_or_else(|| DateError::Instant(text.to_owned()))
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_general_parser_at_its_edges() {
+        for t in [
+            "2026-11-26T15:59:59Z",
+            "2026-11-26T16:00:00Z",
+            "2026-12-31T23:59:60Z",
+            "2024-02-29T00:00:00+08:00",
+            "2026-02-29T00:00:00+08:00",
+            "2026-00-10T00:00:00+08:00",
+            "2026-11-00T00:00:00+08:00",
+            "2026-11-27T24:00:00+08:00",
+            "2026-11-27T23:60:00+08:00",
+            "2026-11-27T23:59:61+08:00",
+            "0000-03-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "2026-11-27t02:00:00+08:00",
+            "2026-11-27T02:00:00z",
+            "2026-11-27T02:00:00+09:00",
+            "2026-11-27T02:0/:00+08:00",
+            "2026-11-27T02:00:00+08:0:",
+        ] {
+            // Twice: the second answer may come from the remembered day.
+            assert_eq!(Day::parse_rfc3339_cn(t), general(t), "{t}");
+            assert_eq!(Day::parse_rfc3339_cn(t), general(t), "{t} again");
+        }
+        // The common shapes do take the fast path; the rest go to the general parser.
+        assert_eq!(
+            rfc3339_cn_fast(b"2026-11-26T16:00:00Z"),
+            Some(day(2026, 11, 27))
+        );
+        assert_eq!(
+            rfc3339_cn_fast(b"2026-11-26T16:00:00+08:00"),
+            Some(day(2026, 11, 26))
+        );
+        assert_eq!(rfc3339_cn_fast(b"2026-11-26T16:00:00.5Z"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Valid instants of both fast shapes, near-misses of them and arbitrary text: the same
+        /// day or the same error as the general parser.
+        #[test]
+        fn fast_and_general_parsers_agree(
+            y in 0u32..10_000, mo in 0u32..14, d in 0u32..33,
+            h in 0u32..26, mi in 0u32..62, s in 0u32..62,
+            tail in proptest::prop_oneof![
+                proptest::prelude::Just("+08:00".to_owned()),
+                proptest::prelude::Just("Z".to_owned()),
+                "[+-][0-9]{2}:[0-9]{2}",
+                "(\\.[0-9]{1,4})?[Zz]",
+                "[+Z0-9:.]{0,7}",
+            ],
+            flip in proptest::option::of((0usize..25, proptest::prelude::any::<u8>())),
+            junk in ".{0,30}",
+        ) {
+            let mut t = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{tail}").into_bytes();
+            if let Some((at, byte)) = flip {
+                if at < t.len() {
+                    t[at] = byte;
+                }
+            }
+            if let Ok(t) = String::from_utf8(t) {
+                proptest::prop_assert_eq!(Day::parse_rfc3339_cn(&t), general(&t), "{}", t);
+            }
+            proptest::prop_assert_eq!(Day::parse_rfc3339_cn(&junk), general(&junk));
+        }
     }
 
     #[test]
