@@ -426,10 +426,10 @@ mod tests {
             junk in ".{0,30}",
         ) {
             let mut t = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{tail}").into_bytes();
-            if let Some((at, byte)) = flip {
-                if at < t.len() {
-                    t[at] = byte;
-                }
+            if let Some((at, byte)) = flip
+                && at < t.len()
+            {
+                t[at] = byte;
             }
             if let Ok(t) = String::from_utf8(t) {
                 proptest::prop_assert_eq!(Day::parse_rfc3339_cn(&t), general(&t), "{}", t);
