@@ -190,6 +190,18 @@ async fn next(s: &mut tonic::Streaming<v1::WatchListingsResponse>) -> v1::WatchL
 }
 
 /// The value of the series `name` (with its labels, exactly as rendered) on a `/metrics` page.
+/// The metrics page once `series` reads `want` (bounded wait: 30 s), or the last page read.
+async fn page_once(addr: std::net::SocketAddr, series: &str, want: f64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let page = http_get(addr, "/metrics").await;
+        if value(&page, series) == Some(want) || std::time::Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn value(page: &str, name: &str) -> Option<f64> {
     page.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
@@ -267,7 +279,8 @@ async fn watch_metrics_count_watched_listings_changes_changed_verdicts_and_resyn
     let changed = next(&mut watch).await;
     assert_eq!(changed.results.len(), 1);
     assert_eq!(changed.results[0].listing_id, "W2");
-    let page = http_get(metrics, "/metrics").await;
+    // A pass's CHANGED messages leave while it runs; its counters are added when it ends.
+    let page = page_once(metrics, "cccgate_watch_pass_duration_seconds_count", 1.0).await;
     for (series, want) in [
         ("cccgate_watch_changed_verdicts_total", 1.0),
         (
@@ -302,7 +315,7 @@ async fn watch_metrics_count_watched_listings_changes_changed_verdicts_and_resyn
         .await
         .expect_err("too old");
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
-    let page = http_get(metrics, "/metrics").await;
+    let page = page_once(metrics, "cccgate_watch_pass_duration_seconds_count", 2.0).await;
     assert_eq!(
         value(&page, "cccgate_watch_resyncs_total{rpc=\"WatchChanges\"}"),
         Some(1.0),
