@@ -13,7 +13,10 @@
 //! `--exec tonic`: the same fixed answer served by tonic's `Server` with the gateway's
 //! settings (per-connection concurrency limit and load shedding, request timeout, keepalive,
 //! HTTP/1 accepted, at most 256 streams a connection), i.e. everything of `cccgate serve`'s
-//! serving path but the gateway's own service.
+//! serving path but the gateway's own service;
+//! `--exec tonic-grpc`: as `tonic`, the answer through tonic's own unary handler
+//! (`tonic::server::Grpc::unary`, as generated services and the gateway's `Check` use) with a
+//! codec passing bytes through: what tonic's gRPC layer adds over the server.
 //!
 //! ```sh
 //! cargo build --release -p cccgate-server --example h2_unary_floor
@@ -124,11 +127,91 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Fixed {
     }
 }
 
+/// `--exec tonic-grpc`: the fixed answer through tonic's own unary handler (`Grpc::unary`,
+/// as generated code and the gateway use: the request decoded through tonic's `Streaming`,
+/// the answer encoded through its `EncodeBody`), with a codec that passes bytes through.
+#[derive(Clone, Debug)]
+struct FixedGrpc(Bytes);
+
+impl tonic::server::NamedService for FixedGrpc {
+    const NAME: &'static str = "cccgate.v1.ListingCheck";
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct BytesCodec;
+
+impl tonic::codec::Codec for BytesCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = BytesCodec;
+    type Decoder = BytesCodec;
+    fn encoder(&mut self) -> BytesCodec {
+        BytesCodec
+    }
+    fn decoder(&mut self) -> BytesCodec {
+        BytesCodec
+    }
+}
+
+impl tonic::codec::Encoder for BytesCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for BytesCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Bytes>, tonic::Status> {
+        use bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+struct FixedUnary(Bytes);
+
+impl tonic::server::UnaryService<Bytes> for FixedUnary {
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+    fn call(&mut self, _req: tonic::Request<Bytes>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(self.0.clone())))
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for FixedGrpc {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        // The message without its 5-byte gRPC frame header: tonic frames it.
+        let message = self.0.slice(5..);
+        Box::pin(async move {
+            Ok(tonic::server::Grpc::new(BytesCodec)
+                .unary(FixedUnary(message), req)
+                .await)
+        })
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Exec {
     Tokio,
     Inline,
     Tonic,
+    TonicGrpc,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -141,9 +224,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ("--exec", Some("tokio")) => exec = Exec::Tokio,
             ("--exec", Some("inline")) => exec = Exec::Inline,
             ("--exec", Some("tonic")) => exec = Exec::Tonic,
+            ("--exec", Some("tonic-grpc")) => exec = Exec::TonicGrpc,
             _ => {
                 return Err(
-                    "usage: h2_unary_floor [--listen ADDR] [--exec tokio|inline|tonic]".into(),
+                    "usage: h2_unary_floor [--listen ADDR] [--exec tokio|inline|tonic|tonic-grpc]"
+                        .into(),
                 );
             }
         }
@@ -159,7 +244,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen).await?;
         eprintln!("h2_unary_floor on {} ({exec:?})", listener.local_addr()?);
-        if exec == Exec::Tonic {
+        if exec == Exec::Tonic || exec == Exec::TonicGrpc {
             // `cccgate serve`'s defaults (crates/server/src/config.rs, lib.rs).
             use futures::StreamExt as _;
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|r| {
@@ -168,17 +253,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Ok(tcp)
                 })
             });
-            tonic::transport::Server::builder()
+            let mut server = tonic::transport::Server::builder()
                 .concurrency_limit_per_connection(512)
                 .load_shed(true)
                 .max_concurrent_streams(Some(256))
                 .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .timeout(std::time::Duration::from_secs(10))
-                .accept_http1(true)
-                .add_service(Fixed(message))
-                .serve_with_incoming(incoming)
-                .await?;
+                .accept_http1(true);
+            let router = if exec == Exec::Tonic {
+                server.add_service(Fixed(message))
+            } else {
+                server.add_service(FixedGrpc(message))
+            };
+            router.serve_with_incoming(incoming).await?;
             return Ok(());
         }
         let inline = exec == Exec::Inline;
