@@ -97,9 +97,15 @@ async fn answer(req: Request<Incoming>, message: Bytes) -> Result<Response<Answe
     Ok(resp)
 }
 
-/// The fixed answer as a tonic service, for `--exec tonic`.
+/// The fixed answer as a tonic service, for `--exec tonic` (written out directly) and
+/// `--exec tonic-grpc` (`grpc`: through tonic's own unary handler, `Grpc::unary`, as
+/// generated code and the gateway use: the request decoded through tonic's `Streaming`, the
+/// answer encoded through its `EncodeBody`, with a codec that passes bytes through).
 #[derive(Clone, Debug)]
-struct Fixed(Bytes);
+struct Fixed {
+    message: Bytes,
+    grpc: bool,
+}
 
 impl tonic::server::NamedService for Fixed {
     const NAME: &'static str = "cccgate.v1.ListingCheck";
@@ -113,7 +119,16 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Fixed {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let message = self.0.clone();
+        let message = self.message.clone();
+        if self.grpc {
+            // The message without its 5-byte gRPC frame header: tonic frames it.
+            let message = message.slice(5..);
+            return Box::pin(async move {
+                Ok(tonic::server::Grpc::new(BytesCodec)
+                    .unary(FixedUnary(message), req)
+                    .await)
+            });
+        }
         Box::pin(async move {
             let _ = req.into_body().collect().await;
             let mut resp =
@@ -125,16 +140,6 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Fixed {
             Ok(resp)
         })
     }
-}
-
-/// `--exec tonic-grpc`: the fixed answer through tonic's own unary handler (`Grpc::unary`,
-/// as generated code and the gateway use: the request decoded through tonic's `Streaming`,
-/// the answer encoded through its `EncodeBody`), with a codec that passes bytes through.
-#[derive(Clone, Debug)]
-struct FixedGrpc(Bytes);
-
-impl tonic::server::NamedService for FixedGrpc {
-    const NAME: &'static str = "cccgate.v1.ListingCheck";
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -188,24 +193,6 @@ impl tonic::server::UnaryService<Bytes> for FixedUnary {
     }
 }
 
-impl tower_service::Service<http::Request<tonic::body::Body>> for FixedGrpc {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        // The message without its 5-byte gRPC frame header: tonic frames it.
-        let message = self.0.slice(5..);
-        Box::pin(async move {
-            Ok(tonic::server::Grpc::new(BytesCodec)
-                .unary(FixedUnary(message), req)
-                .await)
-        })
-    }
-}
-
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Exec {
     Tokio,
@@ -253,20 +240,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Ok(tcp)
                 })
             });
-            let mut server = tonic::transport::Server::builder()
+            tonic::transport::Server::builder()
                 .concurrency_limit_per_connection(512)
                 .load_shed(true)
                 .max_concurrent_streams(Some(256))
                 .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
                 .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
                 .timeout(std::time::Duration::from_secs(10))
-                .accept_http1(true);
-            let router = if exec == Exec::Tonic {
-                server.add_service(Fixed(message))
-            } else {
-                server.add_service(FixedGrpc(message))
-            };
-            router.serve_with_incoming(incoming).await?;
+                .accept_http1(true)
+                .add_service(Fixed {
+                    message,
+                    grpc: exec == Exec::TonicGrpc,
+                })
+                .serve_with_incoming(incoming)
+                .await?;
             return Ok(());
         }
         let inline = exec == Exec::Inline;
