@@ -473,14 +473,7 @@ async fn health_is_not_serving_and_checks_unavailable_until_a_snapshot_loads() {
 
     // A snapshot lands; a reload puts it in force.
     write_snapshot(dir.path(), 10, &register());
-    let reload = gw
-        .admin_client()
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .expect("Reload")
-        .into_inner();
-    assert_put_in_force(&reload, 10);
+    assert_put_in_force(&gw.reload().await, 10);
     for service in ["", "cccgate.v1.ListingCheck"] {
         let s = health
             .check(HealthCheckRequest {

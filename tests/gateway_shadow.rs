@@ -61,13 +61,7 @@ async fn start(snapshots: &Path, candidates: &Path, with_metrics: bool) -> TestG
     );
     let gw = TestGateway::start(config, with_metrics).await;
     // A reload pass puts sequence 1 in force and looks in the candidate directory.
-    let r = gw
-        .admin_client()
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .expect("Reload")
-        .into_inner();
+    let r = gw.reload().await;
     assert_eq!(r.snapshot_sequence, 1, "{}", r.message);
     gw
 }

@@ -17,7 +17,7 @@ use cccgate_proto::v1::listing_check_client::ListingCheckClient;
 use cccgate_proto::v1::listing_result::Outcome;
 use cccgate_proto::v1::{
     ChangeBatch, ChangeCause, CheckBatchRequest, Listing, ListingResult, ReloadOutcome,
-    ReloadRequest, WatchChangesRequest, WatchEvent, WatchListingsRequest, WatchListingsResponse,
+    WatchChangesRequest, WatchEvent, WatchListingsRequest, WatchListingsResponse,
 };
 use cccgate_server::{ConfigLayer, ManualClock};
 use tokio::sync::mpsc;
@@ -50,13 +50,7 @@ async fn start(dir: &std::path::Path, clock: &Arc<ManualClock>, layer: ConfigLay
 
 /// Puts the newest snapshot file in force (asserting that one was loaded).
 async fn reload(gw: &TestGateway) {
-    let r = gw
-        .admin_client()
-        .await
-        .reload(ReloadRequest {})
-        .await
-        .expect("Reload")
-        .into_inner();
+    let r = gw.reload().await;
     assert_eq!(r.outcome, ReloadOutcome::Loaded as i32, "{r:?}");
 }
 

@@ -16,9 +16,9 @@ use cccgate_core::{
     Catalogue, CatalogueEntry, CertNumber, CertificateRecord, ConformityMode, Day, ProductCode,
     Status,
 };
-use cccgate_proto::v1::ReloadRequest;
 use cccgate_proto::v1::admin_client::AdminClient;
 use cccgate_proto::v1::listing_check_client::ListingCheckClient;
+use cccgate_proto::v1::{ReloadRequest, ReloadResponse};
 use cccgate_server::{Config, ConfigLayer, Listeners, ServeError};
 use cccgate_snapshot::{BuildInfo, Snapshot, SnapshotBuilder, file_name, write_atomic};
 use tokio::net::TcpListener;
@@ -115,15 +115,19 @@ impl TestGateway {
         let gateway = TestGateway::start(test_config_with(Some(dir), layer), false).await;
         // The start-up load runs in the background; a reload runs the same serialised pass,
         // so once it returns the snapshot is in force.
-        let r = gateway
-            .admin_client()
+        let r = gateway.reload().await;
+        assert_eq!(r.snapshot_sequence, sequence, "{}", r.message);
+        gateway
+    }
+
+    /// One `Admin.Reload` on the admin listener; its answer (the call itself must succeed).
+    pub async fn reload(&self) -> ReloadResponse {
+        self.admin_client()
             .await
             .reload(ReloadRequest {})
             .await
             .expect("Reload")
-            .into_inner();
-        assert_eq!(r.snapshot_sequence, sequence, "{}", r.message);
-        gateway
+            .into_inner()
     }
 
     /// Starts the gateway on `127.0.0.1:0` (and a metrics endpoint on another ephemeral port
