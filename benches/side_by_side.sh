@@ -20,6 +20,10 @@
 #   benches/side_by_side.sh                 # all of it (~3-4 minutes on a quiet machine)
 #   SECS=5 benches/side_by_side.sh          # shorter runs
 #   BIN=/tmp/other/cccgate benches/side_by_side.sh
+#   FLOOR=target/release/examples/h2_unary_floor benches/side_by_side.sh
+#       # also the HTTP/2 stack alone (hyper/h2, a fixed answer, no gateway) under the same h2load
+#       # unary runs: the floor any server on that stack starts from
+#       # (cargo build --release -p cccgate-server --example h2_unary_floor)
 set -euo pipefail
 
 BIN=${BIN:-target/release/cccgate}
@@ -48,6 +52,7 @@ wait_port() {
     exit 1
 }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+kernel_ticks() { awk '{print $15}' "/proc/$1/stat"; }
 field() { sed -n "s/.*[ ^]$1=\([0-9.]*\).*/\1/p" | tail -1; }
 declare -A R
 
@@ -126,19 +131,25 @@ open(f"{work}/check.bin", "wb").write(frame(ld(1, listing(rows[0]))))
 EOF
 h2() {  # h2load PATH BODY ARGS... -> "requests/s, gateway CPU ticks used, response data bytes"
     local path=$1 body=$2; shift 2
-    local t0; t0=$(cpu_ticks "$GPID")
+    local pid=${H2PID:-$GPID} port=${H2PORT:-$GPORT}
+    local t0; t0=$(cpu_ticks "$pid")
+    local k0; k0=$(kernel_ticks "$pid")
     local out; out=$(h2load -d "$body" -H 'content-type: application/grpc' -H 'te: trailers' "$@" \
-        "http://127.0.0.1:$GPORT/cccgate.v1.ListingCheck/$path")
-    local t1; t1=$(cpu_ticks "$GPID")
+        "http://127.0.0.1:$port/cccgate.v1.ListingCheck/$path")
+    local t1; t1=$(cpu_ticks "$pid")
+    local k1; k1=$(kernel_ticks "$pid")
     grep -q ' 0 failed' <<<"$out" || { echo "$out" >&2; echo "side_by_side: h2load saw failures" >&2; exit 1; }
     echo "$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out") $((t1 - t0))" \
-        "$(sed -n 's/^traffic:.* (\([0-9]*\)) data.*/\1/p' <<<"$out")"
+        "$(sed -n 's/^traffic:.* (\([0-9]*\)) data.*/\1/p' <<<"$out") $((k1 - k0))"
 }
-read -r rps ticks bytes < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1)
+read -r rps ticks bytes kticks < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1)
 R[h2_batch]=$(python3 -c "print(round($rps * 1000))")
 R[h2_batch_cpu_ns]=$(python3 -c "print(round($ticks / $(getconf CLK_TCK) * 1e9 / ($SECS * 100 * 1000), 1))")
+# The part of it spent in the kernel (the loopback TCP reads and writes, their copies and
+# wake-ups): what no user-space change to the gateway can cut.
+R[h2_batch_kernel_ns]=$(python3 -c "print(round($kticks / $(getconf CLK_TCK) * 1e9 / ($SECS * 100 * 1000), 1))")
 R[bytes_full]=$(python3 -c "print(round($bytes / ($SECS * 100 * 1000), 1))")
-read -r rps ticks bytes < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1 -H 'cccgate-answer: lean')
+read -r rps ticks bytes _ < <(h2 CheckBatch "$WORK/batch.bin" -n $((SECS * 100)) -c 2 -m 4 -t 1 -H 'cccgate-answer: lean')
 R[h2_lean]=$(python3 -c "print(round($rps * 1000))")
 R[bytes_lean]=$(python3 -c "print(round($bytes / ($SECS * 100 * 1000), 1))")
 cpu_us_a_call() { python3 -c "print(round($1 / $(getconf CLK_TCK) * 1e6 / ($SECS * 10000), 1))"; }
@@ -156,7 +167,24 @@ text = urllib.request.urlopen('http://127.0.0.1:$MPORT/metrics').read().decode()
 print(int(sum(float(l.split()[-1]) for l in text.splitlines() if l.startswith('cccgate_checks_total{'))))")
 [ "$decided" -eq "$sent" ] || { echo "side_by_side: gateway decided $decided of $sent listings sent" >&2; exit 1; }
 kill "$GPID"; PIDS=()
-echo "h2load CheckBatch(1000) -c 2 -m 4: ${R[h2_batch]} checks/s, gateway CPU ${R[h2_batch_cpu_ns]} ns a check, ${R[bytes_full]} response bytes a verdict"
+if [ -n "${FLOOR:-}" ]; then
+    # The same unary run against the HTTP/2 stack alone, answering every request with a fixed
+    # Check answer and nothing of the gateway: hyper/h2 with a task per request (`--exec tokio`,
+    # as under tonic), and tonic's `Server` with the gateway's settings (`--exec tonic`).
+    for exec in tokio tonic; do
+        H2PORT=$(free_port)
+        "$FLOOR" --listen "127.0.0.1:$H2PORT" --exec "$exec" 2>"$WORK/floor-$exec.log" &
+        H2PID=$!
+        PIDS+=($H2PID)
+        wait_port "$H2PORT"
+        read -r rps ticks _ < <(h2 Check "$WORK/check.bin" -n $((SECS * 10000)) -c 50 -m 1 -t 2)
+        R[floor_${exec}_c50]=$rps
+        R[floor_${exec}_c50_cpu_us]=$(cpu_us_a_call "$ticks")
+        kill "$H2PID"; PIDS=(); unset H2PID H2PORT
+        echo "h2load Check -c 50 -m 1 against the stack alone (--exec $exec, fixed answer): ${R[floor_${exec}_c50]}/s, server CPU ${R[floor_${exec}_c50_cpu_us]} us a call"
+    done
+fi
+echo "h2load CheckBatch(1000) -c 2 -m 4: ${R[h2_batch]} checks/s, gateway CPU ${R[h2_batch_cpu_ns]} ns a check (${R[h2_batch_kernel_ns]} ns of it in the kernel), ${R[bytes_full]} response bytes a verdict"
 echo "h2load CheckBatch(1000) lean: ${R[h2_lean]} checks/s, ${R[bytes_lean]} response bytes a verdict"
 echo "h2load Check -c 50 -m 1: ${R[h2_unary_c50]}/s, gateway CPU ${R[h2_unary_c50_cpu_us]} us a call; -c 1 -m 16: ${R[h2_unary_c1]}/s, ${R[h2_unary_c1_cpu_us]} us a call"
 
@@ -179,7 +207,14 @@ rows = [
     ("gateway CPU a unary call, 50 conns x 1 / 1 conn x 16", r["h2_unary_c50_cpu_us"] / r["h2_unary_c1_cpu_us"], "goal <= 1.0"),
     ("gateway CPU a unary call (h2load 50 x 1) / redis-server CPU a GET (-c 50)", r["h2_unary_c50_cpu_us"] / r["redis_u_cpu_us"], ""),
     ("chunked check / one uncached memory access", r["engine_ns"] / r["mem_ns"], "goal <= 1.0 (bar 1.3)"),
+    ("gateway kernel CPU a check (h2load batch) / in-process chunked check", r["h2_batch_kernel_ns"] / r["engine_ns"], "the part of the first no user-space work can cut"),
 ]
+for exec, name in (("tokio", "hyper/h2 alone"), ("tonic", "tonic's Server alone")):
+    if f"floor_{exec}_c50" in r:
+        rows += [
+            (f"{name} (fixed answer), h2load 50 x 1 calls/s / Redis unpipelined GET", r[f"floor_{exec}_c50"] / r["redis_u"], "a ceiling for unary on that stack"),
+            (f"{name}, server CPU a call (50 x 1) / redis-server CPU a GET", r[f"floor_{exec}_c50_cpu_us"] / r["redis_u_cpu_us"], ""),
+        ]
 print("| ratio | value | goal |")
 print("|---|---|---|")
 for name, v, goal in rows:
