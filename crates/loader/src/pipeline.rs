@@ -28,6 +28,11 @@ use crate::{FileReport, LoadError, Manifest, check_digest, file_report};
 /// Batches waiting at each parsing thread, in and out.
 const QUEUE: usize = 4;
 
+/// Records ahead whose names' index slots the building thread prefetches.
+const SLOTS_AHEAD: usize = 12;
+/// Records ahead whose names' bytes it prefetches (their slots fetched by then).
+const BYTES_AHEAD: usize = 6;
+
 /// Parsing threads: one per core (at most four); under test at least two, so the tests'
 /// drops cross threads.
 fn parsers() -> usize {
@@ -57,7 +62,21 @@ impl Building<'_> {
     fn take(&mut self, parsed: &mut Parsed) {
         self.bad.take(parsed);
         let batch = &parsed.batch;
+        // The names of the records ahead are prefetched in two steps (their index slots,
+        // then the bytes those slots point at), so the cache misses of interning several
+        // records overlap instead of following one another.
+        for i in 0..batch.len().min(SLOTS_AHEAD) {
+            self.builder.prefetch_names(batch.prepared(i).names);
+        }
         for i in 0..batch.len() {
+            if i + SLOTS_AHEAD < batch.len() {
+                self.builder
+                    .prefetch_names(batch.prepared(i + SLOTS_AHEAD).names);
+            }
+            if i + BYTES_AHEAD < batch.len() {
+                self.builder
+                    .prefetch_name_bytes(batch.prepared(i + BYTES_AHEAD).names);
+            }
             let record = batch.get(i);
             let prepared = batch.prepared(i);
             let (file, line) = batch.origin(i);

@@ -6,7 +6,6 @@ use std::hash::BuildHasherDefault;
 use cccgate_core::{
     Catalogue, CertificateRecord, CertificateRef, ConformityMode, Models, model_key,
 };
-use hashbrown::{HashTable, hash_table};
 use rkyv::rancor::BoxedError;
 use rkyv::util::AlignedVec;
 
@@ -59,14 +58,41 @@ pub struct BuildInfo {
     pub built_at_unix_ms: i64,
 }
 
-/// A table of distinct strings and their ids. The index holds only ids (each string is
-/// stored once, in `strings`) and hashes a string in one call of xxh3, not through the
-/// streaming `Hasher`: interning six names per record was the builder's largest cost.
+/// A table of distinct strings and their ids (ids in the order strings were first seen).
+/// The strings' bytes lie one after another in one buffer, and the index is an open-addressing
+/// table (linear probing, at most half full) whose slots hold each string's hash and where its
+/// bytes lie: a look-up reads its slot and, when the hash matches, compares the bytes where
+/// they lie; no allocation per string, no hash computed again when the table grows. The
+/// hashes are one-shot xxh3, computed on the loader's parsing threads; the builder's callers
+/// can prefetch a string's slot and bytes ahead of interning it
+/// ([`SnapshotBuilder::prefetch_names`]): interning six names per record, one or two cache
+/// misses each, was the building thread's largest cost.
 #[derive(Debug, Default)]
 struct Interner {
-    strings: Vec<String>,
-    ids: HashTable<u32>,
+    /// Every distinct string, by id, one after another.
+    bytes: Vec<u8>,
+    /// Where each id's string ends in `bytes`.
+    ends: Vec<usize>,
+    /// The index: a power of two of slots, or none before the first string.
+    slots: Vec<Slot>,
 }
+
+/// A slot of [`Interner`]'s index; `id == EMPTY_SLOT` when free.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    hash: u64,
+    start: usize,
+    len: usize,
+    id: u32,
+}
+
+const EMPTY_SLOT: u32 = u32::MAX;
+const FREE: Slot = Slot {
+    hash: 0,
+    start: 0,
+    len: 0,
+    id: EMPTY_SLOT,
+};
 
 fn text_hash(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())
@@ -74,39 +100,117 @@ fn text_hash(s: &str) -> u64 {
 
 impl Interner {
     fn from_archived(strings: &[ArchivedString]) -> Self {
-        let mut interner = Interner {
-            strings: Vec::with_capacity(strings.len()),
-            ids: HashTable::with_capacity(strings.len()),
-        };
+        let mut interner = Interner::default();
+        interner.reserve(strings.len());
         for s in strings {
             // An archive's strings are distinct, but pushing each keeps ids = positions even
-            // if one were repeated.
-            let id = interner.strings.len() as u32;
-            interner.strings.push(s.as_str().to_owned());
-            let all = &interner.strings;
-            interner
-                .ids
-                .insert_unique(text_hash(s.as_str()), id, |&i| text_hash(&all[i as usize]));
+            // if one were repeated (a look-up then finds the first).
+            let s = s.as_str();
+            let slot = interner.probe(s, text_hash(s));
+            interner.push(slot, s, text_hash(s));
         }
         interner
     }
 
-    /// `hash` is `text_hash(s)`.
-    fn intern(&mut self, s: &str, hash: u64) -> u32 {
-        let strings = &self.strings;
-        match self.ids.entry(
-            hash,
-            |&i| strings[i as usize] == s,
-            |&i| text_hash(&strings[i as usize]),
-        ) {
-            hash_table::Entry::Occupied(e) => *e.get(),
-            hash_table::Entry::Vacant(v) => {
-                let id = strings.len() as u32;
-                v.insert(id);
-                self.strings.push(s.to_owned());
-                id
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Makes room for `more` strings without the index growing.
+    fn reserve(&mut self, more: usize) {
+        let want = (self.len() + more)
+            .saturating_mul(2)
+            .max(16)
+            .next_power_of_two();
+        if want > self.slots.len() {
+            let old = std::mem::replace(&mut self.slots, vec![FREE; want]);
+            let mask = want - 1;
+            for slot in old.into_iter().filter(|s| s.id != EMPTY_SLOT) {
+                let mut i = slot.hash as usize & mask;
+                while self.slots[i].id != EMPTY_SLOT {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = slot;
             }
         }
+    }
+
+    /// The slot holding `s`, or the free slot where it would go. The index has a free slot.
+    fn probe(&self, s: &str, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = hash as usize & mask;
+        loop {
+            let slot = &self.slots[i];
+            if slot.id == EMPTY_SLOT
+                || (slot.hash == hash
+                    && slot.len == s.len()
+                    && self.bytes.get(slot.start..slot.start + slot.len) == Some(s.as_bytes()))
+            {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Adds `s` as a new id in the free slot `slot`.
+    fn push(&mut self, slot: usize, s: &str, hash: u64) -> u32 {
+        let id = self.len() as u32;
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(s.as_bytes());
+        self.ends.push(self.bytes.len());
+        self.slots[slot] = Slot {
+            hash,
+            start,
+            len: s.len(),
+            id,
+        };
+        id
+    }
+
+    /// `hash` is `text_hash(s)`.
+    fn intern(&mut self, s: &str, hash: u64) -> u32 {
+        self.reserve(1);
+        let slot = self.probe(s, hash);
+        match self.slots[slot].id {
+            EMPTY_SLOT => self.push(slot, s, hash),
+            id => id,
+        }
+    }
+
+    /// Prefetches the home slot of a string hashed `hash`.
+    fn prefetch_slot(&self, hash: u64) {
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            prefetch_line(
+                self.slots
+                    .as_ptr()
+                    .wrapping_add(hash as usize & mask)
+                    .cast(),
+            );
+        }
+    }
+
+    /// Prefetches the bytes of the string in the home slot of `hash`, if its hash is `hash`
+    /// (read the slot first: prefetch it well before).
+    fn prefetch_bytes(&self, hash: u64) {
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            let slot = &self.slots[hash as usize & mask];
+            if slot.id != EMPTY_SLOT && slot.hash == hash {
+                prefetch_line(self.bytes.as_ptr().wrapping_add(slot.start));
+            }
+        }
+    }
+
+    /// The strings by id.
+    fn into_strings(self) -> Vec<String> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let s = String::from_utf8_lossy(&self.bytes[start..end]).into_owned();
+                start = end;
+                s
+            })
+            .collect()
     }
 }
 
@@ -306,6 +410,26 @@ impl SnapshotBuilder {
         self.insert(r, keys_start, text_start, names);
     }
 
+    /// Hints that a certificate whose names hash to `names` ([`name_hashes`]) will be
+    /// inserted soon: prefetches the index slots its names will be looked up in. Call it a
+    /// dozen or so certificates ahead, and [`prefetch_name_bytes`](Self::prefetch_name_bytes)
+    /// a few ahead: the misses of several certificates' look-ups then overlap. Changes nothing.
+    pub fn prefetch_names(&self, names: &[u64; 6]) {
+        self.producers.prefetch_slot(names[0]);
+        for &h in &names[1..] {
+            self.names.prefetch_slot(h);
+        }
+    }
+
+    /// Prefetches the bytes of the names already interned that a certificate's names will be
+    /// compared with (see [`prefetch_names`](Self::prefetch_names)). Changes nothing.
+    pub fn prefetch_name_bytes(&self, names: &[u64; 6]) {
+        self.producers.prefetch_bytes(names[0]);
+        for &h in &names[1..] {
+            self.names.prefetch_bytes(h);
+        }
+    }
+
     fn insert(
         &mut self,
         r: &CertificateRef<'_>,
@@ -413,8 +537,8 @@ impl SnapshotBuilder {
             slots,
             cold,
             overflow_keys,
-            producers: producers.strings,
-            names: names.strings,
+            producers: producers.into_strings(),
+            names: names.into_strings(),
             model_text,
         };
         let archive = rkyv::api::high::to_bytes_in::<_, BoxedError>(&data, AlignedVec::<16>::new())
@@ -507,4 +631,44 @@ fn pack_cold(entries: &[Entry], mut texts: String) -> (Vec<Cold>, String, [u64; 
         }
     };
     (cold, model_text, counts)
+}
+
+#[cfg(test)]
+mod interner_tests {
+    use super::{Interner, text_hash};
+
+    fn intern(i: &mut Interner, s: &str) -> u32 {
+        i.intern(s, text_hash(s))
+    }
+
+    #[test]
+    fn ids_follow_first_sight_and_survive_the_index_growing() {
+        let mut i = Interner::default();
+        let words: Vec<String> = (0..5000).map(|n| format!("公司{n}")).collect();
+        for (n, w) in words.iter().enumerate() {
+            assert_eq!(intern(&mut i, w), n as u32, "{w}");
+        }
+        // Seen again (after the index grew many times): the same ids, nothing added.
+        for (n, w) in words.iter().enumerate().rev() {
+            assert_eq!(intern(&mut i, w), n as u32, "{w}");
+        }
+        assert_eq!(intern(&mut i, ""), 5000);
+        assert_eq!(intern(&mut i, ""), 5000);
+        assert_eq!(i.len(), 5001);
+        let strings = i.into_strings();
+        assert_eq!(strings[..5000], words[..]);
+        assert_eq!(strings[5000], "");
+    }
+
+    #[test]
+    fn strings_whose_hashes_share_a_slot_are_told_apart_by_their_bytes() {
+        let mut i = Interner::default();
+        // The same (made-up) hash for different strings: the index must compare the bytes.
+        assert_eq!(i.intern("甲", 7), 0);
+        assert_eq!(i.intern("乙", 7), 1);
+        assert_eq!(i.intern("甲乙", 7), 2);
+        assert_eq!(i.intern("乙", 7), 1);
+        assert_eq!(i.intern("甲", 7), 0);
+        assert_eq!(i.into_strings(), ["甲", "乙", "甲乙"]);
+    }
 }
