@@ -477,6 +477,32 @@ fn certificates_with_many_models_are_probed_in_the_overflow_run() {
     }
 }
 
+#[test]
+fn certificates_with_up_to_three_models_cover_each_of_them_and_no_other() {
+    // Kept in the record itself (no overflow run): every count, every position.
+    let mut recs = records(30);
+    let models = ["A-1", "B-2", "C-3"];
+    for n in 0..=3 {
+        let mut r = record(80 + n as u32, Status::Valid, 901);
+        r.models = models[..n].iter().map(|m| m.to_string()).collect();
+        recs.push(r);
+    }
+    let snap = build(1, &recs);
+    for r in &recs[30..] {
+        let c = snap.find(r.number).unwrap();
+        for m in models {
+            let key = cccgate_core::model_key(m).unwrap();
+            assert_eq!(
+                snap.covers_model(c, key),
+                r.models.iter().any(|x| x == m),
+                "{m} of {:?}",
+                r.models
+            );
+        }
+        assert!(!snap.covers_model(c, cccgate_core::model_key("D-4").unwrap()));
+    }
+}
+
 mod dir {
     //! `SnapshotDir`: each method on a real directory.
 
