@@ -255,6 +255,9 @@ fn write_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()
         }
         return f.sync_all();
     }
+    if reserve(f, total)? {
+        return write_mapped_and_sync(f, parts, total, piece);
+    }
     let syncer = f.try_clone()?;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -271,6 +274,91 @@ fn write_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()
                     // A flush already asked for covers this piece too.
                     let _ = tx.try_send(());
                 }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let flushed = helper
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")));
+        written?;
+        flushed?;
+        f.sync_all()
+    })
+}
+
+/// Reserves the blocks of a file of `len` bytes (`fallocate`; its length becomes `len`), so a
+/// full disk is an error here and not a fault while the file is written through a mapping.
+/// `false`: the file system cannot reserve them (or this is not Linux): write it the usual way.
+fn reserve(f: &File, len: usize) -> std::io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let len = libc::off_t::try_from(len).map_err(std::io::Error::other)?;
+        // SAFETY: `fallocate` on an open descriptor of ours; it touches no memory of ours.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(false),
+            _ => Err(e),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (f, len);
+        Ok(false)
+    }
+}
+
+/// As [`write_and_sync`] for a file whose `total` bytes [`reserve`] reserved: each piece is
+/// copied into a shared mapping of its part of the file rather than `write`n (on this VM's
+/// ext4, filling 195 MB of fresh page cache took 0.3-0.4 s through a mapping against 0.6-1.0 s
+/// through `write`), unmapped once copied, and flushed on a helper thread meanwhile.
+fn write_mapped_and_sync(
+    f: &File,
+    parts: &[&[u8]],
+    total: usize,
+    piece: usize,
+) -> std::io::Result<()> {
+    let syncer = f.try_clone()?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let helper = scope.spawn(move || -> std::io::Result<()> {
+            while rx.recv().is_ok() {
+                syncer.sync_data()?;
+            }
+            Ok(())
+        });
+        let written = (|| -> std::io::Result<()> {
+            let mut start = 0;
+            while start < total {
+                let end = total.min(start + piece);
+                // SAFETY: the file is the temporary file this process just created exclusively
+                // under a unique name, and its blocks are reserved: nothing else writes or
+                // truncates it while it is mapped, and the mapping is dropped below.
+                #[allow(unsafe_code)]
+                let mut map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(start as u64)
+                        .len(end - start)
+                        .map_mut(f)?
+                };
+                let mut at = 0;
+                for part in parts {
+                    let (lo, hi) = (at.max(start), (at + part.len()).min(end));
+                    if lo < hi {
+                        map[lo - start..hi - start].copy_from_slice(&part[lo - at..hi - at]);
+                    }
+                    at += part.len();
+                }
+                drop(map);
+                // A flush already asked for covers this piece too.
+                let _ = tx.try_send(());
+                start = end;
             }
             Ok(())
         })();
@@ -302,7 +390,12 @@ fn create_temp(dir: &Path, target: &Path) -> std::io::Result<(PathBuf, File)> {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
             Err(e) => return Err(e),
@@ -320,9 +413,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         let b: Vec<u8> = (0..7_777u32).map(|i| (i % 13) as u8).collect();
-        for piece in [1 << 10, 1 << 20] {
+        // Pieces smaller and larger than a page, and one piece for the whole file.
+        for piece in [1000, 1 << 10, 5000, 1 << 20] {
             let path = dir.path().join(format!("f{piece}"));
-            let f = File::create(&path).unwrap();
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .unwrap();
             write_and_sync(&f, &[&a, &b, &[]], piece).unwrap();
             drop(f);
             let back = fs::read(&path).unwrap();
