@@ -258,6 +258,29 @@ fn write_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()
     if reserve(f, total)? {
         return write_mapped_and_sync(f, parts, total, piece);
     }
+    write_chunked_and_sync(f, parts, piece)
+}
+
+/// As [`write_and_sync`] where no blocks could be reserved: `write`s piece by piece.
+fn write_chunked_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()> {
+    let mut out = f;
+    write_flushing(f, |flush| {
+        for part in parts {
+            for chunk in part.chunks(piece) {
+                out.write_all(chunk)?;
+                flush();
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs `write` with a `flush` that asks a helper thread to flush what `f` holds so far
+/// (`fdatasync`; a flush already asked for covers what was written since), then syncs `f`.
+fn write_flushing(
+    f: &File,
+    write: impl FnOnce(&dyn Fn()) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let syncer = f.try_clone()?;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
@@ -267,16 +290,9 @@ fn write_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()
             }
             Ok(())
         });
-        let written = (|| -> std::io::Result<()> {
-            for part in parts {
-                for chunk in part.chunks(piece) {
-                    out.write_all(chunk)?;
-                    // A flush already asked for covers this piece too.
-                    let _ = tx.try_send(());
-                }
-            }
-            Ok(())
-        })();
+        let written = write(&|| {
+            let _ = tx.try_send(());
+        });
         drop(tx);
         let flushed = helper
             .join()
@@ -324,51 +340,33 @@ fn write_mapped_and_sync(
     total: usize,
     piece: usize,
 ) -> std::io::Result<()> {
-    let syncer = f.try_clone()?;
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-        let helper = scope.spawn(move || -> std::io::Result<()> {
-            while rx.recv().is_ok() {
-                syncer.sync_data()?;
-            }
-            Ok(())
-        });
-        let written = (|| -> std::io::Result<()> {
-            let mut start = 0;
-            while start < total {
-                let end = total.min(start + piece);
-                // SAFETY: the file is the temporary file this process just created exclusively
-                // under a unique name, and its blocks are reserved: nothing else writes or
-                // truncates it while it is mapped, and the mapping is dropped below.
-                #[allow(unsafe_code)]
-                let mut map = unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(start as u64)
-                        .len(end - start)
-                        .map_mut(f)?
-                };
-                let mut at = 0;
-                for part in parts {
-                    let (lo, hi) = (at.max(start), (at + part.len()).min(end));
-                    if lo < hi {
-                        map[lo - start..hi - start].copy_from_slice(&part[lo - at..hi - at]);
-                    }
-                    at += part.len();
+    write_flushing(f, |flush| {
+        let mut start = 0;
+        while start < total {
+            let end = total.min(start + piece);
+            // SAFETY: the file is the temporary file this process just created exclusively
+            // under a unique name, and its blocks are reserved: nothing else writes or
+            // truncates it while it is mapped, and the mapping is dropped below.
+            #[allow(unsafe_code)]
+            let mut map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(start as u64)
+                    .len(end - start)
+                    .map_mut(f)?
+            };
+            let mut at = 0;
+            for part in parts {
+                let (lo, hi) = (at.max(start), (at + part.len()).min(end));
+                if lo < hi {
+                    map[lo - start..hi - start].copy_from_slice(&part[lo - at..hi - at]);
                 }
-                drop(map);
-                // A flush already asked for covers this piece too.
-                let _ = tx.try_send(());
-                start = end;
+                at += part.len();
             }
-            Ok(())
-        })();
-        drop(tx);
-        let flushed = helper
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the flushing thread panicked")));
-        written?;
-        flushed?;
-        f.sync_all()
+            drop(map);
+            flush();
+            start = end;
+        }
+        Ok(())
     })
 }
 
@@ -427,6 +425,16 @@ mod tests {
             let back = fs::read(&path).unwrap();
             assert_eq!(back.len(), a.len() + b.len(), "piece {piece}");
             assert!(back[..a.len()] == a[..] && back[a.len()..] == b[..]);
+            // The same through `write`, as where no blocks can be reserved.
+            let path = dir.path().join(format!("w{piece}"));
+            let f = File::create(&path).unwrap();
+            write_chunked_and_sync(&f, &[&a, &b, &[]], piece).unwrap();
+            drop(f);
+            assert_eq!(
+                fs::read(&path).unwrap(),
+                [&a[..], &b[..]].concat(),
+                "piece {piece}"
+            );
         }
     }
 
