@@ -42,6 +42,8 @@ struct Packed {
 
 /// What was prepared for a certificate of a batch.
 pub(crate) struct Prepared<'a> {
+    /// Its certificate number.
+    pub number: u64,
     /// The hash of its parsed contents.
     pub hash: u128,
     /// Its model keys, as `cccgate_snapshot::prepare_models` gives them.
@@ -120,6 +122,7 @@ impl Batch {
     pub fn prepared(&self, i: usize) -> Prepared<'_> {
         let p = &self.items[i];
         Prepared {
+            number: p.number.get(),
             hash: p.hash,
             keys: self.keys.get(p.keys_start..p.keys_end).unwrap_or_default(),
             model_text: self.text.get(p.ends[0]..p.ends[1]).unwrap_or_default(),

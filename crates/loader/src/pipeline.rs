@@ -62,16 +62,17 @@ impl Building<'_> {
     fn take(&mut self, parsed: &mut Parsed) {
         self.bad.take(parsed);
         let batch = &parsed.batch;
-        // The names of the records ahead are prefetched in two steps (their index slots,
-        // then the bytes those slots point at), so the cache misses of interning several
-        // records overlap instead of following one another.
+        // The index slots of the records ahead (by number, by name) are prefetched, then the
+        // bytes the name slots point at, so the cache misses of several records overlap
+        // instead of following one another.
         for i in 0..batch.len().min(SLOTS_AHEAD) {
-            self.builder.prefetch_names(batch.prepared(i).names);
+            let p = batch.prepared(i);
+            self.builder.prefetch_names(p.number, p.names);
         }
         for i in 0..batch.len() {
             if i + SLOTS_AHEAD < batch.len() {
-                self.builder
-                    .prefetch_names(batch.prepared(i + SLOTS_AHEAD).names);
+                let p = batch.prepared(i + SLOTS_AHEAD);
+                self.builder.prefetch_names(p.number, p.names);
             }
             if i + BYTES_AHEAD < batch.len() {
                 self.builder
