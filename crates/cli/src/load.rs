@@ -146,6 +146,9 @@ impl LimitArgs {
 }
 
 pub fn run(cmd: Command) -> anyhow::Result<()> {
+    // A short-lived tool: a snapshot it writes may go through a mapping (faster; see
+    // `write_through_mappings` for why the gateway never does this).
+    cccgate_snapshot::write_through_mappings(true);
     match cmd {
         Command::Build(args) => build(args),
         Command::Verify { file, public_key } => verify(&file, public_key.as_deref()),

@@ -3,7 +3,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rkyv::util::AlignedVec;
@@ -243,10 +243,32 @@ pub fn write_file_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), SnapshotErr
 /// write).
 const WRITEBACK_PIECE: usize = 32 << 20;
 
+/// Whether this process writes large files through shared mappings ([`write_through_mappings`]).
+static MAPPED_WRITES: AtomicBool = AtomicBool::new(false);
+
+/// Lets this process write files larger than two pieces (64 MiB: a full-scale snapshot)
+/// through shared mappings of blocks reserved with `fallocate` rather than by `write`: about
+/// half the time to fill fresh page cache on the VMs measured (benches/README.md, "Names and
+/// numbers prefetched, the snapshot written through a mapping").
+///
+/// Off by default, and only for short-lived tools (`cccgate load`): while a file is mapped,
+/// another process truncating it (an operator's mistake, a tool on a shared volume) would
+/// kill the writing process with SIGBUS. The gateway, which reloads and publishes snapshots
+/// while it serves, never turns it on: it keeps no mapping of any file another process can
+/// change (issue #9).
+pub fn write_through_mappings(on: bool) {
+    MAPPED_WRITES.store(on, Ordering::Relaxed);
+}
+
 /// Writes `parts` to `f` one after the other and syncs it (`fsync`); when they are larger
 /// than two `piece`s, written piece by piece with the pieces written so far flushed on a
 /// helper thread meanwhile. The file is only as durable as the final `fsync` says, as before.
 fn write_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()> {
+    write_and_sync_as(f, parts, piece, MAPPED_WRITES.load(Ordering::Relaxed))
+}
+
+/// [`write_and_sync`], through shared mappings when `mapped` and the blocks can be reserved.
+fn write_and_sync_as(f: &File, parts: &[&[u8]], piece: usize, mapped: bool) -> std::io::Result<()> {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     let mut out = f;
     if total <= 2 * piece {
@@ -255,7 +277,7 @@ fn write_and_sync(f: &File, parts: &[&[u8]], piece: usize) -> std::io::Result<()
         }
         return f.sync_all();
     }
-    if reserve(f, total)? {
+    if mapped && reserve(f, total)? {
         return write_mapped_and_sync(f, parts, total, piece);
     }
     write_chunked_and_sync(f, parts, piece)
@@ -420,7 +442,7 @@ mod tests {
                 .create_new(true)
                 .open(&path)
                 .unwrap();
-            write_and_sync(&f, &[&a, &b, &[]], piece).unwrap();
+            write_and_sync_as(&f, &[&a, &b, &[]], piece, true).unwrap();
             drop(f);
             let back = fs::read(&path).unwrap();
             assert_eq!(back.len(), a.len() + b.len(), "piece {piece}");

@@ -40,7 +40,7 @@ pub use dir::{HIGH_WATER_FILE, Latest, OpenMode, Published, SnapshotDir};
 pub use error::SnapshotError;
 pub use format::{
     FORMAT_VERSION, HEADER_LEN, SnapshotBytes, file_name, parse_file_name, reject_file_name,
-    write_atomic, write_file_atomic,
+    write_atomic, write_file_atomic, write_through_mappings,
 };
 pub use snapshot::{CertSummary, Counts, Snapshot, prefetch_line};
 
