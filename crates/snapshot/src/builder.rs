@@ -156,7 +156,7 @@ impl Interner {
         interner.reserve(strings.len());
         for s in strings {
             // An archive's strings are distinct, but pushing each keeps ids = positions even
-            // if one were repeated (a look-up then finds the first).
+            // if one were repeated (a look-up then finds the last).
             let s = s.as_str();
             let slot = interner.probe(s, text_hash(s));
             interner.push(slot, s, text_hash(s));
