@@ -223,6 +223,8 @@ pub struct AttackConfig {
     pub client_calls_per_second: u64,
     /// The gateway's `--client-max-checks-per-second` (0: no quota).
     pub client_checks_per_second: u64,
+    /// The gateway's `--client-max-bytes-per-second` (0: no quota).
+    pub client_bytes_per_second: u64,
     /// Progress on stderr.
     pub progress: Mode,
 }
@@ -250,6 +252,7 @@ impl Default for AttackConfig {
             gateway: GatewayPlace::InProcess,
             client_calls_per_second: 5_000,
             client_checks_per_second: 100_000,
+            client_bytes_per_second: 0,
             progress: Mode::auto(Duration::from_secs(10)),
         }
     }
@@ -522,6 +525,7 @@ pub async fn run_attack(
                     c.limits.max_message_bytes = MAX_MESSAGE_BYTES;
                     c.limits.client_max_calls_per_second = cfg.client_calls_per_second;
                     c.limits.client_max_checks_per_second = cfg.client_checks_per_second;
+                    c.limits.client_max_bytes_per_second = cfg.client_bytes_per_second;
                     if let Some(s) = &secure {
                         s.configure(c);
                     }
@@ -615,6 +619,8 @@ async fn spawn_gateway(
         cfg.client_calls_per_second.to_string(),
         "--client-max-checks-per-second".into(),
         cfg.client_checks_per_second.to_string(),
+        "--client-max-bytes-per-second".into(),
+        cfg.client_bytes_per_second.to_string(),
     ];
     if let Some(s) = secure {
         let path = |p: &std::path::Path| p.to_string_lossy().into_owned();

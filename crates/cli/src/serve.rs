@@ -105,6 +105,14 @@ pub struct Args {
     /// a retry hint; 0 for no quota [default: 0].
     #[arg(long, env = "CCCGATE_CLIENT_MAX_CHECKS_PER_SECOND", value_name = "N")]
     client_max_checks_per_second: Option<u64>,
+    /// Request bytes one caller's connections are read a second (a token bucket holding one
+    /// second's worth, counted as the gateway reads them, refused calls' bytes included).
+    /// Past it, the caller's connections are not read until it has bytes again: its data
+    /// waits in the kernel's buffers and in its own, costing the gateway nothing, and its
+    /// calls are slowed, not refused. Other callers are not touched. 0 for no quota
+    /// [default: 0].
+    #[arg(long, env = "CCCGATE_CLIENT_MAX_BYTES_PER_SECOND", value_name = "N")]
+    client_max_bytes_per_second: Option<u64>,
     /// Most CheckStream streams one connection may hold open [default: 64].
     #[arg(long, env = "CCCGATE_CONNECTION_MAX_OPEN_STREAMS", value_name = "N")]
     connection_max_open_streams: Option<usize>,
@@ -294,6 +302,7 @@ impl Args {
             client_max_open_streams: self.client_max_open_streams,
             client_max_calls_per_second: self.client_max_calls_per_second,
             client_max_checks_per_second: self.client_max_checks_per_second,
+            client_max_bytes_per_second: self.client_max_bytes_per_second,
             connection_max_open_streams: self.connection_max_open_streams,
             stream_idle_timeout_ms: self.stream_idle_timeout_ms,
             http2_keepalive_interval_ms: self.http2_keepalive_interval_ms,

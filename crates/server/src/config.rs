@@ -94,6 +94,9 @@ pub struct ConfigLayer {
     /// Listings one caller may send a second (token bucket, one second of burst and at least
     /// `max_batch`; an admitted message may take it into debt, see `rate.rs`); 0: no quota.
     pub client_max_checks_per_second: Option<u64>,
+    /// Request bytes one caller's connections are read a second (token bucket, one second of
+    /// burst; past it its connections wait unread, see `rate.rs`); 0: no quota.
+    pub client_max_bytes_per_second: Option<u64>,
     /// CheckStream streams one connection may hold open.
     pub connection_max_open_streams: Option<usize>,
     /// A stream with no request message for this long is ended, in milliseconds; 0: never.
@@ -326,6 +329,8 @@ pub struct Limits {
     pub client_max_calls_per_second: u64,
     /// Listings one caller may send a second; 0: no quota.
     pub client_max_checks_per_second: u64,
+    /// Request bytes one caller's connections are read a second; 0: no quota.
+    pub client_max_bytes_per_second: u64,
     /// Streams one connection may hold open.
     pub connection_max_open_streams: usize,
     /// Idle stream timeout; `None`: never.
@@ -370,6 +375,7 @@ impl Default for Limits {
             client_max_open_streams: 128,
             client_max_calls_per_second: 0,
             client_max_checks_per_second: 0,
+            client_max_bytes_per_second: 0,
             connection_max_open_streams: 64,
             stream_idle_timeout: Some(Duration::from_secs(120)),
             http2_keepalive_interval: Some(Duration::from_secs(30)),
@@ -544,6 +550,8 @@ impl Config {
                 .unwrap_or(d.client_max_calls_per_second),
             client_max_checks_per_second: pick!(client_max_checks_per_second)
                 .unwrap_or(d.client_max_checks_per_second),
+            client_max_bytes_per_second: pick!(client_max_bytes_per_second)
+                .unwrap_or(d.client_max_bytes_per_second),
             connection_max_open_streams: positive(
                 "connection_max_open_streams",
                 pick!(connection_max_open_streams).unwrap_or(d.connection_max_open_streams),

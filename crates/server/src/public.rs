@@ -522,6 +522,11 @@ impl PublicCheck {
             Ok(c) => c,
             Err(status) => return refused(&req, status),
         };
+        if let (Some(quota), Some(info)) = (&self.rates.bytes, req.extensions().get::<ConnInfo>()) {
+            // The connection's reads are this caller's from now on (its bytes quota), whether
+            // or not this call is admitted: a refused call's bytes are read too.
+            info.meter.meter_for(quota, &caller);
+        }
         let Some(method) = method else {
             let path = req.uri().path();
             return Status::unimplemented(format!("{path} is not a method of this service"))

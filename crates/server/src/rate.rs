@@ -18,13 +18,23 @@
 //!   its rate over time stays the quota; the debt is at most one message per call or stream the
 //!   caller has in progress at once, which the byte budgets and stream caps bound.
 //!
+//! A third quota, bytes a second (`--client-max-bytes-per-second`), is not a refusal: it is
+//! applied where a connection is read ([`crate::tls::Conn`]), before the bytes are decrypted,
+//! framed or decoded. Each connection is metered for the last caller identified on it
+//! ([`ByteMeter`]); a read takes as many tokens as it got bytes (into debt, as the read is
+//! done), and while that caller's bucket is in debt its connections are not read at all: what
+//! it sends waits in the kernel's buffers and its own, costing the gateway nothing, and its
+//! calls are slowed, not refused. Bytes of calls the gateway refuses count too (the HTTP/2
+//! stream window a refused message pushes before its refusal reaches the caller), which no
+//! refusal-based quota can bound. Another caller's connections are not touched.
+//!
 //! Refusals are RESOURCE_EXHAUSTED with `grpc-retry-pushback-ms` set to when the tokens the
 //! caller needed will be there. A bucket holds one second of its rate (a caller may burst to
 //! one second's worth at once), and a checks bucket at least one largest message
 //! (`--max-batch` listings), so that any valid message can pass.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::admission::Caller;
@@ -147,6 +157,17 @@ impl RateQuota {
         }
     }
 
+    /// `None` when `caller` has at least one token at `now`, else how long until it has.
+    pub(crate) fn wait(&self, caller: &Caller, now: Instant) -> Option<Duration> {
+        self.spend(caller, 1.0, now, Spend::Check).err()
+    }
+
+    /// Takes `n` tokens of `caller` whatever its bucket holds (into debt if need be): work
+    /// already done.
+    pub(crate) fn charge(&self, caller: &Caller, n: usize, now: Instant) {
+        let _ = self.spend(caller, n as f64, now, Spend::Force);
+    }
+
     /// Callers with a bucket.
     #[cfg(test)]
     fn callers(&self) -> usize {
@@ -178,6 +199,56 @@ pub(crate) struct Rates {
     pub calls: Option<RateQuota>,
     /// Listings a second per caller.
     pub checks: Option<RateQuota>,
+    /// Request bytes read a second per caller (metered on its connections, [`ByteMeter`]).
+    pub bytes: Option<Arc<RateQuota>>,
+}
+
+/// Whose bytes a connection's reads are (the last caller identified on it), for the bytes
+/// quota ([`Rates::bytes`]). A connection not yet known (before its first call's headers) is
+/// read unmetered: what it can send then is one call's headers and one stream window, then
+/// its caller is known or its call is refused.
+#[derive(Debug, Default)]
+pub(crate) struct ByteMeter {
+    owner: Mutex<Option<(Arc<RateQuota>, Caller)>>,
+}
+
+impl ByteMeter {
+    fn owner(&self) -> std::sync::MutexGuard<'_, Option<(Arc<RateQuota>, Caller)>> {
+        self.owner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection's reads are `caller`'s from now on, metered by `quota`.
+    pub(crate) fn meter_for(&self, quota: &Arc<RateQuota>, caller: &Caller) {
+        let mut owner = self.owner();
+        if !matches!(&*owner, Some((_, c)) if c == caller) {
+            *owner = Some((Arc::clone(quota), Arc::clone(caller)));
+        }
+    }
+
+    /// `None` when the connection may be read now, else how long until its caller has bytes
+    /// again.
+    pub(crate) fn wait(&self, now: Instant) -> Option<Duration> {
+        let owner = self.owner();
+        let (quota, caller) = owner.as_ref()?;
+        let wait = quota.wait(caller, now);
+        if wait.is_some() {
+            metrics::counter!("cccgate_client_read_waits_total", "client" => caller.to_string())
+                .increment(1);
+        }
+        wait
+    }
+
+    /// `n` bytes were read from the connection.
+    pub(crate) fn read(&self, n: usize, now: Instant) {
+        if n == 0 {
+            return;
+        }
+        if let Some((quota, caller)) = &*self.owner() {
+            quota.charge(caller, n, now);
+        }
+    }
 }
 
 impl Rates {
@@ -185,6 +256,7 @@ impl Rates {
     pub(crate) fn new(limits: &crate::config::Limits) -> Rates {
         let calls = limits.client_max_calls_per_second;
         let checks = limits.client_max_checks_per_second;
+        let bytes = limits.client_max_bytes_per_second;
         Rates {
             calls: (calls > 0).then(|| {
                 RateQuota::new(
@@ -199,6 +271,13 @@ impl Rates {
                     checks,
                     checks.max(limits.max_batch as u64),
                 )
+            }),
+            bytes: (bytes > 0).then(|| {
+                Arc::new(RateQuota::new(
+                    "this caller's request bytes a second (--client-max-bytes-per-second)",
+                    bytes,
+                    bytes,
+                ))
             }),
         }
     }

@@ -194,7 +194,7 @@ impl ReadGate {
     }
 
     /// `Pending` until `until` (woken then).
-    fn wait_until(&mut self, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn wait_until(&mut self, until: Instant, cx: &mut Context<'_>) -> Poll<()> {
         let until = tokio::time::Instant::from_std(until);
         let sleep = self
             .sleep

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tonic::transport::server::Connected;
 
+use crate::rate::ByteMeter;
 use crate::tarpit::{ReadGate, Strikes};
 
 /// Longest a TLS handshake may take.
@@ -178,6 +179,8 @@ pub(crate) struct ConnInfo {
     pub peer_name: Option<Arc<str>>,
     /// Refused calls on this connection, which pause its reads ([`crate::tarpit`]).
     pub strikes: Arc<Strikes>,
+    /// Whose bytes its reads are, for the bytes quota ([`crate::rate`]).
+    pub meter: Arc<ByteMeter>,
 }
 
 /// An accepted connection, plain or TLS, with what is known of it.
@@ -274,6 +277,12 @@ impl AsyncRead for Conn {
         let Poll::Ready(limit) = this.gate.poll_open(&this.info.strikes, cx) else {
             return Poll::Pending;
         };
+        // A caller past its bytes quota: not read until it has bytes again.
+        if let Some(wait) = this.info.meter.wait(Instant::now())
+            && this.gate.wait_until(Instant::now() + wait, cx).is_pending()
+        {
+            return Poll::Pending;
+        }
         if this.slice.poll_turn(cx).is_pending() {
             return Poll::Pending;
         }
@@ -293,7 +302,11 @@ impl AsyncRead for Conn {
             }
         };
         match &r {
-            Poll::Ready(Ok(())) => this.slice.count(Some(buf.filled().len() - before)),
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                this.info.meter.read(n, Instant::now());
+                this.slice.count(Some(n));
+            }
             Poll::Pending => this.slice.count(None),
             Poll::Ready(Err(_)) => {}
         }
@@ -378,6 +391,7 @@ pub(crate) fn accept(
                 remote: Some(remote),
                 peer_name: None,
                 strikes: Arc::default(),
+                meter: Arc::default(),
             };
             let Some(tls) = &tls else {
                 if tx
@@ -412,6 +426,7 @@ pub(crate) fn accept(
                                     remote: Some(remote),
                                     peer_name,
                                     strikes: Arc::default(),
+                                    meter: Arc::default(),
                                 },
                                 gate: ReadGate::default(),
                                 slice: ReadSlice::new(read_slice),
@@ -486,6 +501,7 @@ mod tests {
                 remote: Some(remote),
                 peer_name: None,
                 strikes,
+                meter: Arc::default(),
             },
             gate: ReadGate::default(),
             slice: ReadSlice::new(slice),

@@ -90,6 +90,9 @@ pub struct Args {
     /// The gateway's --client-max-checks-per-second (0: no quota).
     #[arg(long, default_value_t = 100_000)]
     client_max_checks_per_second: u64,
+    /// The gateway's --client-max-bytes-per-second (0: no quota).
+    #[arg(long, default_value_t = cccgate_bench::attack::AttackConfig::default().client_bytes_per_second)]
+    client_max_bytes_per_second: u64,
 }
 
 /// Options of the attacker's process.
@@ -178,6 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         client_calls_per_second: args.client_max_calls_per_second,
         client_checks_per_second: args.client_max_checks_per_second,
+        client_bytes_per_second: args.client_max_bytes_per_second,
         progress: progress_mode(&args.progress, 10.0)?,
         ..d
     };
