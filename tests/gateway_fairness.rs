@@ -2,6 +2,8 @@
 //! a caller sending as fast as it can is refused with RESOURCE_EXHAUSTED and a retry hint,
 //! before its body is read, and counted exactly; another caller is still admitted and answered.
 //! A connection whose calls keep being refused is paused (not read) for a moment; no other is.
+//! A caller past its bytes quota (`--client-max-bytes-per-second`) is not refused but read at
+//! the quota's rate; another caller's connection is read as before.
 //!
 //! No timed assertion: where the count of admitted calls depends on how long the calls took
 //! (tokens come back with time), the bound is computed from the elapsed time measured.
@@ -332,4 +334,93 @@ async fn a_caller_over_its_checks_quota_is_refused_whole_messages_while_another_
     .expect("the quota ends the stream within 30 s");
     let s: Status = over.unwrap_err();
     assert_quota_refusal(&s, "--client-max-checks-per-second", per_second, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_bytes_quota_is_read_at_its_rate_never_refused_and_no_other_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let per_second: u64 = 256 * 1024;
+    let gw = gateway(
+        dir.path(),
+        "bytes-",
+        ConfigLayer {
+            client_max_bytes_per_second: Some(per_second),
+            ..Default::default()
+        },
+    )
+    .await;
+    let metrics = gw.metrics_addr.expect("metrics");
+    let (greedy, fair) = (gw.channel().await, gw.channel().await);
+    // Eight messages of 2,000 listings with 100-byte ids, ~1.8 MB: seven seconds of the quota.
+    let msg = CheckBatchRequest {
+        listings: (0..2_000)
+            .map(|i| Listing {
+                listing_id: format!("{i:0>100}"),
+                merchant_id: "M1".into(),
+                ..Default::default()
+            })
+            .collect(),
+        min_snapshot_sequence: 0,
+    };
+    let sent = 8 * prost::Message::encoded_len(&msg) as u64;
+    let start = Instant::now();
+    let greedy_calls = tokio::spawn(async move {
+        for _ in 0..8 {
+            let r = ListingCheckClient::new(greedy.clone())
+                .check_batch(with_token(msg.clone(), "tg"))
+                .await?;
+            assert_eq!(r.into_inner().results.len(), 2_000);
+        }
+        Ok::<_, Status>(())
+    });
+    // Its connection waits for its bytes quota...
+    let waits = "cccgate_client_read_waits_total";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(metrics, waits, "bytes-greedy").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "greedy never waited for its bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while another caller's connection is read and answered, and never waits.
+    for _ in 0..20 {
+        check(&fair, "tf").await.expect("fair is read meanwhile");
+    }
+    assert_eq!(metric(metrics, waits, "bytes-fair").await, 0);
+    // What the gateway has read of greedy never runs ahead of the quota: a second's burst,
+    // the rate since the start, and the one read that took it into debt (at most one HTTP/2
+    // frame's buffer). Unread, the rest waits in the kernel's buffers, not the gateway's.
+    let read_bytes = "cccgate_client_read_bytes_total";
+    let one_read = 256 * 1024;
+    for _ in 0..5 {
+        let read = metric(metrics, read_bytes, "bytes-greedy").await;
+        let most = per_second as f64 * (1.0 + start.elapsed().as_secs_f64()) + one_read as f64;
+        assert!(
+            (read as f64) <= most,
+            "{read} bytes read in {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every message of greedy is answered, none refused: slowed to its quota's rate.
+    tokio::time::timeout(Duration::from_secs(120), greedy_calls)
+        .await
+        .expect("greedy's calls end")
+        .unwrap()
+        .expect("greedy's messages are answered, not refused");
+    let elapsed = start.elapsed().as_secs_f64();
+    let read = metric(metrics, read_bytes, "bytes-greedy").await;
+    // All of it read but what came in with the first call's headers, before its caller was
+    // known (at most one read).
+    assert!(read + one_read >= sent, "{read} bytes read, {sent} sent");
+    let least = (read - per_second - one_read) as f64 / per_second as f64;
+    assert!(
+        elapsed >= least,
+        "{read} bytes read in {elapsed:.2} s, faster than the quota allows ({least:.2} s)"
+    );
+    assert_eq!(
+        metric(metrics, "cccgate_client_shed_total", "bytes-greedy").await,
+        0
+    );
 }

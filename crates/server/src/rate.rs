@@ -209,11 +209,19 @@ pub(crate) struct Rates {
 /// its caller is known or its call is refused.
 #[derive(Debug, Default)]
 pub(crate) struct ByteMeter {
-    owner: Mutex<Option<(Arc<RateQuota>, Caller)>>,
+    owner: Mutex<Option<Owner>>,
+}
+
+/// A metered connection's caller, its quota and its `cccgate_client_read_bytes_total` handle.
+#[derive(Debug)]
+struct Owner {
+    quota: Arc<RateQuota>,
+    caller: Caller,
+    read: metrics::Counter,
 }
 
 impl ByteMeter {
-    fn owner(&self) -> std::sync::MutexGuard<'_, Option<(Arc<RateQuota>, Caller)>> {
+    fn owner(&self) -> std::sync::MutexGuard<'_, Option<Owner>> {
         self.owner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -222,31 +230,39 @@ impl ByteMeter {
     /// The connection's reads are `caller`'s from now on, metered by `quota`.
     pub(crate) fn meter_for(&self, quota: &Arc<RateQuota>, caller: &Caller) {
         let mut owner = self.owner();
-        if !matches!(&*owner, Some((_, c)) if c == caller) {
-            *owner = Some((Arc::clone(quota), Arc::clone(caller)));
+        if !matches!(&*owner, Some(o) if o.caller == *caller) {
+            *owner = Some(Owner {
+                quota: Arc::clone(quota),
+                caller: Arc::clone(caller),
+                read: metrics::counter!(
+                    "cccgate_client_read_bytes_total",
+                    "client" => caller.to_string()
+                ),
+            });
         }
     }
 
-    /// `None` when the connection may be read now, else how long until its caller has bytes
-    /// again.
+    /// `None` when the connection may be read at `now`, else how long until its caller has
+    /// bytes again (counted in `cccgate_client_read_waits_total`).
     pub(crate) fn wait(&self, now: Instant) -> Option<Duration> {
         let owner = self.owner();
-        let (quota, caller) = owner.as_ref()?;
-        let wait = quota.wait(caller, now);
+        let o = owner.as_ref()?;
+        let wait = o.quota.wait(&o.caller, now);
         if wait.is_some() {
-            metrics::counter!("cccgate_client_read_waits_total", "client" => caller.to_string())
+            metrics::counter!("cccgate_client_read_waits_total", "client" => o.caller.to_string())
                 .increment(1);
         }
         wait
     }
 
-    /// `n` bytes were read from the connection.
+    /// `n` bytes were read from the connection at `now`.
     pub(crate) fn read(&self, n: usize, now: Instant) {
         if n == 0 {
             return;
         }
-        if let Some((quota, caller)) = &*self.owner() {
-            quota.charge(caller, n, now);
+        if let Some(o) = &*self.owner() {
+            o.quota.charge(&o.caller, n, now);
+            o.read.increment(n as u64);
         }
     }
 }
@@ -396,6 +412,34 @@ mod tests {
         assert!(q.any_left(&a, t0 + Duration::from_millis(1_500)).is_err());
         // Repaid at the quota's rate: 1.501 s later a call is admitted again.
         assert!(q.any_left(&a, t0 + Duration::from_millis(1_501)).is_ok());
+    }
+
+    #[test]
+    fn a_connection_is_read_until_its_caller_is_past_its_bytes_then_waits_for_the_refill() {
+        let q = Arc::new(RateQuota::new("bytes", 1_000, 1_000));
+        let (a, b) = (ByteMeter::default(), ByteMeter::default());
+        let t0 = Instant::now();
+        // Before its first call's caller is known, a connection is read unmetered.
+        a.read(50_000, t0);
+        assert_eq!(a.wait(t0), None);
+        a.meter_for(&q, &caller("greedy"));
+        b.meter_for(&q, &caller("fair"));
+        // One second's worth at once, then a read past it (a read is never cut short): the
+        // bucket is 1,500 in debt and the connection is not read until one byte is back.
+        a.read(1_000, t0);
+        assert_eq!(a.wait(t0), Some(Duration::from_millis(1))); // at zero: one byte's time
+        a.read(1_500, t0);
+        assert_eq!(a.wait(t0), Some(Duration::from_millis(1_501)));
+        // Another connection of the same caller waits too; one of another caller does not.
+        let c = ByteMeter::default();
+        c.meter_for(&q, &caller("greedy"));
+        assert_eq!(c.wait(t0), Some(Duration::from_millis(1_501)));
+        assert_eq!(b.wait(t0), None);
+        // Read again once the debt is repaid.
+        assert!(a.wait(t0 + Duration::from_millis(1_502)).is_none());
+        // A connection whose calls are now another caller's is metered for that one.
+        a.meter_for(&q, &caller("fair"));
+        assert_eq!(a.wait(t0), None);
     }
 
     #[test]
