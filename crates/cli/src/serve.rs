@@ -159,6 +159,13 @@ pub struct Args {
     /// event_interval; tokio's own default is 61) [default: 8].
     #[arg(long, env = "CCCGATE_RUNTIME_EVENT_INTERVAL", value_name = "N")]
     runtime_event_interval: Option<u32>,
+    /// Pin the worker threads one to each CPU when the process may run on exactly as many
+    /// CPUs as it has workers (a dedicated CPU set: a machine of its own, or a Kubernetes
+    /// Guaranteed pod with whole CPUs under the static CPU manager); elsewhere they are never
+    /// pinned. Unpinned in such a set, a worker woken to share the work can be placed on its
+    /// waker's busy CPU and wait a scheduler tick for it [default: true].
+    #[arg(long, env = "CCCGATE_RUNTIME_PIN_WORKERS", value_name = "BOOL")]
+    runtime_pin_workers: Option<bool>,
     /// Log format: human or json [default: human].
     #[arg(long, env = "CCCGATE_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -314,6 +321,7 @@ impl Args {
             connection_read_slice_bytes: self.connection_read_slice_bytes,
             turn_listings: self.turn_listings,
             runtime_event_interval: self.runtime_event_interval,
+            runtime_pin_workers: self.runtime_pin_workers,
             log_format: self.log_format,
             log_filter: self.log_filter.clone(),
             decision_log: self.decision_log.clone(),
@@ -357,12 +365,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let config = Config::resolve(&layers)?;
     init_logging(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
         .event_interval(config.runtime_event_interval)
-        .thread_name("cccgate")
-        .build()
-        .context("cannot start the async runtime")?;
+        .thread_name("cccgate");
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if config.runtime_pin_workers
+        && let Some(pinner) = cccgate_server::affinity::Pinner::for_workers(workers)
+    {
+        tracing::info!(
+            workers,
+            "worker threads pinned one to each CPU of the process's set"
+        );
+        builder
+            .worker_threads(workers)
+            .on_thread_park(move || pinner.pin_current());
+    }
+    let runtime = builder.build().context("cannot start the async runtime")?;
     runtime.block_on(serve(config))
 }
 

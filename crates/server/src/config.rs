@@ -119,6 +119,9 @@ pub struct ConfigLayer {
     pub turn_listings: Option<usize>,
     /// Tasks a worker thread of `cccgate serve` runs between two looks for I/O events.
     pub runtime_event_interval: Option<u32>,
+    /// Pin `cccgate serve`'s worker threads one to each CPU when its CPU set has exactly as
+    /// many CPUs as workers (`false`: never).
+    pub runtime_pin_workers: Option<bool>,
     /// `human` or `json`.
     pub log_format: Option<LogFormat>,
     /// A tracing filter, e.g. `info` or `cccgate_server=debug,info`.
@@ -250,6 +253,9 @@ pub struct Config {
     /// Tasks a worker thread runs between two looks for I/O events (the binary's runtime;
     /// `run` takes a runtime already built).
     pub runtime_event_interval: u32,
+    /// Pin the binary's worker threads one to each CPU of a CPU set of exactly as many
+    /// ([`crate::affinity`]).
+    pub runtime_pin_workers: bool,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -646,6 +652,7 @@ impl Config {
                 }
                 v => v.unwrap_or(DEFAULT_RUNTIME_EVENT_INTERVAL),
             },
+            runtime_pin_workers: pick!(runtime_pin_workers).unwrap_or(true),
             log_format: pick!(log_format).unwrap_or_default(),
             log_filter: pick!(log_filter).unwrap_or_else(|| "info".into()),
             decision_log: pick!(decision_log),
@@ -892,6 +899,12 @@ mod tests {
         assert_eq!(d.limits.turn_listings, 250);
         assert_eq!(d.limits.connection_read_slice_bytes, 16 * 1024);
         assert_eq!(d.runtime_event_interval, DEFAULT_RUNTIME_EVENT_INTERVAL);
+        assert!(d.runtime_pin_workers);
+        assert!(
+            !Config::resolve(&[toml("runtime_pin_workers = false\n")])
+                .unwrap()
+                .runtime_pin_workers
+        );
         for (text, key) in [
             ("turn_listings = 0\n", "turn_listings"),
             ("runtime_event_interval = 0\n", "runtime_event_interval"),

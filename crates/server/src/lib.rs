@@ -24,6 +24,7 @@
 
 mod admin;
 mod admission;
+pub mod affinity;
 mod answer;
 mod arriving;
 mod auth;
