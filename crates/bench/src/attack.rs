@@ -233,7 +233,7 @@ impl Default for AttackConfig {
     /// Every attack, 10 s phases, the normal caller at 20,000 checks/s in messages of 100
     /// over 4 streams and 2 connections, a flood of 2,048 calls, TLS and tokens on, over the
     /// full-scale register, the gateway and the attacker in the same process, the per-caller
-    /// quotas of the production deployment (5,000 calls/s, 100,000 checks/s).
+    /// quotas of the production deployment (5,000 calls/s, 100,000 checks/s, 16 MiB/s).
     fn default() -> Self {
         AttackConfig {
             register: RegisterSpec::default(),
@@ -252,7 +252,7 @@ impl Default for AttackConfig {
             gateway: GatewayPlace::InProcess,
             client_calls_per_second: 5_000,
             client_checks_per_second: 100_000,
-            client_bytes_per_second: 0,
+            client_bytes_per_second: 16 * 1024 * 1024,
             progress: Mode::auto(Duration::from_secs(10)),
         }
     }
@@ -403,7 +403,7 @@ impl fmt::Display for AttackReport {
         let c = &self.config;
         writeln!(
             f,
-            "attack: a normal CheckStream caller at {} checks/s ({} listings a message, {} streams) for {:.0} s a phase, {}; per-caller quotas {} calls/s, {} checks/s (0: none); the attacker {}; the gateway {}",
+            "attack: a normal CheckStream caller at {} checks/s ({} listings a message, {} streams) for {:.0} s a phase, {}; per-caller quotas {} calls/s, {} checks/s, {} bytes/s (0: none); the attacker {}; the gateway {}",
             thousands(c.rate.round() as u64),
             c.chunk,
             c.streams,
@@ -415,6 +415,7 @@ impl fmt::Display for AttackReport {
             },
             thousands(c.client_calls_per_second),
             thousands(c.client_checks_per_second),
+            thousands(c.client_bytes_per_second),
             match &c.attacker {
                 AttackerPlace::InProcess => "in the normal caller's process".to_owned(),
                 AttackerPlace::Process { priority, cpus, .. } => format!(
