@@ -109,8 +109,8 @@ pub struct Args {
     /// second's worth, counted as the gateway reads them, refused calls' bytes included).
     /// Past it, the caller's connections are not read until it has bytes again: its data
     /// waits in the kernel's buffers and in its own, costing the gateway nothing, and its
-    /// calls are slowed, not refused. Other callers are not touched. 0 for no quota
-    /// [default: 0].
+    /// calls are slowed, not refused. Other callers are not touched. 0 for no quota, else at
+    /// least 65536 [default: 0].
     #[arg(long, env = "CCCGATE_CLIENT_MAX_BYTES_PER_SECOND", value_name = "N")]
     client_max_bytes_per_second: Option<u64>,
     /// Most CheckStream streams one connection may hold open [default: 64].

@@ -406,6 +406,11 @@ impl Default for Limits {
 /// tasks (~20-50 µs each) before its worker notices.
 pub const DEFAULT_RUNTIME_EVENT_INTERVAL: u32 = 8;
 
+/// The smallest non-zero `client_max_bytes_per_second`: 64 KiB a second, so that the pause
+/// after one read past the bucket (at most a frame's buffer, tens of KiB) stays well within
+/// HTTP/2 keepalive's timeout.
+pub const MIN_CLIENT_BYTES_PER_SECOND: u64 = 64 * 1024;
+
 impl Default for Config {
     fn default() -> Self {
         // Resolving no layers cannot fail: the defaults are valid.
@@ -556,8 +561,21 @@ impl Config {
                 .unwrap_or(d.client_max_calls_per_second),
             client_max_checks_per_second: pick!(client_max_checks_per_second)
                 .unwrap_or(d.client_max_checks_per_second),
-            client_max_bytes_per_second: pick!(client_max_bytes_per_second)
-                .unwrap_or(d.client_max_bytes_per_second),
+            client_max_bytes_per_second: match pick!(client_max_bytes_per_second)
+                .unwrap_or(d.client_max_bytes_per_second)
+            {
+                // One read can go past the bucket by up to an HTTP/2 frame's buffer; below this
+                // the connection would then be left unread for longer than keepalive allows.
+                v @ 1..MIN_CLIENT_BYTES_PER_SECOND => {
+                    return Err(ConfigError::Invalid {
+                        key: "client_max_bytes_per_second",
+                        message: format!(
+                            "must be 0 (no quota) or at least {MIN_CLIENT_BYTES_PER_SECOND}, not {v}"
+                        ),
+                    });
+                }
+                v => v,
+            },
             connection_max_open_streams: positive(
                 "connection_max_open_streams",
                 pick!(connection_max_open_streams).unwrap_or(d.connection_max_open_streams),
@@ -872,6 +890,22 @@ mod tests {
             text.starts_with("gw.toml") && text.contains("max_bacth"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_bytes_quota_is_off_by_default_and_never_below_64_kib_a_second() {
+        assert_eq!(Config::default().limits.client_max_bytes_per_second, 0);
+        let err = Config::resolve(&[toml("client_max_bytes_per_second = 65535\n")]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("client_max_bytes_per_second") && text.contains("65535"),
+            "{text}"
+        );
+        for ok in [0, 65_536, 16 << 20] {
+            let c =
+                Config::resolve(&[toml(&format!("client_max_bytes_per_second = {ok}\n"))]).unwrap();
+            assert_eq!(c.limits.client_max_bytes_per_second, ok);
+        }
     }
 
     #[test]
