@@ -35,9 +35,25 @@ fn allowed(task: &str) -> Option<BTreeSet<usize>> {
     Some(cpu_list(line))
 }
 
+/// A `cccgate serve` process, killed and waited for when dropped.
+struct Gateway(Child);
+
+impl Gateway {
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `cccgate serve` on the built-in sample with `extra`; returns once it listens.
-fn serve(extra: &[&str]) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cccgate"))
+fn serve(extra: &[&str]) -> Gateway {
+    let child = Command::new(env!("CARGO_BIN_EXE_cccgate"))
         .args([
             "serve",
             "--listen",
@@ -51,8 +67,9 @@ fn serve(extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start cccgate serve");
+    let mut gw = Gateway(child);
     let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().expect("piped");
+    let stderr = gw.0.stderr.take().expect("piped");
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
@@ -64,7 +81,7 @@ fn serve(extra: &[&str]) -> Child {
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("the gateway logs that it listens");
         if line.contains("gateway listening") {
-            return child;
+            return gw;
         }
     }
 }
@@ -98,7 +115,7 @@ fn workers_are_pinned_one_to_each_cpu_of_a_set_of_exactly_as_many_and_never_when
         );
         return;
     }
-    let mut gw = serve(&[]);
+    let gw = serve(&[]);
     // Each worker pins itself the first time it parks (at once, idle): wait for it.
     let deadline = Instant::now() + BOUND;
     let pinned = loop {
@@ -111,19 +128,17 @@ fn workers_are_pinned_one_to_each_cpu_of_a_set_of_exactly_as_many_and_never_when
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = gw.kill();
-    let _ = gw.wait();
+    drop(gw);
     // One worker on each CPU of the set, no two on one.
     let cpus: BTreeSet<usize> = pinned.iter().flatten().copied().collect();
     assert_eq!(pinned.len(), workers, "pinned threads: {pinned:?}");
     assert_eq!(cpus, mine, "pinned threads: {pinned:?}");
 
-    let mut gw = serve(&["--runtime-pin-workers", "false"]);
+    let gw = serve(&["--runtime-pin-workers", "false"]);
     // Give the workers the time to park (and, were they pinned, to pin themselves).
     std::thread::sleep(Duration::from_millis(500));
     let sets = thread_sets(gw.id());
-    let _ = gw.kill();
-    let _ = gw.wait();
+    drop(gw);
     assert!(!sets.is_empty());
     assert!(sets.iter().all(|s| *s == mine), "thread CPU sets: {sets:?}");
 }
