@@ -378,8 +378,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             workers,
             "worker threads pinned one to each CPU of the process's set"
         );
+        let unpin = std::sync::Arc::clone(&pinner);
         builder
             .worker_threads(workers)
+            .on_thread_start(move || unpin.unpin_current())
             .on_thread_park(move || pinner.pin_current());
     }
     let runtime = builder.build().context("cannot start the async runtime")?;

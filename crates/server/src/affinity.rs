@@ -38,6 +38,16 @@ impl Pinner {
         })
     }
 
+    /// Gives the calling thread the whole set back. A thread inherits the CPU set of the one
+    /// that creates it, so a blocking-pool thread started from a pinned worker would be pinned
+    /// too: called from tokio's `on_thread_start`, which every thread of the runtime runs
+    /// first (the workers are pinned later, on their first park).
+    pub fn unpin_current(&self) {
+        if let Err(e) = set_affinity(&self.cpus) {
+            tracing::warn!(error = %e, "cannot give a thread the process's CPU set back");
+        }
+    }
+
     /// Pins the calling thread to the next CPU, once per thread (later calls do nothing).
     /// Called from tokio's `on_thread_park`, which only worker threads run.
     pub fn pin_current(&self) {
@@ -46,7 +56,7 @@ impl Pinner {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         if let Some(&cpu) = self.cpus.get(i) {
-            if let Err(e) = set_affinity(cpu) {
+            if let Err(e) = set_affinity(&[cpu]) {
                 tracing::warn!(cpu, error = %e, "cannot pin a worker thread");
             } else {
                 tracing::debug!(cpu, "worker thread pinned");
@@ -72,13 +82,15 @@ fn allowed_cpus() -> Option<Vec<usize>> {
     }
 }
 
-/// Pins the calling thread to `cpu`.
-fn set_affinity(cpu: usize) -> std::io::Result<()> {
+/// Lets the calling thread run on `cpus` only.
+fn set_affinity(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: as in `allowed_cpus`; 0 is the calling thread.
     #[allow(unsafe_code)]
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
+        for &cpu in cpus {
+            libc::CPU_SET(cpu, &mut set);
+        }
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -126,6 +138,24 @@ mod tests {
             .collect();
         let want: Vec<Option<usize>> = cpus.iter().map(|&c| Some(c)).collect();
         assert_eq!(got, want);
+        // A thread started by a pinned one inherits its CPU; given the set back, it has all.
+        let p = Arc::clone(&pinner);
+        let (inherited, unpinned) = std::thread::spawn(move || {
+            PINNED.with(|x| x.set(false));
+            set_affinity(&p.cpus[..1]).unwrap();
+            let p2 = Arc::clone(&p);
+            std::thread::spawn(move || {
+                let inherited = allowed_cpus();
+                p2.unpin_current();
+                (inherited, allowed_cpus())
+            })
+            .join()
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inherited, Some(vec![cpus[0]]));
+        assert_eq!(unpinned, Some(cpus.clone()));
         // Past the set, a thread is left as it was.
         let p = Arc::clone(&pinner);
         let extra = std::thread::spawn(move || {
