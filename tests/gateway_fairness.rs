@@ -423,4 +423,45 @@ async fn a_caller_over_its_bytes_quota_is_read_at_its_rate_never_refused_and_no_
         metric(metrics, "cccgate_client_shed_total", "bytes-greedy").await,
         0
     );
+
+    // An HTTP/JSON call on the same port is metered the same way: its caller's bytes read grow
+    // by at least its body (the read of its own headers aside).
+    let before = metric(metrics, read_bytes, "bytes-fair").await;
+    let body = serde_json::json!({
+        "listings": (0..2_000)
+            .map(|i| serde_json::json!({"listing_id": format!("{i:0>100}"), "merchant_id": "M1"}))
+            .collect::<Vec<_>>()
+    })
+    .to_string();
+    let addr = gw.addr;
+    let (status, answer) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = format!(
+            "POST /v1/check:batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tf\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(body.as_bytes()).unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let status: u16 = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, text.len())
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{answer} bytes of answer");
+    let after = metric(metrics, read_bytes, "bytes-fair").await;
+    assert!(
+        after >= before + 2_000 * 100,
+        "HTTP/JSON: {} bytes read for a body of over 200,000",
+        after - before
+    );
 }

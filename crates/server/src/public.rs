@@ -354,8 +354,18 @@ impl PublicCheck {
     }
 
     /// Who is calling: with `--auth-tokens`, the name of the bearer token (required);
-    /// otherwise the mTLS name, else `anonymous`.
+    /// otherwise the mTLS name, else `anonymous`. The connection's reads are that caller's from
+    /// now on, for its bytes quota ([`crate::rate::ByteMeter`]), whether or not the call is then
+    /// admitted: a refused call's bytes are read too. gRPC and HTTP/JSON calls alike.
     pub(crate) fn identify(&self, req: &http::Request<Body>) -> Result<Caller, Status> {
+        let caller = self.who(req)?;
+        if let (Some(quota), Some(info)) = (&self.rates.bytes, req.extensions().get::<ConnInfo>()) {
+            info.meter.meter_for(quota, &caller);
+        }
+        Ok(caller)
+    }
+
+    fn who(&self, req: &http::Request<Body>) -> Result<Caller, Status> {
         if let Some(auth) = &self.auth {
             let token = req
                 .headers()
@@ -522,11 +532,6 @@ impl PublicCheck {
             Ok(c) => c,
             Err(status) => return refused(&req, status),
         };
-        if let (Some(quota), Some(info)) = (&self.rates.bytes, req.extensions().get::<ConnInfo>()) {
-            // The connection's reads are this caller's from now on (its bytes quota), whether
-            // or not this call is admitted: a refused call's bytes are read too.
-            info.meter.meter_for(quota, &caller);
-        }
         let Some(method) = method else {
             let path = req.uri().path();
             return Status::unimplemented(format!("{path} is not a method of this service"))
