@@ -204,9 +204,9 @@ pub(crate) struct Rates {
 }
 
 /// Whose bytes a connection's reads are (the last caller identified on it), for the bytes
-/// quota ([`Rates::bytes`]). A connection not yet known (before its first call's headers) is
-/// read unmetered: what it can send then is one call's headers and one stream window, then
-/// its caller is known or its call is refused.
+/// quota ([`Rates::bytes`]). A connection not yet known (before its first call's headers are
+/// handled) is read unmetered: what it can send until then is bounded by the HTTP/2 connection
+/// window (hyper's 1 MiB), then its caller is known or its call is refused.
 #[derive(Debug, Default)]
 pub(crate) struct ByteMeter {
     owner: Mutex<Option<Owner>>,
