@@ -212,12 +212,15 @@ pub(crate) struct ByteMeter {
     owner: Mutex<Option<Owner>>,
 }
 
-/// A metered connection's caller, its quota and its `cccgate_client_read_bytes_total` handle.
+/// A metered connection's caller, its quota and its counters' handles
+/// (`cccgate_client_read_bytes_total`, `cccgate_client_read_waits_total`), registered once per
+/// caller change, not per read.
 #[derive(Debug)]
 struct Owner {
     quota: Arc<RateQuota>,
     caller: Caller,
     read: metrics::Counter,
+    waits: metrics::Counter,
 }
 
 impl ByteMeter {
@@ -238,6 +241,10 @@ impl ByteMeter {
                     "cccgate_client_read_bytes_total",
                     "client" => caller.to_string()
                 ),
+                waits: metrics::counter!(
+                    "cccgate_client_read_waits_total",
+                    "client" => caller.to_string()
+                ),
             });
         }
     }
@@ -249,8 +256,7 @@ impl ByteMeter {
         let o = owner.as_ref()?;
         let wait = o.quota.wait(&o.caller, now);
         if wait.is_some() {
-            metrics::counter!("cccgate_client_read_waits_total", "client" => o.caller.to_string())
-                .increment(1);
+            o.waits.increment(1);
         }
         wait
     }

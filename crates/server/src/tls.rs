@@ -278,8 +278,9 @@ impl AsyncRead for Conn {
             return Poll::Pending;
         };
         // A caller past its bytes quota: not read until it has bytes again.
-        if let Some(wait) = this.info.meter.wait(Instant::now())
-            && this.gate.wait_until(Instant::now() + wait, cx).is_pending()
+        let now = Instant::now();
+        if let Some(wait) = this.info.meter.wait(now)
+            && this.gate.wait_until(now + wait, cx).is_pending()
         {
             return Poll::Pending;
         }
@@ -304,7 +305,7 @@ impl AsyncRead for Conn {
         match &r {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
-                this.info.meter.read(n, Instant::now());
+                this.info.meter.read(n, now);
                 this.slice.count(Some(n));
             }
             Poll::Pending => this.slice.count(None),
